@@ -1,0 +1,32 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both create .venv and install as needed.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch is installed first and only when the environment has none, so a CUDA, ROCm or Ascend (torch_npu)
+# build already in $(VENV) is kept; override TORCH_SPEC to pick another build.
+TORCH_SPEC ?= torch==2.13.0
+DEMO := demo-output
+
+.PHONY: install demo test clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $@
+
+demo: install
+	rm -rf $(DEMO)
+	HF_HUB_OFFLINE=1 $(BIN)/voxport make-tiny csm $(DEMO)/tiny-csm
+	HF_HUB_OFFLINE=1 $(BIN)/voxport tts "Hello from voxport." --model $(DEMO)/tiny-csm \
+		--output $(DEMO)/hello.wav --codes-out $(DEMO)/hello-codes.npy --max-tokens 25 --seed 0 --device cpu
+	@echo "demo done: audio in $(DEMO)/hello.wav, codes in $(DEMO)/hello-codes.npy"
+	@echo "(tiny random weights, so the audio is noise; every step of the real pipeline ran)"
+
+test: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) $(DEMO) .pytest_cache

@@ -1,0 +1,193 @@
+"""Sesame CSM-1B text-to-speech on any device: load once, then synthesize many times."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from torch import nn
+from transformers import CsmForConditionalGeneration, CsmProcessor
+
+from voxport.audio.io import load_audio
+from voxport.errors import CheckpointError, InputError
+from voxport.models.csm.frames import generate_frames
+from voxport.models.csm.prompt import render_prompt
+from voxport.models.csm.synthesis import SynthesisRequest, SynthesisResult
+from voxport.runtime.checkpoints import resolve_checkpoint
+from voxport.runtime.seeding import fresh_seed, make_generator
+from voxport.runtime.timing import timed
+
+CHECKPOINT_FILES = ["*.json", "*.safetensors", "*.jinja", "tokenizer*"]
+_LOAD_ERRORS = (OSError, ValueError, KeyError, RuntimeError, SafetensorError)
+
+
+@dataclass(frozen=True)
+class CsmExample:
+    """Fixed inputs for teacher-forced checks: a prompt and the frames that follow it."""
+
+    request: SynthesisRequest
+    codes: torch.Tensor  # [frames, codebooks]
+
+
+class CsmSpeech:
+    """A CSM checkpoint on one device. The codec runs in float32 whatever the model dtype."""
+
+    family = "csm"
+
+    def __init__(self, model: CsmForConditionalGeneration, processor: CsmProcessor, load_seconds: float):
+        self.model = model
+        self.processor = processor
+        self.config = model.config
+        self.device = model.lm_head.weight.device
+        self.dtype = model.lm_head.weight.dtype
+        self.load_seconds = load_seconds
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.codec_config.sampling_rate
+
+    @classmethod
+    def load(cls, source: str | Path, device: torch.device, dtype: torch.dtype) -> CsmSpeech:
+        path = resolve_checkpoint(source, allow_patterns=CHECKPOINT_FILES)
+        _expect_model_type(path, "csm")
+        timings: dict[str, float] = {}
+        with timed(device, timings, "load_seconds"):
+            processor, model = _load_weights(path, device, dtype)
+        return cls(model, processor, timings["load_seconds"])
+
+    def compile(self) -> None:
+        """Compile the two transformers that run every frame (the caller checks the device supports it)."""
+        self.model.backbone_model.compile(dynamic=True)
+        self.model.depth_decoder.compile(dynamic=True)
+
+    def generate(self, request: SynthesisRequest, on_frame: Callable[[int], None] | None = None) -> SynthesisResult:
+        """Speech for `request`; `on_frame(n)` is told each time frame n is done."""
+        seed = request.seed if request.seed is not None else fresh_seed()
+        generator = make_generator(self.device, seed)
+        timings = {}
+        with timed(self.device, timings, "prompt_seconds"):
+            prompt_embeds = self.prompt_embeds(request)
+        self._check_context_length(prompt_embeds.shape[1], request.max_frames)
+        with timed(self.device, timings, "generation_seconds"):
+            codes = generate_frames(
+                self.model, prompt_embeds, request.sampling(), request.max_frames, request.min_frames, generator,
+                on_frame,
+            )
+        with timed(self.device, timings, "decode_seconds"):
+            audio = self.decode(codes)
+        return SynthesisResult(audio=audio, sample_rate=self.sample_rate, codes=codes.cpu().numpy(), seed=seed,
+                               timings=timings)
+
+    @torch.inference_mode()
+    def prompt_input_ids(self, request: SynthesisRequest) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Prompt ids [1, T] and the codec frames of each context turn."""
+        context_codes = [self.encode_audio(turn.audio) for turn in request.context]
+        text = render_prompt(self.processor, request, [len(codes) for codes in context_codes])
+        ids = self.processor.tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids
+        return ids.to(self.device), context_codes
+
+    @torch.inference_mode()
+    def prompt_embeds(self, request: SynthesisRequest) -> torch.Tensor:
+        """Backbone input [1, T, hidden]: text embeddings, audio positions replaced by their frames' embeddings."""
+        input_ids, context_codes = self.prompt_input_ids(request)
+        embeds = self.model.embed_text_tokens(input_ids)
+        if context_codes:
+            frames = torch.cat(context_codes).unsqueeze(0)
+            embeds[input_ids == self.config.audio_token_id] = self._embed_frames(frames)[0]
+            # Each context audio ends in an audio-eos token, embedded as an all-eos frame.
+            eos_frame = torch.full_like(frames[:, :1], self.config.codebook_eos_token_id)
+            eos_positions = input_ids == self.config.audio_eos_token_id
+            embeds[eos_positions] = self._embed_frames(eos_frame)[0, 0]
+        return embeds
+
+    @torch.inference_mode()
+    def encode_audio(self, audio: np.ndarray | str | Path) -> torch.Tensor:
+        """Codec frames [frames, codebooks] of mono audio (samples at the codec rate, or a file)."""
+        if not isinstance(audio, np.ndarray):
+            audio = load_audio(audio, self.sample_rate)
+        samples = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)).to(self.device)
+        codes = self.model.codec_model.encode(samples.view(1, 1, -1)).audio_codes
+        return codes[0].transpose(0, 1)
+
+    @torch.inference_mode()
+    def decode(self, codes: torch.Tensor) -> np.ndarray:
+        """Float32 mono audio of codes [frames, codebooks]: 1920 samples a frame at 24 kHz."""
+        if codes.shape[0] == 0:
+            return np.zeros(0, dtype=np.float32)
+        audio = self.model.codec_model.decode(codes.transpose(0, 1).unsqueeze(0)).audio_values
+        return audio[0, 0].float().cpu().numpy()
+
+    def example_inputs(self) -> CsmExample:
+        generator = torch.Generator().manual_seed(0)
+        codes = torch.randint(0, self.config.codec_config.codebook_size, (8, self.config.num_codebooks),
+                              generator=generator)
+        return CsmExample(SynthesisRequest(text="Every port is checked against a float32 reference."), codes)
+
+    @torch.no_grad()
+    def forward_logits(self, inputs: CsmExample) -> dict[str, torch.Tensor]:
+        """Teacher-forced logits [frames, codebooks, vocab] of `inputs.codes` after the prompt."""
+        codes = inputs.codes.to(self.device)
+        prompt = self.prompt_embeds(inputs.request)
+        frames = self._embed_frames(codes[:-1].unsqueeze(0))
+        hidden = self.model.backbone_model(inputs_embeds=torch.cat([prompt, frames], dim=1)).last_hidden_state
+        frame_states = hidden[0, prompt.shape[1] - 1 :]  # the state each frame is predicted from
+        first = self.model.lm_head(frame_states)
+        # Depth decoder, all frames at once: [placeholder, codebooks 0..30] predicts codebooks 1..31.
+        depth_ids = torch.nn.functional.pad(codes[:, :-1], (1, 0))
+        rest = self.model.depth_decoder(input_ids=depth_ids, backbone_last_hidden_state=frame_states).logits
+        return {"codebook_logits": torch.cat([first.unsqueeze(1), rest], dim=1).float()}
+
+    def named_modules(self) -> Iterator[tuple[str, nn.Module]]:
+        return self.model.named_modules()
+
+    def _embed_frames(self, codes: torch.Tensor) -> torch.Tensor:
+        """Summed codebook embeddings [batch, frames, hidden] of codes [batch, frames, codebooks]."""
+        return self.model.backbone_model.embed_tokens(codes)
+
+    def _check_context_length(self, prompt_length: int, max_frames: int) -> None:
+        limit = self.config.max_position_embeddings
+        if prompt_length + max_frames > limit:
+            raise InputError(
+                f"prompt ({prompt_length} positions, context audio included) plus max tokens ({max_frames}) "
+                f"exceeds the model's context of {limit} positions: shorten the context or lower --max-tokens"
+            )
+
+
+def _load_weights(path: Path, device: torch.device, dtype: torch.dtype):
+    """Processor and model, strictly: every weight of the architecture must be in the files."""
+    try:
+        processor = CsmProcessor.from_pretrained(path)
+        model, info = CsmForConditionalGeneration.from_pretrained(
+            path, dtype=dtype, device_map=device, output_loading_info=True
+        )
+    except _LOAD_ERRORS as error:
+        raise CheckpointError(f"cannot load CSM checkpoint {path}: {_first_line(error)}") from None
+    _expect_all_weights(path, info)
+    model.codec_model.float()
+    return processor, model.eval()
+
+
+def _expect_model_type(path: Path, model_type: str) -> None:
+    try:
+        found = json.loads((path / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"cannot read {path / 'config.json'}: {_first_line(error)}") from None
+    if found != model_type:
+        raise CheckpointError(f"{path} holds a '{found}' checkpoint: expected model_type '{model_type}'")
+
+
+def _expect_all_weights(path: Path, info: dict) -> None:
+    missing, unexpected = sorted(info.get("missing_keys", ())), sorted(info.get("unexpected_keys", ()))
+    if missing or unexpected:
+        named = ", ".join([f"missing {key}" for key in missing[:3]] + [f"unexpected {key}" for key in unexpected[:3]])
+        raise CheckpointError(f"checkpoint {path} does not match the CSM architecture: {named}")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -1,0 +1,133 @@
+"""Tiny random checkpoints in each model's real on-disk layout, built offline, for tests and the demo.
+
+Widths and depths shrink; everything a code path depends on stays real: file names and formats, the
+special tokens and chat template, 32 codebooks of 2051 ids, the codec's 24 kHz and 1920 samples a frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import (
+    CsmConfig,
+    CsmForConditionalGeneration,
+    CsmProcessor,
+    EncodecFeatureExtractor,
+    GenerationConfig,
+    MimiConfig,
+    PreTrainedTokenizerFast,
+)
+
+from voxport.errors import InputError
+from voxport.runtime.files import directory_replaced_atomically
+
+# A few sentences to learn byte-level merges from: enough for short English prompts to tokenize sensibly.
+_CORPUS = [
+    "Hello, this is a tiny voice checkpoint made for tests and demos.",
+    "The quick brown fox jumps over the lazy dog while the band plays on.",
+    "Speech models run on many devices: graphics cards, neural processors and plain CPUs.",
+    "Every port is checked against a float32 reference on the CPU, one layer at a time.",
+    "What time is it? It is a quarter past nine in the morning, and the coffee is ready.",
+    "Numbers like 1, 2, 3, 10, 42 and 2048 appear in speech too.",
+]
+
+# Llama-3 spellings of the special tokens CSM uses, in the roles the real tokenizer gives them.
+BOS, EOS, AUDIO, AUDIO_EOS = "<|begin_of_text|>", "<|end_of_text|>", "<|AUDIO|>", "<|audio_eos|>"
+
+# Each turn renders as bos [speaker]text eos, and a turn with audio adds the audio token and audio-eos.
+# Every turn but the last must carry audio; the last one must carry text.
+CSM_CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{%- if not (message['role'] is string and message['role'].isdigit()) -%}"
+    "{{- raise_exception('role must be a speaker id such as \"0\"') -}}"
+    "{%- endif -%}"
+    "{%- set kinds = message['content'] | map(attribute='type') | list -%}"
+    "{%- if 'text' not in kinds -%}{{- raise_exception('each turn needs a text item') -}}{%- endif -%}"
+    "{%- if not loop.last and 'audio' not in kinds -%}"
+    "{{- raise_exception('every turn but the last needs an audio item') -}}"
+    "{%- endif -%}"
+    "{{- bos_token + '[' + message['role'] + ']' -}}"
+    "{%- for item in message['content'] if item['type'] == 'text' -%}{{- item['text'] -}}{%- endfor -%}"
+    "{{- eos_token -}}"
+    "{%- if 'audio' in kinds -%}{{- '" + AUDIO + AUDIO_EOS + "' -}}{%- endif -%}"
+    "{%- endfor -%}"
+)
+
+
+def write_tiny_checkpoint(
+    build: Callable[[Path, int], Path], directory: str | Path, seed: int = 0, overwrite: bool = False
+) -> Path:
+    """Build a checkpoint beside `directory`, then move it into place: never a half-written directory."""
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise InputError(f"{directory} is a file: expected a directory for the checkpoint")
+    if directory.is_dir() and any(directory.iterdir()) and not overwrite:
+        raise InputError(f"{directory} is not empty: choose a new directory or pass --force to replace it")
+    with directory_replaced_atomically(directory) as staging:
+        build(staging, seed)
+    return directory
+
+
+def make_tiny_csm(directory: str | Path, seed: int = 0) -> Path:
+    """Write a random CSM checkpoint (config, safetensors, generation config, tokenizer, processor)."""
+    directory = Path(directory)
+    tokenizer = _tiny_llama3_tokenizer()
+    processor = CsmProcessor(
+        feature_extractor=EncodecFeatureExtractor(feature_size=1, sampling_rate=24000, padding_value=0.0),
+        tokenizer=tokenizer,
+        chat_template=CSM_CHAT_TEMPLATE,
+    )
+    config = _tiny_csm_config(tokenizer)
+    torch.manual_seed(seed)
+    model = CsmForConditionalGeneration(config).eval()
+    model.generation_config = GenerationConfig(do_sample=True, temperature=0.9, top_k=50, max_new_tokens=125)
+    model.depth_decoder.generation_config = GenerationConfig(do_sample=True, temperature=0.9, top_k=50)
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return directory
+
+
+def _tiny_csm_config(tokenizer: PreTrainedTokenizerFast) -> CsmConfig:
+    ids = tokenizer.convert_tokens_to_ids
+    codec = MimiConfig(
+        hidden_size=32, num_filters=4, codebook_dim=16, vector_quantization_hidden_dimension=16,
+        upsample_groups=32, num_hidden_layers=1, intermediate_size=64, num_attention_heads=2,
+        num_key_value_heads=2, head_dim=16, sliding_window=16,
+    )
+    return CsmConfig(
+        text_vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+        bos_token_id=ids(BOS), pad_token_id=ids(AUDIO), audio_token_id=ids(AUDIO),
+        audio_eos_token_id=ids(AUDIO_EOS),
+        depth_decoder_config={
+            "backbone_hidden_size": 64, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 33,
+        },
+        codec_config=codec.to_dict(),
+    )
+
+
+def _tiny_llama3_tokenizer() -> PreTrainedTokenizerFast:
+    """Byte-level BPE learnt from a built-in corpus, with Llama-3's special tokens appended last."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=512, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    tokenizer.train_from_iterator(_CORPUS, trainer)
+    tokenizer.add_special_tokens([BOS, EOS, AUDIO, AUDIO_EOS])
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, tokenizer.token_to_id(BOS))]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=AUDIO,
+        extra_special_tokens={"audio_token": AUDIO, "audio_eos_token": AUDIO_EOS},
+        model_max_length=2048,
+    )

@@ -1,0 +1,259 @@
+"""One backend object per device kind, so no other layer branches on "cuda" or "npu".
+
+A backend answers the questions every port asks of its hardware: is it there, how many, what is it called,
+which dtypes does it run, how to wait for it, and how much memory a job took at its peak.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import platform
+import re
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+from voxport.errors import DeviceError
+
+DEVICE_CHOICES = "auto, cpu, cuda[:N], npu[:N], mps or xpu[:N]"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_SPEC = re.compile(r"^(?P<kind>cpu|cuda|npu|mps|xpu)(?::(?P<index>\d+))?$")
+
+
+@dataclass(frozen=True)
+class PeakMemory:
+    """Peak memory of a job: device allocator figures on accelerators, the process's resident set on CPU."""
+
+    allocated_bytes: int
+    reserved_bytes: int | None
+    source: str  # "device" or "process-rss"
+
+
+class DeviceBackend:
+    """The CPU; accelerators override what differs."""
+
+    kind = "cpu"
+    visible_devices_env: str | None = None
+
+    def is_available(self) -> bool:
+        return True
+
+    def device_count(self) -> int:
+        return 1
+
+    def device_name(self, device: torch.device) -> str:
+        return platform.processor() or platform.machine() or "cpu"
+
+    def supports_dtype(self, dtype: torch.dtype) -> bool:
+        return dtype in DTYPES.values()
+
+    def default_dtype(self) -> torch.dtype:
+        return torch.float32
+
+    def synchronize(self, device: torch.device) -> None:
+        """CPU work is synchronous: nothing to wait for."""
+
+    def reset_peak_memory(self, device: torch.device) -> None:
+        # Linux resets the resident-set high-water mark (VmHWM) when "5" is written to clear_refs.
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            pass
+
+    def peak_memory(self, device: torch.device) -> PeakMemory:
+        return PeakMemory(allocated_bytes=_process_peak_rss(), reserved_bytes=None, source="process-rss")
+
+    def compile_unsupported_reason(self) -> str | None:
+        """Why torch.compile cannot run here, or None when it can."""
+        if shutil.which("cc") or shutil.which("gcc") or shutil.which("clang"):
+            return None
+        return "torch.compile on CPU needs a C/C++ compiler (cc, gcc or clang) on PATH"
+
+    def visible_devices(self) -> str | None:
+        return os.environ.get(self.visible_devices_env) if self.visible_devices_env else None
+
+
+class AcceleratorBackend(DeviceBackend):
+    """CUDA, Ascend NPU and Intel XPU share one device-module API (torch.cuda / torch.npu / torch.xpu)."""
+
+    def __init__(self, kind: str, visible_devices_env: str | None):
+        self.kind = kind
+        self.visible_devices_env = visible_devices_env
+
+    def module(self) -> ModuleType | None:
+        return getattr(torch, self.kind, None)
+
+    def is_available(self) -> bool:
+        module = self.module()
+        return bool(module is not None and module.is_available())
+
+    def device_count(self) -> int:
+        return self.module().device_count() if self.is_available() else 0
+
+    def device_name(self, device: torch.device) -> str:
+        return self.module().get_device_name(device)
+
+    def supports_dtype(self, dtype: torch.dtype) -> bool:
+        if dtype == torch.bfloat16:
+            is_bf16_supported = getattr(self.module(), "is_bf16_supported", None)
+            return bool(is_bf16_supported()) if is_bf16_supported else True
+        return dtype in DTYPES.values()
+
+    def default_dtype(self) -> torch.dtype:
+        return torch.bfloat16 if self.supports_dtype(torch.bfloat16) else torch.float16
+
+    def synchronize(self, device: torch.device) -> None:
+        torch.accelerator.synchronize(device)
+
+    def reset_peak_memory(self, device: torch.device) -> None:
+        self.module().reset_peak_memory_stats(device)
+
+    def peak_memory(self, device: torch.device) -> PeakMemory:
+        module = self.module()
+        return PeakMemory(
+            allocated_bytes=int(module.max_memory_allocated(device)),
+            reserved_bytes=int(module.max_memory_reserved(device)),
+            source="device",
+        )
+
+    def compile_unsupported_reason(self) -> str | None:
+        return None
+
+
+class NpuBackend(AcceleratorBackend):
+    """Ascend NPU through torch_npu, imported only when an NPU is asked for."""
+
+    def __init__(self):
+        super().__init__("npu", "ASCEND_RT_VISIBLE_DEVICES")
+
+    def module(self) -> ModuleType | None:
+        if importlib.util.find_spec("torch_npu") is None:
+            return None
+        # torch_npu patches torch on import; importing it before transformers breaks transformers' imports
+        # on some installs, so transformers always goes first.
+        importlib.import_module("transformers")
+        importlib.import_module("torch_npu")
+        return getattr(torch, "npu", None)
+
+    def compile_unsupported_reason(self) -> str | None:
+        return "torch.compile is not supported on Ascend NPU by torch_npu's default backend (it needs torchair)"
+
+
+class MpsBackend(AcceleratorBackend):
+    """Apple GPUs: one device, no peak tracking (the current driver allocation is reported instead)."""
+
+    def __init__(self):
+        super().__init__("mps", None)
+
+    def is_available(self) -> bool:
+        return bool(torch.backends.mps.is_available())
+
+    def device_count(self) -> int:
+        return 1 if self.is_available() else 0
+
+    def device_name(self, device: torch.device) -> str:
+        return "Apple GPU (mps)"
+
+    def supports_dtype(self, dtype: torch.dtype) -> bool:
+        if dtype == torch.bfloat16:
+            return bool(torch.backends.mps.is_macos_or_newer(14, 0))
+        return dtype in DTYPES.values()
+
+    def reset_peak_memory(self, device: torch.device) -> None:
+        """MPS keeps no peak counter."""
+
+    def peak_memory(self, device: torch.device) -> PeakMemory:
+        return PeakMemory(
+            allocated_bytes=int(torch.mps.current_allocated_memory()),
+            reserved_bytes=int(torch.mps.driver_allocated_memory()),
+            source="device-current",
+        )
+
+    def compile_unsupported_reason(self) -> str | None:
+        return "torch.compile is not reliable on MPS yet; running eagerly"
+
+
+BACKENDS: dict[str, DeviceBackend] = {
+    "cuda": AcceleratorBackend("cuda", "CUDA_VISIBLE_DEVICES"),
+    "npu": NpuBackend(),
+    "xpu": AcceleratorBackend("xpu", "ZE_AFFINITY_MASK"),
+    "mps": MpsBackend(),
+    "cpu": DeviceBackend(),
+}
+"""In order of preference for --device auto."""
+
+
+def backend_for(device: torch.device | str) -> DeviceBackend:
+    return BACKENDS[torch.device(device).type]
+
+
+def available_devices() -> list[str]:
+    """Every device this machine can run on, as --device spellings."""
+    found = []
+    for kind, backend in BACKENDS.items():
+        if kind == "cpu":
+            found.append("cpu")
+        elif kind == "mps":
+            found += ["mps"] if backend.is_available() else []
+        else:
+            found += [f"{kind}:{index}" for index in range(backend.device_count())]
+    return found
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """Turn a --device spelling into a torch.device that exists here, or fail naming the ones that do."""
+    spec = spec.strip().lower()
+    if spec == "auto":
+        for kind, backend in BACKENDS.items():
+            if backend.is_available():
+                return torch.device(kind, 0) if kind != "cpu" else torch.device("cpu")
+    match = _SPEC.match(spec)
+    if not match:
+        raise DeviceError(f"unknown device '{spec}': expected {DEVICE_CHOICES}")
+    kind, index = match["kind"], match["index"]
+    if kind == "cpu":
+        return torch.device("cpu")
+    backend = BACKENDS[kind]
+    if not backend.is_available():
+        raise DeviceError(f"device '{spec}' is not available here; available: {', '.join(available_devices())}")
+    index = int(index or 0)
+    if index >= backend.device_count():
+        raise DeviceError(f"device '{spec}' does not exist; available: {', '.join(available_devices())}")
+    return torch.device(kind, index)
+
+
+def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
+    """auto = bfloat16 on accelerators (float16 where bfloat16 is missing), float32 on CPU."""
+    backend = backend_for(device)
+    if spec == "auto":
+        return backend.default_dtype()
+    if spec not in DTYPES:
+        raise DeviceError(f"unknown dtype '{spec}': expected auto, {', '.join(DTYPES)}")
+    dtype = DTYPES[spec]
+    if not backend.supports_dtype(dtype):
+        raise DeviceError(f"dtype {spec} is not supported on {device}")
+    return dtype
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _process_peak_rss() -> int:
+    """High-water mark of this process's resident set, in bytes."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024

@@ -1,0 +1,44 @@
+"""Shared fixtures: tiny random checkpoints written by voxport itself; nothing touches the network."""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # before huggingface_hub reads its settings
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from voxport.models.csm import CsmSpeech
+from voxport.models.tiny import make_tiny_csm, write_tiny_checkpoint
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "covo-audio"
+
+
+@pytest.fixture(scope="session")
+def tiny_csm_dir(tmp_path_factory) -> Path:
+    return write_tiny_checkpoint(make_tiny_csm, tmp_path_factory.mktemp("models") / "tiny-csm", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_csm(tiny_csm_dir) -> CsmSpeech:
+    return CsmSpeech.load(tiny_csm_dir, torch.device("cpu"), torch.float32)
+
+
+@pytest.fixture
+def fresh_tiny_csm(tiny_csm_dir) -> CsmSpeech:
+    """A private copy for tests that change weights."""
+    return CsmSpeech.load(tiny_csm_dir, torch.device("cpu"), torch.float32)
+
+
+@pytest.fixture(scope="session")
+def speech_wav(tmp_path_factory) -> Path:
+    """Half a second of a gliding tone at 24 kHz: stands in for a recorded context turn."""
+    rate = 24000
+    t = np.arange(rate // 2) / rate
+    samples = 0.3 * np.sin(2 * np.pi * (200 + 300 * t) * t).astype(np.float32)
+    path = tmp_path_factory.mktemp("audio") / "context.wav"
+    sf.write(path, samples, rate)
+    return path
