@@ -18,6 +18,8 @@ def check_output_path(path: str | Path) -> Path:
     if path.is_dir():
         raise InputError(f"output {path} is a directory: expected a file path")
     parent = path.parent
+    if parent.exists() and not parent.is_dir():
+        raise InputError(f"output {path} cannot be written: {parent} is not a directory")
     if not parent.is_dir():
         raise InputError(f"output directory {parent} does not exist")
     if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):

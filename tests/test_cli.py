@@ -1,0 +1,121 @@
+"""The `voxport` command: end to end in a subprocess, and every bad input in-process (same code path)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import SHARED_DATA
+from test_checkpoints import put_in_hub_cache
+from voxport.cli import main
+
+
+def voxport(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "voxport", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}, timeout=600)
+
+
+def test_make_tiny_then_tts_end_to_end(tmp_path):
+    checkpoint, output, codes = tmp_path / "tiny", tmp_path / "hello.wav", tmp_path / "codes.npy"
+    made = voxport("make-tiny", "csm", checkpoint, "--seed", "3")
+    assert made.returncode == 0, made.stderr
+    assert (checkpoint / "model.safetensors").is_file()
+    run = voxport("tts", "Hello from the command line.", "--model", checkpoint, "--output", output,
+                  "--max-tokens", 6, "--seed", 11, "--codes-out", codes, "--json", "--device", "cpu")
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert report["output"] == str(output) and report["frames"] == 6 and report["sample_rate"] == 24000
+    assert report["device"] == "cpu" and report["dtype"] == "float32" and report["seed"] == 11
+    assert report["rtf"] == pytest.approx(
+        (report["prompt_seconds"] + report["generation_seconds"] + report["decode_seconds"]) / report["audio_seconds"])
+    samples, rate = sf.read(output)
+    assert rate == 24000 and len(samples) == 6 * 1920 and report["audio_seconds"] == pytest.approx(0.48)
+    saved = np.load(codes)
+    assert saved.shape == (6, 32) and saved.dtype == np.int64 and saved.max() < 2048
+
+
+def test_tts_summary_and_context_with_real_speech(tiny_csm_dir, tmp_path, capsys):
+    clip = SHARED_DATA / "003000297.wav"
+    if not clip.is_file():
+        pytest.skip("shared speech clips are not beside this checkout")
+    output = tmp_path / "reply.wav"
+    code = main(["tts", "Nice to meet you.", "--model", str(tiny_csm_dir), "-o", str(output), "--max-tokens", "4",
+                 "--seed", "1", "--context", f"1:Hello, how are you: fine?:{clip}", "--speaker", "0"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {output}: 0.32 s of audio (4 frames)" in printed and "RTF" in printed and "seed 1" in printed
+    assert sf.info(output).frames == 4 * 1920
+
+
+def test_hub_id_resolves_from_the_offline_cache(tiny_csm_dir, tmp_path):
+    put_in_hub_cache(tiny_csm_dir, tmp_path / "hub", "someone/tiny-csm")
+    output = tmp_path / "cached.wav"
+    run = voxport("tts", "From the cache.", "--model", "someone/tiny-csm", "-o", output, "--max-tokens", 2,
+                  "--json", env={"HF_HUB_CACHE": str(tmp_path / "hub")})
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["frames"] == 2 and output.is_file()
+
+
+def test_help_explains_every_option():
+    run = voxport("tts", "--help")
+    assert run.returncode == 0
+    for option in ["--model", "--output", "--speaker", "--context", "--max-tokens", "--min-tokens", "--temperature",
+                   "--top-k", "--seed", "--greedy", "--compile", "--device", "--dtype", "--codes-out", "--json"]:
+        assert option in run.stdout
+
+
+def bad_input_cases(tmp_path, tiny_csm_dir):
+    not_audio = tmp_path / "notes.wav"
+    not_audio.write_text("plain text")
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "config.json").write_text("{ not json")
+    truncated = tmp_path / "truncated"
+    truncated.mkdir()
+    for item in tiny_csm_dir.iterdir():
+        data = item.read_bytes()
+        (truncated / item.name).write_bytes(data[: len(data) // 2] if item.suffix == ".safetensors" else data)
+    model = ["--model", str(tiny_csm_dir)]
+    return {
+        "empty text": (["tts", "   ", *model], "text is empty"),
+        "unknown device": (["tts", "hi", *model, "--device", "tpu"], "unknown device 'tpu'"),
+        "absent device": (["tts", "hi", *model, "--device", "xpu:3"], "device 'xpu:3' is not available"),
+        "missing model": (["tts", "hi", "--model", str(tmp_path / "nowhere")], "does not exist"),
+        "corrupt config": (["tts", "hi", "--model", str(corrupt)], "cannot read"),
+        "truncated weights": (["tts", "hi", "--model", str(truncated)], "cannot load CSM checkpoint"),
+        "offline hub id": (["tts", "hi", "--model", "nobody/not-cached"], "not in the Hugging Face cache"),
+        "unreadable context": (["tts", "hi", *model, "--context", f"0:Before.:{not_audio}"], "cannot read audio"),
+        "missing context": (["tts", "hi", *model, "--context", f"0:Before.:{tmp_path / 'no.wav'}"], "does not exist"),
+        "malformed context": (["tts", "hi", *model, "--context", "Before.wav"], "expected SPK:TEXT:AUDIO"),
+        "zero max tokens": (["tts", "hi", *model, "--max-tokens", "0"], "--max-tokens: expected a positive"),
+        "negative max tokens": (["tts", "hi", *model, "--max-tokens", "-4"], "--max-tokens: expected a positive"),
+        "unwritable output": (["tts", "hi", *model, "-o", str(not_audio / "out.wav")], "is not a directory"),
+        "output is a directory": (["tts", "hi", *model, "-o", str(tmp_path)], "is a directory"),
+        "unknown family": (["make-tiny", "whisper", str(tmp_path / "x")], "invalid choice"),
+    }
+
+
+BAD_INPUTS = [
+    "empty text", "unknown device", "absent device", "missing model", "corrupt config", "truncated weights",
+    "offline hub id", "unreadable context", "missing context", "malformed context", "zero max tokens",
+    "negative max tokens", "unwritable output", "output is a directory", "unknown family",
+]
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_is_one_clear_line(case, tmp_path, tiny_csm_dir, capsys):
+    argv, expected = bad_input_cases(tmp_path, tiny_csm_dir)[case]
+    before = set(tmp_path.rglob("*"))
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse's usage errors
+        code = exit_.code
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert code != 0
+    assert expected in errors[-1] and "Traceback" not in "\n".join(errors)
+    assert errors[-1].startswith(("voxport: error:", "voxport tts: error:", "voxport make-tiny: error:"))
+    assert set(tmp_path.rglob("*")) == before  # nothing written, not even a partial file
