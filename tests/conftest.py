@@ -11,8 +11,9 @@ import pytest
 import soundfile as sf
 import torch
 
+from voxport.models.covo import CovoAudioChat
 from voxport.models.csm import CsmSpeech
-from voxport.models.tiny import make_tiny_csm, write_tiny_checkpoint
+from voxport.models.tiny import make_tiny_covo, make_tiny_csm, write_tiny_checkpoint
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "covo-audio"
 
@@ -42,3 +43,22 @@ def speech_wav(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("audio") / "context.wav"
     sf.write(path, samples, rate)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_covo_dir(tmp_path_factory) -> Path:
+    return write_tiny_checkpoint(make_tiny_covo, tmp_path_factory.mktemp("models") / "tiny-covo", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_covo(tiny_covo_dir) -> CovoAudioChat:
+    return CovoAudioChat.load(tiny_covo_dir, torch.device("cpu"), torch.float32)
+
+
+@pytest.fixture(scope="session")
+def speech_clips() -> list[Path]:
+    """The two real speech clips shared beside the checkout (48 kHz, 24-bit, 8.2 s and 5.2 s)."""
+    clips = [SHARED_DATA / "003000298.wav", SHARED_DATA / "003000297.wav"]
+    if not all(clip.is_file() for clip in clips):
+        pytest.skip("shared speech clips are not beside this checkout")
+    return clips

@@ -17,6 +17,7 @@ from voxport import __version__
 from voxport.errors import VoxportError
 
 DEFAULT_CSM = "sesame/csm-1b"
+DEFAULT_COVO = "tencent/Covo-Audio-Chat"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"voxport {__version__}")
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
     _add_tts(commands)
+    _add_chat(commands)
     _add_make_tiny(commands)
     return parser
 
@@ -80,6 +82,33 @@ def _add_tts(commands) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
     _add_device_options(parser)
     parser.set_defaults(run=_run_tts)
+
+
+def _add_chat(commands) -> None:
+    parser = commands.add_parser(
+        "chat", help="talk to Tencent Covo-Audio-Chat: speech in, text out",
+        description="Multi-round speech chat with Covo-Audio-Chat. Each --audio is one user turn; the model's "
+                    "memory of earlier rounds is kept (its KV cache), so a round only processes its own audio. "
+                    "Round 0 is greedy with the reference's repetition penalties; later rounds sample with "
+                    "--temperature/--top-p/--top-k unless --greedy.",
+        epilog="example: voxport chat --audio question.wav --audio follow-up.wav --device npu:0",
+    )
+    parser.add_argument("--model", default=DEFAULT_COVO,
+                        help=f"local checkpoint directory or hub id (default: {DEFAULT_COVO})")
+    parser.add_argument("--audio", action="append", required=True, type=Path, metavar="FILE",
+                        help="one user turn (wav, flac, ogg, ...; any rate, mono or stereo); repeat for more rounds")
+    parser.add_argument("--mode", default="a2t", choices=["a2t"],
+                        help="a2t: reply in text, stop at <|endoftext|> (default: a2t)")
+    parser.add_argument("--max-new-tokens", type=_positive_int, default=2048,
+                        help="most tokens a round may generate (default: 2048)")
+    parser.add_argument("--temperature", type=float, default=0.5, help="sampling temperature after round 0 (default: 0.5)")
+    parser.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling mass after round 0 (default: 0.9)")
+    parser.add_argument("--top-k", type=_non_negative_int, default=50, help="sample among the K best after round 0 (default: 50)")
+    parser.add_argument("--seed", type=int, help="seed for the sampled rounds; the same seed gives the same replies")
+    parser.add_argument("--greedy", action="store_true", help="greedy in every round, not only round 0")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the transcript")
+    _add_device_options(parser)
+    parser.set_defaults(run=_run_chat)
 
 
 def _add_make_tiny(commands) -> None:
@@ -164,6 +193,40 @@ def _run_tts(args: argparse.Namespace) -> int:
               f"peak memory {peak.allocated_bytes / 2**30:.2f} GiB ({peak.source}); seed {result.seed}")
     if result.frames == 0:
         print("voxport: the model ended the speech at once; --min-tokens N forces N frames", file=sys.stderr)
+    return 0
+
+
+def _run_chat(args: argparse.Namespace) -> int:
+    from voxport.models.covo import ChatSettings, CovoAudioChat
+    from voxport.models.covo.frontend import prepare_clip
+    from voxport.runtime.devices import backend_for, dtype_name, resolve_device, resolve_dtype
+
+    settings = ChatSettings(mode=args.mode, max_new_tokens=args.max_new_tokens, greedy=args.greedy,
+                            temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed)
+    clips = [prepare_clip(path) for path in args.audio]
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    _quiet_library_progress()
+
+    model = CovoAudioChat.load(args.model, device, dtype)
+    conversation = model.chat(settings)
+    if not args.json:
+        print(f"model init {model.init_seconds:.2f} s, weight load {model.load_seconds:.2f} s "
+              f"on {device} ({backend_for(device).device_name(device)}, {dtype_name(dtype)}); seed {conversation.seed}")
+    rounds = []
+    for clip in clips:
+        turn = conversation.say(clip)
+        rounds.append({**turn.to_json(), "audio": clip.source})
+        if not args.json:
+            print(f"round {turn.index} [{clip.source}, {clip.seconds:.1f} s, {turn.audio_features} features; "
+                  f"{turn.generation_seconds:.2f} s, {len(turn.text_token_ids)} text tokens, "
+                  f"{len(turn.audio_codes)} audio codes]: {turn.text}")
+    if args.json:
+        print(json.dumps({
+            "model": str(args.model), "mode": args.mode, "device": str(device), "dtype": dtype_name(dtype),
+            "seed": conversation.seed, "init_seconds": model.init_seconds, "load_seconds": model.load_seconds,
+            "rounds": rounds,
+        }, ensure_ascii=False))
     return 0
 
 

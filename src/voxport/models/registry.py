@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from voxport.models.base import SpeechModel
+from voxport.models.covo import CovoAudioChat
 from voxport.models.csm import CsmSpeech
-from voxport.models.tiny import make_tiny_csm
+from voxport.models.tiny import make_tiny_covo, make_tiny_csm
 
 
 @dataclass(frozen=True)
@@ -23,5 +24,6 @@ FAMILIES = {
     family.name: family
     for family in [
         ModelFamily("csm", "Sesame CSM-1B text-to-speech", CsmSpeech, make_tiny_csm),
+        ModelFamily("covo", "Tencent Covo-Audio-Chat speech chat", CovoAudioChat, make_tiny_covo),
     ]
 }

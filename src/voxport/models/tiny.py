@@ -1,16 +1,19 @@
 """Tiny random checkpoints in each model's real on-disk layout, built offline, for tests and the demo.
 
 Widths and depths shrink; everything a code path depends on stays real: file names and formats, the
-special tokens and chat template, 32 codebooks of 2051 ids, the codec's 24 kHz and 1920 samples a frame.
+special tokens and chat templates, CSM's 32 codebooks of 2051 ids and its codec's 1920 samples a frame,
+Covo's 16384 audio codes, 128 mel bins and 30 s Whisper window.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+import json
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from huggingface_hub import save_torch_state_dict
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
     CsmConfig,
     CsmForConditionalGeneration,
@@ -19,9 +22,15 @@ from transformers import (
     GenerationConfig,
     MimiConfig,
     PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2Tokenizer,
+    WhisperConfig,
 )
 
 from voxport.errors import InputError
+from voxport.models.covo.config import CovoConfig
+from voxport.models.covo.network import CovoAudioNetwork
+from voxport.models.covo.prompt import AUDIO_END, AUDIO_SLOT, AUDIO_START, SYSTEM_PROMPT
 from voxport.runtime.files import directory_replaced_atomically
 
 # A few sentences to learn byte-level merges from: enough for short English prompts to tokenize sensibly.
@@ -33,6 +42,10 @@ _CORPUS = [
     "What time is it? It is a quarter past nine in the morning, and the coffee is ready.",
     "Numbers like 1, 2, 3, 10, 42 and 2048 appear in speech too.",
 ]
+
+# Qwen2's chat specials, then the audio-feature markers Covo-Audio adds, in the real tokenizer's order.
+_COVO_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", AUDIO_START, AUDIO_SLOT, AUDIO_END]
+COVO_AUDIO_CODES = 16384  # ids past the text vocabulary: one per speech code at 25 Hz
 
 # Llama-3 spellings of the special tokens CSM uses, in the roles the real tokenizer gives them.
 BOS, EOS, AUDIO, AUDIO_EOS = "<|begin_of_text|>", "<|end_of_text|>", "<|AUDIO|>", "<|audio_eos|>"
@@ -111,15 +124,8 @@ def _tiny_csm_config(tokenizer: PreTrainedTokenizerFast) -> CsmConfig:
 
 
 def _tiny_llama3_tokenizer() -> PreTrainedTokenizerFast:
-    """Byte-level BPE learnt from a built-in corpus, with Llama-3's special tokens appended last."""
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=512, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
-    )
-    tokenizer.train_from_iterator(_CORPUS, trainer)
-    tokenizer.add_special_tokens([BOS, EOS, AUDIO, AUDIO_EOS])
+    """Byte-level BPE with Llama-3's special tokens appended last and a bos-adding post-processor."""
+    tokenizer = _byte_level_bpe(_CORPUS, vocab_size=512, special_tokens=[BOS, EOS, AUDIO, AUDIO_EOS])
     tokenizer.post_processor = processors.TemplateProcessing(
         single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, tokenizer.token_to_id(BOS))]
     )
@@ -131,3 +137,55 @@ def _tiny_llama3_tokenizer() -> PreTrainedTokenizerFast:
         extra_special_tokens={"audio_token": AUDIO, "audio_eos_token": AUDIO_EOS},
         model_max_length=2048,
     )
+
+
+def _byte_level_bpe(corpus: list[str], vocab_size: int, special_tokens: list[str]) -> Tokenizer:
+    """Merges learnt from `corpus`, any text still encodable byte by byte; special tokens get the last ids."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    tokenizer.train_from_iterator(corpus, trainer)
+    tokenizer.add_special_tokens(special_tokens)
+    return tokenizer
+
+
+def make_tiny_covo(directory: str | Path, seed: int = 0) -> Path:
+    """Write a random Covo-Audio-Chat checkpoint: config, sharded safetensors with an index, Qwen2 tokenizer."""
+    directory = Path(directory)
+    tokenizer = _tiny_qwen2_tokenizer()
+    text_vocab = len(tokenizer)
+    end_of_text = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    config = CovoConfig(
+        llm=Qwen2Config(
+            vocab_size=text_vocab + COVO_AUDIO_CODES, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, rms_norm_eps=1e-6,
+            rope_theta=1e6, tie_word_embeddings=False, bos_token_id=end_of_text, eos_token_id=end_of_text,
+        ),
+        encoder=WhisperConfig(
+            d_model=32, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=64, decoder_layers=1,
+            decoder_attention_heads=2, decoder_ffn_dim=64, num_mel_bins=128, max_source_positions=1500,
+        ),
+        audio_token_index=text_vocab,
+        adapter_downsample=8,
+        whisper_feats_dim=32,
+    )
+    torch.manual_seed(seed)
+    network = CovoAudioNetwork(config)
+    weights = {name: tensor.to(torch.bfloat16) for name, tensor in network.state_dict().items()}
+    save_torch_state_dict(weights, directory, max_shard_size="3MB")
+    (directory / "config.json").write_text(json.dumps(config.to_dict(), indent=2, ensure_ascii=False))
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def _tiny_qwen2_tokenizer() -> Qwen2Tokenizer:
+    """Qwen2's tokenizer class (its pre-tokenizer and normaliser) over merges learnt from a small corpus."""
+    learnt = json.loads(_byte_level_bpe(_CORPUS + [SYSTEM_PROMPT], vocab_size=1024, special_tokens=[]).to_str())
+    merges = [tuple(pair) for pair in learnt["model"]["merges"]]
+    tokenizer = Qwen2Tokenizer(vocab=learnt["model"]["vocab"], merges=merges,
+                               model_max_length=32768)
+    tokenizer.add_tokens([AddedToken(token, special=True) for token in _COVO_SPECIALS])
+    return tokenizer

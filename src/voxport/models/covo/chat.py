@@ -1,0 +1,99 @@
+"""Multi-round speech chat: each round is one user clip in, the model's reply out; the KV cache carries over."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from transformers.cache_utils import DynamicCache
+
+from voxport.errors import InputError
+from voxport.models.covo.frontend import SpeechClip, prepare_clip
+from voxport.models.covo.generation import RepetitionPenalties, generate_tokens
+from voxport.models.sampling import SamplingSettings
+from voxport.runtime.seeding import fresh_seed, make_generator
+from voxport.runtime.timing import timed
+
+STOP_TOKENS = {"a2t": "<|endoftext|>", "a2ta": "<|im_end|>"}
+
+
+@dataclass(frozen=True)
+class ChatSettings:
+    """Round 0 is greedy, as in the reference; later rounds sample (T 0.5, top-p 0.9, top-k 50) unless greedy."""
+
+    mode: str = "a2t"
+    max_new_tokens: int = 2048
+    greedy: bool = False
+    temperature: float = 0.5
+    top_p: float = 0.9
+    top_k: int = 50
+    seed: int | None = None
+    penalties: RepetitionPenalties = field(default_factory=RepetitionPenalties)
+
+    def __post_init__(self):
+        if self.mode not in STOP_TOKENS:
+            raise InputError(f"unknown mode '{self.mode}': expected {' or '.join(STOP_TOKENS)}")
+        if self.max_new_tokens < 1:
+            raise InputError(f"max new tokens is {self.max_new_tokens}: expected a positive number")
+        if self.temperature <= 0:
+            raise InputError(f"temperature is {self.temperature}: expected a positive number")
+        if not 0 < self.top_p <= 1:
+            raise InputError(f"top-p is {self.top_p}: expected a number in (0, 1]")
+        if self.top_k < 0:
+            raise InputError(f"top-k is {self.top_k}: expected 0 (off) or a positive number")
+
+    def sampling_for(self, round_index: int) -> SamplingSettings:
+        greedy = self.greedy or round_index == 0
+        return SamplingSettings(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, greedy=greedy)
+
+
+@dataclass
+class ChatRound:
+    index: int
+    text: str
+    text_token_ids: list[int]
+    audio_codes: list[int]  # ids minus the audio-code offset, kept for speech synthesis
+    audio_features: int  # N: encoder features the user's clip filled
+    generation_seconds: float  # encoder, adapter and LLM, device synchronized
+    prefill_positions: int  # prompt positions this round added before generating
+    cache_positions_before: int  # history the round started from
+    stopped: bool  # the stop token ended the round (else max new tokens did)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+class CovoChat:
+    """A conversation with one loaded model. Round N prefills only its own prompt: history stays cached."""
+
+    def __init__(self, model, settings: ChatSettings):
+        self.model = model
+        self.settings = settings
+        self.seed = settings.seed if settings.seed is not None else fresh_seed()
+        self.generator = make_generator(model.device, self.seed)
+        self.cache = DynamicCache(config=model.config.llm)
+        self.rounds: list[ChatRound] = []
+        self.stop_id = model.token_id(STOP_TOKENS[settings.mode])
+
+    def say(self, audio: SpeechClip | str | Path | np.ndarray) -> ChatRound:
+        clip = audio if isinstance(audio, SpeechClip) else prepare_clip(audio)
+        index = len(self.rounds)
+        prompt_ids = self.model.prompt_ids(clip.placeholders, first_round=index == 0)
+        history = self.cache.get_seq_length()
+        self.model.check_context(index, history, prompt_ids.shape[1], self.settings.max_new_tokens)
+        timings: dict[str, float] = {}
+        with timed(self.model.device, timings, "generation_seconds"):
+            prompt_embeds = self.model.prompt_embeds(prompt_ids, clip)
+            run = generate_tokens(
+                self.model.network.llm, self.cache, prompt_embeds, prompt_ids, self.stop_id,
+                self.settings.max_new_tokens, self.settings.sampling_for(index), self.settings.penalties,
+                self.generator,
+            )
+        text_ids, codes = self.model.split_output(run.ids)
+        self.rounds.append(ChatRound(
+            index=index, text=self.model.decode_text(text_ids), text_token_ids=text_ids, audio_codes=codes,
+            audio_features=clip.placeholders, generation_seconds=timings["generation_seconds"],
+            prefill_positions=run.prefill_positions, cache_positions_before=history, stopped=run.stopped,
+        ))
+        return self.rounds[-1]

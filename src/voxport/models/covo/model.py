@@ -1,0 +1,155 @@
+"""Tencent Covo-Audio-Chat on any device: load once (meta init, strict shard loading), then chat."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import init_empty_weights
+from torch import nn
+from transformers import Qwen2Tokenizer
+
+from voxport.errors import CheckpointError, InputError
+from voxport.models.covo.chat import STOP_TOKENS, ChatSettings, CovoChat
+from voxport.models.covo.config import CovoConfig
+from voxport.models.covo.frontend import INPUT_RATE, SpeechClip, clip_log_mels, prepare_clip
+from voxport.models.covo.network import CovoAudioNetwork
+from voxport.models.covo.prompt import AUDIO_END, AUDIO_SLOT, AUDIO_START, round_prompt
+from voxport.runtime.checkpoints import resolve_checkpoint
+from voxport.runtime.timing import timed
+from voxport.runtime.weights import load_weights_strict, safetensors_files
+
+CHECKPOINT_FILES = ["*.json", "*.safetensors", "*.txt", "*.jinja", "token2wav/*", "token2wav/prompt/*"]
+REQUIRED_TOKENS = [AUDIO_START, AUDIO_SLOT, AUDIO_END, "<|im_start|>", *STOP_TOKENS.values()]
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One conversation: a user clip per round, in order."""
+
+    audios: tuple[SpeechClip | str | Path | np.ndarray, ...]
+    settings: ChatSettings = ChatSettings()
+
+
+@dataclass(frozen=True)
+class CovoExample:
+    """A fixed clip for teacher-forced checks."""
+
+    clip: SpeechClip
+
+
+class CovoAudioChat:
+    family = "covo"
+
+    def __init__(self, network: CovoAudioNetwork, tokenizer, config: CovoConfig, device: torch.device,
+                 dtype: torch.dtype, timings: dict[str, float]):
+        self.network, self.tokenizer, self.config = network, tokenizer, config
+        self.device, self.dtype = device, dtype
+        self.init_seconds, self.load_seconds = timings["init_seconds"], timings["load_seconds"]
+        self.slot_id = self.token_id(AUDIO_SLOT)
+
+    @classmethod
+    def load(cls, source: str | Path, device: torch.device, dtype: torch.dtype) -> CovoAudioChat:
+        path = resolve_checkpoint(source, allow_patterns=CHECKPOINT_FILES)
+        config = CovoConfig.from_directory(path)
+        tokenizer = _load_tokenizer(path, config)
+        files = safetensors_files(path)
+        timings: dict[str, float] = {}
+        with timed(device, timings, "init_seconds"), init_empty_weights(include_buffers=False):
+            network = CovoAudioNetwork(config)
+        with timed(device, timings, "load_seconds"):
+            load_weights_strict(network, files, device, dtype)
+            network.to(device).eval()  # moves the buffers built on the host (rotary frequencies)
+        return cls(network, tokenizer, config, device, dtype, timings)
+
+    def chat(self, settings: ChatSettings = ChatSettings()) -> CovoChat:
+        return CovoChat(self, settings)
+
+    def generate(self, request: ChatRequest) -> list:
+        conversation = self.chat(request.settings)
+        return [conversation.say(audio) for audio in request.audios]
+
+    def token_id(self, token: str) -> int:
+        return self.tokenizer.convert_tokens_to_ids(token)
+
+    def prompt_ids(self, placeholders: int, first_round: bool) -> torch.Tensor:
+        text = round_prompt(placeholders, first_round)
+        return self.tokenizer(text, return_tensors="pt").input_ids.to(self.device)
+
+    @torch.inference_mode()
+    def prompt_embeds(self, prompt_ids: torch.Tensor, clip: SpeechClip) -> torch.Tensor:
+        """Token embeddings with the clip's first N audio features in the N placeholder slots."""
+        embeds = self.network.llm.get_input_embeddings()(prompt_ids)
+        features = self.audio_features(clip)
+        slots = prompt_ids == self.slot_id
+        embeds[slots] = features[: int(slots.sum())].to(embeds.dtype)
+        return embeds
+
+    @torch.inference_mode()
+    def audio_features(self, clip: SpeechClip) -> torch.Tensor:
+        mels = clip_log_mels(clip, self.config.encoder.num_mel_bins, self.device)
+        return self.network.encode_audio(mels)
+
+    def split_output(self, ids: list[int]) -> tuple[list[int], list[int]]:
+        """Text ids (below the audio-code offset) and audio codes (id - offset), each in order."""
+        offset = self.config.audio_token_index
+        return [i for i in ids if i < offset], [i - offset for i in ids if i >= offset]
+
+    def decode_text(self, text_ids: list[int]) -> str:
+        return self.tokenizer.decode(text_ids, skip_special_tokens=True)
+
+    def check_context(self, round_index: int, history: int, prompt: int, max_new_tokens: int) -> None:
+        limit = self.config.llm.max_position_embeddings
+        if history + prompt > limit:
+            raise InputError(
+                f"round {round_index}: history ({history}) plus the prompt ({prompt} positions) exceeds the model's "
+                f"context of {limit} positions: use shorter audio or fewer rounds"
+            )
+        if history + prompt + max_new_tokens > limit:
+            raise InputError(
+                f"round {round_index}: history ({history}) + prompt ({prompt}) + max new tokens ({max_new_tokens}) "
+                f"exceeds the model's context of {limit} positions: lower --max-new-tokens"
+            )
+
+    def example_inputs(self) -> CovoExample:
+        """Three seconds of a fixed harmonic glide with a little seeded noise: speech-like, always the same."""
+        t = np.arange(3 * INPUT_RATE) / INPUT_RATE
+        pitch = 2 * np.pi * (140 * t + 20 * t**2)
+        signal = sum(0.2 / k * np.sin(k * pitch) for k in range(1, 6))
+        noise = 0.01 * np.random.default_rng(0).standard_normal(t.shape)
+        return CovoExample(prepare_clip((signal + noise).astype(np.float32)))
+
+    @torch.no_grad()
+    def forward_logits(self, inputs: CovoExample) -> dict[str, torch.Tensor]:
+        """Every stage on the example: log-mels, encoder output, adapter output, and the LLM's prompt logits."""
+        mels = clip_log_mels(inputs.clip, self.config.encoder.num_mel_bins, self.device)
+        encoded = self.network.encoder(mels.to(self.dtype)).last_hidden_state
+        adapted = self.network.audio_adapter(encoded)
+        prompt_ids = self.prompt_ids(inputs.clip.placeholders, first_round=True)
+        embeds = self.network.llm.get_input_embeddings()(prompt_ids)
+        slots = prompt_ids == self.slot_id
+        embeds[slots] = adapted.flatten(0, 1)[: int(slots.sum())]
+        logits = self.network.llm(inputs_embeds=embeds).logits
+        return {"mel": mels, "encoder": encoded.float(), "adapter": adapted.float(), "logits": logits.float()}
+
+    def named_modules(self) -> Iterator[tuple[str, nn.Module]]:
+        return self.network.named_modules()
+
+
+def _load_tokenizer(path: Path, config: CovoConfig):
+    try:
+        tokenizer = Qwen2Tokenizer.from_pretrained(path)
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"cannot load the tokenizer of {path}: {str(error).splitlines()[0]}") from None
+    vocabulary = tokenizer.get_vocab()
+    missing = [token for token in REQUIRED_TOKENS if token not in vocabulary]
+    if missing:
+        raise CheckpointError(f"the tokenizer of {path} lacks {', '.join(missing)}: not a Covo-Audio tokenizer")
+    if len(tokenizer) != config.audio_token_index:
+        raise CheckpointError(
+            f"{path}: tokenizer has {len(tokenizer)} tokens but audio codes start at id {config.audio_token_index}"
+        )
+    return tokenizer
