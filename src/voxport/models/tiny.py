@@ -44,7 +44,7 @@ _CORPUS = [
 ]
 
 # Qwen2's chat specials, then the audio-feature markers Covo-Audio adds, in the real tokenizer's order.
-_COVO_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", AUDIO_START, AUDIO_SLOT, AUDIO_END]
+COVO_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", AUDIO_START, AUDIO_SLOT, AUDIO_END]
 COVO_AUDIO_CODES = 16384  # ids past the text vocabulary: one per speech code at 25 Hz
 
 # Llama-3 spellings of the special tokens CSM uses, in the roles the real tokenizer gives them.
@@ -187,5 +187,5 @@ def _tiny_qwen2_tokenizer() -> Qwen2Tokenizer:
     merges = [tuple(pair) for pair in learnt["model"]["merges"]]
     tokenizer = Qwen2Tokenizer(vocab=learnt["model"]["vocab"], merges=merges,
                                model_max_length=32768)
-    tokenizer.add_tokens([AddedToken(token, special=True) for token in _COVO_SPECIALS])
+    tokenizer.add_tokens([AddedToken(token, special=True) for token in COVO_SPECIALS])
     return tokenizer

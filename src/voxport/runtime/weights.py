@@ -59,7 +59,8 @@ def load_weights_strict(model: nn.Module, files: list[Path], device: torch.devic
 
 
 def _placed(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    return tensor.to(device=device, dtype=dtype if tensor.is_floating_point() else tensor.dtype)
+    """A tensor of its own on `device`: never a view of the file's memory map, so loading really reads."""
+    return tensor.to(device=device, dtype=dtype if tensor.is_floating_point() else tensor.dtype, copy=True)
 
 
 def _open(file: Path):
