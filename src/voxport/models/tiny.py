@@ -11,6 +11,7 @@ from collections.abc import Callable
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from huggingface_hub import save_torch_state_dict
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -31,6 +32,8 @@ from voxport.errors import InputError
 from voxport.models.covo.config import CovoConfig
 from voxport.models.covo.network import CovoAudioNetwork
 from voxport.models.covo.prompt import AUDIO_END, AUDIO_SLOT, AUDIO_START, SYSTEM_PROMPT
+from voxport.models.covo.token2wav.config import Token2LatentConfig, Token2WavConfig, VocoderConfig
+from voxport.models.covo.token2wav.decoder import Token2WavNetwork
 from voxport.runtime.files import directory_replaced_atomically
 
 # A few sentences to learn byte-level merges from: enough for short English prompts to tokenize sensibly.
@@ -178,7 +181,32 @@ def make_tiny_covo(directory: str | Path, seed: int = 0) -> Path:
     save_torch_state_dict(weights, directory, max_shard_size="3MB")
     (directory / "config.json").write_text(json.dumps(config.to_dict(), indent=2, ensure_ascii=False))
     tokenizer.save_pretrained(directory)
+    _write_tiny_token2wav(directory / "token2wav", seed)
     return directory
+
+
+def _write_tiny_token2wav(directory: Path, seed: int) -> None:
+    """token2wav/ as released (model.pt, global_mean_var.npy, prompt/*.npy) plus the config it was built from."""
+    config = Token2WavConfig(
+        token2latent=Token2LatentConfig(token_input_dim=16, z_dim=8, spkr_embed_dim=16, num_layers=2,
+                                        hidden_size=32, ffn_hidden_size=64, num_heads=2),
+        vocoder=VocoderConfig(latent_dim=8, upsample_initial_channel=64),
+    )
+    torch.manual_seed(seed)
+    network = Token2WavNetwork(config)
+    (directory / "prompt").mkdir(parents=True)
+    (directory / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    torch.save(network.state_dict(), directory / "model.pt")
+    rng = np.random.default_rng(seed)
+    z_dim, prompt_codes = config.token2latent.z_dim, 20
+    statistics = np.stack([0.1 * rng.standard_normal(z_dim), rng.uniform(0.5, 1.5, z_dim)]).astype(np.float32)
+    np.save(directory / "global_mean_var.npy", statistics)
+    # A prompt shaped like the released one: its latents run 3 frames past its codes' 4 x P.
+    np.save(directory / "prompt" / "prompt_token.npy", rng.integers(0, COVO_AUDIO_CODES, (1, prompt_codes)))
+    np.save(directory / "prompt" / "prompt_latent.npy",
+            rng.standard_normal((1, 4 * prompt_codes + 3, z_dim)).astype(np.float32))
+    np.save(directory / "prompt" / "speaker_embed.npy",
+            0.1 * rng.standard_normal((1, config.token2latent.spkr_embed_dim)).astype(np.float32))
 
 
 def _tiny_qwen2_tokenizer() -> Qwen2Tokenizer:

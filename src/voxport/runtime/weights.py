@@ -38,29 +38,46 @@ def safetensors_files(directory: Path) -> list[Path]:
 
 
 def load_weights_strict(model: nn.Module, files: list[Path], device: torch.device, dtype: torch.dtype) -> None:
-    """Fill every parameter and persistent buffer of `model` from `files`, floating ones cast to `dtype`."""
-    expected = set(model.state_dict())
-    found = {}
+    """Fill `model` from safetensors `files`, one shard in memory at a time (see `assign_strict`)."""
+    keys = []
     for file in files:
         with _open(file) as shard:
-            found.update(dict.fromkeys(shard.keys(), file))
-    missing, unexpected = sorted(expected - found.keys()), sorted(found.keys() - expected)
+            keys += shard.keys()
+    check_keys(model, keys, files[0].parent)
+    for file in files:
+        with _open(file) as shard:
+            assign(model, {key: shard.get_tensor(key) for key in shard.keys()}, device, dtype)
+
+
+def assign_strict(model: nn.Module, state: dict[str, torch.Tensor], device: torch.device, dtype: torch.dtype,
+                  source: Path) -> None:
+    """Fill every parameter of `model` from `state`; buffers it holds replace the computed ones."""
+    check_keys(model, state.keys(), source)
+    assign(model, state, device, dtype)
+
+
+def check_keys(model: nn.Module, keys, source: Path) -> None:
+    """Every parameter must be present and every key known; buffers the model computes itself may be absent."""
+    keys = set(keys)
+    parameters = {name for name, _ in model.named_parameters()}
+    missing, unexpected = sorted(parameters - keys), sorted(keys - set(model.state_dict()))
     if missing or unexpected:
         named = [f"missing {key}" for key in missing[:3]] + [f"unexpected {key}" for key in unexpected[:3]]
         more = len(missing) + len(unexpected) - len(named)
         raise CheckpointError(
-            f"weights in {files[0].parent} do not match the model: {', '.join(named)}"
-            + (f" (and {more} more)" if more > 0 else "")
+            f"weights in {source} do not match the model: {', '.join(named)}" + (f" (and {more} more)" if more > 0 else "")
         )
-    for file in files:
-        with _open(file) as shard:
-            tensors = {key: _placed(shard.get_tensor(key), device, dtype) for key in shard.keys()}
-        model.load_state_dict(tensors, strict=False, assign=True)
 
 
-def _placed(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """A tensor of its own on `device`: never a view of the file's memory map, so loading really reads."""
-    return tensor.to(device=device, dtype=dtype if tensor.is_floating_point() else tensor.dtype, copy=True)
+def assign(model: nn.Module, tensors: dict[str, torch.Tensor], device: torch.device, dtype: torch.dtype) -> None:
+    """Place `tensors` in `model` on `device`: floating parameters in `dtype`, buffers as stored."""
+    parameters = {name for name, _ in model.named_parameters()}
+    placed = {
+        key: tensor.to(device=device, dtype=dtype if key in parameters and tensor.is_floating_point() else None,
+                       copy=True)  # never a view of a memory-mapped file, so loading really reads
+        for key, tensor in tensors.items()
+    }
+    model.load_state_dict(placed, strict=False, assign=True)
 
 
 def _open(file: Path):

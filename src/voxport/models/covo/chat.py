@@ -59,15 +59,20 @@ class ChatRound:
     prefill_positions: int  # prompt positions this round added before generating
     cache_positions_before: int  # history the round started from
     stopped: bool  # the stop token ended the round (else max new tokens did)
+    speech: np.ndarray | None = field(default=None, repr=False)  # a2ta: the spoken reply, float32 mono
+    decode_seconds: float | None = None  # a2ta: token2wav time, device synchronized
 
     def to_json(self) -> dict:
-        return asdict(self)
+        """Everything but the waveform itself."""
+        return {key: value for key, value in asdict(self).items() if key != "speech"}
 
 
 class CovoChat:
     """A conversation with one loaded model. Round N prefills only its own prompt: history stays cached."""
 
     def __init__(self, model, settings: ChatSettings):
+        if settings.mode == "a2ta":
+            model.speech_decoder()  # fail before the first round, not after it
         self.model = model
         self.settings = settings
         self.seed = settings.seed if settings.seed is not None else fresh_seed()
@@ -91,9 +96,14 @@ class CovoChat:
                 self.generator,
             )
         text_ids, codes = self.model.split_output(run.ids)
+        speech = None
+        if self.settings.mode == "a2ta" and codes:
+            with timed(self.model.device, timings, "decode_seconds"):
+                speech = self.model.speech_decoder().render(codes, seed=self.seed)
         self.rounds.append(ChatRound(
             index=index, text=self.model.decode_text(text_ids), text_token_ids=text_ids, audio_codes=codes,
             audio_features=clip.placeholders, generation_seconds=timings["generation_seconds"],
             prefill_positions=run.prefill_positions, cache_positions_before=history, stopped=run.stopped,
+            speech=speech, decode_seconds=timings.get("decode_seconds"),
         ))
         return self.rounds[-1]

@@ -18,6 +18,7 @@ from voxport.models.covo.config import CovoConfig
 from voxport.models.covo.frontend import INPUT_RATE, SpeechClip, clip_log_mels, prepare_clip
 from voxport.models.covo.network import CovoAudioNetwork
 from voxport.models.covo.prompt import AUDIO_END, AUDIO_SLOT, AUDIO_START, round_prompt
+from voxport.models.covo.token2wav import Token2Wav
 from voxport.runtime.checkpoints import resolve_checkpoint
 from voxport.runtime.timing import timed
 from voxport.runtime.weights import load_weights_strict, safetensors_files
@@ -45,11 +46,25 @@ class CovoAudioChat:
     family = "covo"
 
     def __init__(self, network: CovoAudioNetwork, tokenizer, config: CovoConfig, device: torch.device,
-                 dtype: torch.dtype, timings: dict[str, float]):
+                 dtype: torch.dtype, timings: dict[str, float], directory: Path):
         self.network, self.tokenizer, self.config = network, tokenizer, config
-        self.device, self.dtype = device, dtype
+        self.device, self.dtype, self.directory = device, dtype, directory
         self.init_seconds, self.load_seconds = timings["init_seconds"], timings["load_seconds"]
         self.slot_id = self.token_id(AUDIO_SLOT)
+        self._speech: Token2Wav | None = None
+        self.speech_load_seconds: float | None = None
+
+    def load_speech_decoder(self, prompt_dir: Path | None = None) -> Token2Wav:
+        """token2wav from the checkpoint's token2wav/ folder, with the voice in `prompt_dir` (default its prompt/)."""
+        timings: dict[str, float] = {}
+        with timed(self.device, timings, "speech_load_seconds"):
+            self._speech = Token2Wav.load(self.directory / "token2wav", self.device, self.dtype, prompt_dir)
+        self.speech_load_seconds = timings["speech_load_seconds"]
+        return self._speech
+
+    def speech_decoder(self) -> Token2Wav:
+        """The loaded token2wav (loading it with the default voice on first use)."""
+        return self._speech if self._speech is not None else self.load_speech_decoder()
 
     @classmethod
     def load(cls, source: str | Path, device: torch.device, dtype: torch.dtype) -> CovoAudioChat:
@@ -63,7 +78,7 @@ class CovoAudioChat:
         with timed(device, timings, "load_seconds"):
             load_weights_strict(network, files, device, dtype)
             network.to(device).eval()  # moves the buffers built on the host (rotary frequencies)
-        return cls(network, tokenizer, config, device, dtype, timings)
+        return cls(network, tokenizer, config, device, dtype, timings, path)
 
     def chat(self, settings: ChatSettings = ChatSettings()) -> CovoChat:
         return CovoChat(self, settings)
