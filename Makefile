@@ -23,9 +23,11 @@ demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/voxport tts "Hello from voxport." --model $(DEMO)/tiny-csm \
 		--output $(DEMO)/hello.wav --codes-out $(DEMO)/hello-codes.npy --max-tokens 25 --seed 0 --device cpu
 	HF_HUB_OFFLINE=1 $(BIN)/voxport make-tiny covo $(DEMO)/tiny-covo
-	HF_HUB_OFFLINE=1 $(BIN)/voxport chat --model $(DEMO)/tiny-covo --audio $(DEMO)/hello.wav \
-		--audio $(DEMO)/hello.wav --max-new-tokens 24 --seed 0 --device cpu --json > $(DEMO)/chat.json
-	@echo "demo done: speech in $(DEMO)/hello.wav (codes in $(DEMO)/hello-codes.npy); a two-round chat about it in $(DEMO)/chat.json"
+	HF_HUB_OFFLINE=1 $(BIN)/voxport chat --model $(DEMO)/tiny-covo --mode a2ta --audio $(DEMO)/hello.wav \
+		--audio $(DEMO)/hello.wav --max-new-tokens 24 --seed 0 --device cpu --output-dir $(DEMO)/replies \
+		--json > $(DEMO)/chat.json
+	@echo "demo done: speech in $(DEMO)/hello.wav (codes in $(DEMO)/hello-codes.npy);"
+	@echo "a two-round spoken chat about it: transcript and timings in $(DEMO)/chat.json, replies in $(DEMO)/replies/"
 	@echo "(tiny random weights, so the audio is noise and the replies gibberish; every step of the real pipelines ran)"
 
 test: install
