@@ -26,8 +26,13 @@ demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/voxport chat --model $(DEMO)/tiny-covo --mode a2ta --audio $(DEMO)/hello.wav \
 		--audio $(DEMO)/hello.wav --max-new-tokens 24 --seed 0 --device cpu --output-dir $(DEMO)/replies \
 		--json > $(DEMO)/chat.json
+	HF_HUB_OFFLINE=1 $(BIN)/voxport run-all --model $(DEMO)/tiny-csm --device cpu --dtype bfloat16 \
+		--out $(DEMO)/report-csm --configs short_16t,long_32t --iterations 2
+	HF_HUB_OFFLINE=1 $(BIN)/voxport run-all --model $(DEMO)/tiny-covo --device cpu --dtype bfloat16 \
+		--out $(DEMO)/report-covo --configs short_16t,long_32t --iterations 2
 	@echo "demo done: speech in $(DEMO)/hello.wav (codes in $(DEMO)/hello-codes.npy);"
-	@echo "a two-round spoken chat about it: transcript and timings in $(DEMO)/chat.json, replies in $(DEMO)/replies/"
+	@echo "a two-round spoken chat about it: transcript and timings in $(DEMO)/chat.json, replies in $(DEMO)/replies/;"
+	@echo "port reports (CPU bfloat16 against CPU float32): $(DEMO)/report-csm/summary.md, $(DEMO)/report-covo/summary.md"
 	@echo "(tiny random weights, so the audio is noise and the replies gibberish; every step of the real pipelines ran)"
 
 test: install

@@ -152,6 +152,18 @@ def test_forward_logits_stages(tiny_covo):
     assert all(torch.equal(outputs[name], again[name]) for name in outputs)
 
 
+def test_validation_hooks(tiny_covo):
+    example = tiny_covo.example_inputs()
+    tokens = tiny_covo.greedy_tokens(example, 5)
+    logits = tiny_covo.token_logits(example, tokens)
+    assert tokens.shape == (5,) and logits.shape == (5, tiny_covo.config.llm.vocab_size)
+    assert torch.equal(logits.argmax(-1), tokens)  # plain greedy: each token is the teacher-forced argmax
+    assert tiny_covo.tokens_to_audio(tokens) is None and tiny_covo.run_fixed(tiny_covo.bench_inputs("short"), 4) is None
+    llm = tiny_covo.network.llm
+    expected = sum(p.numel() for m in (llm.model.layers, llm.model.norm, llm.lm_head) for p in m.parameters()) * 4
+    assert tiny_covo.weight_bytes_per_step() == expected
+
+
 def copy_checkpoint(source, target):
     shutil.copytree(source, target)
     return target

@@ -133,16 +133,27 @@ def test_end_of_audio_frame_ends_the_row(fresh_tiny_csm):
 def test_teacher_forced_logits_agree_with_greedy_generation(tiny_csm):
     request = SynthesisRequest(text="Teacher forcing.", max_frames=6, greedy=True)
     codes = torch.from_numpy(tiny_csm.generate(request).codes)
-    logits = tiny_csm.forward_logits(CsmExample(request, codes))["codebook_logits"]
-    assert logits.shape == (6, 32, 2051)
-    logits[..., 2048:] = float("-inf")
-    assert torch.equal(logits.argmax(-1), codes)
+    example = CsmExample(request, codes)
+    logits = tiny_csm.forward_logits(example)
+    assert logits["backbone_logits"].shape == (6, 2051) and logits["depth_logits"].shape == (6, 31, 2051)
+    per_code = tiny_csm.token_logits(example, codes).masked_fill(torch.arange(2051) >= 2048, float("-inf"))
+    assert torch.equal(per_code.argmax(-1), codes)
+    assert torch.equal(tiny_csm.greedy_tokens(example, 6), codes)
 
 
 def test_example_inputs_are_fixed(tiny_csm):
     first, second = tiny_csm.example_inputs(), tiny_csm.example_inputs()
     assert torch.equal(first.codes, second.codes) and first.request == second.request
-    assert tiny_csm.forward_logits(first)["codebook_logits"].shape == (8, 32, 2051)
+    assert tiny_csm.forward_logits(first)["depth_logits"].shape == (8, 31, 2051)
+
+
+def test_fixed_runs_and_weight_bytes(tiny_csm):
+    assert tiny_csm.run_fixed(tiny_csm.bench_inputs("short"), 3) == pytest.approx(0.24)
+    model = tiny_csm.model
+    expected = (sum(p.numel() for p in model.backbone_model.layers.parameters()) + 64 + 2051 * 64
+                + 31 * (sum(p.numel() for p in model.depth_decoder.model.layers.parameters()) + 32 + 64 * 32
+                        + 32 * 2051)) * 4
+    assert tiny_csm.weight_bytes_per_step() == expected
 
 
 def test_prompt_longer_than_context(tiny_csm):

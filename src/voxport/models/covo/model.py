@@ -11,19 +11,24 @@ import torch
 from accelerate import init_empty_weights
 from torch import nn
 from transformers import Qwen2Tokenizer
+from transformers.cache_utils import DynamicCache
 
 from voxport.errors import CheckpointError, InputError
 from voxport.models.covo.chat import STOP_TOKENS, ChatSettings, CovoChat
 from voxport.models.covo.config import CovoConfig
 from voxport.models.covo.frontend import INPUT_RATE, SpeechClip, clip_log_mels, prepare_clip
+from voxport.models.covo.generation import RepetitionPenalties, generate_tokens
 from voxport.models.covo.network import CovoAudioNetwork
 from voxport.models.covo.prompt import AUDIO_END, AUDIO_SLOT, AUDIO_START, round_prompt
 from voxport.models.covo.token2wav import Token2Wav
+from voxport.models.sampling import SamplingSettings
 from voxport.runtime.checkpoints import resolve_checkpoint
 from voxport.runtime.timing import timed
 from voxport.runtime.weights import load_weights_strict, safetensors_files
 
 CHECKPOINT_FILES = ["*.json", "*.safetensors", "*.txt", "*.jinja", "token2wav/*", "token2wav/prompt/*"]
+BENCH_SECONDS = {"short": 3.0, "medium": 10.0, "long": 25.0}
+NEVER = -1  # a stop id no token has: fixed-length runs
 REQUIRED_TOKENS = [AUDIO_START, AUDIO_SLOT, AUDIO_END, "<|im_start|>", *STOP_TOKENS.values()]
 
 
@@ -44,6 +49,7 @@ class CovoExample:
 
 class CovoAudioChat:
     family = "covo"
+    step_unit = "token"
 
     def __init__(self, network: CovoAudioNetwork, tokenizer, config: CovoConfig, device: torch.device,
                  dtype: torch.dtype, timings: dict[str, float], directory: Path):
@@ -131,11 +137,11 @@ class CovoAudioChat:
 
     def example_inputs(self) -> CovoExample:
         """Three seconds of a fixed harmonic glide with a little seeded noise: speech-like, always the same."""
-        t = np.arange(3 * INPUT_RATE) / INPUT_RATE
-        pitch = 2 * np.pi * (140 * t + 20 * t**2)
-        signal = sum(0.2 / k * np.sin(k * pitch) for k in range(1, 6))
-        noise = 0.01 * np.random.default_rng(0).standard_normal(t.shape)
-        return CovoExample(prepare_clip((signal + noise).astype(np.float32)))
+        return CovoExample(prepare_clip(_voice_like(3.0)))
+
+    def bench_inputs(self, size: str) -> CovoExample:
+        """A fixed user turn of a given length class (short 3 s, medium 10 s, long 25 s) for benchmarks."""
+        return CovoExample(prepare_clip(_voice_like(BENCH_SECONDS[size])))
 
     @torch.no_grad()
     def forward_logits(self, inputs: CovoExample) -> dict[str, torch.Tensor]:
@@ -150,8 +156,52 @@ class CovoAudioChat:
         logits = self.network.llm(inputs_embeds=embeds).logits
         return {"mel": mels, "encoder": encoded.float(), "adapter": adapted.float(), "logits": logits.float()}
 
+    @torch.no_grad()
+    def token_logits(self, inputs: CovoExample, tokens: torch.Tensor) -> torch.Tensor:
+        """Logits [tokens, vocab] predicting each of `tokens` after the round-0 prompt of `inputs`."""
+        prompt_ids = self.prompt_ids(inputs.clip.placeholders, first_round=True)
+        prompt = self.prompt_embeds(prompt_ids, inputs.clip)
+        replies = self.network.llm.get_input_embeddings()(tokens[:-1].to(self.device).view(1, -1))
+        logits = self.network.llm(inputs_embeds=torch.cat([prompt, replies], dim=1)).logits
+        return logits[0, prompt_ids.shape[1] - 1 :].float()
+
+    def greedy_tokens(self, inputs: CovoExample, steps: int) -> torch.Tensor:
+        """`steps` plain greedy tokens after the round-0 prompt (no penalties, the stop token ignored)."""
+        run = self._fixed_run(inputs, steps, SamplingSettings(greedy=True), RepetitionPenalties(1.0, 1.0, 1))
+        return torch.tensor(run.ids)
+
+    def tokens_to_audio(self, tokens: torch.Tensor) -> None:
+        """Text replies have no audio of their own."""
+        return None
+
+    def run_fixed(self, inputs: CovoExample, steps: int) -> None:
+        """A round-0 reply of exactly `steps` tokens: encoder, prefill, then greedy decoding with penalties."""
+        self._fixed_run(inputs, steps, ChatSettings().sampling_for(0), RepetitionPenalties())
+        return None
+
+    def weight_bytes_per_step(self) -> int:
+        """Weight bytes one token reads: every LLM layer, the final norm and the output head."""
+        llm = self.network.llm
+        return sum(p.numel() * p.element_size() for module in (llm.model.layers, llm.model.norm, llm.lm_head)
+                   for p in module.parameters())
+
+    def _fixed_run(self, inputs: CovoExample, steps: int, sampling, penalties):
+        prompt_ids = self.prompt_ids(inputs.clip.placeholders, first_round=True)
+        embeds = self.prompt_embeds(prompt_ids, inputs.clip)
+        cache = DynamicCache(config=self.config.llm)
+        return generate_tokens(self.network.llm, cache, embeds, prompt_ids, NEVER, steps, sampling, penalties, None)
+
     def named_modules(self) -> Iterator[tuple[str, nn.Module]]:
         return self.network.named_modules()
+
+
+def _voice_like(seconds: float) -> np.ndarray:
+    """A fixed harmonic glide with a little seeded noise at 24 kHz: speech-like, always the same."""
+    t = np.arange(int(seconds * INPUT_RATE)) / INPUT_RATE
+    pitch = 2 * np.pi * (140 * t + 20 * t**2)
+    signal = sum(0.2 / k * np.sin(k * pitch) for k in range(1, 6))
+    noise = 0.01 * np.random.default_rng(0).standard_normal(t.shape)
+    return (signal + noise).astype(np.float32)
 
 
 def _load_tokenizer(path: Path, config: CovoConfig):

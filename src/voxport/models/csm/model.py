@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,15 @@ from voxport.runtime.seeding import fresh_seed, make_generator
 from voxport.runtime.timing import timed
 
 CHECKPOINT_FILES = ["*.json", "*.safetensors", "*.jinja", "tokenizer*"]
+BENCH_TEXTS = {
+    "short": "Hello, how are you today?",
+    "medium": "The weather was lovely this morning, so we walked along the river and talked about the week ahead.",
+    "long": (
+        "When the port was finished, the team ran every check again: the logits against the float32 reference, "
+        "the same tokens twice, the speed of every configuration, and the list of operators the device runs. "
+        "Only then did they write the report, with the numbers and the plots side by side."
+    ),
+}
 _LOAD_ERRORS = (OSError, ValueError, KeyError, RuntimeError, SafetensorError)
 
 
@@ -38,6 +47,7 @@ class CsmSpeech:
     """A CSM checkpoint on one device. The codec runs in float32 whatever the model dtype."""
 
     family = "csm"
+    step_unit = "frame"
 
     def __init__(self, model: CsmForConditionalGeneration, processor: CsmProcessor, load_seconds: float):
         self.model = model
@@ -128,9 +138,14 @@ class CsmSpeech:
                               generator=generator)
         return CsmExample(SynthesisRequest(text="Every port is checked against a float32 reference."), codes)
 
+    def bench_inputs(self, size: str) -> CsmExample:
+        """A fixed prompt of a given length class (short, medium, long) for benchmarks."""
+        return CsmExample(SynthesisRequest(text=BENCH_TEXTS[size]), torch.zeros(0, self.config.num_codebooks))
+
     @torch.no_grad()
     def forward_logits(self, inputs: CsmExample) -> dict[str, torch.Tensor]:
-        """Teacher-forced logits [frames, codebooks, vocab] of `inputs.codes` after the prompt."""
+        """Teacher-forced logits of `inputs.codes` after the prompt: codebook 0 [frames, vocab] from the
+        backbone, codebooks 1..31 [frames, 31, vocab] from the depth decoder."""
         codes = inputs.codes.to(self.device)
         prompt = self.prompt_embeds(inputs.request)
         frames = self._embed_frames(codes[:-1].unsqueeze(0))
@@ -140,7 +155,35 @@ class CsmSpeech:
         # Depth decoder, all frames at once: [placeholder, codebooks 0..30] predicts codebooks 1..31.
         depth_ids = torch.nn.functional.pad(codes[:, :-1], (1, 0))
         rest = self.model.depth_decoder(input_ids=depth_ids, backbone_last_hidden_state=frame_states).logits
-        return {"codebook_logits": torch.cat([first.unsqueeze(1), rest], dim=1).float()}
+        return {"backbone_logits": first.float(), "depth_logits": rest.float()}
+
+    def token_logits(self, inputs: CsmExample, tokens: torch.Tensor) -> torch.Tensor:
+        """Logits [frames, codebooks, vocab] predicting each code of `tokens` [frames, codebooks]."""
+        logits = self.forward_logits(CsmExample(inputs.request, tokens))
+        return torch.cat([logits["backbone_logits"].unsqueeze(1), logits["depth_logits"]], dim=1)
+
+    def greedy_tokens(self, inputs: CsmExample, steps: int) -> torch.Tensor:
+        """`steps` frames [steps, codebooks] of greedy codes, end of audio ignored."""
+        request = replace(inputs.request, max_frames=steps, min_frames=steps, greedy=True)
+        settings = request.sampling()
+        return generate_frames(self.model, self.prompt_embeds(request), settings, steps, steps, None)
+
+    def tokens_to_audio(self, tokens: torch.Tensor) -> np.ndarray:
+        return self.decode(tokens.to(self.device))
+
+    def run_fixed(self, inputs: CsmExample, steps: int) -> float:
+        """The whole job for exactly `steps` frames (sampled, decoded); returns the audio seconds made."""
+        request = replace(inputs.request, max_frames=steps, min_frames=steps, seed=0)
+        return self.generate(request).audio_seconds
+
+    def weight_bytes_per_step(self) -> int:
+        """Weight bytes one frame reads: the backbone once, the depth decoder and one head slice 31 times."""
+        backbone, depth = self.model.backbone_model, self.model.depth_decoder
+        per_depth_step = (_bytes(depth.model.layers) + _bytes(depth.model.norm)
+                          + _bytes(depth.model.inputs_embeds_projector)
+                          + depth.codebooks_head.weight[0].numel() * depth.codebooks_head.weight.element_size())
+        frame = _bytes(backbone.layers) + _bytes(backbone.norm) + _bytes(self.model.lm_head)
+        return frame + (self.config.num_codebooks - 1) * per_depth_step
 
     def named_modules(self) -> Iterator[tuple[str, nn.Module]]:
         return self.model.named_modules()
@@ -186,6 +229,10 @@ def _expect_all_weights(path: Path, info: dict) -> None:
     if missing or unexpected:
         named = ", ".join([f"missing {key}" for key in missing[:3]] + [f"unexpected {key}" for key in unexpected[:3]])
         raise CheckpointError(f"checkpoint {path} does not match the CSM architecture: {named}")
+
+
+def _bytes(module: nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in module.parameters())
 
 
 def _first_line(error: BaseException) -> str:

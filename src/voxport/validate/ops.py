@@ -1,0 +1,206 @@
+"""Operator coverage: every aten op (with dtypes) a forward and a short generation use, whether the target
+backend has a kernel for it, which known gaps it hits (and the fix voxport applies), and optionally how each
+op's output on the target compares with CPU float32 when replayed on the recorded inputs."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections import Counter
+from dataclasses import dataclass
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten, tree_map
+
+from voxport.models.base import SpeechModel
+from voxport.validate.metrics import compare
+
+DISPATCH_KEYS = {"cpu": "CPU", "cuda": "CUDA", "npu": "PrivateUse1", "mps": "MPS", "xpu": "XPU"}
+_RANDOM = ("rand", "normal", "exponential", "bernoulli", "multinomial", "uniform", "dropout")
+_SAMPLE_LIMIT = 2**22  # elements: inputs kept for replay only up to this size
+
+
+@dataclass(frozen=True)
+class KnownGap:
+    target: str
+    ops: tuple[str, ...]  # empty: any op
+    when: str  # "complex", "not-float32", "int64" or "float64" among the inputs
+    problem: str
+    fix: str
+
+    def hits(self, op: str, dtypes: tuple[str, ...]) -> bool:
+        if self.ops and op not in self.ops:
+            return False
+        floating = [d for d in dtypes if d.startswith(("float", "bfloat"))]
+        return {
+            "complex": any(d.startswith("complex") for d in dtypes),
+            "not-float32": any(d != "float32" for d in floating),
+            "int64": "int64" in dtypes,
+            "float64": "float64" in dtypes,
+        }[self.when]
+
+
+KNOWN_GAPS = [
+    KnownGap("npu", ("aten::abs",), "complex", "complex abs has no Ascend kernel",
+             "power spectra are real^2 + imag^2 (voxport.audio.features)"),
+    KnownGap("npu", ("aten::_fft_r2c", "aten::stft"), "not-float32", "Ascend's STFT takes float32 input only",
+             "the audio front end runs in float32 whatever the model dtype"),
+    KnownGap("npu", ("aten::cos", "aten::sin"), "int64", "cos/sin of int64 tensors fail on Ascend",
+             "rotary and timestep angles are computed in float32"),
+    KnownGap("mps", (), "float64", "MPS has no float64", "models run in float32/16; metrics are computed on the CPU"),
+    KnownGap("mps", ("aten::_fft_r2c",), "not-float32", "MPS FFTs take float32 input only",
+             "the audio front end runs in float32 whatever the model dtype"),
+]
+
+
+class OpRecorder(TorchDispatchMode):
+    """Counts aten ops by (name, input dtypes) and keeps the first call's inputs of each for replay."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls: Counter = Counter()
+        self.outputs: dict[tuple, tuple[str, ...]] = {}
+        self.samples: dict[tuple, tuple] = {}
+        self.functions: dict[tuple, object] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        key = (_op_name(func), _dtypes((args, kwargs)))
+        self.calls[key] += 1
+        result = func(*args, **kwargs)
+        if key not in self.outputs:
+            self.outputs[key] = _dtypes(result)
+            self.functions[key] = func
+            if _replayable(func, args, kwargs):
+                self.samples[key] = tree_map(_host_copy, (args, kwargs))
+        return result
+
+
+def trace_ops(model: SpeechModel) -> OpRecorder:
+    """The ops of one teacher-forced forward and a two-step generation on the model's device."""
+    inputs = model.example_inputs()
+    with OpRecorder() as recorder:
+        model.forward_logits(inputs)
+        model.greedy_tokens(inputs, 2)
+    return recorder
+
+
+def coverage(recorder: OpRecorder, target: str) -> dict:
+    key = DISPATCH_KEYS[target]
+    installed = backend_installed(target)
+    ops = []
+    for (name, dtypes), calls in sorted(recorder.calls.items(), key=lambda item: (item[0][0], item[0][1])):
+        gaps = [gap for gap in KNOWN_GAPS if gap.target == target and gap.hits(name, dtypes)]
+        ops.append({
+            "op": name, "input_dtypes": list(dtypes), "output_dtypes": list(recorder.outputs[(name, dtypes)]),
+            "calls": calls, "kernel": has_kernel(recorder.functions[(name, dtypes)], key) if installed else None,
+            "known_gaps": [{"problem": gap.problem, "fix": gap.fix} for gap in gaps],
+        })
+    return {
+        "target": target, "backend_installed": installed, "distinct_ops": len({op["op"] for op in ops}),
+        "ops": ops,
+        "missing_kernels": sorted({op["op"] for op in ops if op["kernel"] is False}),
+        "gaps_hit": sorted({op["op"] for op in ops if op["known_gaps"]}),
+        "known_gaps": [{"ops": list(gap.ops) or ["any"], "when": gap.when, "problem": gap.problem, "fix": gap.fix}
+                       for gap in KNOWN_GAPS if gap.target == target],
+    }
+
+
+def replay_accuracy(recorder: OpRecorder, device: torch.device, worst: int = 10) -> dict:
+    """Each recorded op on `device`, in the dtypes it ran in, against CPU float32 on the same inputs; worst first."""
+    compared, skipped = [], 0
+    for key, (args, kwargs) in recorder.samples.items():
+        func = recorder.functions[key]
+        try:
+            reference = _replay(func, args, kwargs, torch.device("cpu"), torch.float32)
+            target = _replay(func, args, kwargs, device, None)
+        except (RuntimeError, TypeError, ValueError, IndexError):
+            skipped += 1
+            continue
+        if reference is None or target is None or reference.shape != target.shape:
+            skipped += 1
+            continue
+        comparison = compare(reference, target)
+        compared.append({"op": key[0], "input_dtypes": list(key[1]), **comparison.to_json()})
+    compared.sort(key=lambda entry: entry["relative_error"], reverse=True)
+    return {"device": str(device), "ops_compared": len(compared), "ops_skipped": skipped, "worst": compared[:worst]}
+
+
+def backend_installed(target: str) -> bool:
+    if target == "cpu":
+        return True
+    if target == "cuda":
+        return torch.backends.cuda.is_built()
+    if target == "mps":
+        return torch.backends.mps.is_built()
+    if target == "xpu":
+        return bool(getattr(torch._C, "_has_xpu", False))
+    return importlib.util.find_spec("torch_npu") is not None
+
+
+def has_kernel(func, dispatch_key: str) -> bool:
+    """A kernel for the backend itself, or a composite one that decomposes into ops it has."""
+    name = func.name()
+    return any(torch._C._dispatch_has_kernel_for_dispatch_key(name, key)
+               for key in (dispatch_key, "CompositeExplicitAutograd", "CompositeImplicitAutograd"))
+
+
+def _op_name(func) -> str:
+    return func._schema.name
+
+
+def _dtypes(tree) -> tuple[str, ...]:
+    leaves, _ = tree_flatten(tree)
+    return tuple(str(leaf.dtype).removeprefix("torch.") for leaf in leaves if isinstance(leaf, torch.Tensor))
+
+
+def _replayable(func, args, kwargs) -> bool:
+    name = _op_name(func)
+    if any(word in name for word in _RANDOM) or func._schema.is_mutable or "out" in kwargs:
+        return False
+    leaves, _ = tree_flatten((args, kwargs))
+    return sum(leaf.numel() for leaf in leaves if isinstance(leaf, torch.Tensor)) <= _SAMPLE_LIMIT
+
+
+def _host_copy(value):
+    return value.detach().to("cpu", copy=True) if isinstance(value, torch.Tensor) else value
+
+
+def _as(device: torch.device, dtype: torch.dtype | None):
+    """Move tensors to `device`; with a `dtype`, floating tensors and dtype arguments become it too."""
+    def convert(value):
+        if isinstance(value, torch.Tensor):
+            floating = dtype is not None and value.is_floating_point()
+            return value.to(device=device, dtype=dtype if floating else value.dtype)
+        if isinstance(value, torch.device):
+            return device
+        if dtype is not None and isinstance(value, torch.dtype) and value.is_floating_point:
+            return dtype
+        return value
+    return convert
+
+
+def _replay(func, args, kwargs, device: torch.device, dtype: torch.dtype | None) -> torch.Tensor | None:
+    convert = _as(device, dtype)
+    return _first_float(func(*tree_map(convert, args), **tree_map(convert, kwargs)))
+
+
+def _first_float(output):
+    leaves, _ = tree_flatten(output)
+    return next((leaf.float().cpu() for leaf in leaves if isinstance(leaf, torch.Tensor) and leaf.is_floating_point()),
+                None)
+
+
+def run_ops(source: str, trace_device: torch.device, dtype: torch.dtype, target: str,
+            replay_device: torch.device | None = None, progress=print) -> dict:
+    """Trace on `trace_device`; judge coverage for `target`; replay on `replay_device` when given."""
+    from voxport.models.registry import load_model
+
+    progress(f"ops: tracing on {trace_device} in {str(dtype).removeprefix('torch.')}")
+    recorder = trace_ops(load_model(source, trace_device, dtype))
+    result = {"model": str(source), "traced_on": str(trace_device), "dtype": str(dtype).removeprefix("torch."),
+              **coverage(recorder, target)}
+    if replay_device is not None:
+        progress(f"ops: replaying {len(recorder.samples)} recorded ops on {replay_device}")
+        result["replay"] = replay_accuracy(recorder, replay_device)
+    return result

@@ -1,0 +1,58 @@
+"""run-all: every check on one model and device, each stage's result kept even when another fails."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from voxport.errors import InputError
+from voxport.runtime.devices import dtype_name
+from voxport.validate.accuracy import run_accuracy
+from voxport.validate.environment import environment
+from voxport.validate.ops import run_ops
+from voxport.validate.performance import run_benchmark
+from voxport.validate.report import plot_drift, plot_memory, plot_performance, summary_markdown, write_json
+from voxport.runtime.files import replaced_atomically
+
+STAGE_FILES = {"accuracy": "accuracy.json", "reproducibility": "reproducibility.json",
+               "performance": "performance.json", "ops": "ops.json"}
+
+
+def run_all(source: str, device: torch.device, dtype: torch.dtype, out: Path, configs, iterations: int = 3,
+            steps: int = 16, progress=print) -> Path:
+    """Write the four JSON results, the plots and summary.md into `out`; returns summary.md's path."""
+    from voxport.validate.reproducibility import run_reproducibility
+
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file: expected a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    env = environment(device)
+    stages = {
+        "accuracy": lambda: run_accuracy(source, device, dtype, progress=progress),
+        "reproducibility": lambda: run_reproducibility(source, device, dtype, steps=steps, progress=progress),
+        "performance": lambda: run_benchmark(source, device, dtype, configs, iterations, progress=progress),
+        "ops": lambda: run_ops(source, device, dtype, device.type, replay_device=device, progress=progress),
+    }
+    results = {"model": str(source), "dtype": dtype_name(dtype)}
+    for number, (name, stage) in enumerate(stages.items(), start=1):
+        progress(f"[{number}/{len(stages)}] {name}")
+        try:
+            results[name] = stage()
+        except Exception as error:  # noqa: BLE001 (a failed stage is reported, the others still run)
+            results[name] = {"error": f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"}
+            progress(f"[{number}/{len(stages)}] {name} did not complete: {results[name]['error']}")
+        write_json(out / STAGE_FILES[name], {**results[name], "environment": env})
+    plots = {
+        "per-block drift": _plot(plot_drift, results["accuracy"], out / "drift.png"),
+        "latency and real-time factor": _plot(plot_performance, results["performance"], out / "performance.png"),
+        "peak memory": _plot(plot_memory, results["performance"], out / "memory.png"),
+    }
+    summary = out / "summary.md"
+    with replaced_atomically(summary) as temporary:
+        temporary.write_text(summary_markdown(results, plots, env))
+    return summary
+
+
+def _plot(draw, result: dict, path: Path) -> Path | None:
+    return None if "error" in result else draw(result, path)

@@ -1,0 +1,202 @@
+"""Proving a port: metrics, verdicts, accuracy with drift localisation, reproducibility, benchmarks, ops, run-all."""
+
+import json
+import math
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from voxport.cli import main
+from voxport.errors import CheckpointError, InputError
+from voxport.validate import pipeline
+from voxport.validate.accuracy import run_accuracy
+from voxport.validate.metrics import compare
+from voxport.validate.ops import KnownGap, OpRecorder, coverage, run_ops
+from voxport.validate.performance import known_bandwidth, parse_configs, run_benchmark
+from voxport.validate.reproducibility import run_reproducibility
+from voxport.validate.verdicts import verdict
+
+CPU = torch.device("cpu")
+
+
+def quiet(message):
+    pass
+
+
+def test_metrics_on_known_tensors():
+    same = compare(torch.tensor([1.0, -2.0]), torch.tensor([1.0, -2.0]))
+    assert same.cosine == pytest.approx(1.0, abs=1e-15)
+    assert (same.max_abs, same.mean_abs, same.relative_error, same.within_0_1_percent) == (0, 0, 0, 1)
+    result = compare(torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.tensor([1.0, 2.0, 3.0, 5.0]))
+    assert result.max_abs == 1 and result.mean_abs == 0.25 and result.within_0_1_percent == 0.75
+    assert result.relative_error == pytest.approx(1 / math.sqrt(30))
+    assert result.cosine == pytest.approx(34 / math.sqrt(30 * 39))
+    logits = compare(torch.tensor([[0.0, 1.0], [2.0, 1.0]]), torch.tensor([[0.0, 1.0], [0.0, 3.0]]), logits=True)
+    assert logits.top1_agreement == 0.5
+    zeros = compare(torch.zeros(3), torch.zeros(3))
+    assert zeros.cosine == 1 and zeros.relative_error == 0
+    with pytest.raises(ValueError, match="shapes differ"):
+        compare(torch.zeros(3), torch.zeros(4))
+
+
+def test_verdicts_follow_the_dtype():
+    close = compare(torch.arange(1.0, 101.0), torch.arange(1.0, 101.0) * 1.01)  # 1 % relative error
+    assert verdict(close, torch.bfloat16) == "PASS" and verdict(close, torch.float32) == "FAIL"
+    assert verdict(compare(torch.arange(1.0, 101.0), torch.arange(1.0, 101.0) * 1.002), torch.float32) == "WARN"
+    assert verdict(compare(torch.ones(10), -torch.ones(10)), torch.bfloat16) == "FAIL"
+
+
+@pytest.mark.parametrize("checkpoint", ["tiny_csm_dir", "tiny_covo_dir"])
+def test_cpu_bfloat16_passes_with_real_error(checkpoint, request):
+    result = run_accuracy(str(request.getfixturevalue(checkpoint)), CPU, torch.bfloat16, progress=quiet)
+    assert result["verdict"] == "PASS" and result["first_drift_module"] is None
+    errors = [entry["relative_error"] for name, entry in result["outputs"].items() if name != "mel"]
+    assert min(errors) > 1e-4  # bfloat16 really ran: the comparison is not of a tensor with itself
+    assert all(entry["verdict"] == "PASS" for entry in result["layers"]) and result["speedup"] > 0
+    assert len(result["layers"]) >= 4
+
+
+def perturbed_copy(checkpoint, target, key):
+    shutil.copytree(checkpoint, target)
+    shard = next(path for path in target.glob("*.safetensors") if key in load_file(path))
+    weights = load_file(shard)
+    weights[key] = weights[key] + 0.5 * torch.randn(weights[key].shape, generator=torch.Generator().manual_seed(0)).to(weights[key].dtype)
+    save_file(weights, shard, metadata={"format": "pt"})
+    return target
+
+
+@pytest.mark.parametrize("checkpoint, key, block", [
+    ("tiny_csm_dir", "backbone_model.layers.1.mlp.down_proj.weight", "backbone_model.layers.1"),
+    ("tiny_covo_dir", "encoder.layers.1.fc2.weight", "encoder.layers.1"),
+])
+def test_a_broken_block_fails_and_is_named(checkpoint, key, block, request, tmp_path):
+    original = request.getfixturevalue(checkpoint)
+    broken = perturbed_copy(original, tmp_path / "broken", key)
+    result = run_accuracy(str(broken), CPU, torch.float32, reference_source=str(original), progress=quiet)
+    assert result["verdict"] == "FAIL"
+    assert result["first_drift_module"] == block and result["largest_step_module"] == block
+    before = [layer for layer in result["layers"]][: [layer["module"] for layer in result["layers"]].index(block)]
+    assert all(layer["relative_error"] == 0 for layer in before)
+
+
+def test_reproducibility_on_cpu(tiny_csm_dir):
+    result = run_reproducibility(str(tiny_csm_dir), CPU, torch.float32, steps=6, progress=quiet)
+    assert result["repeat"] == {"token_match_rate": 1.0, "first_divergence": None, "identical_audio": True}
+    assert result["against_reference"]["token_match_rate"] == 1.0
+    assert result["against_reference"]["agree_until_step"] is None
+    assert result["against_reference"]["steps_in_top_k"] == 6 and result["step_unit"] == "frame"
+
+
+def test_reproducibility_of_text_tokens(tiny_covo_dir):
+    result = run_reproducibility(str(tiny_covo_dir), CPU, torch.bfloat16, steps=6, progress=quiet)
+    assert result["repeat"]["token_match_rate"] == 1.0 and result["repeat"]["identical_audio"] is None
+    assert result["step_unit"] == "token"
+
+
+def test_benchmark_has_every_field(tiny_csm_dir):
+    result = run_benchmark(str(tiny_csm_dir), CPU, torch.float32, parse_configs("short_4t,medium_6t"), iterations=2,
+                           bandwidth=50e9, progress=quiet)
+    assert result["load_seconds"] > 0 and result["total_load_seconds"] > 0 and result["weight_bytes_per_step"] > 0
+    assert [entry["config"] for entry in result["configs"]] == ["short_4t", "medium_6t"]
+    for entry in result["configs"]:
+        for field in ["latency_mean_seconds", "latency_p50_seconds", "latency_p90_seconds", "steps_per_second", "rtf",
+                      "real_time_multiple", "peak_process_rss_bytes", "bound_step_seconds", "measured_over_bound"]:
+            assert entry[field] > 0, field
+        assert entry["audio_seconds"] == pytest.approx(entry["steps"] * 0.08)
+        assert entry["rtf"] == pytest.approx(1 / entry["real_time_multiple"])
+        assert entry["peak_allocated_bytes"] is None  # no device allocator on the CPU: RSS is the measure
+
+
+def test_benchmark_configs_and_bandwidth_table():
+    assert parse_configs("short_32t, long_512t") == [("short_32t", "short", 32), ("long_512t", "long", 512)]
+    for bad in ["tiny_32t", "short_32", "short_0t", ""]:
+        with pytest.raises(InputError):
+            parse_configs(bad)
+    assert known_bandwidth("NVIDIA H200") == 4.8e12 and known_bandwidth("Ascend910B2") == 1.6e12
+    assert known_bandwidth("NVIDIA A100-SXM4-80GB") == 2.039e12 and known_bandwidth("x86_64") is None
+
+
+def test_ops_lists_the_stft_and_complex_ops_of_covo(tiny_covo_dir):
+    result = run_ops(str(tiny_covo_dir), CPU, torch.bfloat16, "npu", progress=quiet)
+    names = {op["op"] for op in result["ops"]}
+    assert {"aten::stft", "aten::_fft_r2c", "aten::view_as_real"} <= names
+    fft = next(op for op in result["ops"] if op["op"] == "aten::_fft_r2c")
+    assert fft["input_dtypes"] == ["float32"] and fft["output_dtypes"] == ["complex64"]
+    assert result["gaps_hit"] == []  # voxport's front end already avoids the Ascend gaps
+    assert {gap["ops"][0] for gap in result["known_gaps"]} >= {"aten::abs", "aten::_fft_r2c"}
+    assert result["distinct_ops"] > 20 and all(op["calls"] > 0 for op in result["ops"])
+
+
+def test_known_gaps_catch_a_naive_front_end():
+    with OpRecorder() as recorder:
+        spectrum = torch.stft(torch.randn(4000, dtype=torch.float64), 400, 160, window=torch.hann_window(400,
+                              dtype=torch.float64), return_complex=True)
+        spectrum.abs()
+    report = coverage(recorder, "npu")
+    assert "aten::abs" in report["gaps_hit"] and "aten::_fft_r2c" in report["gaps_hit"]
+    assert coverage(recorder, "mps")["gaps_hit"]  # float64 everywhere
+    assert KnownGap("npu", ("aten::cos",), "int64", "", "").hits("aten::cos", ("int64",))
+
+
+def test_cpu_kernels_are_found(tiny_csm_dir):
+    result = run_ops(str(tiny_csm_dir), CPU, torch.float32, "cpu", replay_device=CPU, progress=quiet)
+    assert result["backend_installed"] and result["missing_kernels"] == []
+    assert all(op["kernel"] is True for op in result["ops"])
+    assert result["replay"]["ops_compared"] > 10
+    assert all(entry["relative_error"] < 1e-5 for entry in result["replay"]["worst"])  # float32 against float32
+
+
+def test_run_all_writes_every_file(tiny_csm_dir, tmp_path):
+    summary = pipeline.run_all(str(tiny_csm_dir), CPU, torch.bfloat16, tmp_path / "report",
+                               parse_configs("short_4t"), iterations=1, steps=4, progress=quiet)
+    out = summary.parent
+    for name in ["accuracy.json", "reproducibility.json", "performance.json", "ops.json"]:
+        data = json.loads((out / name).read_text())
+        assert "error" not in data and data["environment"]["torch"] == torch.__version__
+    for name in ["drift.png", "performance.png", "memory.png"]:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = summary.read_text()
+    for section in ["## Accuracy against CPU float32", "## Reproducibility", "## Performance", "## Operator coverage",
+                    "## Plots", "## Environment", "![per-block drift](drift.png)"]:
+        assert section in text
+
+
+def test_a_failing_stage_keeps_the_others(tiny_csm_dir, tmp_path, monkeypatch):
+    def broken_benchmark(*args, **kwargs):
+        raise RuntimeError("device lost")
+
+    monkeypatch.setattr(pipeline, "run_benchmark", broken_benchmark)
+    summary = pipeline.run_all(str(tiny_csm_dir), CPU, torch.float32, tmp_path / "report", parse_configs("short_4t"),
+                               iterations=1, steps=3, progress=quiet)
+    assert json.loads((summary.parent / "performance.json").read_text())["error"] == "RuntimeError: device lost"
+    assert json.loads((summary.parent / "accuracy.json").read_text())["verdict"] == "PASS"
+    assert not (summary.parent / "performance.png").exists()
+    assert "**Did not complete:** RuntimeError: device lost" in summary.read_text()
+
+
+def test_validation_cli_prints_tables(tiny_covo_dir, tmp_path, capsys):
+    out = tmp_path / "repro.json"
+    assert main(["repro", "--model", str(tiny_covo_dir), "--steps", "3", "--json-out", str(out)]) == 0
+    assert "| same tokens twice | 100.0% (first divergence: none) |" in capsys.readouterr().out
+    assert json.loads(out.read_text())["steps"] == 3
+
+
+@pytest.mark.parametrize("case", ["unknown config", "absent device", "unknown model", "out is a file"])
+def test_validation_bad_input_is_one_clear_line(case, tiny_csm_dir, tmp_path, capsys):
+    other = tmp_path / "bert"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    taken = tmp_path / "taken"
+    taken.write_text("a file")
+    model = ["--model", str(tiny_csm_dir)]
+    argv, expected = {
+        "unknown config": (["bench", *model, "--configs", "short_32t,huge_9t"], "unknown benchmark config 'huge_9t'"),
+        "absent device": (["accuracy", *model, "--device", "npu:1"], "device 'npu:1' is not available"),
+        "unknown model": (["repro", "--model", str(other)], "'bert' model, which voxport cannot handle"),
+        "out is a file": (["run-all", *model, "--out", str(taken)], "is a file: expected a directory"),
+    }[case]
+    assert main(argv) == 1
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert expected in errors[-1] and errors[-1].startswith("voxport: error:")
