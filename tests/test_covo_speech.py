@@ -11,7 +11,7 @@ import soundfile as sf
 import torch
 
 from conftest import SHARED_DATA
-from voxport.cli import _save_spoken_reply
+from voxport.cli.chat import save_spoken_reply
 from voxport.errors import CheckpointError, InputError
 from voxport.models.covo import ChatRound, ChatSettings, CovoAudioChat
 from voxport.models.covo.token2wav import SpeakerPrompt, Token2Wav, Token2WavConfig
@@ -120,7 +120,7 @@ def test_a2ta_round_without_codes_writes_no_wav(tiny_covo, speech_clips, tmp_pat
     finally:
         hook.remove()
     assert turn.stopped and turn.audio_codes == [] and turn.speech is None and turn.decode_seconds is None
-    report = _save_spoken_reply(turn, tmp_path, 24000)
+    report = save_spoken_reply(turn, tmp_path, 24000)
     assert report == {"wav": None, "audio_seconds": 0.0} and list(tmp_path.iterdir()) == []
     assert "round 0 has no audio codes in its reply, so no turn_0.wav was written" in capsys.readouterr().err
 

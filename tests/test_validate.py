@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from voxport.cli import main
-from voxport.errors import CheckpointError, InputError
+from voxport.errors import InputError
 from voxport.validate import pipeline
 from voxport.validate.accuracy import run_accuracy
 from voxport.validate.metrics import compare

@@ -23,20 +23,30 @@ def block_ids(logits: torch.Tensor, blocked: torch.Tensor) -> torch.Tensor:
     return logits.index_fill(-1, blocked, float("-inf"))
 
 
-def pick_tokens(logits: torch.Tensor, settings: SamplingSettings, generator: torch.Generator | None) -> torch.Tensor:
-    """One id per row of `logits` [..., vocab]."""
+def pick_tokens(logits: torch.Tensor, settings: SamplingSettings, generator: torch.Generator | None = None,
+                gumbel: torch.Tensor | None = None) -> torch.Tensor:
+    """One id per row of `logits` [..., vocab].
+
+    Sampling is Gumbel-max over the top-k: argmax(logit / T + G) with G = -log(Exp(1)) draws from
+    softmax(logit / T) with no softmax and no host sync. `gumbel` (shape [..., candidates], candidates =
+    top-k or the vocabulary) supplies G; otherwise it is drawn from `generator`.
+    """
     if settings.greedy:
         return logits.argmax(dim=-1)
-    logits = logits / settings.temperature
+    scores, indices = logits / settings.temperature, None
     if 0 < settings.top_k < logits.shape[-1]:
-        kth_best = torch.topk(logits, settings.top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth_best, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
+        scores, indices = scores.topk(settings.top_k, dim=-1)
     if settings.top_p < 1.0:
-        probs = _nucleus(probs, settings.top_p)
-    # argmax(p / E) with E ~ Exp(1) draws from p (the exponential race) and, unlike multinomial, never syncs.
-    race = torch.empty_like(probs).exponential_(1.0, generator=generator)
-    return (probs / race).argmax(dim=-1)
+        scores = scores.masked_fill(~_nucleus(scores, settings.top_p), float("-inf"))
+    if gumbel is None:
+        gumbel = torch.empty_like(scores).exponential_(1.0, generator=generator).log_().neg_()
+    choice = (scores + gumbel).argmax(dim=-1)
+    return choice if indices is None else indices.gather(-1, choice.unsqueeze(-1)).squeeze(-1)
+
+
+def candidates(settings: SamplingSettings, vocab: int) -> int:
+    """How many ids sampling chooses among (the width of its Gumbel noise)."""
+    return settings.top_k if 0 < settings.top_k < vocab else vocab
 
 
 def penalize_repeats(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
@@ -48,10 +58,9 @@ def penalize_repeats(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -
     return logits.scatter(-1, seen, scores)
 
 
-def _nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Keep the most likely ids whose mass first reaches `top_p` (always at least one), renormalised."""
+def _nucleus(scores: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Which ids to keep: the most likely ones whose probability mass first reaches `top_p` (at least one)."""
+    probs = torch.softmax(scores, dim=-1)
     sorted_probs, order = probs.sort(dim=-1, descending=True)
-    mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
-    sorted_probs = sorted_probs.masked_fill(mass_before >= top_p, 0.0)
-    kept = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-    return kept / kept.sum(dim=-1, keepdim=True)
+    keep_sorted = (sorted_probs.cumsum(dim=-1) - sorted_probs) < top_p
+    return torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)

@@ -15,11 +15,18 @@ from transformers import CsmForConditionalGeneration, CsmProcessor
 
 from voxport.audio.io import load_audio
 from voxport.errors import CheckpointError, InputError
-from voxport.models.csm.frames import generate_frames
+from voxport.models.csm.engine import CsmEngine
+from voxport.models.csm.generation import (
+    StreamChunk,
+    generate_codes,
+    stream,
+    synthesize,
+    synthesize_with_transformers,
+)
 from voxport.models.csm.prompt import render_prompt
 from voxport.models.csm.synthesis import SynthesisRequest, SynthesisResult
 from voxport.runtime.checkpoints import resolve_checkpoint
-from voxport.runtime.seeding import fresh_seed, make_generator
+from voxport.runtime.devices import backend_for
 from voxport.runtime.timing import timed
 
 CHECKPOINT_FILES = ["*.json", "*.safetensors", "*.jinja", "tokenizer*"]
@@ -56,6 +63,9 @@ class CsmSpeech:
         self.device = model.lm_head.weight.device
         self.dtype = model.lm_head.weight.dtype
         self.load_seconds = load_seconds
+        self.backend = backend_for(self.device)
+        self._compile = False
+        self._engine: tuple[CsmEngine, Callable] | None = None
 
     @property
     def sample_rate(self) -> int:
@@ -70,28 +80,40 @@ class CsmSpeech:
             processor, model = _load_weights(path, device, dtype)
         return cls(model, processor, timings["load_seconds"])
 
+    @property
+    def frame_samples(self) -> int:
+        """Audio samples per codec frame (1920 at 24 kHz and 12.5 frames a second)."""
+        return round(self.sample_rate / self.config.codec_config.frame_rate)
+
     def compile(self) -> None:
-        """Compile the two transformers that run every frame (the caller checks the device supports it)."""
-        self.model.backbone_model.compile(dynamic=True)
-        self.model.depth_decoder.compile(dynamic=True)
+        """Capture the per-frame step as one compiled graph (CUDA graphs) where the device backend can."""
+        self._compile = True
+        self._engine = None
+
+    def engine(self, batch: int) -> tuple[CsmEngine, Callable]:
+        """The static-cache engine for `batch` rows and the frame step it runs (compiled or eager)."""
+        if self._engine is None or self._engine[0].batch != batch:
+            engine = CsmEngine(self.model, batch)
+            step = self.backend.compile_step(engine.frame) if self._compile else None
+            self._engine = (engine, step or engine.frame)
+        return self._engine
 
     def generate(self, request: SynthesisRequest, on_frame: Callable[[int], None] | None = None) -> SynthesisResult:
-        """Speech for `request`; `on_frame(n)` is told each time frame n is done."""
-        seed = request.seed if request.seed is not None else fresh_seed()
-        generator = make_generator(self.device, seed)
-        timings = {}
-        with timed(self.device, timings, "prompt_seconds"):
-            prompt_embeds = self.prompt_embeds(request)
-        self._check_context_length(prompt_embeds.shape[1], request.max_frames)
-        with timed(self.device, timings, "generation_seconds"):
-            codes = generate_frames(
-                self.model, prompt_embeds, request.sampling(), request.max_frames, request.min_frames, generator,
-                on_frame,
-            )
-        with timed(self.device, timings, "decode_seconds"):
-            audio = self.decode(codes)
-        return SynthesisResult(audio=audio, sample_rate=self.sample_rate, codes=codes.cpu().numpy(), seed=seed,
-                               timings=timings)
+        """Speech for `request`; `on_frame(n)` hears how many frames are done after each chunk."""
+        return synthesize(self, [request], on_frame)[0]
+
+    def generate_batch(self, requests: list[SynthesisRequest],
+                       on_frame: Callable[[int], None] | None = None) -> list[SynthesisResult]:
+        """Speech for several requests at once (same sampling settings); each row ends on its own."""
+        return synthesize(self, requests, on_frame)
+
+    def stream(self, request: SynthesisRequest, first_chunk: int = 2, chunk: int = 8) -> Iterator[StreamChunk]:
+        """Audio chunks while frames are generated (see generation.stream)."""
+        return stream(self, request, first_chunk, chunk)
+
+    def generate_with_transformers(self, request: SynthesisRequest) -> SynthesisResult:
+        """The same job through transformers' CsmForConditionalGeneration.generate, for comparison."""
+        return synthesize_with_transformers(self, request)
 
     @torch.inference_mode()
     def prompt_input_ids(self, request: SynthesisRequest) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -164,9 +186,10 @@ class CsmSpeech:
 
     def greedy_tokens(self, inputs: CsmExample, steps: int) -> torch.Tensor:
         """`steps` frames [steps, codebooks] of greedy codes, end of audio ignored."""
-        request = replace(inputs.request, max_frames=steps, min_frames=steps, greedy=True)
-        settings = request.sampling()
-        return generate_frames(self.model, self.prompt_embeds(request), settings, steps, steps, None)
+        request = replace(inputs.request, max_frames=steps, min_frames=steps, greedy=True, seed=0)
+        embeds = self.prompt_embeds(request)
+        codes, _ = generate_codes(self, embeds, torch.zeros(1, dtype=torch.long, device=self.device), request)
+        return codes[0]
 
     def tokens_to_audio(self, tokens: torch.Tensor) -> np.ndarray:
         return self.decode(tokens.to(self.device))
@@ -192,7 +215,7 @@ class CsmSpeech:
         """Summed codebook embeddings [batch, frames, hidden] of codes [batch, frames, codebooks]."""
         return self.model.backbone_model.embed_tokens(codes)
 
-    def _check_context_length(self, prompt_length: int, max_frames: int) -> None:
+    def check_context_length(self, prompt_length: int, max_frames: int) -> None:
         limit = self.config.max_position_embeddings
         if prompt_length + max_frames > limit:
             raise InputError(

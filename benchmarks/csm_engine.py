@@ -1,0 +1,118 @@
+"""voxport's CSM engine next to transformers' generate(), same checkpoint, frames and device, in one run.
+
+Prints frames per second, real-time factor (generation seconds / audio seconds) and their ratio; with a
+device, also time to first audio (streaming), batch throughput and peak memory. Targets (issue 6): CPU tiny
+checkpoint >= 4x transformers' frames/s at batch 1; full-size on an H200: RTF <= 0.08 at batch 1, first
+audio <= 200 ms, batch 8 >= 50x real time, peak memory < 4 GB at batch 1 in bfloat16.
+
+    python benchmarks/csm_engine.py                          # tiny random checkpoint on the CPU
+    python benchmarks/csm_engine.py --full-size --device cuda --dtype bfloat16 --compile --batch 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from transformers import CsmConfig, CsmForConditionalGeneration, CsmProcessor
+
+from voxport.models.csm import CsmSpeech, SynthesisRequest
+from voxport.models.tiny import make_tiny_csm
+from voxport.runtime.devices import backend_for, resolve_device, resolve_dtype
+
+TEXT = "The quick brown fox jumps over the lazy dog while the band plays on."
+
+
+def full_size(tiny: Path, device: torch.device, dtype: torch.dtype) -> CsmSpeech:
+    """CSM-1B's real architecture with random weights, built on the device (the tiny checkpoint's tokenizer)."""
+    processor = CsmProcessor.from_pretrained(tiny)
+    config = CsmConfig(audio_token_id=processor.tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
+                       audio_eos_token_id=processor.tokenizer.convert_tokens_to_ids("<|audio_eos|>"))
+    with torch.device(device):
+        model = CsmForConditionalGeneration(config).to(dtype).eval()
+    model.codec_model.float()
+    return CsmSpeech(model, processor, load_seconds=0.0)
+
+
+def measure(run, repeats: int, device: torch.device) -> tuple[float, float]:
+    """Median generation seconds (prefill and frames, as the result's timings say) and median total seconds."""
+    backend = backend_for(device)
+    generation, total = [], []
+    for _ in range(repeats):
+        backend.synchronize(device)
+        start = time.perf_counter()
+        results = run()
+        backend.synchronize(device)
+        total.append(time.perf_counter() - start)
+        generation.append((results if isinstance(results, list) else [results])[0].timings["generation_seconds"])
+    return statistics.median(generation), statistics.median(total)
+
+
+def report(name: str, frames: int, audio_seconds: float, generation: float, total: float) -> None:
+    print(f"{name:13s} {frames / generation:8.1f} frames/s (generation {generation:.3f} s)  "
+          f"RTF {total / audio_seconds:.4f} (prompt + generation + decode {total:.3f} s)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--frames", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=1, help="also time a batch of this many texts")
+    parser.add_argument("--full-size", action="store_true", help="CSM-1B's architecture with random weights")
+    parser.add_argument("--compile", action="store_true", help="compile voxport's frame step where supported")
+    parser.add_argument("--skip-transformers", action="store_true")
+    args = parser.parse_args()
+
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    tiny = make_tiny_csm(Path(tempfile.mkdtemp(prefix="voxport-csm-bench-")))
+    tts = full_size(tiny, device, dtype) if args.full_size else CsmSpeech.load(tiny, device, dtype)
+    if args.compile:
+        tts.compile()
+    backend = backend_for(device)
+    request = SynthesisRequest(text=TEXT, max_frames=args.frames, min_frames=args.frames, seed=0)
+    audio_seconds = args.frames * 0.08
+    print(f"{'full-size' if args.full_size else 'tiny'} CSM on {device} ({backend.device_name(device)}), "
+          f"{str(dtype).removeprefix('torch.')}, {args.frames} frames ({audio_seconds:.2f} s of audio)")
+
+    tts.generate(request)  # warm-up (and compilation)
+    ours = measure(lambda: tts.generate(request), args.repeats, device)
+    report("voxport", args.frames, audio_seconds, *ours)
+    if not args.skip_transformers:
+        # transformers cannot forbid an early end; with random weights no end-of-audio frame is drawn, so
+        # both engines make the same number of frames (checked).
+        tts.generate_with_transformers(request)
+        theirs = measure(lambda: tts.generate_with_transformers(request), args.repeats, device)
+        assert tts.generate_with_transformers(request).frames == args.frames, "transformers ended early"
+        report("transformers", args.frames, audio_seconds, *theirs)
+        print(f"voxport / transformers frames/s: {theirs[0] / ours[0]:.2f}x; whole job: {theirs[1] / ours[1]:.2f}x "
+              f"(target on CPU, tiny, batch 1: >= 4x frames/s)")
+
+    first = []
+    for _ in range(args.repeats):
+        chunks = tts.stream(request)
+        first.append(next(chunks).seconds_since_start)
+        for _ in chunks:
+            pass
+    print(f"time to first audio (streaming, 2-frame first chunk): {statistics.median(first) * 1000:.0f} ms")
+
+    backend.reset_peak_memory(device)
+    tts.generate(request)
+    peak = backend.peak_memory(device)
+    print(f"peak memory at batch 1: {peak.allocated_bytes / 2**30:.2f} GiB allocated ({peak.source})")
+    if args.batch > 1:
+        requests = [request] * args.batch
+        tts.generate_batch(requests)
+        generation, total = measure(lambda: tts.generate_batch(requests), args.repeats, device)
+        print(f"batch {args.batch}: {args.batch * args.frames / generation:.1f} frames/s, "
+              f"{args.batch * audio_seconds / total:.1f}x real time (whole job {total:.3f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""The `voxport` command: parse, call one function, print, exit.
+
+Exit codes: 0 done, 1 a user error (one line on stderr, no traceback), 2 bad usage, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from voxport import __version__
+from voxport.cli import chat, tiny, tts, validation
+from voxport.errors import VoxportError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except VoxportError as error:
+        print(f"voxport: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("voxport: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="voxport",
+        description="Run speech foundation models on any PyTorch device (CUDA, Ascend NPU, MPS, XPU, CPU).",
+    )
+    parser.add_argument("--version", action="version", version=f"voxport {__version__}")
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+    tts.add_parser(commands)
+    chat.add_parser(commands)
+    validation.add_parsers(commands)
+    tiny.add_parser(commands)
+    return parser

@@ -1,0 +1,47 @@
+"""What every command shares: device options, number arguments, quiet libraries, progress lines."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_device_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto",
+                        help="auto (best accelerator here), cpu, cuda[:N], npu[:N], mps or xpu[:N] (default: auto)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                        help="weights and activations; auto = bfloat16 on accelerators, float32 on CPU")
+
+
+def quiet_library_progress() -> None:
+    """transformers' own loading bars only when stderr is a terminal; logs stay quiet either way."""
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    if not sys.stderr.isatty():
+        logging.disable_progress_bar()
+
+
+def progress(message: str) -> None:
+    print(f"voxport: {message}", file=sys.stderr, flush=True)
+
+
+def positive_int(text: str) -> int:
+    value = _integer(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = _integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or a positive integer, got {text}")
+    return value
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None

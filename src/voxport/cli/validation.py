@@ -1,0 +1,149 @@
+"""voxport accuracy | repro | bench | ops | run-all: proving a port."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from voxport.cli.common import add_device_options, positive_int, progress, quiet_library_progress
+from voxport.errors import InputError
+from voxport.runtime.files import check_output_path
+
+
+def add_parsers(commands) -> None:
+    from voxport.validate.performance import DEFAULT_CONFIGS
+
+    def command(name, help_text, description, run):
+        parser = commands.add_parser(name, help=help_text, description=description)
+        parser.add_argument("--model", required=True, help="local checkpoint directory or hub id (CSM or Covo-Audio)")
+        add_device_options(parser)
+        parser.set_defaults(run=run)
+        return parser
+
+    accuracy = command("accuracy", "compare a device/dtype with the CPU float32 reference",
+                       "Run the model's fixed example on the CPU in float32 (the reference) and on --device/--dtype; "
+                       "compare every output (cosine, max/mean abs, relative L2 error, share within 0.1%, top-1) "
+                       "and every block, naming the first block that drifts. Verdicts per dtype: see the README.",
+                       _run_accuracy)
+    accuracy.add_argument("--reference-model", help="checkpoint for the reference (default: --model)")
+    accuracy.add_argument("--json-out", type=Path, help="also write the result as JSON")
+
+    repro = command("repro", "greedy generation twice, and against the CPU reference",
+                    "Greedy generation twice on the device (token match rate, first divergence, identical audio), "
+                    "then how long it keeps to the CPU float32 reference's tokens (until one leaves the top-k).",
+                    _run_repro)
+    repro.add_argument("--steps", type=positive_int, default=16, help="generation steps (default: 16)")
+    repro.add_argument("--top-k", type=positive_int, default=5, help="top-k for agreement (default: 5)")
+    repro.add_argument("--json-out", type=Path, help="also write the result as JSON")
+
+    bench = command("bench", "latency, real-time factor, throughput and memory per configuration",
+                    "Fixed-length generation (end of audio ignored) per config: load time, latency mean/p50/p90, "
+                    "RTF and its inverse, steps per second, peak device memory and process RSS, and the "
+                    "memory-bandwidth bound (weight bytes per step / bandwidth).", _run_bench)
+    bench.add_argument("--configs", default=DEFAULT_CONFIGS,
+                       help=f"comma-separated short|medium|long_<steps>t (default: {DEFAULT_CONFIGS})")
+    bench.add_argument("--iterations", type=positive_int, default=3, help="timed runs per config (default: 3)")
+    bench.add_argument("--bandwidth-gbs", type=float, help="device memory bandwidth in GB/s (default: known table)")
+    bench.add_argument("--json-out", type=Path, help="also write the result as JSON")
+
+    ops = command("ops", "which aten ops the model uses and whether a device has them",
+                  "Trace every aten op (with dtypes) of one forward and a short generation on --device; report for "
+                  "--target whether each has a kernel (when that backend is installed) and which known gaps it hits, "
+                  "with the fix voxport applies.", _run_ops)
+    ops.add_argument("--target", choices=["npu", "cuda", "mps", "xpu", "cpu"],
+                     help="device kind to judge coverage for (default: the kind of --device)")
+    ops.add_argument("--check-accuracy", action="store_true",
+                     help="replay each op on the target (which must be present) against CPU float32")
+    ops.add_argument("--json-out", type=Path, help="also write the result as JSON")
+
+    run_all = command("run-all", "accuracy, repro, bench and ops, with a report",
+                      "Run accuracy, reproducibility, performance and ops; write accuracy.json, "
+                      "reproducibility.json, performance.json, ops.json, PNG plots and summary.md into --out.",
+                      _run_run_all)
+    run_all.add_argument("--out", type=Path, required=True, help="directory for the results")
+    run_all.add_argument("--configs", default="short_32t,medium_64t", help="benchmark configs (default: short_32t,medium_64t)")
+    run_all.add_argument("--iterations", type=positive_int, default=3, help="timed runs per config (default: 3)")
+    run_all.add_argument("--steps", type=positive_int, default=16, help="reproducibility steps (default: 16)")
+
+
+def _validation_target(args: argparse.Namespace):
+    """Device and dtype, after checking the model is one voxport can handle (a fast, clear failure)."""
+    from voxport.models.registry import family_of
+    from voxport.runtime.devices import resolve_device, resolve_dtype
+
+    family_of(args.model)
+    device = resolve_device(args.device)
+    quiet_library_progress()
+    return device, resolve_dtype(args.dtype, device)
+
+
+def _report(result: dict, tables, json_out: Path | None) -> int:
+    from voxport.validate.report import write_json
+
+    if json_out is not None:
+        check_output_path(json_out)
+        write_json(json_out, result)
+    print("\n".join(tables(result)))
+    return 0
+
+
+def _run_accuracy(args: argparse.Namespace) -> int:
+    from voxport.validate.accuracy import run_accuracy
+    from voxport.validate.report import accuracy_tables
+
+    if args.reference_model:
+        from voxport.models.registry import family_of
+
+        family_of(args.reference_model)
+    device, dtype = _validation_target(args)
+    result = run_accuracy(args.model, device, dtype, args.reference_model, progress=progress)
+    return _report(result, accuracy_tables, args.json_out)
+
+
+def _run_repro(args: argparse.Namespace) -> int:
+    from voxport.validate.report import reproducibility_table
+    from voxport.validate.reproducibility import run_reproducibility
+
+    device, dtype = _validation_target(args)
+    result = run_reproducibility(args.model, device, dtype, args.steps, args.top_k, progress=progress)
+    return _report(result, reproducibility_table, args.json_out)
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from voxport.validate.performance import parse_configs, run_benchmark
+    from voxport.validate.report import performance_table
+
+    configs = parse_configs(args.configs)
+    device, dtype = _validation_target(args)
+    bandwidth = args.bandwidth_gbs * 1e9 if args.bandwidth_gbs else None
+    result = run_benchmark(args.model, device, dtype, configs, args.iterations, bandwidth, progress=progress)
+    return _report(result, performance_table, args.json_out)
+
+
+def _run_ops(args: argparse.Namespace) -> int:
+    import torch
+
+    from voxport.runtime.devices import resolve_device
+    from voxport.validate.ops import run_ops
+    from voxport.validate.report import ops_table
+
+    device, dtype = _validation_target(args)
+    target = args.target or device.type
+    if args.dtype == "auto" and target != "cpu":
+        dtype = torch.bfloat16  # trace in the dtype the target would run
+    replay = resolve_device(target) if args.check_accuracy else None
+    result = run_ops(args.model, device, dtype, target, replay_device=replay, progress=progress)
+    return _report(result, ops_table, args.json_out)
+
+
+def _run_run_all(args: argparse.Namespace) -> int:
+    from voxport.validate.performance import parse_configs
+    from voxport.validate.pipeline import run_all
+
+    configs = parse_configs(args.configs)
+    if args.out.exists() and not args.out.is_dir():
+        raise InputError(f"--out {args.out} is a file: expected a directory")
+    device, dtype = _validation_target(args)
+    summary = run_all(args.model, device, dtype, args.out, configs, args.iterations, args.steps, progress=progress)
+    print(f"wrote {summary} (with accuracy.json, reproducibility.json, performance.json, ops.json and plots)")
+    return 0

@@ -1,0 +1,232 @@
+"""CSM generation at the speed of memory, in the style of gpt-fast.
+
+The loaded transformers modules supply the weights and the per-layer maths (norms, MLPs, projections);
+attention runs here over static, preallocated KV caches, so a frame is a fixed sequence of kernels: the
+backbone's step, then the depth decoder's 31 steps, with no nested generate() and no host sync. Sampling
+draws its (Gumbel) noise ahead, a chunk of frames at a time, so the frame step is a pure tensor function that
+torch.compile (and CUDA graphs) can capture whole. End of audio is checked once per chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import CsmForConditionalGeneration
+
+from voxport.models.sampling import SamplingSettings, candidates, pick_tokens
+from voxport.runtime.devices import backend_for
+
+
+def _linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
+    return F.linear(x, layer.weight, layer.bias)
+
+
+def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """transformers' RMSNorm: float32 statistics, then the weight applied in the input dtype."""
+    if x.dtype == torch.float32:
+        return F.rms_norm(x, x.shape[-1:], weight, eps)
+    return weight * F.rms_norm(x.float(), x.shape[-1:], eps=eps).to(x.dtype)
+
+
+def fuse_projections(decoder: nn.Module) -> None:
+    """Store each layer's q/k/v and gate/up weights as views of one tensor, so each group is one matmul.
+
+    The modules keep working as before (their weights are views of the fused tensor): no extra memory.
+    """
+    for layer in decoder.layers:
+        for owner, names, fused_name in ((layer.self_attn, ("q_proj", "k_proj", "v_proj"), "qkv_fused"),
+                                         (layer.mlp, ("gate_proj", "up_proj"), "gate_up_fused")):
+            if hasattr(owner, fused_name):
+                continue
+            linears = [getattr(owner, name) for name in names]
+            if any(linear.bias is not None for linear in linears):
+                raise ValueError("fused projections expect bias-free linears, as in CSM")
+            fused = torch.cat([linear.weight.detach() for linear in linears])
+            start = 0
+            for linear in linears:
+                rows = linear.weight.shape[0]
+                linear.weight = nn.Parameter(fused[start : start + rows], requires_grad=False)
+                start += rows
+            owner.register_buffer(fused_name, fused, persistent=False)
+
+
+class CachedStack:
+    """A Llama-style decoder stack (CSM's backbone or depth decoder) over a static KV cache.
+
+    `slots` are cache rows to write, `rope` the rotary tables of the inputs' positions (per row, so left-padded
+    batch rows see the positions they would alone, see `rope()`), `mask` [batch, 1, queries, cache] which cache rows each query sees;
+    without a mask, the first `visible` rows are attended causally (the depth decoder's fixed-size steps).
+    Weights are used directly (q/k/v and gate/up fused), the maths kept identical to transformers'.
+    """
+
+    def __init__(self, decoder: nn.Module, batch: int, length: int, grouped_attention: bool):
+        config = decoder.config
+        fuse_projections(decoder)
+        attention = decoder.layers[0].self_attn
+        self.head_dim, self.scaling = attention.head_dim, attention.scaling
+        self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
+        self.groups = attention.num_key_value_groups
+        self.grouped_attention = grouped_attention
+        self.eps = decoder.norm.variance_epsilon
+        self.layers = [
+            (layer.input_layernorm.weight, layer.self_attn.qkv_fused, layer.self_attn.o_proj.weight,
+             layer.post_attention_layernorm.weight, layer.mlp.gate_up_fused, layer.mlp.down_proj.weight,
+             layer.mlp.act_fn.forward)  # the activation's maths without a module call around it
+            for layer in decoder.layers
+        ]
+        self.norm = decoder.norm.weight
+        weight = self.norm
+        shape = (batch, self.kv_heads, length, self.head_dim)
+        self.keys = [torch.zeros(shape, dtype=weight.dtype, device=weight.device) for _ in self.layers]
+        self.values = [torch.zeros(shape, dtype=weight.dtype, device=weight.device) for _ in self.layers]
+        positions = torch.arange(length, device=weight.device).unsqueeze(0)
+        cos, sin = decoder.rotary_emb(torch.zeros(1, dtype=weight.dtype, device=weight.device), positions)
+        half = self.head_dim // 2
+        # rotate_half(x) * sin == roll(x, half) * (sin with its first half negated): one kernel fewer.
+        self.cos, self.sin = cos[0], torch.cat([-sin[0, :, :half], sin[0, :, half:]], dim=-1)
+        self.cache_index = torch.arange(length, device=weight.device)
+
+    def rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotary (cos, sin) for positions [batch, T], shaped to broadcast over heads: [batch, 1, T, head_dim]."""
+        return self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)
+
+    def __call__(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], slots: torch.Tensor,
+                 mask: torch.Tensor | None, visible: int | None = None):
+        cos, sin = rope
+        batch, length, _ = x.shape
+        half = self.head_dim // 2
+        for index, (norm1, qkv, out, norm2, gate_up, down, act) in enumerate(self.layers):
+            heads = F.linear(_rms_norm(x, norm1, self.eps), qkv).view(batch, length, -1, self.head_dim).transpose(1, 2)
+            query_key, value = heads.split((self.heads + self.kv_heads, self.kv_heads), dim=1)
+            query_key = query_key * cos + query_key.roll(half, dims=-1) * sin
+            query, key = query_key.split((self.heads, self.kv_heads), dim=1)
+            keys, values = self.keys[index], self.values[index]
+            keys.index_copy_(2, slots, key)
+            values.index_copy_(2, slots, value)
+            if mask is None:
+                keys, values = keys[:, :, :visible], values[:, :, :visible]
+            if not self.grouped_attention:
+                keys, values = keys.repeat_interleave(self.groups, 1), values.repeat_interleave(self.groups, 1)
+            attended = F.scaled_dot_product_attention(query, keys, values, attn_mask=mask, scale=self.scaling,
+                                                      is_causal=mask is None and length > 1,
+                                                      enable_gqa=self.grouped_attention)
+            x = x + F.linear(attended.transpose(1, 2).reshape(batch, length, -1), out)
+            gate, up = F.linear(_rms_norm(x, norm2, self.eps), gate_up).chunk(2, dim=-1)
+            x = x + F.linear(act(gate) * up, down)
+        return _rms_norm(x, self.norm, self.eps)
+
+
+@dataclass
+class FrameChunk:
+    codes: torch.Tensor  # [batch, frames, codebooks] on the device
+    lengths: torch.Tensor  # [batch] frames before each row's end of audio so far (the chunk's end if none)
+    finished: bool  # every row has ended
+
+
+class CsmEngine:
+    """Frames for a batch of prompts, on the weights of one loaded CSM model."""
+
+    def __init__(self, model: CsmForConditionalGeneration, batch: int):
+        config = model.config
+        self.model, self.config, self.batch = model, config, batch
+        device = model.lm_head.weight.device
+        grouped = backend_for(device).grouped_query_attention
+        self.backbone = CachedStack(model.backbone_model, batch, config.max_position_embeddings, grouped)
+        self.depth = CachedStack(model.depth_decoder.model, batch, config.num_codebooks, grouped)
+        self.codebook_size = config.codec_config.codebook_size
+        # Ids at or above the codec's codebook size are specials the codec cannot decode: logits are cut
+        # there. End of audio (id 0) is blocked in codebook 0 while frames are still too few.
+        self.eos_blocked = torch.zeros(self.codebook_size, device=device).index_fill(
+            0, torch.tensor([config.codebook_eos_token_id], device=device), float("-inf"))
+        self.nothing_blocked = torch.zeros_like(self.eos_blocked)
+        depth_model = model.depth_decoder.model
+        self.depth_embedding, self.depth_projector = depth_model.embed_tokens.weight, depth_model.inputs_embeds_projector
+        self.depth_heads = list(model.depth_decoder.codebooks_head.weight.transpose(1, 2).unbind(0))
+        slots = torch.arange(config.num_codebooks, device=device)
+        offsets = slots * config.vocab_size
+        # Depth step k (1..31) writes cache row k + 1 and sees rows 0..k + 1; all constant, so computed once.
+        self.depth_first = (self.depth.rope(slots[:2].expand(batch, 2)), slots[:2])
+        self.depth_steps = [
+            (offsets[step], self.depth.rope(slots[step + 1 : step + 2].expand(batch, 1)), slots[step + 1 : step + 2])
+            for step in range(1, config.num_codebooks - 1)
+        ]
+
+    def prefill(self, embeds: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+        """Run left-padded prompts [batch, T, hidden] (row b's prompt starts at starts[b]); last hidden [batch, hidden]."""
+        length = embeds.shape[1]
+        queries = torch.arange(length, device=embeds.device)
+        keys = self.backbone.cache_index
+        real = keys[None, None, :] >= starts[:, None, None]
+        own = keys[None, None, :] == queries[None, :, None]  # padding rows see themselves only: no empty softmax
+        mask = (keys[None, None, :] <= queries[None, :, None]) & (real | own)
+        positions = (queries[None, :] - starts[:, None]).clamp(min=0)
+        return self.backbone(embeds, self.backbone.rope(positions), queries, mask.unsqueeze(1))[:, -1]
+
+    def frame(self, hidden: torch.Tensor, slot: torch.Tensor, starts: torch.Tensor, early: torch.Tensor,
+              settings: SamplingSettings, noise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One frame from the backbone state: codes [batch, codebooks] and the backbone state after them.
+
+        `slot` is the cache row this frame's input goes to, `early` whether end of audio is still forbidden,
+        `noise` the frame's pre-drawn Gumbel noise [codebooks, batch, candidates] (None when greedy).
+        """
+        first = _linear(hidden, self.model.lm_head)[:, : self.codebook_size]
+        first = first + torch.where(early, self.eos_blocked, self.nothing_blocked)
+        codes = [self._pick(first, settings, noise, 0)]
+        inputs = torch.stack([hidden, F.embedding(codes[0], self.depth_embedding)], dim=1)
+        rope, slots = self.depth_first
+        state = self.depth(_linear(inputs, self.depth_projector), rope, slots, None, visible=2)[:, -1]
+        for step, (offset, rope, slots) in enumerate(self.depth_steps, start=1):
+            codes.append(self._pick(F.linear(state, self.depth_heads[step - 1]), settings, noise, step))
+            embedded = F.embedding(codes[-1] + offset, self.depth_embedding).unsqueeze(1)
+            state = self.depth(_linear(embedded, self.depth_projector), rope, slots, None, visible=step + 2)[:, -1]
+        codes.append(self._pick(F.linear(state, self.depth_heads[-1]), settings, noise, len(self.depth_heads)))
+        frame = torch.stack(codes, dim=1)
+        keys = self.backbone.cache_index
+        mask = ((keys[None, :] <= slot) & (keys[None, :] >= starts[:, None]))[:, None, None, :]
+        embedded = self.model.backbone_model.embed_tokens(frame.unsqueeze(1))
+        return frame, self.backbone(embedded, self.backbone.rope((slot - starts)[:, None]), slot.view(1), mask)[:, -1]
+
+    def _pick(self, logits: torch.Tensor, settings: SamplingSettings, noise: torch.Tensor | None, step: int):
+        """A code per row from logits cut to the codec's ids (the cut equals blocking the specials)."""
+        logits = logits[:, : self.codebook_size]
+        return pick_tokens(logits if logits.dtype == torch.float32 else logits.float(), settings,
+                           gumbel=None if noise is None else noise[step])
+
+    def run(self, embeds: torch.Tensor, starts: torch.Tensor, settings: SamplingSettings, max_frames: int,
+            min_frames: int, generator: torch.Generator | None, chunk_frames: Callable[[int], int],
+            step: Callable | None = None) -> Iterator[FrameChunk]:
+        """Generate frame chunks until every row has ended or `max_frames`; `chunk_frames(done)` sizes each chunk."""
+        step = step or self.frame
+        device = embeds.device
+        batch, prompt = embeds.shape[0], embeds.shape[1]
+        eos = self.config.codebook_eos_token_id
+        hidden = self.prefill(embeds, starts)
+        slots = torch.arange(prompt, prompt + max_frames, device=device)  # indexed per frame: no host copies
+        early = torch.arange(max_frames, device=device) < min_frames
+        ended = torch.zeros(batch, dtype=torch.bool, device=device)
+        lengths = torch.full((batch,), max_frames, dtype=torch.long, device=device)
+        done = 0
+        while done < max_frames:
+            size = min(chunk_frames(done), max_frames - done)
+            noise = None
+            if not settings.greedy:
+                shape = (size, self.config.num_codebooks, batch, candidates(settings, self.codebook_size))
+                noise = torch.empty(shape, device=device).exponential_(1.0, generator=generator).log_().neg_()
+            frames = []
+            for offset in range(size):
+                index = done + offset
+                frame, hidden = step(hidden, slots[index], starts, early[index], settings,
+                                     None if noise is None else noise[offset])
+                at_end = (frame == eos).all(dim=-1) & ~ended
+                lengths = torch.where(at_end, index, lengths)
+                ended = ended | at_end
+                frames.append(frame)
+            done += size
+            finished = bool(ended.all())  # the one host sync of a chunk
+            yield FrameChunk(torch.stack(frames, dim=1), torch.clamp(lengths, max=done), finished)
+            if finished:
+                return
