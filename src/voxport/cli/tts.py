@@ -20,13 +20,26 @@ def add_parser(commands) -> None:
     parser = commands.add_parser(
         "tts", help="speak text with Sesame CSM-1B",
         description="Synthesize 24 kHz speech from text with Sesame CSM-1B. Prints audio seconds, generation "
-                    "seconds and the real-time factor (compute seconds / audio seconds; lower is better).",
-        epilog='example: voxport tts "Hello from voxport." --output hello.wav --device cuda',
+                    "seconds and the real-time factor (compute seconds / audio seconds; lower is better). "
+                    "One text, a stream (--stream) or a batch of texts (--batch-file).",
+        epilog='examples: voxport tts "Hello from voxport." --output hello.wav --device cuda\n'
+               '          voxport tts "A long answer..." --stream --output answer.wav\n'
+               '          voxport tts --batch-file lines.txt --output-dir spoken/',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("text", help="the words to speak")
+    parser.add_argument("text", nargs="?", help="the words to speak (or --batch-file)")
     parser.add_argument("--model", default=DEFAULT_CSM,
                         help=f"local checkpoint directory or hub id (default: {DEFAULT_CSM})")
     parser.add_argument("--output", "-o", default="out.wav", type=Path, help="audio file to write (default: out.wav)")
+    parser.add_argument("--batch-file", type=Path, metavar="TEXTS.txt",
+                        help="speak every non-empty line of this file, all in one batch, into --output-dir")
+    parser.add_argument("--output-dir", type=Path, default=Path("tts-out"),
+                        help="with --batch-file: where 0000.wav, 0001.wav, ... go, one per line (default: tts-out)")
+    parser.add_argument("--stream", action="store_true",
+                        help="write the audio progressively while it is generated, and report the time to first audio")
+    parser.add_argument("--engine", choices=["voxport", "transformers"], default="voxport",
+                        help="voxport's static-cache generation loop (default), or transformers' generate() "
+                             "for comparison (no --stream, --batch-file or --min-tokens)")
     parser.add_argument("--speaker", type=non_negative_int, default=0, help="speaker id of the new speech (default: 0)")
     parser.add_argument("--context", action="append", default=[], metavar="SPK:TEXT:AUDIO", type=_context_turn,
                         help="an earlier turn whose voice to continue: speaker id, its words and its audio file; "
@@ -39,7 +52,9 @@ def add_parser(commands) -> None:
     parser.add_argument("--top-k", type=non_negative_int, default=50, help="sample among the K best ids (default: 50)")
     parser.add_argument("--seed", type=int, help="seed for sampling; the same seed gives the same audio")
     parser.add_argument("--greedy", action="store_true", help="always pick the most likely id (no sampling)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model where the device supports it")
+    parser.add_argument("--compile", action="store_true",
+                        help="capture the per-frame step as a CUDA graph (torch.compile) on CUDA; other devices "
+                             "run eagerly and say so")
     parser.add_argument("--codes-out", type=Path, metavar="CODES.npy",
                         help="also save the audio codes, int64 [frames, 32], as a .npy file")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
@@ -48,20 +63,17 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from voxport.audio.io import check_readable, check_writable, write_audio
-    from voxport.models.csm import CsmSpeech, SynthesisRequest
-    from voxport.runtime.devices import backend_for, dtype_name, resolve_device, resolve_dtype
-    from voxport.runtime.files import replaced_atomically
+    from voxport.audio.io import check_readable, check_writable
+    from voxport.models.csm import CsmSpeech
+    from voxport.runtime.devices import backend_for, resolve_device, resolve_dtype
 
-    request = SynthesisRequest(
-        text=args.text, speaker=args.speaker, context=tuple(args.context), max_frames=args.max_tokens,
-        min_frames=args.min_tokens, temperature=args.temperature, top_k=args.top_k, seed=args.seed,
-        greedy=args.greedy,
-    )
-    check_writable(args.output)
+    requests = _requests(args)
+    _check_mode(args)
+    if args.batch_file is None:
+        check_writable(args.output)
     if args.codes_out is not None:
         check_output_path(args.codes_out)
-    for turn in request.context:
+    for turn in requests[0].context:
         check_readable(turn.audio)
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
@@ -76,30 +88,16 @@ def run(args: argparse.Namespace) -> int:
         else:
             tts.compile()
     backend.reset_peak_memory(device)
-    with _frame_progress(request.max_frames) as progress:
-        result = tts.generate(request, on_frame=progress)
+    if args.batch_file is not None:
+        report = _speak_batch(tts, requests, args.output_dir)
+    elif args.stream:
+        report = _speak_streaming(tts, requests[0], args.output)
+    else:
+        report = _speak(tts, requests[0], args)
     peak = backend.peak_memory(device)
-
-    write_audio(args.output, result.audio, result.sample_rate)
-    if args.codes_out is not None:
-        with replaced_atomically(args.codes_out) as temporary, open(temporary, "wb") as stream:
-            np.save(stream, result.codes)
-
-    report = {
-        "output": str(args.output),
-        "codes_out": str(args.codes_out) if args.codes_out else None,
-        "sample_rate": result.sample_rate,
-        "frames": result.frames,
-        "audio_seconds": result.audio_seconds,
-        "generation_seconds": result.timings["generation_seconds"],
-        "prompt_seconds": result.timings["prompt_seconds"],
-        "decode_seconds": result.timings["decode_seconds"],
-        "load_seconds": tts.load_seconds,
-        "rtf": result.rtf,
-        "seed": result.seed,
-        "device": str(device),
-        "device_name": backend.device_name(device),
-        "dtype": dtype_name(dtype),
+    report |= {
+        "load_seconds": tts.load_seconds, "device": str(device), "device_name": backend.device_name(device),
+        "dtype": str(dtype).removeprefix("torch."), "engine": args.engine,
         "compiled": bool(args.compile and not backend.compile_unsupported_reason()),
         "peak_memory": {"allocated_bytes": peak.allocated_bytes, "reserved_bytes": peak.reserved_bytes,
                         "source": peak.source},
@@ -107,13 +105,130 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report))
     else:
-        print(f"wrote {args.output}: {result.audio_seconds:.2f} s of audio ({result.frames} frames) "
-              f"in {result.timings['generation_seconds']:.2f} s of generation; RTF {result.rtf:.3f} "
-              f"on {device} ({report['device_name']}, {report['dtype']}); "
-              f"peak memory {peak.allocated_bytes / 2**30:.2f} GiB ({peak.source}); seed {result.seed}")
-    if result.frames == 0:
+        print(_summary(report))
+    if report["frames"] == 0:
         print("voxport: the model ended the speech at once; --min-tokens N forces N frames", file=sys.stderr)
     return 0
+
+
+def _requests(args: argparse.Namespace) -> list:
+    from voxport.errors import InputError
+    from voxport.models.csm import SynthesisRequest
+    from voxport.runtime.seeding import fresh_seed
+
+    if (args.text is None) == (args.batch_file is None):
+        raise InputError("give the text to speak, or --batch-file with one text a line (not both)")
+    texts = [args.text] if args.batch_file is None else _batch_texts(args.batch_file)
+    seed = args.seed if args.seed is not None else fresh_seed()  # chosen here so every mode can report it
+    return [
+        SynthesisRequest(text=text, speaker=args.speaker, context=tuple(args.context), max_frames=args.max_tokens,
+                         min_frames=args.min_tokens, temperature=args.temperature, top_k=args.top_k,
+                         seed=seed, greedy=args.greedy)
+        for text in texts
+    ]
+
+
+def _batch_texts(path: Path) -> list[str]:
+    from voxport.errors import InputError
+
+    try:
+        texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"cannot read --batch-file {path}: {error}") from None
+    if not texts:
+        raise InputError(f"--batch-file {path} has no text: expected one text a line")
+    return texts
+
+
+def _check_mode(args: argparse.Namespace) -> None:
+    from voxport.errors import InputError
+
+    if args.engine == "transformers" and (args.stream or args.batch_file or args.min_tokens):
+        raise InputError("--engine transformers does not stream, batch or take --min-tokens: use the voxport engine")
+    if args.stream and args.batch_file:
+        raise InputError("--stream speaks one text: drop --batch-file or --stream")
+    if args.batch_file and args.codes_out:
+        raise InputError("--codes-out saves one text's codes: drop it with --batch-file")
+    if args.batch_file and args.output_dir.exists() and not args.output_dir.is_dir():
+        raise InputError(f"--output-dir {args.output_dir} is a file: expected a directory")
+
+
+def _speak(tts, request, args: argparse.Namespace) -> dict:
+    from voxport.audio.io import write_audio
+    from voxport.runtime.files import replaced_atomically
+
+    if args.engine == "transformers":
+        result = tts.generate_with_transformers(request)
+    else:
+        with _frame_progress(request.max_frames) as progress:
+            result = tts.generate(request, on_frame=progress)
+    write_audio(args.output, result.audio, result.sample_rate)
+    if args.codes_out is not None:
+        with replaced_atomically(args.codes_out) as temporary, open(temporary, "wb") as stream:
+            np.save(stream, result.codes)
+    return {"output": str(args.output), "codes_out": str(args.codes_out) if args.codes_out else None,
+            **_result_fields(result)}
+
+
+def _speak_streaming(tts, request, output: Path) -> dict:
+    """Append each chunk to the file as it comes; a failed run removes what was written."""
+    import time
+
+    import soundfile as sf
+
+    start = time.perf_counter()
+    first_audio, frames, samples = None, 0, 0
+    try:
+        with sf.SoundFile(output, "w", samplerate=tts.sample_rate, channels=1, subtype="PCM_16") as sink:
+            for chunk in tts.stream(request):
+                first_audio = chunk.seconds_since_start if first_audio is None else first_audio
+                sink.write(np.clip(chunk.audio, -1.0, 1.0))
+                sink.flush()
+                frames += len(chunk.codes)
+                samples += len(chunk.audio)
+    except BaseException:
+        output.unlink(missing_ok=True)
+        raise
+    seconds = time.perf_counter() - start
+    audio_seconds = samples / tts.sample_rate
+    return {"output": str(output), "sample_rate": tts.sample_rate, "frames": frames, "audio_seconds": audio_seconds,
+            "generation_seconds": seconds, "time_to_first_audio_seconds": first_audio,
+            "rtf": seconds / audio_seconds if audio_seconds else None, "seed": request.seed}
+
+
+def _speak_batch(tts, requests: list, directory: Path) -> dict:
+    from voxport.audio.io import write_audio
+
+    with _frame_progress(requests[0].max_frames) as progress:
+        results = tts.generate_batch(requests, on_frame=progress)
+    directory.mkdir(parents=True, exist_ok=True)
+    outputs = [str(write_audio(directory / f"{index:04d}.wav", result.audio, result.sample_rate))
+               for index, result in enumerate(results)]
+    audio_seconds = sum(result.audio_seconds for result in results)
+    compute = results[0].compute_seconds  # one batch: the timings are shared
+    return {"outputs": outputs, "sample_rate": tts.sample_rate, "batch": len(results),
+            "frames": sum(result.frames for result in results), "frames_per_output": [r.frames for r in results],
+            "audio_seconds": audio_seconds, "generation_seconds": results[0].timings["generation_seconds"],
+            "rtf": compute / audio_seconds if audio_seconds else None, "seed": results[0].seed}
+
+
+def _result_fields(result) -> dict:
+    return {"sample_rate": result.sample_rate, "frames": result.frames, "audio_seconds": result.audio_seconds,
+            "generation_seconds": result.timings["generation_seconds"],
+            "prompt_seconds": result.timings["prompt_seconds"], "decode_seconds": result.timings["decode_seconds"],
+            "rtf": result.rtf, "seed": result.seed}
+
+
+def _summary(report: dict) -> str:
+    where = report.get("output") or f"{report['batch']} files in {Path(report['outputs'][0]).parent}"
+    rtf = "n/a" if report["rtf"] is None else f"{report['rtf']:.3f}"
+    first = report.get("time_to_first_audio_seconds")
+    return (f"wrote {where}: {report['audio_seconds']:.2f} s of audio ({report['frames']} frames) in "
+            f"{report['generation_seconds']:.2f} s of generation; RTF {rtf}"
+            + (f"; first audio after {first * 1000:.0f} ms" if first is not None else "")
+            + f" on {report['device']} ({report['device_name']}, {report['dtype']}, {report['engine']} engine); "
+            f"peak memory {report['peak_memory']['allocated_bytes'] / 2**30:.2f} GiB "
+            f"({report['peak_memory']['source']}); seed {report['seed']}")
 
 
 @contextmanager
@@ -127,6 +242,7 @@ def _frame_progress(total: int):
         yield lambda done: bar.update(done - bar.n)
     finally:
         bar.close()
+
 
 
 def _context_turn(text: str):

@@ -36,7 +36,13 @@ def fuse_projections(decoder: nn.Module) -> None:
     """Store each layer's q/k/v and gate/up weights as views of one tensor, so each group is one matmul.
 
     The modules keep working as before (their weights are views of the fused tensor): no extra memory.
+    Built outside inference mode, so the model stays usable wherever it was before.
     """
+    with torch.inference_mode(False), torch.no_grad():
+        _fuse(decoder)
+
+
+def _fuse(decoder: nn.Module) -> None:
     for layer in decoder.layers:
         for owner, names, fused_name in ((layer.self_attn, ("q_proj", "k_proj", "v_proj"), "qkv_fused"),
                                          (layer.mlp, ("gate_proj", "up_proj"), "gate_up_fused")):
@@ -196,6 +202,7 @@ class CsmEngine:
         return pick_tokens(logits if logits.dtype == torch.float32 else logits.float(), settings,
                            gumbel=None if noise is None else noise[step])
 
+    @torch.inference_mode()
     def run(self, embeds: torch.Tensor, starts: torch.Tensor, settings: SamplingSettings, max_frames: int,
             min_frames: int, generator: torch.Generator | None, chunk_frames: Callable[[int], int],
             step: Callable | None = None) -> Iterator[FrameChunk]:
