@@ -66,6 +66,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1, help="also time a batch of this many texts")
     parser.add_argument("--full-size", action="store_true", help="CSM-1B's architecture with random weights")
     parser.add_argument("--compile", action="store_true", help="compile voxport's frame step where supported")
+    parser.add_argument("--greedy", action="store_true", help="greedy codes instead of sampling (T 0.9, top-k 50)")
     parser.add_argument("--skip-transformers", action="store_true")
     args = parser.parse_args()
 
@@ -76,10 +77,11 @@ def main() -> None:
     if args.compile:
         tts.compile()
     backend = backend_for(device)
-    request = SynthesisRequest(text=TEXT, max_frames=args.frames, min_frames=args.frames, seed=0)
+    request = SynthesisRequest(text=TEXT, max_frames=args.frames, min_frames=args.frames, seed=0, greedy=args.greedy)
     audio_seconds = args.frames * 0.08
     print(f"{'full-size' if args.full_size else 'tiny'} CSM on {device} ({backend.device_name(device)}), "
-          f"{str(dtype).removeprefix('torch.')}, {args.frames} frames ({audio_seconds:.2f} s of audio)")
+          f"{str(dtype).removeprefix('torch.')}, {args.frames} frames ({audio_seconds:.2f} s of audio), "
+          f"{'greedy' if args.greedy else 'sampling'}")
 
     tts.generate(request)  # warm-up (and compilation)
     ours = measure(lambda: tts.generate(request), args.repeats, device)

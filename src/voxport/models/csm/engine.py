@@ -106,7 +106,10 @@ class CachedStack:
         batch, length, _ = x.shape
         half = self.head_dim // 2
         for index, (norm1, qkv, out, norm2, gate_up, down, act) in enumerate(self.layers):
-            heads = F.linear(_rms_norm(x, norm1, self.eps), qkv).view(batch, length, -1, self.head_dim).transpose(1, 2)
+            heads = F.linear(_rms_norm(x, norm1, self.eps), qkv)
+            # One query: [batch, 1, heads x dim] already is [batch, heads, 1, dim] in memory, no transpose.
+            heads = (heads.view(batch, -1, 1, self.head_dim) if length == 1
+                     else heads.view(batch, length, -1, self.head_dim).transpose(1, 2))
             query_key, value = heads.split((self.heads + self.kv_heads, self.kv_heads), dim=1)
             query_key = query_key * cos + query_key.roll(half, dims=-1) * sin
             query, key = query_key.split((self.heads, self.kv_heads), dim=1)
@@ -120,7 +123,8 @@ class CachedStack:
             attended = F.scaled_dot_product_attention(query, keys, values, attn_mask=mask, scale=self.scaling,
                                                       is_causal=mask is None and length > 1,
                                                       enable_gqa=self.grouped_attention)
-            x = x + F.linear(attended.transpose(1, 2).reshape(batch, length, -1), out)
+            attended = attended.view(batch, 1, -1) if length == 1 else attended.transpose(1, 2).reshape(batch, length, -1)
+            x = x + F.linear(attended, out)
             gate, up = F.linear(_rms_norm(x, norm2, self.eps), gate_up).chunk(2, dim=-1)
             x = x + F.linear(act(gate) * up, down)
         return _rms_norm(x, self.norm, self.eps)
@@ -153,11 +157,13 @@ class CsmEngine:
         self.depth_embedding, self.depth_projector = depth_model.embed_tokens.weight, depth_model.inputs_embeds_projector
         self.depth_heads = list(model.depth_decoder.codebooks_head.weight.transpose(1, 2).unbind(0))
         slots = torch.arange(config.num_codebooks, device=device)
-        offsets = slots * config.vocab_size
-        # Depth step k (1..31) writes cache row k + 1 and sees rows 0..k + 1; all constant, so computed once.
-        self.depth_first = (self.depth.rope(slots[:2].expand(batch, 2)), slots[:2])
+        vocab = config.vocab_size
+        # Depth step k (1..31) embeds codebook k's code (its own rows of the table), writes cache row k + 1
+        # and sees rows 0..k + 1: all constant, so computed once.
+        self.depth_first = (self.depth_embedding[:vocab], self.depth.rope(slots[:2].expand(batch, 2)), slots[:2])
         self.depth_steps = [
-            (offsets[step], self.depth.rope(slots[step + 1 : step + 2].expand(batch, 1)), slots[step + 1 : step + 2])
+            (self.depth_embedding[step * vocab : (step + 1) * vocab],
+             self.depth.rope(slots[step + 1 : step + 2].expand(batch, 1)), slots[step + 1 : step + 2])
             for step in range(1, config.num_codebooks - 1)
         ]
 
@@ -181,26 +187,26 @@ class CsmEngine:
         """
         first = _linear(hidden, self.model.lm_head)[:, : self.codebook_size]
         first = first + torch.where(early, self.eos_blocked, self.nothing_blocked)
-        codes = [self._pick(first, settings, noise, 0)]
-        inputs = torch.stack([hidden, F.embedding(codes[0], self.depth_embedding)], dim=1)
-        rope, slots = self.depth_first
-        state = self.depth(_linear(inputs, self.depth_projector), rope, slots, None, visible=2)[:, -1]
-        for step, (offset, rope, slots) in enumerate(self.depth_steps, start=1):
+        codes = [self._pick(first, settings, noise, 0).unsqueeze(1)]  # [batch, 1] each: the depth steps' shape
+        table, rope, slots = self.depth_first
+        inputs = torch.cat([hidden.unsqueeze(1), F.embedding(codes[0], table)], dim=1)
+        state = self.depth(_linear(inputs, self.depth_projector), rope, slots, None, visible=2)[:, -1:]
+        for step, (table, rope, slots) in enumerate(self.depth_steps, start=1):
             codes.append(self._pick(F.linear(state, self.depth_heads[step - 1]), settings, noise, step))
-            embedded = F.embedding(codes[-1] + offset, self.depth_embedding).unsqueeze(1)
-            state = self.depth(_linear(embedded, self.depth_projector), rope, slots, None, visible=step + 2)[:, -1]
+            state = self.depth(_linear(F.embedding(codes[-1], table), self.depth_projector), rope, slots, None,
+                               visible=step + 2)
         codes.append(self._pick(F.linear(state, self.depth_heads[-1]), settings, noise, len(self.depth_heads)))
-        frame = torch.stack(codes, dim=1)
+        frame = torch.cat(codes, dim=1)
         keys = self.backbone.cache_index
         mask = ((keys[None, :] <= slot) & (keys[None, :] >= starts[:, None]))[:, None, None, :]
         embedded = self.model.backbone_model.embed_tokens(frame.unsqueeze(1))
         return frame, self.backbone(embedded, self.backbone.rope((slot - starts)[:, None]), slot.view(1), mask)[:, -1]
 
     def _pick(self, logits: torch.Tensor, settings: SamplingSettings, noise: torch.Tensor | None, step: int):
-        """A code per row from logits cut to the codec's ids (the cut equals blocking the specials)."""
-        logits = logits[:, : self.codebook_size]
-        return pick_tokens(logits if logits.dtype == torch.float32 else logits.float(), settings,
-                           gumbel=None if noise is None else noise[step])
+        """A code per row (and position) from logits cut to the codec's ids (the cut equals blocking specials)."""
+        logits = logits[..., : self.codebook_size]
+        gumbel = None if noise is None else noise[step].view(*logits.shape[:-1], -1)
+        return pick_tokens(logits if logits.dtype == torch.float32 else logits.float(), settings, gumbel=gumbel)
 
     @torch.inference_mode()
     def run(self, embeds: torch.Tensor, starts: torch.Tensor, settings: SamplingSettings, max_frames: int,
