@@ -16,10 +16,14 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     """Mono float32 samples of `path`, resampled to `sample_rate` (channels are averaged)."""
     path = check_readable(path)
     samples, file_rate = _read(path, lambda: sf.read(path, dtype="float32", always_2d=True))
-    mono = samples.mean(axis=1, dtype=np.float32)
-    if file_rate != sample_rate:
-        mono = soxr.resample(mono, file_rate, sample_rate, quality="HQ").astype(np.float32, copy=False)
-    return mono
+    return resample(samples.mean(axis=1, dtype=np.float32), file_rate, sample_rate)
+
+
+def resample(mono: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
+    """Float32 samples at `target_rate` (soxr, high quality); unchanged when the rates agree."""
+    if rate == target_rate:
+        return mono
+    return soxr.resample(mono, rate, target_rate, quality="HQ").astype(np.float32, copy=False)
 
 
 def check_readable(path: str | Path) -> Path:

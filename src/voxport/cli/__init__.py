@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from voxport import __version__
-from voxport.cli import chat, tiny, tts, validation
+from voxport.cli import chat, serve, tiny, tts, validation
 from voxport.errors import VoxportError
 
 
@@ -36,5 +36,6 @@ def build_parser() -> argparse.ArgumentParser:
     tts.add_parser(commands)
     chat.add_parser(commands)
     validation.add_parsers(commands)
+    serve.add_parser(commands)
     tiny.add_parser(commands)
     return parser

@@ -81,6 +81,23 @@ class CovoChat:
         self.rounds: list[ChatRound] = []
         self.stop_id = model.token_id(STOP_TOKENS[settings.mode])
 
+    def remember(self, audio: SpeechClip | str | Path | np.ndarray, reply: str) -> ChatRound:
+        """Put an earlier round, the user's clip and the reply given then (text), into the cache without
+        generating: how a conversation's history is restored (an HTTP client sends it with every request)."""
+        clip = audio if isinstance(audio, SpeechClip) else prepare_clip(audio)
+        index = len(self.rounds)
+        prompt_ids = self.model.prompt_ids(clip.placeholders, first_round=index == 0)
+        reply_ids = self.model.tokenizer(reply, add_special_tokens=False, return_tensors="pt").input_ids
+        history = self.cache.get_seq_length()
+        self.model.check_context(index, history, prompt_ids.shape[1] + reply_ids.shape[1], 1)
+        self.model.continue_cache(self.cache, self.model.prompt_embeds(prompt_ids, clip), reply_ids.to(self.model.device))
+        self.rounds.append(ChatRound(
+            index=index, text=reply, text_token_ids=reply_ids[0].tolist(), audio_codes=[],
+            audio_features=clip.placeholders, generation_seconds=0.0,
+            prefill_positions=prompt_ids.shape[1] + reply_ids.shape[1], cache_positions_before=history, stopped=True,
+        ))
+        return self.rounds[-1]
+
     def say(self, audio: SpeechClip | str | Path | np.ndarray) -> ChatRound:
         clip = audio if isinstance(audio, SpeechClip) else prepare_clip(audio)
         index = len(self.rounds)

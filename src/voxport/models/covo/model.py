@@ -110,6 +110,13 @@ class CovoAudioChat:
         return embeds
 
     @torch.inference_mode()
+    def continue_cache(self, cache: DynamicCache, prompt_embeds: torch.Tensor, reply_ids: torch.Tensor) -> None:
+        """Run a prompt and a known reply through the LLM into `cache`, generating nothing."""
+        replies = self.network.llm.get_input_embeddings()(reply_ids)
+        self.network.llm.model(inputs_embeds=torch.cat([prompt_embeds, replies], dim=1), past_key_values=cache,
+                               use_cache=True)
+
+    @torch.inference_mode()
     def audio_features(self, clip: SpeechClip) -> torch.Tensor:
         mels = clip_log_mels(clip, self.config.encoder.num_mel_bins, self.device)
         return self.network.encode_audio(mels)

@@ -1,0 +1,59 @@
+"""voxport serve: the models behind an OpenAI-style HTTP API."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from voxport.cli.common import add_device_options, positive_int, progress, quiet_library_progress
+
+
+def add_parser(commands) -> None:
+    parser = commands.add_parser(
+        "serve", help="serve the models over an OpenAI-style HTTP API",
+        description="POST /v1/audio/speech (CSM) and /v1/chat/completions (Covo-Audio-Chat) in OpenAI's shapes, "
+                    "GET /health, /v1/models and /metrics (Prometheus). Binds 127.0.0.1 unless told otherwise.",
+        epilog="example: voxport serve --model tts=sesame/csm-1b --model chat=tencent/Covo-Audio-Chat "
+               "--voice narrator=voice.wav:'The words in voice.wav' --api-key secret",
+    )
+    parser.add_argument("--model", action="append", required=True, metavar="[NAME=]SOURCE",
+                        help="a checkpoint directory or hub id to serve, named NAME in requests (default: SOURCE); "
+                             "repeat for several")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    parser.add_argument("--port", type=positive_int, default=8000, help="port (default: 8000)")
+    parser.add_argument("--api-key", default=os.environ.get("VOXPORT_API_KEY"),
+                        help="require Authorization: Bearer KEY on every request but /health "
+                             "(default: $VOXPORT_API_KEY; none: open)")
+    parser.add_argument("--voice", action="append", default=[], metavar="NAME=AUDIO:TEXT",
+                        help="a named voice for /v1/audio/speech: a recording and its words; repeatable")
+    parser.add_argument("--max-queue", type=positive_int, default=64,
+                        help="requests waiting per model before 429 (default: 64)")
+    parser.add_argument("--max-batch", type=positive_int, default=8,
+                        help="speech requests generated together (default: 8)")
+    parser.add_argument("--max-seconds", type=float, default=60.0, help="longest speech one request may ask (default: 60)")
+    parser.add_argument("--max-input-chars", type=positive_int, default=4096,
+                        help="longest text one speech request may send (default: 4096)")
+    parser.add_argument("--max-audio-mb", type=float, default=25.0, help="largest audio one chat request may send")
+    add_device_options(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from voxport.runtime.devices import resolve_device, resolve_dtype
+    from voxport.serve.app import Limits, ServerState, create_app
+    from voxport.serve.server import load_models, load_voices
+
+    voices = load_voices(args.voice)
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    quiet_library_progress()
+    models = load_models(args.model, device, dtype, args.max_queue, args.max_batch, progress=progress)
+    limits = Limits(max_input_chars=args.max_input_chars, max_audio_bytes=int(args.max_audio_mb * 2**20),
+                    max_seconds=args.max_seconds)
+    app = create_app(ServerState(models=models, voices=voices, api_key=args.api_key, limits=limits))
+    progress(f"serving {', '.join(models)} on http://{args.host}:{args.port}"
+             + (" (API key required)" if args.api_key else ""))
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0

@@ -1,0 +1,188 @@
+"""The HTTP application: routes, auth, OpenAI-style errors, metrics; model work happens in the workers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from queue import SimpleQueue
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.exceptions import HTTPException
+
+from voxport import __version__
+from voxport.errors import VoxportError
+from voxport.models.csm import ContextTurn
+from voxport.serve.audio_formats import MEDIA_TYPES, encode, pcm16, streaming_wav_header
+from voxport.serve.chat import ChatBody, chat_job, completion
+from voxport.serve.errors import APIError
+from voxport.serve.metrics import Metrics
+from voxport.serve.speech import SpeechBody, SpeechJob, speech_request
+from voxport.serve.workers import Job, ModelWorker, QueueFull
+
+RETRY_AFTER_SECONDS = 2
+
+
+@dataclass
+class Limits:
+    max_input_chars: int = 4096
+    max_audio_bytes: int = 25 * 2**20
+    max_seconds: float = 60.0
+    default_chat_tokens: int = 512
+
+
+@dataclass
+class ServedModel:
+    name: str
+    family: str  # "csm" or "covo"
+    model: object
+    worker: ModelWorker
+    speech_error: str | None = None  # covo: why spoken replies are unavailable, if they are
+    created: int = field(default_factory=lambda: int(time.time()))
+
+
+@dataclass
+class ServerState:
+    models: dict[str, ServedModel]
+    voices: dict[str, ContextTurn] = field(default_factory=dict)
+    api_key: str | None = None
+    limits: Limits = field(default_factory=Limits)
+    metrics: Metrics = field(default_factory=Metrics)
+
+
+def create_app(state: ServerState) -> FastAPI:
+    app = FastAPI(title="voxport", version=__version__)
+    for served in state.models.values():
+        state.metrics.queue_depth.labels(served.name).set_function(served.worker.depth)
+
+    @app.exception_handler(APIError)
+    async def api_error(request: Request, error: APIError):
+        return error.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request: Request, error: RequestValidationError):
+        problem = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid request"}
+        if problem.get("type") == "json_invalid":
+            return APIError(400, "the request body is not valid JSON").response()
+        where = ".".join(str(part) for part in problem.get("loc", ()) if part != "body") or None
+        return APIError(400, f"{where + ': ' if where else ''}{problem.get('msg')}", where).response()
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException):
+        return APIError(error.status_code, str(error.detail), kind="invalid_request_error").response()
+
+    @app.middleware("http")
+    async def authorise_and_count(request: Request, call_next):
+        started = time.perf_counter()
+        endpoint = request.url.path
+        if state.api_key and endpoint != "/health" and \
+                request.headers.get("authorization") != f"Bearer {state.api_key}":
+            response = APIError(401, "missing or wrong API key: send Authorization: Bearer <key>",
+                                code="invalid_api_key").response()
+        else:
+            response = await call_next(request)
+        state.metrics.requests.labels(endpoint, str(response.status_code)).inc()
+        if response.status_code >= 400:
+            state.metrics.errors.labels(endpoint, str(response.status_code)).inc()
+        state.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+        return response
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "models": sorted(state.models)}
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [
+            {"id": served.name, "object": "model", "created": served.created, "owned_by": "voxport",
+             "family": served.family} for served in state.models.values()]}
+
+    @app.get("/metrics")
+    async def metrics():
+        return PlainTextResponse(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/v1/audio/speech")
+    async def speech(body: SpeechBody, request: Request):
+        served = _model(state, body.model, "csm")
+        limits = state.limits
+        job = Job(SpeechJob(speech_request(body, state.voices, limits.max_input_chars, limits.max_seconds),
+                            body.stream))
+        tts = served.model
+        if body.stream:
+            job.chunks = SimpleQueue()
+            _submit(served, job)
+            return StreamingResponse(_stream_audio(job, tts.sample_rate, body.response_format),
+                                     media_type=MEDIA_TYPES[body.response_format])
+        result = await _answer(_submit(served, job), request)
+        if result.audio_seconds:
+            state.metrics.rtf.labels(served.name).observe(result.rtf)
+        return Response(encode(result.audio, result.sample_rate, body.response_format),
+                        media_type=MEDIA_TYPES[body.response_format])
+
+    @app.post("/v1/chat/completions")
+    async def chat(body: ChatBody, request: Request):
+        served = _model(state, body.model, "covo")
+        job_spec = chat_job(body, state.limits.max_audio_bytes, state.limits.default_chat_tokens)
+        speaking = job_spec.settings.mode == "a2ta"
+        if speaking and served.speech_error:
+            raise APIError(400, f"model {served.name} cannot speak: {served.speech_error}", "modalities")
+        turn = await _answer(_submit(served, Job(job_spec)), request)
+        rate = served.model.speech_decoder().sample_rate if speaking else None
+        return JSONResponse(completion(served.name, turn, job_spec.audio_format, rate))
+
+    return app
+
+
+def _model(state: ServerState, name: str, family: str) -> ServedModel:
+    served = state.models.get(name)
+    if served is None:
+        raise APIError(404, f"model '{name}' is not served here: expected one of {', '.join(sorted(state.models))}",
+                       "model", code="model_not_found")
+    if served.family != family:
+        raise APIError(400, f"model '{name}' does not serve this endpoint", "model")
+    return served
+
+
+def _submit(served: ServedModel, job: Job) -> Job:
+    try:
+        return served.worker.submit(job)
+    except QueueFull:
+        raise APIError(429, f"model {served.name} is busy: its queue is full, try again shortly",
+                       kind="rate_limit_error", code="queue_full",
+                       headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
+
+
+async def _answer(job: Job, request: Request):
+    """The job's result; if the client leaves first, the job is cancelled (skipped if it has not started)."""
+    waiter = asyncio.wrap_future(job.future)
+    while True:
+        done, _ = await asyncio.wait({waiter}, timeout=0.25)
+        if done:
+            error = waiter.exception()
+            if error is None:
+                return waiter.result()
+            if isinstance(error, APIError):
+                raise error
+            if isinstance(error, VoxportError):
+                raise APIError(400, str(error))
+            raise APIError(500, f"the model failed: {type(error).__name__}: {error}", kind="server_error")
+        if await request.is_disconnected():
+            job.cancelled.set()
+            raise APIError(499, "client closed the request")
+
+
+async def _stream_audio(job: Job, sample_rate: int, response_format: str):
+    """Audio as it is made; a client that disconnects cancels the rest of the generation."""
+    try:
+        if response_format == "wav":
+            yield streaming_wav_header(sample_rate)
+        while True:
+            audio = await asyncio.to_thread(job.chunks.get)
+            if audio is None:
+                break
+            yield pcm16(audio)
+    finally:
+        job.cancelled.set()

@@ -1,0 +1,54 @@
+"""Loading what a server serves: models (each with its worker) and named voices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from voxport.audio.io import load_audio
+from voxport.errors import InputError, VoxportError
+from voxport.models.csm import ContextTurn
+from voxport.models.registry import family_of
+from voxport.serve.app import ServedModel
+from voxport.serve.chat import run_chat
+from voxport.serve.speech import batch_key, run_speech
+from voxport.serve.workers import ModelWorker
+
+CODEC_RATE = 24000
+
+
+def load_models(specs: list[str], device: torch.device, dtype: torch.dtype, max_queue: int, max_batch: int,
+                progress=print) -> dict[str, ServedModel]:
+    """`NAME=SOURCE` or `SOURCE` (then the name is the source) for each model to serve."""
+    served = {}
+    for spec in specs:
+        name, source = spec.split("=", 1) if "=" in spec and not Path(spec).exists() else (spec, spec)
+        if name in served:
+            raise InputError(f"model name '{name}' is given twice: name them NAME=SOURCE")
+        family = family_of(source)
+        progress(f"loading {family.description} '{name}' from {source} on {device}")
+        model = family.model.load(source, device, dtype)
+        speech_error = None
+        if family.name == "csm":
+            worker = ModelWorker(name, lambda jobs, tts=model: run_speech(tts, jobs), max_queue, max_batch, batch_key)
+        else:
+            worker = ModelWorker(name, lambda jobs, chat=model: run_chat(chat, jobs), max_queue)
+            try:
+                model.load_speech_decoder()
+            except VoxportError as error:
+                speech_error = str(error)
+        served[name] = ServedModel(name, family.name, model, worker, speech_error)
+    return served
+
+
+def load_voices(specs: list[str]) -> dict[str, ContextTurn]:
+    """`NAME=AUDIO:TEXT`: a recording and its words, whose voice speech requests can ask for by NAME."""
+    voices = {}
+    for spec in specs:
+        name, _, rest = spec.partition("=")
+        audio, _, text = rest.partition(":")
+        if not name or not audio or not text.strip() or name.isdigit():
+            raise InputError(f"--voice {spec!r}: expected NAME=AUDIO:TEXT with a non-numeric NAME")
+        voices[name] = ContextTurn(speaker=0, text=text.strip(), audio=load_audio(audio, CODEC_RATE))
+    return voices

@@ -1,0 +1,75 @@
+"""One worker thread per model, fed by a bounded queue: the GPU does one job at a time, in arrival order,
+and speech jobs that can share a batch (same settings) run together."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from queue import SimpleQueue
+from typing import Any
+
+
+@dataclass
+class Job:
+    payload: Any
+    future: Future = field(default_factory=Future)
+    cancelled: threading.Event = field(default_factory=threading.Event)  # the client went away
+    chunks: SimpleQueue | None = None  # streaming jobs: pieces as they are made, then None
+
+
+class QueueFull(Exception):
+    pass
+
+
+class ModelWorker:
+    def __init__(self, name: str, run: Callable[[list[Job]], None], max_queue: int, max_batch: int = 1,
+                 batch_key: Callable[[Job], Hashable | None] = lambda job: None):
+        self.name, self._run, self.max_queue, self.max_batch, self._batch_key = name, run, max_queue, max_batch, batch_key
+        self._pending: deque[Job] = deque()
+        self._condition = threading.Condition()
+        self._running = 0
+        threading.Thread(target=self._loop, name=f"voxport-{name}", daemon=True).start()
+
+    def submit(self, job: Job) -> Job:
+        with self._condition:
+            if len(self._pending) >= self.max_queue:
+                raise QueueFull(self.name)
+            self._pending.append(job)
+            self._condition.notify()
+        return job
+
+    def depth(self) -> int:
+        """Jobs waiting plus jobs running."""
+        return len(self._pending) + self._running
+
+    def _next_batch(self) -> list[Job]:
+        with self._condition:
+            while not self._pending:
+                self._condition.wait()
+            first = self._pending.popleft()
+            batch, key = [first], self._batch_key(first)
+            if key is not None:
+                for job in list(self._pending):
+                    if len(batch) < self.max_batch and self._batch_key(job) == key:
+                        batch.append(job)
+                        self._pending.remove(job)
+            self._running = len(batch)
+        return batch
+
+    def _loop(self) -> None:
+        while True:
+            batch = [job for job in self._next_batch() if not job.cancelled.is_set()]
+            try:
+                if batch:
+                    self._run(batch)
+            except Exception as error:  # noqa: BLE001 (the error goes back to each waiting request)
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(error)
+                    if job.chunks is not None:
+                        job.chunks.put(None)
+            finally:
+                self._running = 0
