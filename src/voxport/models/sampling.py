@@ -1,4 +1,4 @@
-"""Token choice from logits: blocked ids, greedy, temperature and top-k sampling without host syncs."""
+"""Token choice from logits: greedy, or temperature / top-k / top-p sampling without host syncs."""
 
 from __future__ import annotations
 
@@ -15,12 +15,6 @@ class SamplingSettings:
     top_k: int = 50
     top_p: float = 1.0
     greedy: bool = False
-
-
-def block_ids(logits: torch.Tensor, blocked: torch.Tensor) -> torch.Tensor:
-    """Logits in float32 with the `blocked` ids set to -inf, so they can never be picked."""
-    logits = logits.float()
-    return logits.index_fill(-1, blocked, float("-inf"))
 
 
 def pick_tokens(logits: torch.Tensor, settings: SamplingSettings, generator: torch.Generator | None = None,
