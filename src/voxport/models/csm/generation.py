@@ -72,7 +72,10 @@ def stream(tts, request: SynthesisRequest, first_chunk: int = 2, chunk: int = CH
     embeds, starts = _batched_prompts(tts, [request])
     history = torch.zeros(0, tts.config.num_codebooks, dtype=torch.long, device=tts.device)
     window = tts.config.codec_config.sliding_window
-    sizes = lambda done: first_chunk if done == 0 else chunk  # noqa: E731
+
+    def sizes(done: int) -> int:
+        return first_chunk if done == 0 else chunk
+
     for piece in _run(tts, embeds, starts, request, make_generator(tts.device, seed), sizes):
         new = piece.codes[0, : int(piece.lengths[0]) - history.shape[0]]
         if new.shape[0]:
