@@ -7,6 +7,7 @@ from pathlib import Path
 
 from voxport.cli.common import add_device_options, positive_int, progress, quiet_library_progress
 from voxport.errors import InputError
+from voxport.runtime.devices import BACKENDS
 from voxport.runtime.files import check_output_path
 
 
@@ -50,7 +51,7 @@ def add_parsers(commands) -> None:
                   "Trace every aten op (with dtypes) of one forward and a short generation on --device; report for "
                   "--target whether each has a kernel (when that backend is installed) and which known gaps it hits, "
                   "with the fix voxport applies.", _run_ops)
-    ops.add_argument("--target", choices=["npu", "cuda", "mps", "xpu", "cpu"],
+    ops.add_argument("--target", choices=sorted(BACKENDS),
                      help="device kind to judge coverage for (default: the kind of --device)")
     ops.add_argument("--check-accuracy", action="store_true",
                      help="replay each op on the target (which must be present) against CPU float32")

@@ -40,7 +40,15 @@ class DeviceBackend:
 
     kind = "cpu"
     visible_devices_env: str | None = None
+    dispatch_key = "CPU"  # where PyTorch registers this device's kernels
     grouped_query_attention = True  # SDPA's enable_gqa: keys/values shared by head groups without copies
+
+    def is_built(self) -> bool:
+        """Whether this PyTorch install has the backend at all (kernels registered), device or not."""
+        return True
+
+    def driver_version(self) -> str | None:
+        return None
 
     def is_available(self) -> bool:
         return True
@@ -85,9 +93,13 @@ class DeviceBackend:
 class AcceleratorBackend(DeviceBackend):
     """CUDA, Ascend NPU and Intel XPU share one device-module API (torch.cuda / torch.npu / torch.xpu)."""
 
-    def __init__(self, kind: str, visible_devices_env: str | None):
+    def __init__(self, kind: str, visible_devices_env: str | None, dispatch_key: str):
         self.kind = kind
         self.visible_devices_env = visible_devices_env
+        self.dispatch_key = dispatch_key
+
+    def is_built(self) -> bool:
+        return bool(getattr(torch._C, f"_has_{self.kind}", False))
 
     def module(self) -> ModuleType | None:
         return getattr(torch, self.kind, None)
@@ -128,7 +140,10 @@ class AcceleratorBackend(DeviceBackend):
 
 class CudaBackend(AcceleratorBackend):
     def __init__(self):
-        super().__init__("cuda", "CUDA_VISIBLE_DEVICES")
+        super().__init__("cuda", "CUDA_VISIBLE_DEVICES", "CUDA")
+
+    def driver_version(self) -> str | None:
+        return f"CUDA {torch.version.cuda}" if torch.version.cuda else None
 
     def compile_step(self, step: Callable) -> Callable:
         """One CUDA graph per step: every launch of the step's kernels replayed at once."""
@@ -144,7 +159,16 @@ class NpuBackend(AcceleratorBackend):
     grouped_query_attention = False  # not every torch_npu release takes enable_gqa: heads are expanded instead
 
     def __init__(self):
-        super().__init__("npu", "ASCEND_RT_VISIBLE_DEVICES")
+        super().__init__("npu", "ASCEND_RT_VISIBLE_DEVICES", "PrivateUse1")
+
+    def is_built(self) -> bool:
+        return importlib.util.find_spec("torch_npu") is not None
+
+    def driver_version(self) -> str | None:
+        if not self.is_built():
+            return None
+        self.module()
+        return f"torch_npu {getattr(sys.modules['torch_npu'], '__version__', 'unknown')}"
 
     def module(self) -> ModuleType | None:
         if importlib.util.find_spec("torch_npu") is None:
@@ -164,7 +188,7 @@ class MpsBackend(AcceleratorBackend):
     """Apple GPUs: one device, no peak tracking (the current driver allocation is reported instead)."""
 
     def __init__(self):
-        super().__init__("mps", None)
+        super().__init__("mps", None, "MPS")
 
     def is_available(self) -> bool:
         return bool(torch.backends.mps.is_available())
@@ -195,7 +219,7 @@ class MpsBackend(AcceleratorBackend):
 BACKENDS: dict[str, DeviceBackend] = {
     "cuda": CudaBackend(),
     "npu": NpuBackend(),
-    "xpu": AcceleratorBackend("xpu", "ZE_AFFINITY_MASK"),
+    "xpu": AcceleratorBackend("xpu", "ZE_AFFINITY_MASK", "XPU"),
     "mps": MpsBackend(),
     "cpu": DeviceBackend(),
 }

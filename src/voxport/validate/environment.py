@@ -14,16 +14,9 @@ from voxport.runtime.devices import backend_for
 
 def environment(device: torch.device) -> dict:
     backend = backend_for(device)
-    driver = None
-    if device.type == "cuda":
-        driver = f"CUDA {torch.version.cuda}"
-    elif device.type == "npu":
-        import torch_npu
-
-        driver = f"torch_npu {getattr(torch_npu, '__version__', 'unknown')}"
     return {
         "voxport": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
         "python": sys.version.split()[0], "platform": platform.platform(),
-        "device": str(device), "device_name": backend.device_name(device), "driver": driver,
+        "device": str(device), "device_name": backend.device_name(device), "driver": backend.driver_version(),
         "visible_devices": backend.visible_devices(),
     }

@@ -4,7 +4,6 @@ op's output on the target compares with CPU float32 when replayed on the recorde
 
 from __future__ import annotations
 
-import importlib.util
 from collections import Counter
 from dataclasses import dataclass
 
@@ -13,9 +12,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 
 from voxport.models.base import SpeechModel
+from voxport.runtime.devices import BACKENDS
 from voxport.validate.metrics import compare
 
-DISPATCH_KEYS = {"cpu": "CPU", "cuda": "CUDA", "npu": "PrivateUse1", "mps": "MPS", "xpu": "XPU"}
 _RANDOM = ("rand", "normal", "exponential", "bernoulli", "multinomial", "uniform", "dropout")
 _SAMPLE_LIMIT = 2**22  # elements: inputs kept for replay only up to this size
 
@@ -86,8 +85,8 @@ def trace_ops(model: SpeechModel) -> OpRecorder:
 
 
 def coverage(recorder: OpRecorder, target: str) -> dict:
-    key = DISPATCH_KEYS[target]
-    installed = backend_installed(target)
+    backend = BACKENDS[target]
+    key, installed = backend.dispatch_key, backend.is_built()
     ops = []
     for (name, dtypes), calls in sorted(recorder.calls.items(), key=lambda item: (item[0][0], item[0][1])):
         gaps = [gap for gap in KNOWN_GAPS if gap.target == target and gap.hits(name, dtypes)]
@@ -124,18 +123,6 @@ def replay_accuracy(recorder: OpRecorder, device: torch.device, worst: int = 10)
         compared.append({"op": key[0], "input_dtypes": list(key[1]), **comparison.to_json()})
     compared.sort(key=lambda entry: entry["relative_error"], reverse=True)
     return {"device": str(device), "ops_compared": len(compared), "ops_skipped": skipped, "worst": compared[:worst]}
-
-
-def backend_installed(target: str) -> bool:
-    if target == "cpu":
-        return True
-    if target == "cuda":
-        return torch.backends.cuda.is_built()
-    if target == "mps":
-        return torch.backends.mps.is_built()
-    if target == "xpu":
-        return bool(getattr(torch._C, "_has_xpu", False))
-    return importlib.util.find_spec("torch_npu") is not None
 
 
 def has_kernel(func, dispatch_key: str) -> bool:
