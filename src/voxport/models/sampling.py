@@ -21,21 +21,28 @@ def pick_tokens(logits: torch.Tensor, settings: SamplingSettings, generator: tor
                 gumbel: torch.Tensor | None = None) -> torch.Tensor:
     """One id per row of `logits` [..., vocab].
 
-    Sampling is Gumbel-max over the top-k: argmax(logit / T + G) with G = -log(Exp(1)) draws from
-    softmax(logit / T) with no softmax and no host sync. `gumbel` (shape [..., candidates], candidates =
-    top-k or the vocabulary) supplies G; otherwise it is drawn from `generator`.
+    Sampling is Gumbel-max over the top-k: argmax(logit + T x G), G = -log(Exp(1)), draws from
+    softmax(logit / T) with no softmax and no host sync. `gumbel` (from `gumbel_noise`, shape
+    [..., candidates]: the top-k, or the vocabulary) supplies T x G; otherwise it is drawn from `generator`.
     """
     if settings.greedy:
         return logits.argmax(dim=-1)
-    scores, indices = logits / settings.temperature, None
+    scores, indices = logits, None
     if 0 < settings.top_k < logits.shape[-1]:
         scores, indices = scores.topk(settings.top_k, dim=-1)
     if settings.top_p < 1.0:
-        scores = scores.masked_fill(~_nucleus(scores, settings.top_p), float("-inf"))
+        scores = scores.masked_fill(~_nucleus(scores / settings.temperature, settings.top_p), float("-inf"))
     if gumbel is None:
-        gumbel = torch.empty_like(scores).exponential_(1.0, generator=generator).log_().neg_()
+        gumbel = gumbel_noise(scores.shape, settings, generator, scores.device)
     choice = (scores + gumbel).argmax(dim=-1)
     return choice if indices is None else indices.gather(-1, choice.unsqueeze(-1)).squeeze(-1)
+
+
+def gumbel_noise(shape, settings: SamplingSettings, generator: torch.Generator | None,
+                 device: torch.device) -> torch.Tensor:
+    """Temperature-scaled Gumbel noise T x G for `pick_tokens`, drawn ahead in one kernel for many picks."""
+    noise = torch.empty(shape, device=device).exponential_(1.0, generator=generator)
+    return noise.log_().mul_(-settings.temperature)
 
 
 def candidates(settings: SamplingSettings, vocab: int) -> int:

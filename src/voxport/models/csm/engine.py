@@ -17,19 +17,18 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import CsmForConditionalGeneration
 
-from voxport.models.sampling import SamplingSettings, candidates, pick_tokens
+from voxport.models.sampling import SamplingSettings, candidates, gumbel_noise, pick_tokens
 from voxport.runtime.devices import backend_for
 
 
-def _linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
-    return F.linear(x, layer.weight, layer.bias)
+def _rms_norm_as_transformers(x: torch.Tensor, shape: tuple[int], weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """transformers' RMSNorm for half dtypes: float32 statistics, then the weight applied in the input dtype."""
+    return weight * F.rms_norm(x.float(), shape, eps=eps).to(x.dtype)
 
 
-def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """transformers' RMSNorm: float32 statistics, then the weight applied in the input dtype."""
-    if x.dtype == torch.float32:
-        return F.rms_norm(x, x.shape[-1:], weight, eps)
-    return weight * F.rms_norm(x.float(), x.shape[-1:], eps=eps).to(x.dtype)
+def rms_norm_for(dtype: torch.dtype):
+    """In float32 the fused op computes exactly what transformers does; in half dtypes the order matters."""
+    return F.rms_norm if dtype == torch.float32 else _rms_norm_as_transformers
 
 
 def fuse_projections(decoder: nn.Module) -> None:
@@ -86,6 +85,7 @@ class CachedStack:
         ]
         self.norm = decoder.norm.weight
         weight = self.norm
+        self.rms_norm, self.norm_shape = rms_norm_for(weight.dtype), (weight.shape[0],)
         shape = (batch, self.kv_heads, length, self.head_dim)
         self.keys = [torch.zeros(shape, dtype=weight.dtype, device=weight.device) for _ in self.layers]
         self.values = [torch.zeros(shape, dtype=weight.dtype, device=weight.device) for _ in self.layers]
@@ -106,7 +106,7 @@ class CachedStack:
         batch, length, _ = x.shape
         half = self.head_dim // 2
         for index, (norm1, qkv, out, norm2, gate_up, down, act) in enumerate(self.layers):
-            heads = F.linear(_rms_norm(x, norm1, self.eps), qkv)
+            heads = F.linear(self.rms_norm(x, self.norm_shape, norm1, self.eps), qkv)
             # One query: [batch, 1, heads x dim] already is [batch, heads, 1, dim] in memory, no transpose.
             heads = (heads.view(batch, -1, 1, self.head_dim) if length == 1
                      else heads.view(batch, length, -1, self.head_dim).transpose(1, 2))
@@ -125,9 +125,9 @@ class CachedStack:
                                                       enable_gqa=self.grouped_attention)
             attended = attended.view(batch, 1, -1) if length == 1 else attended.transpose(1, 2).reshape(batch, length, -1)
             x = x + F.linear(attended, out)
-            gate, up = F.linear(_rms_norm(x, norm2, self.eps), gate_up).chunk(2, dim=-1)
+            gate, up = F.linear(self.rms_norm(x, self.norm_shape, norm2, self.eps), gate_up).chunk(2, dim=-1)
             x = x + F.linear(act(gate) * up, down)
-        return _rms_norm(x, self.norm, self.eps)
+        return self.rms_norm(x, self.norm_shape, self.norm, self.eps)
 
 
 @dataclass
@@ -154,7 +154,10 @@ class CsmEngine:
             0, torch.tensor([config.codebook_eos_token_id], device=device), float("-inf"))
         self.nothing_blocked = torch.zeros_like(self.eos_blocked)
         depth_model = model.depth_decoder.model
-        self.depth_embedding, self.depth_projector = depth_model.embed_tokens.weight, depth_model.inputs_embeds_projector
+        if any(module.bias is not None for module in (model.lm_head, depth_model.inputs_embeds_projector)):
+            raise ValueError("the engine expects CSM's bias-free output head and depth projector")
+        self.depth_embedding, self.depth_projector = depth_model.embed_tokens.weight, depth_model.inputs_embeds_projector.weight
+        self.lm_head = model.lm_head.weight
         self.depth_heads = list(model.depth_decoder.codebooks_head.weight.transpose(1, 2).unbind(0))
         slots = torch.arange(config.num_codebooks, device=device)
         vocab = config.vocab_size
@@ -183,17 +186,18 @@ class CsmEngine:
         """One frame from the backbone state: codes [batch, codebooks] and the backbone state after them.
 
         `slot` is the cache row this frame's input goes to, `early` whether end of audio is still forbidden,
-        `noise` the frame's pre-drawn Gumbel noise [codebooks, batch, candidates] (None when greedy).
+        `noise` the frame's pre-drawn (temperature-scaled) Gumbel noise [codebooks, batch, candidates], None
+        when greedy.
         """
-        first = _linear(hidden, self.model.lm_head)[:, : self.codebook_size]
+        first = F.linear(hidden, self.lm_head)[:, : self.codebook_size]
         first = first + torch.where(early, self.eos_blocked, self.nothing_blocked)
         codes = [self._pick(first, settings, noise, 0).unsqueeze(1)]  # [batch, 1] each: the depth steps' shape
         table, rope, slots = self.depth_first
         inputs = torch.cat([hidden.unsqueeze(1), F.embedding(codes[0], table)], dim=1)
-        state = self.depth(_linear(inputs, self.depth_projector), rope, slots, None, visible=2)[:, -1:]
+        state = self.depth(F.linear(inputs, self.depth_projector), rope, slots, None, visible=2)[:, -1:]
         for step, (table, rope, slots) in enumerate(self.depth_steps, start=1):
             codes.append(self._pick(F.linear(state, self.depth_heads[step - 1]), settings, noise, step))
-            state = self.depth(_linear(F.embedding(codes[-1], table), self.depth_projector), rope, slots, None,
+            state = self.depth(F.linear(F.embedding(codes[-1], table), self.depth_projector), rope, slots, None,
                                visible=step + 2)
         codes.append(self._pick(F.linear(state, self.depth_heads[-1]), settings, noise, len(self.depth_heads)))
         frame = torch.cat(codes, dim=1)
@@ -228,7 +232,7 @@ class CsmEngine:
             noise = None
             if not settings.greedy:
                 shape = (size, self.config.num_codebooks, batch, candidates(settings, self.codebook_size))
-                noise = torch.empty(shape, device=device).exponential_(1.0, generator=generator).log_().neg_()
+                noise = gumbel_noise(shape, settings, generator, device)
             frames = []
             for offset in range(size):
                 index = done + offset
