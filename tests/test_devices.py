@@ -21,6 +21,12 @@ def two_fake_gpus(monkeypatch):
     return cuda
 
 
+def test_device_kinds_list_every_backend_in_preference_order():
+    from voxport.runtime.kinds import DEVICE_KINDS
+
+    assert tuple(BACKENDS) == DEVICE_KINDS
+
+
 def test_cpu_always_resolves():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device(" CPU ") == torch.device("cpu")

@@ -14,7 +14,8 @@ from voxport.validate import pipeline
 from voxport.validate.accuracy import run_accuracy
 from voxport.validate.metrics import compare
 from voxport.validate.ops import KnownGap, OpRecorder, coverage, run_ops
-from voxport.validate.performance import known_bandwidth, parse_configs, run_benchmark
+from voxport.validate.grid import parse_configs
+from voxport.validate.performance import known_bandwidth, run_benchmark
 from voxport.validate.reproducibility import run_reproducibility
 from voxport.validate.verdicts import verdict
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 from voxport.cli.common import add_device_options, positive_int, progress, quiet_library_progress
 from voxport.errors import InputError
-from voxport.runtime.devices import BACKENDS
+from voxport.runtime.kinds import DEVICE_KINDS
 from voxport.runtime.files import check_output_path
 
 
 def add_parsers(commands) -> None:
-    from voxport.validate.performance import DEFAULT_CONFIGS
+    from voxport.validate.grid import DEFAULT_CONFIGS
 
     def command(name, help_text, description, run):
         parser = commands.add_parser(name, help=help_text, description=description)
@@ -51,7 +51,7 @@ def add_parsers(commands) -> None:
                   "Trace every aten op (with dtypes) of one forward and a short generation on --device; report for "
                   "--target whether each has a kernel (when that backend is installed) and which known gaps it hits, "
                   "with the fix voxport applies.", _run_ops)
-    ops.add_argument("--target", choices=sorted(BACKENDS),
+    ops.add_argument("--target", choices=DEVICE_KINDS,
                      help="device kind to judge coverage for (default: the kind of --device)")
     ops.add_argument("--check-accuracy", action="store_true",
                      help="replay each op on the target (which must be present) against CPU float32")
@@ -111,7 +111,8 @@ def _run_repro(args: argparse.Namespace) -> int:
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    from voxport.validate.performance import parse_configs, run_benchmark
+    from voxport.validate.grid import parse_configs
+    from voxport.validate.performance import run_benchmark
     from voxport.validate.report import performance_table
 
     configs = parse_configs(args.configs)
@@ -138,7 +139,7 @@ def _run_ops(args: argparse.Namespace) -> int:
 
 
 def _run_run_all(args: argparse.Namespace) -> int:
-    from voxport.validate.performance import parse_configs
+    from voxport.validate.grid import parse_configs
     from voxport.validate.pipeline import run_all
 
     configs = parse_configs(args.configs)

@@ -1,20 +1,23 @@
-"""Every model family voxport knows: adding one is a folder under models/ and one line here."""
+"""Every model family voxport knows: adding one is a folder under models/ and one line here.
+
+Families name their classes by import path, so listing them (as `--help` does) loads no model code.
+"""
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from voxport.errors import CheckpointError
-from voxport.models.base import SpeechModel
-from voxport.models.covo import CovoAudioChat
-from voxport.models.csm import CsmSpeech
-from voxport.models.tiny import make_tiny_covo, make_tiny_csm
-from voxport.runtime.checkpoints import resolve_checkpoint
+
+if TYPE_CHECKING:
+    import torch
+
+    from voxport.models.base import SpeechModel
 
 
 @dataclass(frozen=True)
@@ -22,21 +25,33 @@ class ModelFamily:
     name: str
     model_type: str  # config.json's model_type
     description: str
-    model: type[SpeechModel]
-    make_tiny: Callable[[Path, int], Path]
+    model_path: str  # "module:Class" of the SpeechModel
+    make_tiny_path: str  # "module:function" writing a tiny checkpoint
+
+    @property
+    def model(self) -> type[SpeechModel]:
+        return _resolve(self.model_path)
+
+    @property
+    def make_tiny(self) -> Callable[[Path, int], Path]:
+        return _resolve(self.make_tiny_path)
 
 
 FAMILIES = {
     family.name: family
     for family in [
-        ModelFamily("csm", "csm", "Sesame CSM-1B text-to-speech", CsmSpeech, make_tiny_csm),
-        ModelFamily("covo", "covo_audio", "Tencent Covo-Audio-Chat speech chat", CovoAudioChat, make_tiny_covo),
+        ModelFamily("csm", "csm", "Sesame CSM-1B text-to-speech", "voxport.models.csm:CsmSpeech",
+                    "voxport.models.tiny:make_tiny_csm"),
+        ModelFamily("covo", "covo_audio", "Tencent Covo-Audio-Chat speech chat", "voxport.models.covo:CovoAudioChat",
+                    "voxport.models.tiny:make_tiny_covo"),
     ]
 }
 
 
 def family_of(source: str | Path) -> ModelFamily:
     """The family of a checkpoint directory or hub id, from its config.json's model_type."""
+    from voxport.runtime.checkpoints import resolve_checkpoint
+
     path = resolve_checkpoint(source, allow_patterns=["config.json"])
     try:
         model_type = json.loads((path / "config.json").read_text()).get("model_type")
@@ -51,3 +66,8 @@ def family_of(source: str | Path) -> ModelFamily:
 
 def load_model(source: str | Path, device: torch.device, dtype: torch.dtype) -> SpeechModel:
     return family_of(source).model.load(source, device, dtype)
+
+
+def _resolve(path: str):
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)

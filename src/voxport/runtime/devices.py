@@ -223,7 +223,7 @@ BACKENDS: dict[str, DeviceBackend] = {
     "mps": MpsBackend(),
     "cpu": DeviceBackend(),
 }
-"""In order of preference for --device auto."""
+"""In order of preference for --device auto (the same order as runtime.kinds.DEVICE_KINDS)."""
 
 
 def backend_for(device: torch.device | str) -> DeviceBackend:

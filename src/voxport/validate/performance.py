@@ -3,7 +3,6 @@ memory-bandwidth roofline (weight bytes per step / bandwidth) to say how far fro
 
 from __future__ import annotations
 
-import re
 import time
 
 import numpy as np
@@ -13,9 +12,6 @@ from voxport.errors import InputError
 from voxport.models.registry import load_model
 from voxport.runtime.devices import BACKENDS, backend_for, dtype_name
 
-DEFAULT_CONFIGS = "short_32t,short_128t,short_256t,medium_256t,medium_512t,long_512t"
-_CONFIG = re.compile(r"^(short|medium|long)_(\d+)t$")
-
 # Peak memory bandwidth in bytes/s, matched (first hit) against the lower-cased device name.
 BANDWIDTH = [
     ("h200", 4.8e12), ("h100 nvl", 3.9e12), ("h100 sxm", 3.35e12), ("h100 80gb hbm3", 3.35e12), ("h100", 2.0e12),
@@ -24,19 +20,6 @@ BANDWIDTH = [
     ("rtx 5090", 1.792e12), ("rtx 4090", 1.008e12), ("rtx 3090", 0.936e12), ("v100", 0.9e12), ("t4", 0.32e12),
     ("910b", 1.6e12), ("910", 1.2e12), ("310p", 0.2e12),
 ]
-
-
-def parse_configs(text: str) -> list[tuple[str, str, int]]:
-    """'short_32t,medium_256t' -> [(name, length class, steps)]."""
-    configs = []
-    for name in (part.strip() for part in text.split(",") if part.strip()):
-        match = _CONFIG.match(name)
-        if not match or int(match[2]) < 1:
-            raise InputError(f"unknown benchmark config '{name}': expected short|medium|long_<steps>t, e.g. short_32t")
-        configs.append((name, match[1], int(match[2])))
-    if not configs:
-        raise InputError("no benchmark configs given: expected e.g. short_32t,medium_256t")
-    return configs
 
 
 def known_bandwidth(device_name: str) -> float | None:
