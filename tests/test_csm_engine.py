@@ -34,37 +34,31 @@ def test_sampled_batches_follow_the_seed(tiny_csm):
     assert not np.array_equal(first[0].codes, first[1].codes)
 
 
-def test_each_row_ends_on_its_own(tiny_csm):
-    """A stand-in frame step: row 0 ends at frame 3, row 1 at frame 10, row 2 never (max 12)."""
-    engine = CsmEngine(tiny_csm.model, batch=3)
-    ends = torch.tensor([3, 10, 99])
-    calls = []
+def scripted_step(ends: torch.Tensor, calls: list):
+    """A stand-in frame step: row r's frame number ends[r] is its end-of-audio frame (all codes 0)."""
 
     def step(hidden, slot, starts, early, settings, noise):
         index = len(calls)
         calls.append(index)
-        frame = torch.ones(3, 32, dtype=torch.long)
-        frame[ends == index] = 0  # the end-of-audio frame
-        return frame, hidden
-
-    embeds = torch.zeros(3, 4, tiny_csm.config.hidden_size)
-    chunks = list(engine.run(embeds, torch.zeros(3, dtype=torch.long), SamplingSettings(greedy=True), 12, 0, None,
-                             lambda done: 4, step))
-    assert [chunk.lengths.tolist() for chunk in chunks] == [[3, 4, 4], [3, 8, 8], [3, 10, 12]]
-    assert [chunk.finished for chunk in chunks] == [False, False, False] and len(calls) == 12
-    two_rows = CsmEngine(tiny_csm.model, batch=2)
-    ends = torch.tensor([3, 5])
-    calls.clear()
-
-    def step_two(hidden, slot, starts, early, settings, noise):
-        index = len(calls)
-        calls.append(index)
-        frame = torch.ones(2, 32, dtype=torch.long)
+        frame = torch.ones(len(ends), 32, dtype=torch.long)
         frame[ends == index] = 0
         return frame, hidden
 
-    chunks = list(two_rows.run(embeds[:2], torch.zeros(2, dtype=torch.long), SamplingSettings(greedy=True), 40, 0,
-                               None, lambda done: 4, step_two))
+    return step
+
+
+def test_each_row_ends_on_its_own(tiny_csm):
+    embeds, greedy = torch.zeros(3, 4, tiny_csm.config.hidden_size), SamplingSettings(greedy=True)
+    calls = []
+    chunks = list(CsmEngine(tiny_csm.model, batch=3).run(
+        embeds, torch.zeros(3, dtype=torch.long), greedy, 12, 0, None, lambda done: 4,
+        scripted_step(torch.tensor([3, 10, 99]), calls)))  # row 2 never ends: max 12 frames
+    assert [chunk.lengths.tolist() for chunk in chunks] == [[3, 4, 4], [3, 8, 8], [3, 10, 12]]
+    assert [chunk.finished for chunk in chunks] == [False, False, False] and len(calls) == 12
+    calls.clear()
+    chunks = list(CsmEngine(tiny_csm.model, batch=2).run(
+        embeds[:2], torch.zeros(2, dtype=torch.long), greedy, 40, 0, None, lambda done: 4,
+        scripted_step(torch.tensor([3, 5]), calls)))
     assert chunks[-1].finished and chunks[-1].lengths.tolist() == [3, 5] and len(calls) == 8  # stopped early
 
 
