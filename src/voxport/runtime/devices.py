@@ -187,6 +187,8 @@ class NpuBackend(AcceleratorBackend):
 class MpsBackend(AcceleratorBackend):
     """Apple GPUs: one device, no peak tracking (the current driver allocation is reported instead)."""
 
+    grouped_query_attention = False  # older MPS SDPA kernels lack enable_gqa: heads are expanded instead
+
     def __init__(self):
         super().__init__("mps", None, "MPS")
 
