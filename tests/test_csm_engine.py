@@ -143,3 +143,15 @@ def test_compile_on_cpu_says_it_runs_eagerly(tiny_csm_dir, tmp_path, capsys):
     captured = capsys.readouterr()
     assert "--compile ignored: generation steps are captured as graphs on CUDA only" in captured.err
     assert json.loads(captured.out)["compiled"] is False
+
+
+def test_expanded_heads_path_gives_the_same_codes(tiny_csm_dir, monkeypatch):
+    """The path NPU and MPS take (key/value heads expanded instead of SDPA's enable_gqa) agrees exactly."""
+    from voxport.models.csm import CsmSpeech
+    from voxport.runtime.devices import BACKENDS
+
+    request = SynthesisRequest(text="Either way.", max_frames=6, greedy=True)
+    grouped = CsmSpeech.load(tiny_csm_dir, torch.device("cpu"), torch.float32).generate(request).codes
+    monkeypatch.setattr(BACKENDS["cpu"], "grouped_query_attention", False)
+    expanded = CsmSpeech.load(tiny_csm_dir, torch.device("cpu"), torch.float32).generate(request).codes
+    np.testing.assert_array_equal(grouped, expanded)
