@@ -7,7 +7,13 @@ import json
 import sys
 from pathlib import Path
 
-from voxport.cli.common import add_device_options, non_negative_int, positive_int, quiet_library_progress
+from voxport.cli.common import (
+    add_device_options,
+    non_negative_int,
+    positive_int,
+    progress_bar,
+    quiet_library_progress,
+)
 from voxport.errors import InputError
 
 DEFAULT_COVO = "tencent/Covo-Audio-Chat"
@@ -72,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
               + f" on {device} ({backend_for(device).device_name(device)}, {dtype_name(dtype)}); seed {conversation.seed}")
     rounds = []
     for clip in clips:
-        turn = conversation.say(clip)
+        with progress_bar(settings.max_new_tokens, "tokens", f"round {len(conversation.rounds)}") as on_token:
+            turn = conversation.say(clip, on_token=on_token)
         report = {**turn.to_json(), "audio": clip.source}
         if speaking:
             report.update(save_spoken_reply(turn, args.output_dir, model.speech_decoder().sample_rate))

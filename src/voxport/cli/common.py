@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import contextmanager
 
 
 def add_device_options(parser: argparse.ArgumentParser) -> None:
@@ -20,6 +21,19 @@ def quiet_library_progress() -> None:
     logging.set_verbosity_error()
     if not sys.stderr.isatty():
         logging.disable_progress_bar()
+
+
+@contextmanager
+def progress_bar(total: int, unit: str, description: str):
+    """A counter on stderr while work runs, only when a person is watching it; yields `update(done)`."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit=unit, desc=description, file=sys.stderr, disable=not sys.stderr.isatty(),
+               leave=False)
+    try:
+        yield lambda done: bar.update(done - bar.n)
+    finally:
+        bar.close()
 
 
 def progress(message: str) -> None:

@@ -5,12 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-from voxport.cli.common import add_device_options, non_negative_int, positive_int, quiet_library_progress
+from voxport.cli.common import (
+    add_device_options,
+    non_negative_int,
+    positive_int,
+    progress_bar,
+    quiet_library_progress,
+)
 from voxport.runtime.files import check_output_path
 
 DEFAULT_CSM = "sesame/csm-1b"
@@ -160,7 +165,7 @@ def _speak(tts, request, args: argparse.Namespace) -> dict:
     if args.engine == "transformers":
         result = tts.generate_with_transformers(request)
     else:
-        with _frame_progress(request.max_frames) as progress:
+        with progress_bar(request.max_frames, "frames", "generating") as progress:
             result = tts.generate(request, on_frame=progress)
     write_audio(args.output, result.audio, result.sample_rate)
     if args.codes_out is not None:
@@ -199,7 +204,7 @@ def _speak_streaming(tts, request, output: Path) -> dict:
 def _speak_batch(tts, requests: list, directory: Path) -> dict:
     from voxport.audio.io import write_audio
 
-    with _frame_progress(requests[0].max_frames) as progress:
+    with progress_bar(requests[0].max_frames, "frames", "generating") as progress:
         results = tts.generate_batch(requests, on_frame=progress)
     directory.mkdir(parents=True, exist_ok=True)
     outputs = [str(write_audio(directory / f"{index:04d}.wav", result.audio, result.sample_rate))
@@ -229,20 +234,6 @@ def _summary(report: dict) -> str:
             + f" on {report['device']} ({report['device_name']}, {report['dtype']}, {report['engine']} engine); "
             f"peak memory {report['peak_memory']['allocated_bytes'] / 2**30:.2f} GiB "
             f"({report['peak_memory']['source']}); seed {report['seed']}")
-
-
-@contextmanager
-def _frame_progress(total: int):
-    """A frame counter on stderr while generating, only when a person is watching it."""
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, unit="frame", desc="generating", file=sys.stderr, disable=not sys.stderr.isatty(),
-               leave=False)
-    try:
-        yield lambda done: bar.update(done - bar.n)
-    finally:
-        bar.close()
-
 
 
 def _context_turn(text: str):

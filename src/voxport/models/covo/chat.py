@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -98,7 +99,9 @@ class CovoChat:
         ))
         return self.rounds[-1]
 
-    def say(self, audio: SpeechClip | str | Path | np.ndarray) -> ChatRound:
+    def say(self, audio: SpeechClip | str | Path | np.ndarray,
+            on_token: Callable[[int], None] | None = None) -> ChatRound:
+        """Answer one user clip; `on_token(n)` hears each time n reply tokens are done."""
         clip = audio if isinstance(audio, SpeechClip) else prepare_clip(audio)
         index = len(self.rounds)
         prompt_ids = self.model.prompt_ids(clip.placeholders, first_round=index == 0)
@@ -110,7 +113,7 @@ class CovoChat:
             run = generate_tokens(
                 self.model.network.llm, self.cache, prompt_embeds, prompt_ids, self.stop_id,
                 self.settings.max_new_tokens, self.settings.sampling_for(index), self.settings.penalties,
-                self.generator,
+                self.generator, on_token,
             )
         text_ids, codes = self.model.split_output(run.ids)
         speech = None

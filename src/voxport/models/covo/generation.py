@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -38,8 +39,10 @@ def generate_tokens(
     sampling: SamplingSettings,
     penalties: RepetitionPenalties,
     generator: torch.Generator | None,
+    on_token: Callable[[int], None] | None = None,
 ) -> TokenRun:
-    """Continue `cache` with the prompt, then pick tokens until `stop_id` or `max_new_tokens`.
+    """Continue `cache` with the prompt, then pick tokens until `stop_id` or `max_new_tokens`;
+    `on_token(n)` hears each time n tokens are done.
 
     As in the reference, the last token picked is not run through the model, so the cache ends just
     before it and the next round's prompt follows there.
@@ -52,6 +55,8 @@ def generate_tokens(
         scores = penalize_repeats(scores, seen[:, -penalties.window :], penalties.windowed_penalty)
         token = pick_tokens(scores, sampling, generator)
         ids.append(int(token))
+        if on_token is not None:
+            on_token(len(ids))
         if ids[-1] == stop_id or len(ids) == max_new_tokens:
             break
         seen = torch.cat([seen, token.view(1, 1)], dim=1)
