@@ -64,34 +64,37 @@ def kaiser_lowpass(cutoff: float, half_width: float, taps: int) -> torch.Tensor:
     return (kernel / kernel.sum()).view(1, 1, taps)
 
 
-class Upsample2x(nn.Module):
+class HalfBandFilter(nn.Module):
+    """The 12-tap Kaiser low-pass at a quarter of the rate that both resamplers around a snake use."""
+
     TAPS = 12
 
     def __init__(self):
         super().__init__()
         self.register_buffer("filter", kaiser_lowpass(0.25, 0.3, self.TAPS))
 
+    def taps_for(self, x: torch.Tensor) -> torch.Tensor:
+        return self.filter.expand(x.shape[1], -1, -1)  # one filter per channel (grouped convolution)
+
+
+class Upsample2x(HalfBandFilter):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         edge = self.TAPS // 2 - 1
         trim = edge * 2 + (self.TAPS - 2) // 2
         x = F.pad(x, (edge, edge), mode="replicate")
-        x = 2 * F.conv_transpose1d(x, self.filter.expand(x.shape[1], -1, -1), stride=2, groups=x.shape[1])
+        x = 2 * F.conv_transpose1d(x, self.taps_for(x), stride=2, groups=x.shape[1])
         return x[..., trim:-trim]
 
 
-class LowPassDownsample2x(nn.Module):
-    TAPS = 12
-
-    def __init__(self):
-        super().__init__()
-        self.register_buffer("filter", kaiser_lowpass(0.25, 0.3, self.TAPS))
-
+class LowPassDownsample2x(HalfBandFilter):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.pad(x, (self.TAPS // 2 - 1, self.TAPS // 2), mode="replicate")
-        return F.conv1d(x, self.filter.expand(x.shape[1], -1, -1), stride=2, groups=x.shape[1])
+        return F.conv1d(x, self.taps_for(x), stride=2, groups=x.shape[1])
 
 
 class Downsample2x(nn.Module):
+    """Named as in the released weights: the filter lives at downsample.lowpass.filter."""
+
     def __init__(self):
         super().__init__()
         self.lowpass = LowPassDownsample2x()
