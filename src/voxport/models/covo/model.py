@@ -103,8 +103,11 @@ class CovoAudioChat:
     @torch.inference_mode()
     def prompt_embeds(self, prompt_ids: torch.Tensor, clip: SpeechClip) -> torch.Tensor:
         """Token embeddings with the clip's first N audio features in the N placeholder slots."""
+        return self._fill_slots(prompt_ids, self.audio_features(clip))
+
+    def _fill_slots(self, prompt_ids: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """Embed `prompt_ids`, then put the first N `features` [frames, hidden] in its N placeholders."""
         embeds = self.network.llm.get_input_embeddings()(prompt_ids)
-        features = self.audio_features(clip)
         slots = prompt_ids == self.slot_id
         embeds[slots] = features[: int(slots.sum())].to(embeds.dtype)
         return embeds
@@ -157,10 +160,7 @@ class CovoAudioChat:
         encoded = self.network.encoder(mels.to(self.dtype)).last_hidden_state
         adapted = self.network.audio_adapter(encoded)
         prompt_ids = self.prompt_ids(inputs.clip.placeholders, first_round=True)
-        embeds = self.network.llm.get_input_embeddings()(prompt_ids)
-        slots = prompt_ids == self.slot_id
-        embeds[slots] = adapted.flatten(0, 1)[: int(slots.sum())]
-        logits = self.network.llm(inputs_embeds=embeds).logits
+        logits = self.network.llm(inputs_embeds=self._fill_slots(prompt_ids, adapted.flatten(0, 1))).logits
         return {"mel": mels, "encoder": encoded.float(), "adapter": adapted.float(), "logits": logits.float()}
 
     @torch.no_grad()
