@@ -184,7 +184,8 @@ def test_validation_cli_prints_tables(tiny_covo_dir, tmp_path, capsys):
     assert json.loads(out.read_text())["steps"] == 3
 
 
-@pytest.mark.parametrize("case", ["unknown config", "absent device", "unknown model", "out is a file"])
+@pytest.mark.parametrize("case", ["unknown config", "absent device", "unknown model", "out is a file",
+                                  "json-out unwritable"])
 def test_validation_bad_input_is_one_clear_line(case, tiny_csm_dir, tmp_path, capsys):
     other = tmp_path / "bert"
     other.mkdir()
@@ -197,6 +198,7 @@ def test_validation_bad_input_is_one_clear_line(case, tiny_csm_dir, tmp_path, ca
         "absent device": (["accuracy", *model, "--device", "npu:1"], "device 'npu:1' is not available"),
         "unknown model": (["repro", "--model", str(other)], "'bert' model, which voxport cannot handle"),
         "out is a file": (["run-all", *model, "--out", str(taken)], "is a file: expected a directory"),
+        "json-out unwritable": (["bench", *model, "--json-out", str(tmp_path / "no" / "b.json")], "does not exist"),
     }[case]
     assert main(argv) == 1
     errors = capsys.readouterr().err.strip().splitlines()

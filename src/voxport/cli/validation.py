@@ -14,9 +14,11 @@ from voxport.runtime.files import check_output_path
 def add_parsers(commands) -> None:
     from voxport.validate.grid import DEFAULT_CONFIGS
 
-    def command(name, help_text, description, run):
+    def command(name, help_text, description, run, json_out=True):
         parser = commands.add_parser(name, help=help_text, description=description)
         parser.add_argument("--model", required=True, help="local checkpoint directory or hub id (CSM or Covo-Audio)")
+        if json_out:
+            parser.add_argument("--json-out", type=Path, help="also write the result as JSON")
         add_device_options(parser)
         parser.set_defaults(run=run)
         return parser
@@ -27,7 +29,6 @@ def add_parsers(commands) -> None:
                        "and every block, naming the first block that drifts. Verdicts per dtype: see the README.",
                        _run_accuracy)
     accuracy.add_argument("--reference-model", help="checkpoint for the reference (default: --model)")
-    accuracy.add_argument("--json-out", type=Path, help="also write the result as JSON")
 
     repro = command("repro", "greedy generation twice, and against the CPU reference",
                     "Greedy generation twice on the device (token match rate, first divergence, identical audio), "
@@ -35,7 +36,6 @@ def add_parsers(commands) -> None:
                     _run_repro)
     repro.add_argument("--steps", type=positive_int, default=16, help="generation steps (default: 16)")
     repro.add_argument("--top-k", type=positive_int, default=5, help="top-k for agreement (default: 5)")
-    repro.add_argument("--json-out", type=Path, help="also write the result as JSON")
 
     bench = command("bench", "latency, real-time factor, throughput and memory per configuration",
                     "Fixed-length generation (end of audio ignored) per config: load time, latency mean/p50/p90, "
@@ -45,7 +45,6 @@ def add_parsers(commands) -> None:
                        help=f"comma-separated short|medium|long_<steps>t (default: {DEFAULT_CONFIGS})")
     bench.add_argument("--iterations", type=positive_int, default=3, help="timed runs per config (default: 3)")
     bench.add_argument("--bandwidth-gbs", type=float, help="device memory bandwidth in GB/s (default: known table)")
-    bench.add_argument("--json-out", type=Path, help="also write the result as JSON")
 
     ops = command("ops", "which aten ops the model uses and whether a device has them",
                   "Trace every aten op (with dtypes) of one forward and a short generation on --device; report for "
@@ -55,12 +54,11 @@ def add_parsers(commands) -> None:
                      help="device kind to judge coverage for (default: the kind of --device)")
     ops.add_argument("--check-accuracy", action="store_true",
                      help="replay each op on the target (which must be present) against CPU float32")
-    ops.add_argument("--json-out", type=Path, help="also write the result as JSON")
 
     run_all = command("run-all", "accuracy, repro, bench and ops, with a report",
                       "Run accuracy, reproducibility, performance and ops; write accuracy.json, "
                       "reproducibility.json, performance.json, ops.json, PNG plots and summary.md into --out.",
-                      _run_run_all)
+                      _run_run_all, json_out=False)
     run_all.add_argument("--out", type=Path, required=True, help="directory for the results")
     run_all.add_argument("--configs", default="short_32t,medium_64t", help="benchmark configs (default: short_32t,medium_64t)")
     run_all.add_argument("--iterations", type=positive_int, default=3, help="timed runs per config (default: 3)")
@@ -73,6 +71,8 @@ def _validation_target(args: argparse.Namespace):
     from voxport.runtime.devices import resolve_device, resolve_dtype
 
     family_of(args.model)
+    if getattr(args, "json_out", None) is not None:
+        check_output_path(args.json_out)  # before the work, not after it
     device = resolve_device(args.device)
     quiet_library_progress()
     return device, resolve_dtype(args.dtype, device)
@@ -82,7 +82,6 @@ def _report(result: dict, tables, json_out: Path | None) -> int:
     from voxport.validate.report import write_json
 
     if json_out is not None:
-        check_output_path(json_out)
         write_json(json_out, result)
     print("\n".join(tables(result)))
     return 0
