@@ -34,6 +34,20 @@ def test_sampled_batches_follow_the_seed(tiny_csm):
     assert not np.array_equal(first[0].codes, first[1].codes)
 
 
+def test_a_request_samples_the_same_alone_and_in_any_batch(tiny_csm):
+    """Each row draws its noise from its own seed: batch order, batch mates and their seeds change nothing."""
+    requests = [SynthesisRequest(text=text, max_frames=10, min_frames=10, seed=seed)
+                for text, seed in ((TEXTS[0], 4), (TEXTS[1], 11), ("A third row with the first row's seed.", 4))]
+    alone = [tiny_csm.generate(request) for request in requests]
+    for order in ([0, 1, 2], [2, 0, 1], [1, 2]):
+        batched = tiny_csm.generate_batch([requests[index] for index in order])
+        for index, result in zip(order, batched):
+            np.testing.assert_array_equal(result.codes, alone[index].codes)
+            np.testing.assert_allclose(result.audio, alone[index].audio, atol=1e-5)
+            assert result.seed == requests[index].seed
+    assert not np.array_equal(alone[0].codes, alone[1].codes)
+
+
 def scripted_step(ends: torch.Tensor, calls: list):
     """A stand-in frame step: row r's frame number ends[r] is its end-of-audio frame (all codes 0)."""
 
@@ -85,9 +99,9 @@ def test_frame_step_is_one_graph(tiny_csm):
     for greedy in (True, False):
         settings = SamplingSettings(greedy=greedy)
         generator = torch.Generator().manual_seed(0)
-        eager = list(engine.run(embeds, starts, settings, 3, 3, generator, lambda done: 3))
+        eager = list(engine.run(embeds, starts, settings, 3, 3, [generator], lambda done: 3))
         generator = torch.Generator().manual_seed(0)
-        graph = list(engine.run(embeds, starts, settings, 3, 3, generator, lambda done: 3, captured))
+        graph = list(engine.run(embeds, starts, settings, 3, 3, [generator], lambda done: 3, captured))
         assert torch.equal(eager[0].codes, graph[0].codes)
 
 
@@ -106,11 +120,18 @@ def test_cli_stream_batch_and_engines(tiny_csm_dir, tmp_path):
 
     (tmp_path / "lines.txt").write_text("First line.\n\n  Second line, longer.  \nThird.\n")
     batch = voxport("tts", "--batch-file", tmp_path / "lines.txt", "--output-dir", tmp_path / "out", "--model",
-                    tiny_csm_dir, "--max-tokens", 5, "--min-tokens", 5, "--json")
+                    tiny_csm_dir, "--max-tokens", 5, "--min-tokens", 5, "--seed", 8, "--codes-out",
+                    tmp_path / "codes", "--json")
     assert batch.returncode == 0, batch.stderr
     report = json.loads(batch.stdout)
     assert report["batch"] == 3 and report["frames_per_output"] == [5, 5, 5]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0000.wav", "0001.wav", "0002.wav"]
+    alone = voxport("tts", "Second line, longer.", "-o", tmp_path / "alone.wav", "--model", tiny_csm_dir,
+                    "--max-tokens", 5, "--min-tokens", 5, "--seed", 8, "--codes-out", tmp_path / "alone.npy")
+    assert alone.returncode == 0, alone.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "codes" / "0001.npy"), np.load(tmp_path / "alone.npy"))
+    np.testing.assert_array_equal(sf.read(tmp_path / "out" / "0001.wav")[0], sf.read(tmp_path / "alone.wav")[0])
+    assert not np.array_equal(np.load(tmp_path / "codes" / "0000.npy"), np.load(tmp_path / "alone.npy"))
 
     compared = voxport("tts", "Both engines.", "--model", tiny_csm_dir, "-o", tmp_path / "t.wav", "--engine",
                        "transformers", "--greedy", "--max-tokens", 6, "--codes-out", tmp_path / "t.npy", "--json")

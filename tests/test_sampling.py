@@ -2,7 +2,7 @@
 
 import torch
 
-from voxport.models.sampling import SamplingSettings, candidates, pick_tokens
+from voxport.models.sampling import RowNoise, SamplingSettings, candidates, pick_tokens
 
 LOGITS = torch.tensor([2.0, 1.0, 0.5, -1.0, -3.0])
 
@@ -33,3 +33,17 @@ def test_greedy_and_given_noise():
     assert pick_tokens(LOGITS[None], SamplingSettings(greedy=True)).item() == 0
     gumbel = torch.tensor([[0.0, 0.0, 10.0]])  # noise for the top-3 candidates: the third one wins
     assert pick_tokens(LOGITS[None], SamplingSettings(top_k=3), gumbel=gumbel).item() == 2
+
+
+def test_row_noise_depends_on_the_row_seed_only():
+    """A row's noise is the same whatever its batch mates and however the frames are chunked."""
+    def noise(seeds):
+        return RowNoise([torch.Generator().manual_seed(seed) for seed in seeds], 3, 5, SamplingSettings(),
+                        torch.device("cpu"))
+
+    whole = noise([7]).take(13)
+    chunked = noise([7])
+    assert torch.equal(torch.cat([chunked.take(2), chunked.take(8), chunked.take(3)]), whole)
+    batched = noise([1, 7]).take(13)
+    assert batched.shape == (13, 3, 2, 5)
+    assert torch.equal(batched[:, :, 1:], whole) and not torch.equal(batched[:, :, :1], whole)

@@ -55,13 +55,15 @@ def add_parser(commands) -> None:
                         help="frames to generate before the model may end the speech (default: 0)")
     parser.add_argument("--temperature", type=float, default=0.9, help="sampling temperature (default: 0.9)")
     parser.add_argument("--top-k", type=non_negative_int, default=50, help="sample among the K best ids (default: 50)")
-    parser.add_argument("--seed", type=int, help="seed for sampling; the same seed gives the same audio")
+    parser.add_argument("--seed", type=int, help="seed for sampling; the same seed gives the same audio, alone or "
+                                                 "in a batch (every --batch-file line uses it)")
     parser.add_argument("--greedy", action="store_true", help="always pick the most likely id (no sampling)")
     parser.add_argument("--compile", action="store_true",
                         help="capture the per-frame step as a CUDA graph (torch.compile) on CUDA; other devices "
                              "run eagerly and say so")
     parser.add_argument("--codes-out", type=Path, metavar="CODES.npy",
-                        help="also save the audio codes, int64 [frames, 32], as a .npy file")
+                        help="also save the audio codes, int64 [frames, 32], as a .npy file; with --batch-file "
+                             "a directory for 0000.npy, 0001.npy, ...")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
     add_device_options(parser)
     parser.set_defaults(run=run)
@@ -76,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     _check_mode(args)
     if args.batch_file is None:
         check_writable(args.output)
-    if args.codes_out is not None:
+    if args.codes_out is not None and args.batch_file is None:
         check_output_path(args.codes_out)
     for turn in requests[0].context:
         check_readable(turn.audio)
@@ -94,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
             tts.compile()
     backend.reset_peak_memory(device)
     if args.batch_file is not None:
-        report = _speak_batch(tts, requests, args.output_dir)
+        report = _speak_batch(tts, requests, args.output_dir, args.codes_out)
     elif args.stream:
         report = _speak_streaming(tts, requests[0], args.output)
     else:
@@ -152,15 +154,14 @@ def _check_mode(args: argparse.Namespace) -> None:
         raise InputError("--engine transformers does not stream, batch or take --min-tokens: use the voxport engine")
     if args.stream and args.batch_file:
         raise InputError("--stream speaks one text: drop --batch-file or --stream")
-    if args.batch_file and args.codes_out:
-        raise InputError("--codes-out saves one text's codes: drop it with --batch-file")
-    if args.batch_file and args.output_dir.exists() and not args.output_dir.is_dir():
-        raise InputError(f"--output-dir {args.output_dir} is a file: expected a directory")
+    if args.batch_file:
+        for name, directory in (("--output-dir", args.output_dir), ("--codes-out", args.codes_out)):
+            if directory is not None and directory.exists() and not directory.is_dir():
+                raise InputError(f"{name} {directory} is a file: expected a directory")
 
 
 def _speak(tts, request, args: argparse.Namespace) -> dict:
     from voxport.audio.io import write_audio
-    from voxport.runtime.files import replaced_atomically
 
     if args.engine == "transformers":
         result = tts.generate_with_transformers(request)
@@ -169,8 +170,7 @@ def _speak(tts, request, args: argparse.Namespace) -> dict:
             result = tts.generate(request, on_frame=progress)
     write_audio(args.output, result.audio, result.sample_rate)
     if args.codes_out is not None:
-        with replaced_atomically(args.codes_out) as temporary, open(temporary, "wb") as stream:
-            np.save(stream, result.codes)
+        _write_codes(args.codes_out, result.codes)
     return {"output": str(args.output), "codes_out": str(args.codes_out) if args.codes_out else None,
             **_result_fields(result)}
 
@@ -201,7 +201,7 @@ def _speak_streaming(tts, request, output: Path) -> dict:
             "rtf": seconds / audio_seconds if audio_seconds else None, "seed": request.seed}
 
 
-def _speak_batch(tts, requests: list, directory: Path) -> dict:
+def _speak_batch(tts, requests: list, directory: Path, codes_directory: Path | None) -> dict:
     from voxport.audio.io import write_audio
 
     with progress_bar(requests[0].max_frames, "frames", "generating") as progress:
@@ -209,12 +209,23 @@ def _speak_batch(tts, requests: list, directory: Path) -> dict:
     directory.mkdir(parents=True, exist_ok=True)
     outputs = [str(write_audio(directory / f"{index:04d}.wav", result.audio, result.sample_rate))
                for index, result in enumerate(results)]
+    if codes_directory is not None:
+        codes_directory.mkdir(parents=True, exist_ok=True)
+        for index, result in enumerate(results):
+            _write_codes(codes_directory / f"{index:04d}.npy", result.codes)
     audio_seconds = sum(result.audio_seconds for result in results)
     compute = results[0].compute_seconds  # one batch: the timings are shared
     return {"outputs": outputs, "sample_rate": tts.sample_rate, "batch": len(results),
             "frames": sum(result.frames for result in results), "frames_per_output": [r.frames for r in results],
             "audio_seconds": audio_seconds, "generation_seconds": results[0].timings["generation_seconds"],
             "rtf": compute / audio_seconds if audio_seconds else None, "seed": results[0].seed}
+
+
+def _write_codes(path: Path, codes: np.ndarray) -> None:
+    from voxport.runtime.files import replaced_atomically
+
+    with replaced_atomically(path) as temporary, open(temporary, "wb") as stream:
+        np.save(stream, codes)
 
 
 def _result_fields(result) -> dict:

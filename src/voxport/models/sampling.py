@@ -45,6 +45,32 @@ def gumbel_noise(shape, settings: SamplingSettings, generator: torch.Generator |
     return noise.log_().mul_(-settings.temperature)
 
 
+NOISE_BLOCK = 8  # frames of noise a row draws in one call: fixed, so chunking never changes what is drawn
+
+
+class RowNoise:
+    """Gumbel noise for a batch in which row r's noise comes from `generators[r]` alone.
+
+    Each row draws fixed blocks of NOISE_BLOCK frames from its own generator, so what a row samples depends on
+    its seed only: not on the rows batched with it, nor on how the frames are chunked (streaming or one-shot).
+    Draws stay on the device: no host sync.
+    """
+
+    def __init__(self, generators: list[torch.Generator], picks: int, width: int, settings: SamplingSettings,
+                 device: torch.device):
+        self.generators, self.picks, self.width, self.settings, self.device = generators, picks, width, settings, device
+        self.ready = torch.empty(0, picks, len(generators), width, device=device)
+
+    def take(self, frames: int) -> torch.Tensor:
+        """Noise [frames, picks, batch, width] for the next `frames` frames."""
+        while self.ready.shape[0] < frames:
+            block = torch.stack([gumbel_noise((NOISE_BLOCK, self.picks, self.width), self.settings, generator,
+                                              self.device) for generator in self.generators], dim=2)
+            self.ready = torch.cat([self.ready, block])
+        taken, self.ready = self.ready[:frames], self.ready[frames:]
+        return taken
+
+
 def candidates(settings: SamplingSettings, vocab: int) -> int:
     """How many ids sampling chooses among (the width of its Gumbel noise)."""
     return settings.top_k if 0 < settings.top_k < vocab else vocab

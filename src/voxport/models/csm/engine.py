@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import CsmForConditionalGeneration
 
-from voxport.models.sampling import SamplingSettings, candidates, gumbel_noise, pick_tokens
+from voxport.models.sampling import RowNoise, SamplingSettings, candidates, pick_tokens
 from voxport.runtime.devices import backend_for
 
 
@@ -214,9 +214,13 @@ class CsmEngine:
 
     @torch.inference_mode()
     def run(self, embeds: torch.Tensor, starts: torch.Tensor, settings: SamplingSettings, max_frames: int,
-            min_frames: int, generator: torch.Generator | None, chunk_frames: Callable[[int], int],
+            min_frames: int, generators: list[torch.Generator] | None, chunk_frames: Callable[[int], int],
             step: Callable | None = None) -> Iterator[FrameChunk]:
-        """Generate frame chunks until every row has ended or `max_frames`; `chunk_frames(done)` sizes each chunk."""
+        """Generate frame chunks until every row has ended or `max_frames`; `chunk_frames(done)` sizes each chunk.
+
+        `generators` holds one generator per row (None when greedy): row r samples from its own, so its codes
+        do not depend on the other rows of the batch.
+        """
         step = step or self.frame
         device = embeds.device
         batch, prompt = embeds.shape[0], embeds.shape[1]
@@ -226,13 +230,12 @@ class CsmEngine:
         early = torch.arange(max_frames, device=device) < min_frames
         ended = torch.zeros(batch, dtype=torch.bool, device=device)
         lengths = torch.full((batch,), max_frames, dtype=torch.long, device=device)
+        noise_source = None if settings.greedy else RowNoise(
+            generators, self.config.num_codebooks, candidates(settings, self.codebook_size), settings, device)
         done = 0
         while done < max_frames:
             size = min(chunk_frames(done), max_frames - done)
-            noise = None
-            if not settings.greedy:
-                shape = (size, self.config.num_codebooks, batch, candidates(settings, self.codebook_size))
-                noise = gumbel_noise(shape, settings, generator, device)
+            noise = None if noise_source is None else noise_source.take(size)
             frames = []
             for offset in range(size):
                 index = done + offset

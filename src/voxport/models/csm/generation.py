@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -29,30 +29,31 @@ class StreamChunk:
 @torch.inference_mode()
 def synthesize(tts, requests: list[SynthesisRequest], on_frame: Callable[[int], None] | None = None
                ) -> list[SynthesisResult]:
-    """Speech for every request, generated as one batch; each row stops at its own end of audio."""
+    """Speech for every request, generated as one batch; each row stops at its own end of audio and samples
+    from its own seed, so a request gives the same codes alone or batched."""
     settings = _shared_settings(requests)
-    seed = settings.seed if settings.seed is not None else fresh_seed()
+    seeds = [request.seed if request.seed is not None else fresh_seed() for request in requests]
     timings: dict[str, float] = {}
     with timed(tts.device, timings, "prompt_seconds"):
         embeds, starts = _batched_prompts(tts, requests)
     with timed(tts.device, timings, "generation_seconds"):
-        codes, lengths = generate_codes(tts, embeds, starts, replace(settings, seed=seed), on_frame)
+        codes, lengths = generate_codes(tts, embeds, starts, settings, seeds, on_frame)
     with timed(tts.device, timings, "decode_seconds"):
         audio = [tts.decode(codes[row, :length]) for row, length in enumerate(lengths)]
     return [
         SynthesisResult(audio=audio[row], sample_rate=tts.sample_rate, codes=codes[row, :length].cpu().numpy(),
-                        seed=seed, timings=dict(timings))
+                        seed=seeds[row], timings=dict(timings))
         for row, length in enumerate(lengths)
     ]
 
 
 @torch.inference_mode()
-def generate_codes(tts, embeds: torch.Tensor, starts: torch.Tensor, settings: SynthesisRequest,
+def generate_codes(tts, embeds: torch.Tensor, starts: torch.Tensor, settings: SynthesisRequest, seeds: list[int],
                    on_frame: Callable[[int], None] | None = None) -> tuple[torch.Tensor, list[int]]:
-    """Codes [batch, frames, codebooks] for prompts already embedded, and each row's length before its end."""
+    """Codes [batch, frames, codebooks] for prompts already embedded (row r sampled from seeds[r]), and each
+    row's length before its end."""
     chunks, done = [], 0
-    generator = make_generator(tts.device, settings.seed)
-    for chunk in _run(tts, embeds, starts, settings, generator, lambda frames: CHECK_EVERY):
+    for chunk in _run(tts, embeds, starts, settings, seeds, lambda frames: CHECK_EVERY):
         chunks.append(chunk)
         done += chunk.codes.shape[1]
         if on_frame is not None:
@@ -76,7 +77,7 @@ def stream(tts, request: SynthesisRequest, first_chunk: int = 2, chunk: int = CH
     def sizes(done: int) -> int:
         return first_chunk if done == 0 else chunk
 
-    for piece in _run(tts, embeds, starts, request, make_generator(tts.device, seed), sizes):
+    for piece in _run(tts, embeds, starts, request, [seed], sizes):
         new = piece.codes[0, : int(piece.lengths[0]) - history.shape[0]]
         if new.shape[0]:
             context = history[-window:]
@@ -119,9 +120,10 @@ def synthesize_with_transformers(tts, request: SynthesisRequest) -> SynthesisRes
                            timings=timings)
 
 
-def _run(tts, embeds, starts, settings: SynthesisRequest, generator, sizes):
+def _run(tts, embeds, starts, settings: SynthesisRequest, seeds: list[int], sizes):
     engine, step = tts.engine(embeds.shape[0])
-    return engine.run(embeds, starts, settings.sampling(), settings.max_frames, settings.min_frames, generator,
+    generators = [make_generator(tts.device, seed) for seed in seeds]
+    return engine.run(embeds, starts, settings.sampling(), settings.max_frames, settings.min_frames, generators,
                       sizes, step)
 
 
@@ -139,11 +141,12 @@ def _batched_prompts(tts, requests: list[SynthesisRequest]) -> tuple[torch.Tenso
 
 
 def _shared_settings(requests: list[SynthesisRequest]) -> SynthesisRequest:
-    """A batch samples with one set of settings: the first request's, which the others must share."""
+    """A batch samples with one set of settings: the first request's, which the others must share (seeds may
+    differ: each row has its own)."""
     if not requests:
         raise InputError("no texts to speak: expected at least one")
     first = requests[0]
-    fields = ("max_frames", "min_frames", "temperature", "top_k", "greedy", "seed")
+    fields = ("max_frames", "min_frames", "temperature", "top_k", "greedy")
     for request in requests[1:]:
         if any(getattr(request, name) != getattr(first, name) for name in fields):
             raise InputError(f"a batch shares {', '.join(fields)}: every request must use the same values")

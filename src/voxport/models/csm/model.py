@@ -104,7 +104,7 @@ class CsmSpeech:
 
     def generate_batch(self, requests: list[SynthesisRequest],
                        on_frame: Callable[[int], None] | None = None) -> list[SynthesisResult]:
-        """Speech for several requests at once (same sampling settings); each row ends on its own."""
+        """Speech for several requests at once (same sampling settings, own seeds); each row ends on its own."""
         return synthesize(self, requests, on_frame)
 
     def stream(self, request: SynthesisRequest, first_chunk: int = 2, chunk: int = 8) -> Iterator[StreamChunk]:
@@ -188,7 +188,7 @@ class CsmSpeech:
         """`steps` frames [steps, codebooks] of greedy codes, end of audio ignored."""
         request = replace(inputs.request, max_frames=steps, min_frames=steps, greedy=True, seed=0)
         embeds = self.prompt_embeds(request)
-        codes, _ = generate_codes(self, embeds, torch.zeros(1, dtype=torch.long, device=self.device), request)
+        codes, _ = generate_codes(self, embeds, torch.zeros(1, dtype=torch.long, device=self.device), request, [0])
         return codes[0]
 
     def tokens_to_audio(self, tokens: torch.Tensor) -> np.ndarray:
