@@ -88,7 +88,7 @@ def bad_input_cases(tmp_path, tiny_csm_dir):
         "corrupt config": (["tts", "hi", "--model", str(corrupt)], "cannot read"),
         "truncated weights": (["tts", "hi", "--model", str(truncated)], "cannot load CSM checkpoint"),
         "offline hub id": (["tts", "hi", "--model", "nobody/not-cached"], "not in the Hugging Face cache"),
-        "unreadable context": (["tts", "hi", *model, "--context", f"0:Before.:{not_audio}"], "cannot read audio"),
+        "unreadable context": (["tts", "hi", *model, "--context", f"0:Before.:{not_audio}"], "is not audio soundfile can read"),
         "missing context": (["tts", "hi", *model, "--context", f"0:Before.:{tmp_path / 'no.wav'}"], "does not exist"),
         "malformed context": (["tts", "hi", *model, "--context", "Before.wav"], "expected SPK:TEXT:AUDIO"),
         "zero max tokens": (["tts", "hi", *model, "--max-tokens", "0"], "--max-tokens: expected a positive"),

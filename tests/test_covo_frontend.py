@@ -84,8 +84,8 @@ def test_bad_audio_is_a_clear_error(tmp_path, speech_clips):
         "missing.wav": "does not exist",
         "empty.wav": "is empty",
         "silent.wav": "is silent",
-        "text.wav": "cannot read audio file",
-        "truncated.flac": "cannot read audio file",
+        "text.wav": "is not audio soundfile can read",
+        "truncated.flac": "is not audio soundfile can read",
     }
     for name, message in cases.items():
         with pytest.raises(AudioError, match=message):

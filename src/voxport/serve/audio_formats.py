@@ -10,6 +10,8 @@ import struct
 import numpy as np
 import soundfile as sf
 
+from voxport.audio.io import read_audio
+from voxport.errors import AudioError
 from voxport.serve.errors import APIError
 
 MEDIA_TYPES = {"wav": "audio/wav", "pcm": "audio/pcm", "flac": "audio/flac", "mp3": "audio/mpeg", "opus": "audio/ogg"}
@@ -59,11 +61,8 @@ def decode_base64_audio(data: str, limit_bytes: int, param: str) -> bytes:
 
 
 def read_audio_bytes(raw: bytes, param: str) -> tuple[np.ndarray, int]:
-    """Mono float32 samples and their rate, from any format soundfile reads."""
+    """Mono float32 samples and their rate, checked by the same input policy as audio files."""
     try:
-        samples, rate = sf.read(io.BytesIO(raw), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, ValueError):
-        raise APIError(400, f"{param} is not audio soundfile can read (wav, flac, ogg, mp3)", param) from None
-    if samples.shape[0] == 0:
-        raise APIError(400, f"{param} has no samples", param)
-    return samples.mean(axis=1, dtype=np.float32), rate
+        return read_audio(raw, param)
+    except AudioError as error:
+        raise APIError(400, str(error), param) from None

@@ -16,16 +16,14 @@ import torch
 
 from voxport.audio.features import SAMPLE_RATE as WHISPER_RATE
 from voxport.audio.features import whisper_log_mel
-from voxport.audio.io import load_audio
+from voxport.audio.io import check_samples, load_audio
 from voxport.audio.segments import ceil_halvings, split_segments, trim_and_pad
-from voxport.errors import AudioError
 
 INPUT_RATE = 24000
 HOP = INPUT_RATE // 100
 PAD_MULTIPLE = 480
 SEGMENT_SAMPLES = 30 * INPUT_RATE
 FEATURE_HALVINGS = 4
-SILENCE_PEAK = 1e-4  # -80 dBFS: nothing a microphone would call speech
 
 
 @dataclass(frozen=True)
@@ -45,12 +43,9 @@ class SpeechClip:
 def prepare_clip(audio: str | Path | np.ndarray) -> SpeechClip:
     """A file (any format soundfile reads) or 24 kHz mono samples -> a clip the chat can take."""
     source = str(audio) if not isinstance(audio, np.ndarray) else "<samples>"
-    samples = load_audio(audio, INPUT_RATE) if not isinstance(audio, np.ndarray) else audio.astype(np.float32)
-    if samples.size == 0 or np.max(np.abs(samples)) < SILENCE_PEAK:
-        raise AudioError(f"audio {source} is silent: expected speech")
+    samples = (load_audio(audio, INPUT_RATE) if not isinstance(audio, np.ndarray)
+               else check_samples(audio, INPUT_RATE, "audio samples"))
     shaped = trim_and_pad(samples, HOP, PAD_MULTIPLE)
-    if shaped.size == 0:
-        raise AudioError(f"audio {source} is shorter than 10 ms: expected speech")
     placeholders = ceil_halvings(len(shaped) * 100 // INPUT_RATE, FEATURE_HALVINGS)
     segments = tuple(
         soxr.resample(segment, INPUT_RATE, WHISPER_RATE, quality="HQ").astype(np.float32)

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from voxport.audio.io import load_audio
 from voxport.errors import InputError
 from voxport.models.csm.synthesis import SynthesisRequest, SynthesisResult
 from voxport.runtime.seeding import fresh_seed, make_generator
@@ -95,8 +94,7 @@ def synthesize_with_transformers(tts, request: SynthesisRequest) -> SynthesisRes
     conversation = [
         {"role": str(turn.speaker), "content": [
             {"type": "text", "text": turn.text},
-            {"type": "audio", "audio": turn.audio if isinstance(turn.audio, np.ndarray)
-             else load_audio(turn.audio, tts.sample_rate)}]}
+            {"type": "audio", "audio": tts.context_samples(turn.audio)}]}
         for turn in request.context
     ] + [{"role": str(request.speaker), "content": [{"type": "text", "text": request.text}]}]
     config = tts.config

@@ -13,7 +13,7 @@ from safetensors import SafetensorError
 from torch import nn
 from transformers import CsmForConditionalGeneration, CsmProcessor
 
-from voxport.audio.io import load_audio
+from voxport.audio.io import check_samples, load_audio
 from voxport.errors import CheckpointError, InputError
 from voxport.models.csm.engine import CsmEngine
 from voxport.models.csm.generation import (
@@ -137,12 +137,16 @@ class CsmSpeech:
             embeds[eos_positions] = self._embed_frames(eos_frame)[0, 0]
         return embeds
 
+    def context_samples(self, audio: np.ndarray | str | Path) -> np.ndarray:
+        """Mono samples at the codec rate of a context turn (samples, or a file), checked like any input audio."""
+        if isinstance(audio, np.ndarray):
+            return check_samples(audio, self.sample_rate, "context audio samples")
+        return load_audio(audio, self.sample_rate)
+
     @torch.inference_mode()
     def encode_audio(self, audio: np.ndarray | str | Path) -> torch.Tensor:
         """Codec frames [frames, codebooks] of mono audio (samples at the codec rate, or a file)."""
-        if not isinstance(audio, np.ndarray):
-            audio = load_audio(audio, self.sample_rate)
-        samples = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)).to(self.device)
+        samples = torch.from_numpy(np.ascontiguousarray(self.context_samples(audio))).to(self.device)
         codes = self.model.codec_model.encode(samples.view(1, 1, -1)).audio_codes
         return codes[0].transpose(0, 1)
 
