@@ -1,12 +1,16 @@
 """The `voxport` command: parse, call one function, print, exit.
 
-Exit codes: 0 done, 1 a user error (one line on stderr, no traceback), 2 bad usage, 130 interrupted.
+Exit codes: 0 done, 1 a user error (one line on stderr, no traceback), 2 bad usage, 130 interrupted
+(Ctrl-C or SIGTERM: both unwind, so no output is left half-written).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 
 from voxport import __version__
 from voxport.cli import chat, serve, tiny, tts, validation
@@ -17,7 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.run(args)
+        with _terminate_as_interrupt():
+            return args.run(args)
     except VoxportError as error:
         print(f"voxport: error: {error}", file=sys.stderr)
         return 1
@@ -39,3 +44,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_parser(commands)
     tiny.add_parser(commands)
     return parser
+
+
+@contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM (kill's default) unwinds like Ctrl-C instead of ending the process on the spot, so temporaries
+    are removed and existing outputs are left as they were."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt

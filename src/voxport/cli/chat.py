@@ -14,7 +14,7 @@ from voxport.cli.common import (
     progress_bar,
     quiet_library_progress,
 )
-from voxport.errors import InputError
+from voxport.runtime.files import check_output_dir
 
 DEFAULT_COVO = "tencent/Covo-Audio-Chat"
 
@@ -61,8 +61,8 @@ def run(args: argparse.Namespace) -> int:
                             temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed)
     clips = [prepare_clip(path) for path in args.audio]
     speaking = args.mode == "a2ta"
-    if speaking and args.output_dir.exists() and not args.output_dir.is_dir():
-        raise InputError(f"--output-dir {args.output_dir} is a file: expected a directory")
+    if speaking:
+        check_output_dir(args.output_dir, "--output-dir")
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     quiet_library_progress()

@@ -16,7 +16,7 @@ from voxport.cli.common import (
     progress_bar,
     quiet_library_progress,
 )
-from voxport.runtime.files import check_output_path
+from voxport.runtime.files import check_output_dir, check_output_path
 
 DEFAULT_CSM = "sesame/csm-1b"
 
@@ -41,7 +41,8 @@ def add_parser(commands) -> None:
     parser.add_argument("--output-dir", type=Path, default=Path("tts-out"),
                         help="with --batch-file: where 0000.wav, 0001.wav, ... go, one per line (default: tts-out)")
     parser.add_argument("--stream", action="store_true",
-                        help="write the audio progressively while it is generated, and report the time to first audio")
+                        help="write the audio progressively while it is generated (to OUTPUT.partial.wav, which "
+                             "replaces OUTPUT when complete), and report the time to first audio")
     parser.add_argument("--engine", choices=["voxport", "transformers"], default="voxport",
                         help="voxport's static-cache generation loop (default), or transformers' generate() "
                              "for comparison (no --stream, --batch-file or --min-tokens)")
@@ -78,8 +79,12 @@ def run(args: argparse.Namespace) -> int:
     _check_mode(args)
     if args.batch_file is None:
         check_writable(args.output)
-    if args.codes_out is not None and args.batch_file is None:
-        check_output_path(args.codes_out)
+        if args.codes_out is not None:
+            check_output_path(args.codes_out)
+    else:
+        check_output_dir(args.output_dir, "--output-dir")
+        if args.codes_out is not None:
+            check_output_dir(args.codes_out, "--codes-out")
     for turn in requests[0].context:
         check_readable(turn.audio)
     device = resolve_device(args.device)
@@ -154,10 +159,6 @@ def _check_mode(args: argparse.Namespace) -> None:
         raise InputError("--engine transformers does not stream, batch or take --min-tokens: use the voxport engine")
     if args.stream and args.batch_file:
         raise InputError("--stream speaks one text: drop --batch-file or --stream")
-    if args.batch_file:
-        for name, directory in (("--output-dir", args.output_dir), ("--codes-out", args.codes_out)):
-            if directory is not None and directory.exists() and not directory.is_dir():
-                raise InputError(f"{name} {directory} is a file: expected a directory")
 
 
 def _speak(tts, request, args: argparse.Namespace) -> dict:
@@ -176,24 +177,24 @@ def _speak(tts, request, args: argparse.Namespace) -> dict:
 
 
 def _speak_streaming(tts, request, output: Path) -> dict:
-    """Append each chunk to the file as it comes; a failed run removes what was written."""
+    """Append each chunk as it comes to OUTPUT.partial.wav (playable so far), which replaces the output only
+    when the speech is complete; a failed or interrupted run leaves the output as it was."""
     import time
 
     import soundfile as sf
 
+    from voxport.runtime.files import growing_file
+
     start = time.perf_counter()
     first_audio, frames, samples = None, 0, 0
-    try:
-        with sf.SoundFile(output, "w", samplerate=tts.sample_rate, channels=1, subtype="PCM_16") as sink:
-            for chunk in tts.stream(request):
-                first_audio = chunk.seconds_since_start if first_audio is None else first_audio
-                sink.write(np.clip(chunk.audio, -1.0, 1.0))
-                sink.flush()
-                frames += len(chunk.codes)
-                samples += len(chunk.audio)
-    except BaseException:
-        output.unlink(missing_ok=True)
-        raise
+    with growing_file(output) as partial, \
+            sf.SoundFile(partial, "w", samplerate=tts.sample_rate, channels=1, subtype="PCM_16") as sink:
+        for chunk in tts.stream(request):
+            first_audio = chunk.seconds_since_start if first_audio is None else first_audio
+            sink.write(np.clip(chunk.audio, -1.0, 1.0))
+            sink.flush()  # the header now tells players how much there is
+            frames += len(chunk.codes)
+            samples += len(chunk.audio)
     seconds = time.perf_counter() - start
     audio_seconds = samples / tts.sample_rate
     return {"output": str(output), "sample_rate": tts.sample_rate, "frames": frames, "audio_seconds": audio_seconds,

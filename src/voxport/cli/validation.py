@@ -6,9 +6,8 @@ import argparse
 from pathlib import Path
 
 from voxport.cli.common import add_device_options, positive_int, progress, quiet_library_progress
-from voxport.errors import InputError
+from voxport.runtime.files import check_output_dir, check_output_path
 from voxport.runtime.kinds import DEVICE_KINDS
-from voxport.runtime.files import check_output_path
 
 
 def add_parsers(commands) -> None:
@@ -142,8 +141,7 @@ def _run_run_all(args: argparse.Namespace) -> int:
     from voxport.validate.pipeline import run_all
 
     configs = parse_configs(args.configs)
-    if args.out.exists() and not args.out.is_dir():
-        raise InputError(f"--out {args.out} is a file: expected a directory")
+    check_output_dir(args.out, "--out")
     device, dtype = _validation_target(args)
     summary = run_all(args.model, device, dtype, args.out, configs, args.iterations, args.steps, progress=progress)
     print(f"wrote {summary} (with accuracy.json, reproducibility.json, performance.json, ops.json and plots)")
