@@ -76,6 +76,24 @@ def test_each_row_ends_on_its_own(tiny_csm):
     assert chunks[-1].finished and chunks[-1].lengths.tolist() == [3, 5] and len(calls) == 8  # stopped early
 
 
+def test_both_engines_end_the_audio_on_the_official_rule(fresh_tiny_csm, monkeypatch):
+    """Official CSM: a frame whose 32 codebooks are all 0 ends the speech; one with 31 zeros is still audio."""
+    frames = torch.ones(6, 32, dtype=torch.long)
+    frames[2, :31] = 0  # transformers' generate would stop here (its rule looks at the first 31 codebooks only)
+    frames[4] = 0  # the end
+
+    def step(hidden, slot, starts, early, settings, noise):
+        return frames[int(slot) - 4].unsqueeze(0), hidden  # slots start after the 4 prompt positions
+
+    chunks = list(CsmEngine(fresh_tiny_csm.model, batch=1).run(
+        torch.zeros(1, 4, fresh_tiny_csm.config.hidden_size), torch.zeros(1, dtype=torch.long),
+        SamplingSettings(greedy=True), 6, 0, None, lambda done: 6, step))
+    assert chunks[-1].lengths.tolist() == [4]
+    monkeypatch.setattr(fresh_tiny_csm.model, "generate", lambda **inputs: frames.unsqueeze(0))
+    result = fresh_tiny_csm.generate_with_transformers(SynthesisRequest(text="Ends.", max_frames=6, greedy=True))
+    np.testing.assert_array_equal(result.codes, frames[:4].numpy())
+
+
 def test_stream_joins_into_the_one_shot_result(tiny_csm):
     """Tolerance: the joined chunks differ from decoding all codes at once by at most 1e-4 per sample."""
     request = SynthesisRequest(text="Streaming, chunk by chunk.", max_frames=21, min_frames=21, seed=9)

@@ -130,6 +130,12 @@ class CachedStack:
         return self.rms_norm(x, self.norm_shape, self.norm, self.eps)
 
 
+def ends_audio(frames: torch.Tensor, eos: int) -> torch.Tensor:
+    """Which frames [..., codebooks] end the speech: the official CSM rule (SesameAILabs/csm generator.py
+    stops on a frame whose codebooks are all end-of-audio, id 0). Such a frame is not audio."""
+    return (frames == eos).all(dim=-1)
+
+
 @dataclass
 class FrameChunk:
     codes: torch.Tensor  # [batch, frames, codebooks] on the device
@@ -241,7 +247,7 @@ class CsmEngine:
                 index = done + offset
                 frame, hidden = step(hidden, slots[index], starts, early[index], settings,
                                      None if noise is None else noise[offset])
-                at_end = (frame == eos).all(dim=-1) & ~ended
+                at_end = ends_audio(frame, eos) & ~ended
                 lengths = torch.where(at_end, index, lengths)
                 ended = ended | at_end
                 frames.append(frame)

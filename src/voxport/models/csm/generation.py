@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from voxport.errors import InputError
+from voxport.models.csm.engine import ends_audio
 from voxport.models.csm.synthesis import SynthesisRequest, SynthesisResult
 from voxport.runtime.seeding import fresh_seed, make_generator
 from voxport.runtime.timing import timed
@@ -109,8 +110,9 @@ def synthesize_with_transformers(tts, request: SynthesisRequest) -> SynthesisRes
     with timed(tts.device, timings, "generation_seconds"):
         frames = tts.model.generate(**inputs, max_new_tokens=request.max_frames, suppress_tokens=specials,
                                     depth_decoder_suppress_tokens=specials, **sampling)[0]
-    # transformers ends a row on a frame whose first 31 codebooks are end-of-audio; that frame is not audio.
-    ends = (frames[:, :-1] == config.codebook_eos_token_id).all(dim=-1).nonzero()
+    # The official rule, as in voxport's engine: a frame whose 32 codebooks are all end-of-audio ends the speech.
+    # (transformers' generate stops earlier, on a frame whose first 31 are: that frame is kept as audio.)
+    ends = ends_audio(frames, config.codebook_eos_token_id).nonzero()
     codes = frames[: int(ends[0]) if len(ends) else len(frames)]
     with timed(tts.device, timings, "decode_seconds"):
         audio = tts.decode(codes)
