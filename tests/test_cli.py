@@ -96,14 +96,46 @@ def bad_input_cases(tmp_path, tiny_csm_dir):
         "unwritable output": (["tts", "hi", *model, "-o", str(not_audio / "out.wav")], "is not a directory"),
         "output is a directory": (["tts", "hi", *model, "-o", str(tmp_path)], "is a directory"),
         "unknown family": (["make-tiny", "whisper", str(tmp_path / "x")], "invalid choice"),
+        "output in /proc": (["tts", "hi", *model, "-o", "/proc/x.wav"], "output /proc/x.wav cannot be written"),
+        **{f"{kind} context": (["tts", "hi", *model, "--context", f"0:Before.:{path}"], message)
+           for kind, (path, message) in bad_audio(tmp_path).items()},
+    }
+
+
+def bad_audio(tmp_path):
+    """Audio files the input policy refuses, and what the refusal says."""
+    rate = 24000
+    tone = (0.3 * np.sin(np.arange(rate) / rate * 2 * np.pi * 220)).astype(np.float32)
+    with_nan = tone.copy()
+    with_nan[1000] = np.nan
+    sf.write(tmp_path / "nan.wav", with_nan, rate, subtype="FLOAT")
+    sf.write(tmp_path / "whole.wav", tone, rate, subtype="PCM_16")
+    whole = (tmp_path / "whole.wav").read_bytes()
+    (tmp_path / "cut.wav").write_bytes(whole[: len(whole) // 2])
+    sf.write(tmp_path / "short.wav", tone[: rate // 100], rate)
+    sf.write(tmp_path / "silent.wav", np.zeros(rate, dtype=np.float32), rate)
+    return {
+        "NaN": (tmp_path / "nan.wav", "nan.wav has 1 non-finite samples (NaN or infinity): expected finite audio"),
+        "truncated": (tmp_path / "cut.wav", "cut.wav is truncated: its header promises 48000 bytes of audio"),
+        "10 ms": (tmp_path / "short.wav", "short.wav lasts 10 ms: expected at least 0.1 s"),
+        "silent": (tmp_path / "silent.wav", "silent.wav is silent (peak below -80 dBFS): expected speech"),
     }
 
 
 BAD_INPUTS = [
     "empty text", "unknown device", "absent device", "missing model", "corrupt config", "truncated weights",
     "offline hub id", "unreadable context", "missing context", "malformed context", "zero max tokens",
-    "negative max tokens", "unwritable output", "output is a directory", "unknown family",
+    "negative max tokens", "unwritable output", "output is a directory", "unknown family", "output in /proc",
+    "NaN context", "truncated context", "10 ms context", "silent context",
 ]
+
+
+@pytest.mark.parametrize("kind", ["NaN", "truncated", "10 ms", "silent"])
+def test_chat_refuses_bad_audio_before_loading_a_model(kind, tmp_path, capsys):
+    path, message = bad_audio(tmp_path)[kind]
+    assert main(["chat", "--audio", str(path), "--model", str(tmp_path / "no-model-needed")]) == 1
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 1 and errors[0].startswith(f"voxport: error: audio file {tmp_path}/{message}")
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS)
