@@ -55,10 +55,16 @@ def tiny_covo(tiny_covo_dir) -> CovoAudioChat:
     return CovoAudioChat.load(tiny_covo_dir, torch.device("cpu"), torch.float32)
 
 
+def shared_data(name: str) -> Path:
+    """A file or folder of ../shared/data/covo-audio: data that is not in the repository (CI places it beside
+    the checkout). A test that needs it skips, saying so, on a clone without it."""
+    path = SHARED_DATA / name
+    if not path.exists():
+        pytest.skip(f"needs {name} from ../shared/data/covo-audio beside the checkout, which is absent")
+    return path
+
+
 @pytest.fixture(scope="session")
 def speech_clips() -> list[Path]:
     """The two real speech clips shared beside the checkout (48 kHz, 24-bit, 8.2 s and 5.2 s)."""
-    clips = [SHARED_DATA / "003000298.wav", SHARED_DATA / "003000297.wav"]
-    if not all(clip.is_file() for clip in clips):
-        pytest.skip("shared speech clips are not beside this checkout")
-    return clips
+    return [shared_data("003000298.wav"), shared_data("003000297.wav")]

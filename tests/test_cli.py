@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import SHARED_DATA
+from conftest import shared_data
 from test_checkpoints import put_in_hub_cache
 from voxport.cli import main
 
@@ -39,9 +39,7 @@ def test_make_tiny_then_tts_end_to_end(tmp_path):
 
 
 def test_tts_summary_and_context_with_real_speech(tiny_csm_dir, tmp_path, capsys):
-    clip = SHARED_DATA / "003000297.wav"
-    if not clip.is_file():
-        pytest.skip("shared speech clips are not beside this checkout")
+    clip = shared_data("003000297.wav")
     output = tmp_path / "reply.wav"
     code = main(["tts", "Nice to meet you.", "--model", str(tiny_csm_dir), "-o", str(output), "--max-tokens", "4",
                  "--seed", "1", "--context", f"1:Hello, how are you: fine?:{clip}", "--speaker", "0"])

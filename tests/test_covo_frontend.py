@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 import soxr
 
-from conftest import SHARED_DATA
+from conftest import shared_data
 from voxport.audio.features import whisper_log_mel
 from voxport.errors import AudioError
 from voxport.models.covo.frontend import SEGMENT_SAMPLES, prepare_clip
@@ -29,7 +29,7 @@ def numpy_log_mel(samples_16k: np.ndarray, filters: np.ndarray) -> np.ndarray:
 
 def test_log_mel_matches_an_independent_float64_computation(speech_clips):
     samples = prepare_clip(speech_clips[0]).segments[0]
-    filters = np.load(SHARED_DATA / "mel_filters.npz")["mel_128"]
+    filters = np.load(shared_data("mel_filters.npz"))["mel_128"]
     ours = whisper_log_mel(samples, n_mels=128)
     reference = numpy_log_mel(samples.astype(np.float64), filters)
     assert ours.shape == (128, 3000) and ours.dtype.is_floating_point

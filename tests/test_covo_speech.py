@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import SHARED_DATA
+from conftest import shared_data
 from voxport.cli.chat import save_spoken_reply
 from voxport.errors import CheckpointError, InputError
 from voxport.models.covo import ChatRound, ChatSettings, CovoAudioChat
@@ -35,7 +35,7 @@ def test_token2wav_files_and_names(tiny_covo_dir):
 
 
 def test_the_released_config_is_the_default():
-    assert Token2WavConfig.from_file(SHARED_DATA / "token2wav-config.json") == Token2WavConfig()
+    assert Token2WavConfig.from_file(shared_data("token2wav-config.json")) == Token2WavConfig()
 
 
 @pytest.mark.parametrize("codes", [1, 4, 9])
@@ -73,9 +73,10 @@ def test_bad_codes(speech):
 
 def test_prompt_shapes_are_checked(tiny_covo_dir, tmp_path):
     tiny = Token2WavConfig.from_file(tiny_covo_dir / "token2wav" / "config.json")
-    SpeakerPrompt.from_directory(SHARED_DATA / "prompt", Token2WavConfig())  # the released voice fits the model
+    released = shared_data("prompt")
+    SpeakerPrompt.from_directory(released, Token2WavConfig())  # the released voice fits the model
     with pytest.raises(CheckpointError, match=r"prompt_latent.npy has shape \(1, 1167, 64\).*expected \(1, L, 8\)"):
-        SpeakerPrompt.from_directory(SHARED_DATA / "prompt", tiny)
+        SpeakerPrompt.from_directory(released, tiny)
     prompt = tmp_path / "prompt"
     shutil.copytree(tiny_covo_dir / "token2wav" / "prompt", prompt)
     np.save(prompt / "speaker_embed.npy", np.zeros((1, 17), dtype=np.float32))

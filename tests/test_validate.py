@@ -90,6 +90,26 @@ def test_reproducibility_on_cpu(tiny_csm_dir):
     assert result["against_reference"]["steps_in_top_k"] == 6 and result["step_unit"] == "frame"
 
 
+def test_reproducibility_reports_a_target_that_drifts(tiny_csm_dir, monkeypatch):
+    """A second greedy run that changes from frame 3 on is reported as such (the check can fail)."""
+    from voxport.models.csm import CsmSpeech
+
+    greedy, calls = CsmSpeech.greedy_tokens, []
+
+    def drifting(self, inputs, steps):
+        tokens = greedy(self, inputs, steps)
+        calls.append(steps)
+        if len(calls) == 3:  # the reference's run, the target's first, then its second
+            tokens = tokens.clone()
+            tokens[3:, 5] = (tokens[3:, 5] + 1) % 2048
+        return tokens
+
+    monkeypatch.setattr(CsmSpeech, "greedy_tokens", drifting)
+    result = run_reproducibility(str(tiny_csm_dir), CPU, torch.float32, steps=6, progress=quiet)
+    assert result["repeat"]["token_match_rate"] == 0.5 and result["repeat"]["first_divergence"] == 3
+    assert result["against_reference"]["token_match_rate"] == 1.0 and len(calls) == 3
+
+
 def test_reproducibility_of_text_tokens(tiny_covo_dir):
     result = run_reproducibility(str(tiny_covo_dir), CPU, torch.bfloat16, steps=6, progress=quiet)
     assert result["repeat"]["token_match_rate"] == 1.0 and result["repeat"]["identical_audio"] is None
