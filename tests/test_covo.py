@@ -207,6 +207,9 @@ def test_loaded_weights_are_the_files_weights(tiny_covo, tiny_covo_dir):
     ({"max_new_tokens": 0}, "max new tokens is 0"),
     ({"top_p": 0.0}, "top-p is 0.0"),
     ({"temperature": -1.0}, "temperature is -1.0"),
+    ({"temperature": float("nan")}, "temperature is nan"),
+    ({"top_p": float("nan")}, "top-p is nan"),
+    ({"seed": 2**64}, "seed is 18446744073709551616"),
 ])
 def test_bad_settings(fields, message):
     with pytest.raises(InputError, match=message):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -13,7 +14,7 @@ from voxport.errors import InputError
 from voxport.models.covo.frontend import SpeechClip, prepare_clip
 from voxport.models.covo.generation import RepetitionPenalties, generate_tokens
 from voxport.models.sampling import SamplingSettings
-from voxport.runtime.seeding import fresh_seed, make_generator
+from voxport.runtime.seeding import check_seed, fresh_seed, make_generator
 from voxport.runtime.timing import timed
 
 STOP_TOKENS = {"a2t": "<|endoftext|>", "a2ta": "<|im_end|>"}
@@ -37,8 +38,9 @@ class ChatSettings:
             raise InputError(f"unknown mode '{self.mode}': expected {' or '.join(STOP_TOKENS)}")
         if self.max_new_tokens < 1:
             raise InputError(f"max new tokens is {self.max_new_tokens}: expected a positive number")
-        if self.temperature <= 0:
-            raise InputError(f"temperature is {self.temperature}: expected a positive number")
+        if not 0 < self.temperature < math.inf:  # NaN fails this too
+            raise InputError(f"temperature is {self.temperature}: expected a positive finite number")
+        check_seed(self.seed)
         if not 0 < self.top_p <= 1:
             raise InputError(f"top-p is {self.top_p}: expected a number in (0, 1]")
         if self.top_k < 0:

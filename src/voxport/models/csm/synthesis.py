@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import numpy as np
 
 from voxport.errors import InputError
 from voxport.models.sampling import SamplingSettings
+from voxport.runtime.seeding import check_seed
 
 
 @dataclass(frozen=True)
@@ -39,8 +41,9 @@ class SynthesisRequest:
             raise InputError(f"max frames is {self.max_frames}: expected a positive number of 80 ms frames")
         if not 0 <= self.min_frames <= self.max_frames:
             raise InputError(f"min frames is {self.min_frames}: expected 0..max frames ({self.max_frames})")
-        if self.temperature <= 0:
-            raise InputError(f"temperature is {self.temperature}: expected a positive number")
+        if not 0 < self.temperature < math.inf:  # NaN fails this too
+            raise InputError(f"temperature is {self.temperature}: expected a positive finite number")
+        check_seed(self.seed)
         if self.top_k < 0:
             raise InputError(f"top-k is {self.top_k}: expected 0 (off) or a positive number")
         for turn in (self, *self.context):
