@@ -1,10 +1,10 @@
 """CSM generation at the speed of memory, in the style of gpt-fast.
 
-The loaded transformers modules supply the weights and the per-layer maths (norms, MLPs, projections);
-attention runs here over static, preallocated KV caches, so a frame is a fixed sequence of kernels: the
-backbone's step, then the depth decoder's 31 steps, with no nested generate() and no host sync. Sampling
-draws its (Gumbel) noise ahead, a chunk of frames at a time, so the frame step is a pure tensor function that
-torch.compile (and CUDA graphs) can capture whole. End of audio is checked once per chunk.
+The backbone and the depth decoder run as `CachedStack`s over static, preallocated KV caches, so a frame
+is a fixed sequence of kernels: the backbone's step, then the depth decoder's 31 steps, with no nested
+generate() and no host sync. Sampling draws its (Gumbel) noise ahead, a chunk of frames at a time, so the
+frame step is a pure tensor function that torch.compile (and CUDA graphs) can capture whole. End of audio is
+checked once per chunk.
 """
 
 from __future__ import annotations
@@ -14,120 +14,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from transformers import CsmForConditionalGeneration
 
+from voxport.models.cached_stack import CachedStack
 from voxport.models.sampling import RowNoise, SamplingSettings, candidates, pick_tokens
 from voxport.runtime.devices import backend_for
-
-
-def _rms_norm_as_transformers(x: torch.Tensor, shape: tuple[int], weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """transformers' RMSNorm for half dtypes: float32 statistics, then the weight applied in the input dtype."""
-    return weight * F.rms_norm(x.float(), shape, eps=eps).to(x.dtype)
-
-
-def rms_norm_for(dtype: torch.dtype):
-    """In float32 the fused op computes exactly what transformers does; in half dtypes the order matters."""
-    return F.rms_norm if dtype == torch.float32 else _rms_norm_as_transformers
-
-
-def fuse_projections(decoder: nn.Module) -> None:
-    """Store each layer's q/k/v and gate/up weights as views of one tensor, so each group is one matmul.
-
-    The modules keep working as before (their weights are views of the fused tensor): no extra memory.
-    Built outside inference mode, so the model stays usable wherever it was before.
-    """
-    with torch.inference_mode(False), torch.no_grad():
-        _fuse(decoder)
-
-
-def _fuse(decoder: nn.Module) -> None:
-    for layer in decoder.layers:
-        for owner, names, fused_name in ((layer.self_attn, ("q_proj", "k_proj", "v_proj"), "qkv_fused"),
-                                         (layer.mlp, ("gate_proj", "up_proj"), "gate_up_fused")):
-            if hasattr(owner, fused_name):
-                continue
-            linears = [getattr(owner, name) for name in names]
-            if any(linear.bias is not None for linear in linears):
-                raise ValueError("fused projections expect bias-free linears, as in CSM")
-            fused = torch.cat([linear.weight.detach() for linear in linears])
-            start = 0
-            for linear in linears:
-                rows = linear.weight.shape[0]
-                linear.weight = nn.Parameter(fused[start : start + rows], requires_grad=False)
-                start += rows
-            owner.register_buffer(fused_name, fused, persistent=False)
-
-
-class CachedStack:
-    """A Llama-style decoder stack (CSM's backbone or depth decoder) over a static KV cache.
-
-    `slots` are cache rows to write, `rope` the rotary tables of the inputs' positions (per row, so left-padded
-    batch rows see the positions they would alone, see `rope()`), `mask` [batch, 1, queries, cache] which cache rows each query sees;
-    without a mask, the first `visible` rows are attended causally (the depth decoder's fixed-size steps).
-    Weights are used directly (q/k/v and gate/up fused), the maths kept identical to transformers'.
-    """
-
-    def __init__(self, decoder: nn.Module, batch: int, length: int, grouped_attention: bool):
-        config = decoder.config
-        fuse_projections(decoder)
-        attention = decoder.layers[0].self_attn
-        self.head_dim, self.scaling = attention.head_dim, attention.scaling
-        self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
-        self.groups = attention.num_key_value_groups
-        self.grouped_attention = grouped_attention
-        self.eps = decoder.norm.variance_epsilon
-        self.layers = [
-            (layer.input_layernorm.weight, layer.self_attn.qkv_fused, layer.self_attn.o_proj.weight,
-             layer.post_attention_layernorm.weight, layer.mlp.gate_up_fused, layer.mlp.down_proj.weight,
-             layer.mlp.act_fn.forward)  # the activation's maths without a module call around it
-            for layer in decoder.layers
-        ]
-        self.norm = decoder.norm.weight
-        weight = self.norm
-        self.rms_norm, self.norm_shape = rms_norm_for(weight.dtype), (weight.shape[0],)
-        shape = (batch, self.kv_heads, length, self.head_dim)
-        self.keys = [torch.zeros(shape, dtype=weight.dtype, device=weight.device) for _ in self.layers]
-        self.values = [torch.zeros(shape, dtype=weight.dtype, device=weight.device) for _ in self.layers]
-        positions = torch.arange(length, device=weight.device).unsqueeze(0)
-        cos, sin = decoder.rotary_emb(torch.zeros(1, dtype=weight.dtype, device=weight.device), positions)
-        half = self.head_dim // 2
-        # rotate_half(x) * sin == roll(x, half) * (sin with its first half negated): one kernel fewer.
-        self.cos, self.sin = cos[0], torch.cat([-sin[0, :, :half], sin[0, :, half:]], dim=-1)
-        self.cache_index = torch.arange(length, device=weight.device)
-
-    def rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rotary (cos, sin) for positions [batch, T], shaped to broadcast over heads: [batch, 1, T, head_dim]."""
-        return self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)
-
-    def __call__(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], slots: torch.Tensor,
-                 mask: torch.Tensor | None, visible: int | None = None):
-        cos, sin = rope
-        batch, length, _ = x.shape
-        half = self.head_dim // 2
-        for index, (norm1, qkv, out, norm2, gate_up, down, act) in enumerate(self.layers):
-            heads = F.linear(self.rms_norm(x, self.norm_shape, norm1, self.eps), qkv)
-            # One query: [batch, 1, heads x dim] already is [batch, heads, 1, dim] in memory, no transpose.
-            heads = (heads.view(batch, -1, 1, self.head_dim) if length == 1
-                     else heads.view(batch, length, -1, self.head_dim).transpose(1, 2))
-            query_key, value = heads.split((self.heads + self.kv_heads, self.kv_heads), dim=1)
-            query_key = query_key * cos + query_key.roll(half, dims=-1) * sin
-            query, key = query_key.split((self.heads, self.kv_heads), dim=1)
-            keys, values = self.keys[index], self.values[index]
-            keys.index_copy_(2, slots, key)
-            values.index_copy_(2, slots, value)
-            if mask is None:
-                keys, values = keys[:, :, :visible], values[:, :, :visible]
-            if not self.grouped_attention:
-                keys, values = keys.repeat_interleave(self.groups, 1), values.repeat_interleave(self.groups, 1)
-            attended = F.scaled_dot_product_attention(query, keys, values, attn_mask=mask, scale=self.scaling,
-                                                      is_causal=mask is None and length > 1,
-                                                      enable_gqa=self.grouped_attention)
-            attended = attended.view(batch, 1, -1) if length == 1 else attended.transpose(1, 2).reshape(batch, length, -1)
-            x = x + F.linear(attended, out)
-            gate, up = F.linear(self.rms_norm(x, self.norm_shape, norm2, self.eps), gate_up).chunk(2, dim=-1)
-            x = x + F.linear(act(gate) * up, down)
-        return self.rms_norm(x, self.norm_shape, self.norm, self.eps)
 
 
 def ends_audio(frames: torch.Tensor, eos: int) -> torch.Tensor:
