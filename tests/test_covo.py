@@ -11,13 +11,12 @@ import soundfile as sf
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import LogitsProcessor, LogitsProcessorList
-from transformers.cache_utils import DynamicCache
 
 from voxport.cli import main
 from voxport.errors import CheckpointError, InputError
 from voxport.models.covo import ChatSettings, CovoAudioChat
 from voxport.models.covo.frontend import prepare_clip
-from voxport.models.covo.generation import RepetitionPenalties, generate_tokens
+from voxport.models.covo.generation import RepetitionPenalties, TokenEngine
 from voxport.models.covo.prompt import SYSTEM_PROMPT
 from voxport.models.sampling import SamplingSettings
 
@@ -78,8 +77,8 @@ def test_round_zero_equals_transformers_generate(tiny_covo, speech_clips):
     ids = tiny_covo.prompt_ids(clip.placeholders, first_round=True)
     embeds = tiny_covo.prompt_embeds(ids, clip).clone()
     stop = tiny_covo.token_id("<|endoftext|>")
-    ours = generate_tokens(tiny_covo.network.llm, DynamicCache(config=tiny_covo.config.llm), embeds, ids, stop, 12,
-                           SamplingSettings(greedy=True), RepetitionPenalties(), None).ids
+    ours = TokenEngine(tiny_covo.network.llm, True).generate(embeds, ids, stop, 12, SamplingSettings(greedy=True),
+                                                             RepetitionPenalties(), None).ids
     theirs = tiny_covo.network.llm.generate(
         input_ids=ids, inputs_embeds=embeds, attention_mask=torch.ones_like(ids), max_new_tokens=12,
         do_sample=False, repetition_penalty=1.05, logits_processor=LogitsProcessorList([RecentRepeats()]),
@@ -100,7 +99,7 @@ def test_two_rounds_are_deterministic_and_reuse_the_cache(tiny_covo, speech_clip
     assert rounds[1].prefill_positions == second_prompt  # only the new prompt is run
     generated_0 = len(rounds[0].text_token_ids) + len(rounds[0].audio_codes)
     assert rounds[1].cache_positions_before == rounds[0].prefill_positions + generated_0 - 1
-    assert first.cache.get_seq_length() == rounds[1].cache_positions_before + second_prompt + 12 - 1
+    assert first.engine.positions == rounds[1].cache_positions_before + second_prompt + 12 - 1
 
 
 def test_cached_round_equals_recomputing_the_whole_history(tiny_covo, speech_clips):
@@ -116,8 +115,8 @@ def test_cached_round_equals_recomputing_the_whole_history(tiny_covo, speech_cli
     replies = tiny_covo.network.llm.get_input_embeddings()(torch.tensor([generated[:-1]]))
     history = torch.cat([tiny_covo.prompt_embeds(ids_0, clips[0]), replies, tiny_covo.prompt_embeds(ids_1, clips[1])], 1)
     stop = tiny_covo.token_id("<|endoftext|>")
-    recomputed = generate_tokens(tiny_covo.network.llm, DynamicCache(config=tiny_covo.config.llm), history, ids_1,
-                                 stop, 12, SamplingSettings(greedy=True), RepetitionPenalties(), None)
+    recomputed = TokenEngine(tiny_covo.network.llm, True).generate(history, ids_1, stop, 12,
+                                                                   SamplingSettings(greedy=True), RepetitionPenalties(), None)
     assert tiny_covo.split_output(recomputed.ids) == (round_1.text_token_ids, round_1.audio_codes)
 
 

@@ -8,11 +8,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from transformers.cache_utils import DynamicCache
 
 from voxport.errors import InputError
 from voxport.models.covo.frontend import SpeechClip, prepare_clip
-from voxport.models.covo.generation import RepetitionPenalties, generate_tokens
+from voxport.models.covo.generation import RepetitionPenalties
 from voxport.models.sampling import SamplingSettings
 from voxport.runtime.seeding import check_seed, fresh_seed, make_generator
 from voxport.runtime.timing import timed
@@ -80,7 +79,7 @@ class CovoChat:
         self.settings = settings
         self.seed = settings.seed if settings.seed is not None else fresh_seed()
         self.generator = make_generator(model.device, self.seed)
-        self.cache = DynamicCache(config=model.config.llm)
+        self.engine = model.token_engine()
         self.rounds: list[ChatRound] = []
         self.stop_id = model.token_id(STOP_TOKENS[settings.mode])
 
@@ -91,9 +90,9 @@ class CovoChat:
         index = len(self.rounds)
         prompt_ids = self.model.prompt_ids(clip.placeholders, first_round=index == 0)
         reply_ids = self.model.tokenizer(reply, add_special_tokens=False, return_tensors="pt").input_ids
-        history = self.cache.get_seq_length()
+        history = self.engine.positions
         self.model.check_context(index, history, prompt_ids.shape[1] + reply_ids.shape[1], 1)
-        self.model.continue_cache(self.cache, self.model.prompt_embeds(prompt_ids, clip), reply_ids.to(self.model.device))
+        self.model.continue_cache(self.engine, self.model.prompt_embeds(prompt_ids, clip), reply_ids.to(self.model.device))
         self.rounds.append(ChatRound(
             index=index, text=reply, text_token_ids=reply_ids[0].tolist(), audio_codes=[],
             audio_features=clip.placeholders, generation_seconds=0.0,
@@ -107,15 +106,14 @@ class CovoChat:
         clip = audio if isinstance(audio, SpeechClip) else prepare_clip(audio)
         index = len(self.rounds)
         prompt_ids = self.model.prompt_ids(clip.placeholders, first_round=index == 0)
-        history = self.cache.get_seq_length()
+        history = self.engine.positions
         self.model.check_context(index, history, prompt_ids.shape[1], self.settings.max_new_tokens)
         timings: dict[str, float] = {}
         with timed(self.model.device, timings, "generation_seconds"):
             prompt_embeds = self.model.prompt_embeds(prompt_ids, clip)
-            run = generate_tokens(
-                self.model.network.llm, self.cache, prompt_embeds, prompt_ids, self.stop_id,
-                self.settings.max_new_tokens, self.settings.sampling_for(index), self.settings.penalties,
-                self.generator, on_token,
+            run = self.engine.generate(
+                prompt_embeds, prompt_ids, self.stop_id, self.settings.max_new_tokens,
+                self.settings.sampling_for(index), self.settings.penalties, self.generator, on_token,
             )
         text_ids, codes = self.model.split_output(run.ids)
         speech = None

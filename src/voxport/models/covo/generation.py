@@ -1,4 +1,10 @@
-"""Covo-Audio's token loop: one LLM step a token, the reference's repetition penalties, stop at a token."""
+"""Covo-Audio's token loop in the style of gpt-fast: the Qwen2 LLM over a static KV cache, tokens kept on the
+device, the reference's two repetition penalties as vocabulary masks, the stop token checked every few steps.
+
+A decoding step (penalties, pick, one LLM position) is a pure tensor function that `backend.compile_step`
+can capture whole; sampling noise is drawn ahead, a chunk of tokens at a time, so nothing in a chunk waits
+for the host.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from transformers import Qwen2ForCausalLM
-from transformers.cache_utils import DynamicCache
 
-from voxport.models.sampling import SamplingSettings, penalize_repeats, pick_tokens
+from voxport.models.cached_stack import CachedStack
+from voxport.models.sampling import SamplingSettings, candidates, gumbel_noise, pick_tokens
+
+CHECK_EVERY = 8  # tokens between stop-token checks (the loop's only host syncs)
+CACHE_QUANTUM = 256  # the cache grows in steps of whole quanta (each growth may recompile a compiled step)
 
 
 @dataclass(frozen=True)
@@ -28,37 +38,120 @@ class TokenRun:
     stopped: bool  # True when the stop token ended the run
 
 
-@torch.inference_mode()
-def generate_tokens(
-    llm: Qwen2ForCausalLM,
-    cache: DynamicCache,
-    prompt_embeds: torch.Tensor,
-    prompt_ids: torch.Tensor,
-    stop_id: int,
-    max_new_tokens: int,
-    sampling: SamplingSettings,
-    penalties: RepetitionPenalties,
-    generator: torch.Generator | None,
-    on_token: Callable[[int], None] | None = None,
-) -> TokenRun:
-    """Continue `cache` with the prompt, then pick tokens until `stop_id` or `max_new_tokens`;
-    `on_token(n)` hears each time n tokens are done.
+def penalty_state(prompt_ids: torch.Tensor, vocab: int, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the penalties look at, on the device: which ids the round has seen [1, vocab] (bool), and the last
+    `window` ids [1, window], oldest first (where the prompt is shorter, repeats of its first id stand in:
+    the window is a set)."""
+    seen = torch.zeros(1, vocab, dtype=torch.bool, device=prompt_ids.device).scatter_(1, prompt_ids, True)
+    recent = prompt_ids[:, -window:]
+    if recent.shape[1] < window:
+        recent = torch.cat([recent[:, :1].expand(1, window - recent.shape[1]), recent], dim=1)
+    return seen, recent
 
-    As in the reference, the last token picked is not run through the model, so the cache ends just
-    before it and the next round's prompt follows there.
-    """
-    logits = llm(inputs_embeds=prompt_embeds, past_key_values=cache, use_cache=True, logits_to_keep=1).logits
-    seen = prompt_ids
-    ids: list[int] = []
-    for _ in range(max_new_tokens):
-        scores = penalize_repeats(logits[:, -1].float(), seen, penalties.penalty)
-        scores = penalize_repeats(scores, seen[:, -penalties.window :], penalties.windowed_penalty)
-        token = pick_tokens(scores, sampling, generator)
-        ids.append(int(token))
-        if on_token is not None:
-            on_token(len(ids))
-        if ids[-1] == stop_id or len(ids) == max_new_tokens:
-            break
-        seen = torch.cat([seen, token.view(1, 1)], dim=1)
-        logits = llm(input_ids=token.view(1, 1), past_key_values=cache, use_cache=True).logits
-    return TokenRun(ids=ids, prefill_positions=prompt_embeds.shape[1], stopped=bool(ids) and ids[-1] == stop_id)
+
+def penalize(logits: torch.Tensor, ids: torch.Tensor, penalty: float) -> torch.Tensor:
+    """Make the ids marked in `ids` [batch, vocab] (bool) less likely: positive logits divided by `penalty`,
+    negative multiplied, as transformers' repetition penalty does (each id once, however often it came)."""
+    if penalty == 1.0:
+        return logits
+    return torch.where(ids, torch.where(logits < 0, logits * penalty, logits / penalty), logits)
+
+
+class TokenEngine:
+    """One conversation's LLM state: a static KV cache (grown in quanta when a round needs more room) and how
+    many of its positions hold history. Prompts are prefilled into it; tokens are generated from it."""
+
+    def __init__(self, llm: Qwen2ForCausalLM, grouped_attention: bool, capacity: int = CACHE_QUANTUM,
+                 compile_step: Callable[[Callable], Callable | None] | None = None):
+        self.limit = llm.config.max_position_embeddings
+        self.stack = CachedStack(llm.model, 1, min(_quanta(capacity), self.limit), grouped_attention)
+        self.embedding, self.head = llm.model.embed_tokens.weight, llm.lm_head.weight
+        self.vocab = self.head.shape[0]
+        self.positions = 0  # cache rows that hold history
+        self.run_step = (compile_step(self.step) if compile_step else None) or self.step
+
+    def reserve(self, positions: int) -> None:
+        """Room for `positions` more positions after the history (the context limit is checked by the caller)."""
+        needed = self.positions + positions
+        if needed > self.stack.length:
+            self.stack.grow(min(max(_quanta(needed), 2 * self.stack.length), self.limit))
+
+    @torch.inference_mode()
+    def prefill(self, embeds: torch.Tensor) -> torch.Tensor:
+        """Append input embeddings [1, T, hidden] to the history; the logits after them [1, vocab]."""
+        self.reserve(embeds.shape[1])
+        start, length = self.positions, embeds.shape[1]
+        end = start + length
+        queries = torch.arange(start, end, device=embeds.device)
+        # From an empty cache, plain causal attention (as transformers computes a first prompt); after
+        # history, each query sees every earlier position.
+        mask = None if start == 0 else (self.stack.cache_index[None, :end] <= queries[:, None])[None, None]
+        hidden = self.stack(embeds, self.stack.rope(queries.unsqueeze(0)), queries, mask, visible=end)
+        self.positions = end
+        return F.linear(hidden[:, -1], self.head)
+
+    def step(self, logits: torch.Tensor, seen: torch.Tensor, recent: torch.Tensor, position: torch.Tensor,
+             sampling: SamplingSettings, penalties: RepetitionPenalties, noise: torch.Tensor | None
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Pick a token from `logits` [1, vocab] and run it at cache row `position` (a 0-d tensor): the token [1],
+        the logits after it and the penalty state (see `penalty_state`) after it. Pure tensor code: one graph
+        for compile_step."""
+        token = self.pick(logits, seen, recent, sampling, penalties, noise)
+        embedded = F.embedding(token.view(1, 1), self.embedding)
+        mask = (self.stack.cache_index <= position)[None, None, None, :]
+        hidden = self.stack(embedded, self.stack.rope(position.view(1, 1)), position.view(1), mask)
+        seen = seen.scatter(1, token.view(1, 1), True)
+        recent = torch.cat([recent[:, 1:], token.view(1, 1)], dim=1)
+        return token, F.linear(hidden[:, -1], self.head), seen, recent
+
+    def pick(self, logits: torch.Tensor, seen: torch.Tensor, recent: torch.Tensor, sampling: SamplingSettings,
+             penalties: RepetitionPenalties, noise: torch.Tensor | None) -> torch.Tensor:
+        """The next token [1]: both penalties in the reference's order, then greedy or Gumbel-max sampling."""
+        scores = penalize(logits.float(), seen, penalties.penalty)
+        scores = penalize(scores, torch.zeros_like(seen).scatter_(1, recent, True), penalties.windowed_penalty)
+        return pick_tokens(scores, sampling, gumbel=noise)
+
+    @torch.inference_mode()
+    def generate(self, prompt_embeds: torch.Tensor, prompt_ids: torch.Tensor, stop_id: int, max_new_tokens: int,
+                 sampling: SamplingSettings, penalties: RepetitionPenalties, generator: torch.Generator | None,
+                 on_token: Callable[[int], None] | None = None, step: Callable | None = None) -> TokenRun:
+        """Continue the history with the prompt, then pick tokens until `stop_id` or `max_new_tokens`;
+        `on_token(n)` hears each time n tokens are done; `step` replaces `self.step` (e.g. captured otherwise).
+
+        As in the reference, the last token picked is not part of the history: the cache ends just before it
+        and the next round's prompt follows there.
+        """
+        step = step or self.run_step
+        self.reserve(prompt_embeds.shape[1] + max_new_tokens)
+        logits = self.prefill(prompt_embeds)
+        positions = torch.arange(self.positions, self.positions + max_new_tokens, device=prompt_embeds.device)
+        seen, recent = penalty_state(prompt_ids, self.vocab, penalties.window)
+        ids: list[int] = []
+        while len(ids) < max_new_tokens:
+            size = min(CHECK_EVERY, max_new_tokens - len(ids))
+            noise = None if sampling.greedy else gumbel_noise(
+                (size, 1, candidates(sampling, self.vocab)), sampling, generator, prompt_embeds.device)
+            tokens = []
+            for offset in range(size):
+                index = len(ids) + offset
+                chosen = None if noise is None else noise[offset]
+                if index == max_new_tokens - 1:  # the last token is not run through the model
+                    tokens.append(self.pick(logits, seen, recent, sampling, penalties, chosen))
+                else:
+                    token, logits, seen, recent = step(logits, seen, recent, positions[index], sampling, penalties,
+                                                       chosen)
+                    tokens.append(token)
+            chunk = torch.cat(tokens).tolist()  # the one host sync of a chunk
+            if stop_id in chunk:
+                chunk = chunk[: chunk.index(stop_id) + 1]
+            ids += chunk
+            if on_token is not None:
+                on_token(len(ids))
+            if chunk[-1] == stop_id:
+                break
+        self.positions += len(ids) - 1  # rows run after the stop token lie past the history: ignored, overwritten
+        return TokenRun(ids=ids, prefill_positions=prompt_embeds.shape[1], stopped=ids[-1] == stop_id)
+
+
+def _quanta(positions: int) -> int:
+    return -(-positions // CACHE_QUANTUM) * CACHE_QUANTUM

@@ -11,18 +11,18 @@ import torch
 from accelerate import init_empty_weights
 from torch import nn
 from transformers import Qwen2Tokenizer
-from transformers.cache_utils import DynamicCache
 
 from voxport.errors import CheckpointError, InputError
 from voxport.models.covo.chat import STOP_TOKENS, ChatSettings, CovoChat
 from voxport.models.covo.config import CovoConfig
 from voxport.models.covo.frontend import INPUT_RATE, SpeechClip, clip_log_mels, prepare_clip
-from voxport.models.covo.generation import RepetitionPenalties, generate_tokens
+from voxport.models.covo.generation import RepetitionPenalties, TokenEngine
 from voxport.models.covo.network import CovoAudioNetwork
 from voxport.models.covo.prompt import AUDIO_END, AUDIO_SLOT, AUDIO_START, round_prompt
 from voxport.models.covo.token2wav import Token2Wav
 from voxport.models.sampling import SamplingSettings
 from voxport.runtime.checkpoints import resolve_checkpoint
+from voxport.runtime.devices import backend_for
 from voxport.runtime.timing import timed
 from voxport.runtime.weights import load_weights_strict, safetensors_files
 
@@ -57,6 +57,8 @@ class CovoAudioChat:
         self.device, self.dtype, self.directory = device, dtype, directory
         self.init_seconds, self.load_seconds = timings["init_seconds"], timings["load_seconds"]
         self.slot_id = self.token_id(AUDIO_SLOT)
+        self.backend = backend_for(device)
+        self._compile = False
         self._speech: Token2Wav | None = None
         self.speech_load_seconds: float | None = None
 
@@ -86,6 +88,15 @@ class CovoAudioChat:
             network.to(device).eval()  # moves the buffers built on the host (rotary frequencies)
         return cls(network, tokenizer, config, device, dtype, timings, path)
 
+    def compile(self) -> None:
+        """Capture the per-token decoding step as one compiled graph (CUDA graphs) where the device backend can."""
+        self._compile = True
+
+    def token_engine(self) -> TokenEngine:
+        """A fresh LLM state (static KV cache) for one conversation, its step compiled if `compile()` was asked."""
+        return TokenEngine(self.network.llm, self.backend.grouped_query_attention,
+                           compile_step=self.backend.compile_step if self._compile else None)
+
     def chat(self, settings: ChatSettings = ChatSettings()) -> CovoChat:
         return CovoChat(self, settings)
 
@@ -113,11 +124,10 @@ class CovoAudioChat:
         return embeds
 
     @torch.inference_mode()
-    def continue_cache(self, cache: DynamicCache, prompt_embeds: torch.Tensor, reply_ids: torch.Tensor) -> None:
-        """Run a prompt and a known reply through the LLM into `cache`, generating nothing."""
+    def continue_cache(self, engine: TokenEngine, prompt_embeds: torch.Tensor, reply_ids: torch.Tensor) -> None:
+        """Run a prompt and a known reply through the LLM into `engine`'s history, generating nothing."""
         replies = self.network.llm.get_input_embeddings()(reply_ids)
-        self.network.llm.model(inputs_embeds=torch.cat([prompt_embeds, replies], dim=1), past_key_values=cache,
-                               use_cache=True)
+        engine.prefill(torch.cat([prompt_embeds, replies], dim=1))
 
     @torch.inference_mode()
     def audio_features(self, clip: SpeechClip) -> torch.Tensor:
@@ -195,8 +205,7 @@ class CovoAudioChat:
     def _fixed_run(self, inputs: CovoExample, steps: int, sampling, penalties):
         prompt_ids = self.prompt_ids(inputs.clip.placeholders, first_round=True)
         embeds = self.prompt_embeds(prompt_ids, inputs.clip)
-        cache = DynamicCache(config=self.config.llm)
-        return generate_tokens(self.network.llm, cache, embeds, prompt_ids, NEVER, steps, sampling, penalties, None)
+        return self.token_engine().generate(embeds, prompt_ids, NEVER, steps, sampling, penalties, None)
 
     def named_modules(self) -> Iterator[tuple[str, nn.Module]]:
         return self.network.named_modules()
