@@ -4,6 +4,8 @@ read of every token), same LLM, prompt and greedy penalties, interleaved in one 
 Prints per path the prefill seconds and the decode milliseconds per token (medians over repeats: the
 loaded-machine noise hits both paths alike), their ratios, and whether the greedy tokens are identical.
 Decode per token = (run of N tokens - run of 1 token) / (N - 1): both runs prefill the same prompt.
+Each figure comes as wall-clock time and as the process's CPU time: on a CPU shared with other work, the
+CPU time of a single-threaded run (--threads 1) measures the work itself, not the waiting for a core.
 
     python benchmarks/covo_decode.py                           # the tiny checkpoint's LLM
     python benchmarks/covo_decode.py --layers 2 --dtype bfloat16  # Covo's real widths, 2 of its 28 layers
@@ -29,6 +31,7 @@ from voxport.models.tiny import make_tiny_covo
 from voxport.runtime.devices import backend_for, resolve_device, resolve_dtype
 
 NEVER = -1
+CLOCKS = ("wall", "cpu")
 GREEDY = SamplingSettings(greedy=True)
 
 
@@ -109,27 +112,31 @@ def main() -> None:
     print(f"Covo LLM ({label}) on {device} ({torch.get_num_threads()} threads), {str(dtype).removeprefix('torch.')}, prompt {args.prompt} positions, "
           f"{args.tokens} greedy tokens with both penalties, {args.repeats} interleaved repeats")
     tokens = {name: run(args.tokens).ids for name, run in paths.items()}  # warm-up (and compilation)
-    times: dict[str, dict[str, list[float]]] = {name: {"prefill": [], "decode": []} for name in paths}
+    times = {(name, clock): {"prefill": [], "decode": []} for name in paths for clock in CLOCKS}
     for _ in range(args.repeats):
         for name, run in paths.items():
             one, full = _timed(run, 1, backend, device), _timed(run, args.tokens, backend, device)
-            times[name]["prefill"].append(one)
-            times[name]["decode"].append((full - one) / (args.tokens - 1))
-    medians = {name: {part: statistics.median(values) for part, values in parts.items()} for name, parts in times.items()}
-    for name, parts in medians.items():
-        print(f"{name:12s} prefill {parts['prefill']:.4f} s   decode {parts['decode'] * 1000:8.2f} ms/token")
-    former, engine = medians["former loop"], medians["engine"]
-    print(f"engine / former loop: decode {former['decode'] / engine['decode']:.2f}x faster, "
-          f"prefill {former['prefill'] / engine['prefill']:.2f}x")
+            for clock in CLOCKS:
+                times[name, clock]["prefill"].append(one[clock])
+                times[name, clock]["decode"].append((full[clock] - one[clock]) / (args.tokens - 1))
+    medians = {key: {part: statistics.median(values) for part, values in parts.items()} for key, parts in times.items()}
+    for clock in CLOCKS:
+        for name in paths:
+            parts = medians[name, clock]
+            print(f"{clock:5s} {name:12s} prefill {parts['prefill']:.4f} s   decode {parts['decode'] * 1000:8.2f} ms/token")
+        former, engine = medians["former loop", clock], medians["engine", clock]
+        print(f"{clock:5s} engine / former loop: decode {former['decode'] / engine['decode']:.2f}x faster, "
+              f"prefill {former['prefill'] / engine['prefill']:.2f}x")
     print(f"greedy tokens identical: {tokens['former loop'] == tokens['engine']}")
 
 
-def _timed(run, tokens: int, backend, device) -> float:
+def _timed(run, tokens: int, backend, device) -> dict[str, float]:
+    """Wall-clock and process CPU seconds of one run."""
     backend.synchronize(device)
-    start = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     run(tokens)
     backend.synchronize(device)
-    return time.perf_counter() - start
+    return {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu}
 
 
 if __name__ == "__main__":

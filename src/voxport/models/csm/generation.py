@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from voxport.errors import InputError
+from voxport.models.csm.codec_stream import MimiDecodeStream
 from voxport.models.csm.engine import ends_audio
 from voxport.models.csm.synthesis import SynthesisRequest, SynthesisResult
 from voxport.runtime.seeding import fresh_seed, make_generator
@@ -65,25 +66,23 @@ def generate_codes(tts, embeds: torch.Tensor, starts: torch.Tensor, settings: Sy
 def stream(tts, request: SynthesisRequest, first_chunk: int = 2, chunk: int = CHECK_EVERY) -> Iterator[StreamChunk]:
     """Audio chunks as frames are generated: a short first chunk for a quick start, then `chunk` frames each.
 
-    Mimi decodes each new chunk together with the frames before it (up to its attention window), so the
+    Mimi keeps its decoder state between chunks (see `MimiDecodeStream`), so each chunk costs the same and the
     chunks join into what one-shot decoding of all frames gives.
     """
     start = time.perf_counter()
     seed = request.seed if request.seed is not None else fresh_seed()
     embeds, starts = _batched_prompts(tts, [request])
-    history = torch.zeros(0, tts.config.num_codebooks, dtype=torch.long, device=tts.device)
-    window = tts.config.codec_config.sliding_window
+    codec = MimiDecodeStream(tts.model.codec_model)
+    decoded = 0
 
     def sizes(done: int) -> int:
         return first_chunk if done == 0 else chunk
 
     for piece in _run(tts, embeds, starts, request, [seed], sizes):
-        new = piece.codes[0, : int(piece.lengths[0]) - history.shape[0]]
+        new = piece.codes[0, : int(piece.lengths[0]) - decoded]
         if new.shape[0]:
-            context = history[-window:]
-            audio = tts.decode(torch.cat([context, new]))[context.shape[0] * tts.frame_samples:]
-            history = torch.cat([history, new])
-            tts.backend.synchronize(tts.device)
+            audio = codec.decode(new.transpose(0, 1).unsqueeze(0))[0, 0].float().cpu().numpy()
+            decoded += new.shape[0]
             yield StreamChunk(audio, new.cpu().numpy(), time.perf_counter() - start)
 
 
