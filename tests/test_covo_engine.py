@@ -4,6 +4,7 @@ import pytest
 import torch
 from transformers import RepetitionPenaltyLogitsProcessor
 
+from voxport.errors import InputError
 from voxport.models.covo.generation import CHECK_EVERY, RepetitionPenalties, TokenEngine, penalize, penalty_state
 from voxport.models.sampling import SamplingSettings
 
@@ -76,6 +77,13 @@ def test_decode_step_is_one_graph(tiny_covo, sampling):
         runs.append(engine.generate(embeds, ids, NEVER, 10, sampling, RepetitionPenalties(), generator,
                                     step=step).ids)
     assert runs[0] == runs[1] and len(runs[0]) == 10
+
+
+def test_runs_past_the_context_are_refused(tiny_covo):
+    ids, embeds = round_zero(tiny_covo)
+    limit = tiny_covo.config.llm.max_position_embeddings
+    with pytest.raises(InputError, match=f"exceeds the model's context of {limit} positions"):
+        TokenEngine(tiny_covo.network.llm, True).generate(embeds, ids, NEVER, limit, GREEDY, RepetitionPenalties(), None)
 
 
 def test_token_progress_comes_a_chunk_at_a_time(tiny_covo):

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from transformers import Qwen2ForCausalLM
 
+from voxport.errors import InputError
 from voxport.models.cached_stack import CachedStack
 from voxport.models.sampling import SamplingSettings, candidates, gumbel_noise, pick_tokens
 
@@ -71,8 +72,11 @@ class TokenEngine:
         self.run_step = (compile_step(self.step) if compile_step else None) or self.step
 
     def reserve(self, positions: int) -> None:
-        """Room for `positions` more positions after the history (the context limit is checked by the caller)."""
+        """Room for `positions` more positions after the history, within the model's context."""
         needed = self.positions + positions
+        if needed > self.limit:
+            raise InputError(f"history ({self.positions}) plus {positions} new positions exceeds the model's "
+                             f"context of {self.limit} positions")
         if needed > self.stack.length:
             self.stack.grow(min(max(_quanta(needed), 2 * self.stack.length), self.limit))
 
