@@ -108,18 +108,16 @@ def test_a2ta_needs_token2wav(tiny_covo_dir, tmp_path):
 
 def test_a2ta_round_without_codes_writes_no_wav(tiny_covo, speech_clips, tmp_path, capsys):
     end = tiny_covo.token_id("<|im_end|>")
-    lm_head = tiny_covo.network.llm.lm_head
+    chat = tiny_covo.chat(ChatSettings(mode="a2ta", greedy=True, max_new_tokens=8))
+    pick = chat.engine.pick
 
-    def reply_ends_at_once(module, inputs, logits):
+    def reply_ends_at_once(logits, *rest):
         boosted = logits.clone()
         boosted[..., end] += 1e4
-        return boosted
+        return pick(boosted, *rest)
 
-    hook = lm_head.register_forward_hook(reply_ends_at_once)
-    try:
-        turn = tiny_covo.chat(ChatSettings(mode="a2ta", greedy=True, max_new_tokens=8)).say(speech_clips[1])
-    finally:
-        hook.remove()
+    chat.engine.pick = reply_ends_at_once  # this conversation's LLM now favours the end of the reply
+    turn = chat.say(speech_clips[1])
     assert turn.stopped and turn.audio_codes == [] and turn.speech is None and turn.decode_seconds is None
     report = save_spoken_reply(turn, tmp_path, 24000)
     assert report == {"wav": None, "audio_seconds": 0.0} and list(tmp_path.iterdir()) == []
