@@ -144,7 +144,7 @@ class TokenEngine:
                 else:
                     token, logits, seen, recent = step(logits, seen, recent, positions[index], sampling, penalties,
                                                        chosen)
-                    tokens.append(token)
+                    tokens.append(token.clone())  # a CUDA graph's next replay overwrites its outputs
             chunk = torch.cat(tokens).tolist()  # the one host sync of a chunk
             if stop_id in chunk:
                 chunk = chunk[: chunk.index(stop_id) + 1]
