@@ -76,15 +76,6 @@ def candidates(settings: SamplingSettings, vocab: int) -> int:
     return settings.top_k if 0 < settings.top_k < vocab else vocab
 
 
-def penalize_repeats(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
-    """Make each id in `seen` [batch, n] less likely: positive logits divided by `penalty`, negative multiplied."""
-    if penalty == 1.0 or seen.numel() == 0:
-        return logits
-    scores = logits.gather(-1, seen)
-    scores = torch.where(scores < 0, scores * penalty, scores / penalty)
-    return logits.scatter(-1, seen, scores)
-
-
 def _nucleus(scores: torch.Tensor, top_p: float) -> torch.Tensor:
     """Which ids to keep: the most likely ones whose probability mass first reaches `top_p` (at least one)."""
     probs = torch.softmax(scores, dim=-1)
