@@ -1,10 +1,13 @@
 """Covo's static-cache token engine: penalties as masks, the stop token inside a chunk, cache growth, one graph."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from transformers import RepetitionPenaltyLogitsProcessor
 
 from voxport.errors import InputError
+from voxport.models.covo import ChatSettings, CovoAudioChat
 from voxport.models.covo.generation import CHECK_EVERY, RepetitionPenalties, TokenEngine, penalize, penalty_state
 from voxport.models.sampling import SamplingSettings
 
@@ -92,3 +95,23 @@ def test_token_progress_comes_a_chunk_at_a_time(tiny_covo):
     TokenEngine(tiny_covo.network.llm, True).generate(embeds, ids, NEVER, 2 * CHECK_EVERY + 3, GREEDY,
                                                       RepetitionPenalties(), None, heard.append)
     assert heard == [CHECK_EVERY, 2 * CHECK_EVERY, 2 * CHECK_EVERY + 3]
+
+
+def test_compiled_step_is_the_one_conversations_run(tiny_covo_dir):
+    """compile() hands the step to the backend's compile_step; each conversation then decodes through its result."""
+    model = CovoAudioChat.load(tiny_covo_dir, torch.device("cpu"), torch.float32)
+    clip = model.example_inputs().clip
+    eager = model.chat(ChatSettings(max_new_tokens=6, greedy=True)).say(clip)
+    calls = []
+
+    def counting(step):
+        def counted(*args):
+            calls.append(1)
+            return step(*args)
+        return counted
+
+    model.backend = SimpleNamespace(compile_step=counting, grouped_query_attention=True)
+    model.compile()
+    compiled = model.chat(ChatSettings(max_new_tokens=6, greedy=True)).say(clip)
+    assert compiled.text_token_ids + compiled.audio_codes == eager.text_token_ids + eager.audio_codes
+    assert len(calls) == 5  # every token but the last runs through the step
