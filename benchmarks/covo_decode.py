@@ -109,7 +109,8 @@ def main() -> None:
 
     paths = {"former loop": lambda tokens: former_loop(llm, prompt_embeds, prompt_ids, tokens, penalties),
              "engine": engine_run}
-    print(f"Covo LLM ({label}) on {device} ({torch.get_num_threads()} threads), {str(dtype).removeprefix('torch.')}, prompt {args.prompt} positions, "
+    print(f"Covo LLM ({label}) on {device} ({torch.get_num_threads()} threads), "
+          f"{str(dtype).removeprefix('torch.')}, prompt {args.prompt} positions, "
           f"{args.tokens} greedy tokens with both penalties, {args.repeats} interleaved repeats")
     tokens = {name: run(args.tokens).ids for name, run in paths.items()}  # warm-up (and compilation)
     times = {(name, clock): {"prefill": [], "decode": []} for name in paths for clock in CLOCKS}
@@ -123,7 +124,8 @@ def main() -> None:
     for clock in CLOCKS:
         for name in paths:
             parts = medians[name, clock]
-            print(f"{clock:5s} {name:12s} prefill {parts['prefill']:.4f} s   decode {parts['decode'] * 1000:8.2f} ms/token")
+            print(f"{clock:5s} {name:12s} prefill {parts['prefill']:.4f} s   "
+                  f"decode {parts['decode'] * 1000:8.2f} ms/token")
         former, engine = medians["former loop", clock], medians["engine", clock]
         print(f"{clock:5s} engine / former loop: decode {former['decode'] / engine['decode']:.2f}x faster, "
               f"prefill {former['prefill'] / engine['prefill']:.2f}x")

@@ -89,7 +89,8 @@ def main() -> None:
     for clock in CLOCKS:
         for way in ("former", "kept state"):
             parts = {part: statistics.median(values) for part, values in times[way, clock].items()}
-            print(f"{clock:5s} {way:11s} chunk early {parts['early'] * 1000:8.1f} ms   late {parts['late'] * 1000:8.1f} ms"
+            print(f"{clock:5s} {way:11s} chunk early {parts['early'] * 1000:8.1f} ms   "
+                  f"late {parts['late'] * 1000:8.1f} ms"
                   f"   late / early {parts['late'] / parts['early']:.2f}")
         late = {way: statistics.median(times[way, clock]["late"]) for way in ("former", "kept state")}
         print(f"{clock:5s} late chunks: kept state {late['former'] / late['kept state']:.2f}x faster than former")

@@ -86,7 +86,8 @@ def test_runs_past_the_context_are_refused(tiny_covo):
     ids, embeds = round_zero(tiny_covo)
     limit = tiny_covo.config.llm.max_position_embeddings
     with pytest.raises(InputError, match=f"exceeds the model's context of {limit} positions"):
-        TokenEngine(tiny_covo.network.llm, True).generate(embeds, ids, NEVER, limit, GREEDY, RepetitionPenalties(), None)
+        TokenEngine(tiny_covo.network.llm, True).generate(embeds, ids, NEVER, limit, GREEDY, RepetitionPenalties(),
+                                                          None)
 
 
 def test_token_progress_comes_a_chunk_at_a_time(tiny_covo):
