@@ -141,7 +141,7 @@ class CsmEngine:
                 at_end = ends_audio(frame, eos) & ~ended
                 lengths = torch.where(at_end, index, lengths)
                 ended = ended | at_end
-                frames.append(frame)
+                frames.append(frame.clone())  # a captured graph's next replay overwrites its outputs
             done += size
             finished = bool(ended.all())  # the one host sync of a chunk
             yield FrameChunk(torch.stack(frames, dim=1), torch.clamp(lengths, max=done), finished)
