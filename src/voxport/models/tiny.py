@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from huggingface_hub import save_torch_state_dict
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
@@ -27,6 +28,9 @@ from transformers import (
     Qwen2Tokenizer,
     WhisperConfig,
 )
+
+from transformers.models.csm.modeling_csm import CsmCodebooksHead
+from transformers.models.mimi.modeling_mimi import MimiEuclideanCodebook
 
 from voxport.errors import InputError
 from voxport.models.covo.config import CovoConfig
@@ -99,11 +103,37 @@ def make_tiny_csm(directory: str | Path, seed: int = 0) -> Path:
     config = _tiny_csm_config(tokenizer)
     torch.manual_seed(seed)
     model = CsmForConditionalGeneration(config).eval()
+    realistic_weights(model, seed)
     model.generation_config = GenerationConfig(do_sample=True, temperature=0.9, top_k=50, max_new_tokens=125)
     model.depth_decoder.generation_config = GenerationConfig(do_sample=True, temperature=0.9, top_k=50)
     model.save_pretrained(directory)
     processor.save_pretrained(directory)
     return directory
+
+
+def realistic_weights(network: nn.Module, seed: int) -> None:
+    """Weights that give activations of a trained model's size, so low-precision error is as large as in a real
+    port and a wrong weight shows: projections and convolutions at std 1/sqrt(fan_in), embeddings at std 1,
+    Mimi's codebooks filled (all zero, the codec's audio would not depend on the codes)."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def normal(tensor: torch.Tensor, std: float) -> None:
+        tensor.copy_(torch.randn(tensor.shape, generator=generator) * std)
+
+    with torch.no_grad():
+        for module in network.modules():
+            if isinstance(module, nn.Embedding):
+                normal(module.weight, 1.0)
+            elif isinstance(module, nn.ConvTranspose1d):  # [in, out, kernel]: each output sums in x kernel / stride
+                normal(module.weight, (module.weight.shape[0] * module.weight.shape[2] / module.stride[0]) ** -0.5)
+            elif isinstance(module, (nn.Linear, nn.Conv1d)):
+                normal(module.weight, module.weight[0].numel() ** -0.5)
+            elif isinstance(module, CsmCodebooksHead):  # [codebooks, hidden, vocab]
+                normal(module.weight, module.weight.shape[1] ** -0.5)
+            elif isinstance(module, MimiEuclideanCodebook):
+                normal(module.embed_sum, 1.0)
+                module.cluster_usage.fill_(1.0)
+                module._embed = None
 
 
 def _tiny_csm_config(tokenizer: PreTrainedTokenizerFast) -> CsmConfig:
@@ -177,6 +207,7 @@ def make_tiny_covo(directory: str | Path, seed: int = 0) -> Path:
     )
     torch.manual_seed(seed)
     network = CovoAudioNetwork(config)
+    realistic_weights(network, seed)
     weights = {name: tensor.to(torch.bfloat16) for name, tensor in network.state_dict().items()}
     save_torch_state_dict(weights, directory, max_shard_size="3MB")
     (directory / "config.json").write_text(json.dumps(config.to_dict(), indent=2, ensure_ascii=False))
@@ -194,6 +225,7 @@ def _write_tiny_token2wav(directory: Path, seed: int) -> None:
     )
     torch.manual_seed(seed)
     network = Token2WavNetwork(config)
+    realistic_weights(network, seed)
     (directory / "prompt").mkdir(parents=True)
     (directory / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     torch.save(network.state_dict(), directory / "model.pt")
