@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -50,3 +51,43 @@ class SpeechModel(Protocol):
 
     def named_modules(self) -> Iterator[tuple[str, nn.Module]]:
         """Submodules by name, for per-layer drift hooks."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One part of the real job, replayed whole on any model of the family with the reference's inputs.
+
+    `inputs` are host tensors (and plain values) the CPU float32 reference computed; `run(model, inputs)` runs
+    the part on `model` (the inputs moved to its device and dtype) and returns its output tensor in the dtype
+    it was made in. `blocks` names the modules (checkpoint key prefixes) recorded inside it for isolated replay:
+    only modules whose every input is in their call (no cache carried between calls).
+    """
+
+    name: str
+    inputs: Any
+    run: Callable[[Any, Any], torch.Tensor]
+    blocks: tuple[str, ...] = ()
+
+
+class ReplayableModel(Protocol):
+    """What accuracy needs beyond SpeechModel to replay every stage that makes tokens or audio."""
+
+    def accuracy_examples(self, texts: list[str] | None = None, audios: list[str | Path] | None = None) -> dict[str, Any]:
+        """Named inputs for accuracy: the family's default set (English, Chinese, one long) unless given."""
+
+    def accuracy_stages(self, example: Any) -> list[Stage]:
+        """The stages of the real job on `example`, in execution order, inputs computed by this model."""
+
+
+def repeated_blocks(module: nn.Module, prefix: str) -> list[str]:
+    """The outermost repeated units under `prefix`: modules held in a ModuleList (layers, blocks, stages)."""
+    modules = dict(module.named_modules())
+    found: list[str] = []
+    for name, child in modules.items():
+        if not (name == prefix or name.startswith(prefix + ".")) or "." not in name:
+            continue
+        parent = modules.get(name.rsplit(".", 1)[0])
+        if (isinstance(parent, nn.ModuleList) and not isinstance(child, (nn.ModuleList, nn.ModuleDict))
+                and not any(name.startswith(outer + ".") for outer in found)):
+            found.append(name)
+    return found

@@ -1,75 +1,209 @@
-"""Accuracy of a port: the target device/dtype against a CPU float32 reference, output by output and block
-by block, so a broken layer is named, not just noticed."""
+"""Accuracy of a port, block by block, over every stage that makes tokens or audio.
+
+1. The reference (`--reference-model`, default the model itself) runs on the CPU in float32; every stage's
+   inputs and output and every call of its blocks are recorded (validate.capture).
+2. The benchmark: the reference's checkpoint on the CPU in the target's dtype replays every stage and block
+   alone on the recorded inputs: what a correct port at that precision gets.
+3. The target (`--model` on `--device`/`--dtype`) replays the same.
+Each block is judged by its error relative to the benchmark's (validate.verdicts); the first block in execution
+order that is not PASS is `first_drift_module`, and for a module block the first op inside it that parts from
+the reference is named (validate.ops.first_diverging_op). The teacher-forced outputs of the whole model are
+compared too (accumulated drift); the overall verdict is the worst of blocks and outputs.
+"""
 
 from __future__ import annotations
 
 import gc
+import time
+from collections.abc import Callable
 
 import torch
 
 from voxport.models.registry import load_model
 from voxport.runtime.devices import dtype_name
-from voxport.validate.capture import capture
+from voxport.validate.capture import StageRecord, record_stage, replay_call, run_stage
 from voxport.validate.metrics import compare
-from voxport.validate.verdicts import verdict, worst
+from voxport.validate.verdicts import LIMITS, errors, judge, worst
 
 CPU = torch.device("cpu")
+MAX_CALLS = 12  # calls of one block replayed per example; more are sampled evenly
 
 
 def run_accuracy(source: str, device: torch.device, dtype: torch.dtype, reference_source: str | None = None,
+                 texts: list[str] | None = None, audios: list[str] | None = None, locate_ops: bool = True,
                  progress=print) -> dict:
-    """Compare `source` on `device`/`dtype` with `reference_source` (default: the same) on the CPU in float32."""
+    """Judge `source` on `device`/`dtype` against `reference_source` (default: the same) on the CPU in float32."""
     reference_source = reference_source or source
-    progress(f"accuracy: reference {reference_source} on cpu/float32")
-    reference_model = load_model(reference_source, CPU, torch.float32)
-    inputs = reference_model.example_inputs()
-    reference = capture(reference_model, inputs)
-    del reference_model
+    started = time.perf_counter()
+    progress(f"accuracy: recording the reference {reference_source} on cpu/float32")
+    reference = load_model(reference_source, CPU, torch.float32)
+    examples = reference.accuracy_examples(texts, audios)
+    records = {name: [record_stage(reference, stage) for stage in reference.accuracy_stages(example)]
+               for name, example in examples.items()}
+    reference_outputs = {name: _outputs(reference, example) for name, example in examples.items()}
+    del reference
+    gc.collect()
+    progress(f"accuracy: benchmark {reference_source} on cpu/{dtype_name(dtype)}")
+    benchmark = load_model(reference_source, CPU, dtype)
+    benchmark_results = replay(benchmark, records)
+    benchmark_outputs = {name: _outputs(benchmark, example) for name, example in examples.items()}
+    del benchmark
     gc.collect()
     progress(f"accuracy: target {source} on {device}/{dtype_name(dtype)}")
-    target_model = load_model(source, device, dtype)
-    target = capture(target_model, inputs)
-    del target_model
+    target = load_model(source, device, dtype)
+    target_results = replay(target, records)
+    target_outputs = {name: _outputs(target, example) for name, example in examples.items()}
+    del target
+    gc.collect()
 
-    outputs = {}
-    for name, tensor in reference.outputs.items():
-        comparison = compare(tensor, target.outputs[name], logits="logits" in name)
-        outputs[name] = {**comparison.to_json(), "verdict": verdict(comparison, dtype)}
-    layers = []
-    for name, tensor in reference.blocks.items():
-        if name in target.blocks and target.blocks[name].shape == tensor.shape:
-            comparison = compare(tensor, target.blocks[name])
-            layers.append({"module": name, **comparison.to_json(), "verdict": verdict(comparison, dtype)})
-    return {
+    per_example = {name: judge_blocks(records[name], benchmark_results[name], target_results[name])
+                   for name in examples}
+    blocks = merge_blocks(per_example)
+    outputs = judge_outputs(reference_outputs, benchmark_outputs, target_outputs)
+    first = next((block for block in blocks if block["verdict"] != "PASS"), None)
+    result = {
         "model": str(source),
-        "reference": {"model": str(reference_source), "device": "cpu", "dtype": "float32",
-                      "forward_seconds": reference.forward_seconds},
-        "target": {"model": str(source), "device": str(device), "dtype": dtype_name(dtype),
-                   "forward_seconds": target.forward_seconds},
-        "speedup": reference.forward_seconds / target.forward_seconds,
+        "reference": {"model": str(reference_source), "device": "cpu", "dtype": "float32"},
+        "benchmark": {"model": str(reference_source), "device": "cpu", "dtype": dtype_name(dtype)},
+        "target": {"model": str(source), "device": str(device), "dtype": dtype_name(dtype)},
+        "limits": {"relative_ratio": [LIMITS.pass_relative, LIMITS.warn_relative],
+                   "max_ratio": [LIMITS.pass_max, LIMITS.warn_max]},
+        "examples": {name: {"verdict": worst([*(b["verdict"] for b in judged),
+                                              *(o["verdict"] for key, o in outputs.items() if key.startswith(name + "/"))]),
+                            "first_drift_module": next((b["module"] for b in judged if b["verdict"] != "PASS"), None)}
+                     for name, judged in per_example.items()},
+        "blocks": blocks,
         "outputs": outputs,
-        "layers": layers,
-        "first_drift_module": first_drift(layers),
-        "largest_step_module": largest_step(layers),
-        "verdict": worst(entry["verdict"] for entry in outputs.values()),
+        "first_drift_module": None if first is None else first["module"],
+        "first_diverging_op": None,
+        "verdict": worst([*(block["verdict"] for block in blocks), *(entry["verdict"] for entry in outputs.values())]),
     }
+    if first is not None and first["kind"] == "module" and locate_ops:
+        from voxport.validate.ops import first_diverging_op
+
+        progress(f"accuracy: looking for the first op of {first['module']} that parts from the reference")
+        example = next(name for name, judged in per_example.items()
+                       if any(b["module"] == first["module"] and b["verdict"] != "PASS" for b in judged))
+        call = next(record.calls[first["module"]][0] for record in records[example] if first["module"] in record.calls)
+        result["first_diverging_op"] = first_diverging_op(
+            first["module"], call, (reference_source, source), device, dtype)
+    result["seconds"] = time.perf_counter() - started
+    return result
 
 
-def first_drift(layers: list[dict]) -> str | None:
-    """The first block (in execution order) that fails; failing that, the first that warns."""
-    for level in ("FAIL", "WARN"):
-        for layer in layers:
-            if layer["verdict"] == level:
-                return layer["module"]
-    return None
+def replay(model, records: dict[str, list[StageRecord]]) -> dict[str, dict[str, list[torch.Tensor] | str]]:
+    """Every stage and every recorded block call, alone on `model`: outputs per block, or why it failed."""
+    results = {}
+    for example, stages in records.items():
+        outcome: dict[str, list[torch.Tensor] | str] = {}
+        for record in stages:
+            outcome[record.name] = _attempt(lambda: [run_stage(model, record.run, record.inputs)])
+            for name, calls in record.calls.items():
+                outcome[name] = _attempt(lambda: [replay_call(model, name, calls[i]) for i in sampled(len(calls))])
+        results[example] = outcome
+    return results
 
 
-def largest_step(layers: list[dict]) -> str | None:
-    """The block whose relative error rises most over the worst one before it."""
-    best, best_step, running = None, 0.0, 0.0
-    for layer in layers:
-        step = layer["relative_error"] - running
-        if step > best_step:
-            best, best_step = layer["module"], step
-        running = max(running, layer["relative_error"])
-    return best
+def sampled(count: int) -> list[int]:
+    """Up to MAX_CALLS call indices spread evenly over `count`, first and last included."""
+    if count <= MAX_CALLS:
+        return list(range(count))
+    return sorted({round(i * (count - 1) / (MAX_CALLS - 1)) for i in range(MAX_CALLS)})
+
+
+def judge_blocks(stages: list[StageRecord], benchmark: dict, target: dict) -> list[dict]:
+    """Each block of one example, in execution order (a stage's blocks, then the stage whole)."""
+    judged = []
+    for record in stages:
+        for name, calls in record.calls.items():
+            expected = [calls[i].output for i in sampled(len(calls))]
+            judged.append(_judge_block(name, record.name, "module", expected, benchmark[name], target[name], len(calls)))
+        judged.append(_judge_block(record.name, record.name, "stage", [record.output], benchmark[record.name],
+                                   target[record.name], 1))
+    return judged
+
+
+def _judge_block(name: str, stage: str, kind: str, reference: list[torch.Tensor], benchmark, target,
+                 calls: int) -> dict:
+    entry = {"module": name, "stage": stage, "kind": kind, "calls": calls, "replayed": len(reference)}
+    if isinstance(benchmark, str):
+        return {**entry, "verdict": "FAIL", "reason": f"the benchmark could not run it: {benchmark}"}
+    if isinstance(target, str):
+        return {**entry, "verdict": "FAIL", "reason": target}
+    try:
+        mismatch = next((f"call {i}: dtype {t.dtype} where the benchmark has {b.dtype}"
+                         for i, (t, b) in enumerate(zip(target, benchmark)) if t.dtype != b.dtype), None)
+        target_errors = _joined_errors(reference, target)
+        benchmark_errors = _joined_errors(reference, benchmark)
+    except ValueError as error:
+        return {**entry, "verdict": "FAIL", "reason": str(error)}
+    verdict = judge(target_errors, benchmark_errors, benchmark[0].dtype)
+    if mismatch and verdict["verdict"] == "PASS":
+        verdict = {**verdict, "verdict": "WARN", "reason": mismatch}
+    return {**entry, **target_errors.to_json(),
+            "benchmark_relative_error": benchmark_errors.relative,
+            "benchmark_max_relative_error": benchmark_errors.max_relative, **verdict}
+
+
+def _joined_errors(reference: list[torch.Tensor], outputs: list[torch.Tensor]):
+    for index, (expected, got) in enumerate(zip(reference, outputs)):
+        if tuple(expected.shape) != tuple(got.shape):
+            raise ValueError(f"call {index}: shape {tuple(got.shape)} where the reference has {tuple(expected.shape)}")
+    return errors(torch.cat([t.flatten().double() for t in reference]), torch.cat([t.flatten().double() for t in outputs]))
+
+
+def merge_blocks(per_example: dict[str, list[dict]]) -> list[dict]:
+    """One entry per block over all examples (first-seen order): the worst example's numbers and verdict."""
+    merged: dict[str, dict] = {}
+    for example, judged in per_example.items():
+        for block in judged:
+            current = merged.get(block["module"])
+            candidate = {**block, "example": example}
+            if current is None or _severity(candidate) > _severity(current):
+                merged[block["module"]] = candidate
+    return list(merged.values())
+
+
+def _severity(block: dict) -> tuple:
+    from voxport.validate.verdicts import ORDER
+
+    return ORDER[block["verdict"]], block.get("relative_ratio") or 0.0
+
+
+def judge_outputs(reference: dict, benchmark: dict, target: dict) -> dict:
+    """The model's teacher-forced outputs per example: accumulated drift, judged against the benchmark's."""
+    outputs = {}
+    for example, tensors in reference.items():
+        if isinstance(tensors, str):
+            raise RuntimeError(f"the reference cannot run example {example}: {tensors}")
+        for failed, side in ((target[example], "target"), (benchmark[example], "benchmark")):
+            if isinstance(failed, str):
+                outputs[f"{example}/forward"] = {"verdict": "FAIL", "reason": f"the {side} could not run it: {failed}"}
+        if any(isinstance(side[example], str) for side in (target, benchmark)):
+            continue
+        for name, expected in tensors.items():
+            key = f"{example}/{name}"
+            try:
+                comparison = compare(expected, target[example][name], logits="logits" in name)
+                verdict = judge(errors(expected, target[example][name]), errors(expected, benchmark[example][name]),
+                                benchmark[example][name].dtype)
+            except ValueError as error:
+                outputs[key] = {"verdict": "FAIL", "reason": str(error)}
+                continue
+            outputs[key] = {**comparison.to_json(), **verdict}
+    return outputs
+
+
+def _outputs(model, example) -> dict[str, torch.Tensor] | str:
+    return _attempt(lambda: {name: tensor.detach().cpu() for name, tensor in model.forward_logits(example).items()})
+
+
+def _attempt(work: Callable):
+    """The outputs, or one line saying why the port could not produce them (a FAIL, never a traceback)."""
+    try:
+        return work()
+    except Exception as error:  # noqa: BLE001 (any failure of a port's block is that block's FAIL)
+        text = str(error).strip().splitlines()
+        return f"{type(error).__name__}: {text[0] if text else ''}"
+
+

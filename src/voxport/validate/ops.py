@@ -191,3 +191,66 @@ def run_ops(source: str, trace_device: torch.device, dtype: torch.dtype, target:
         progress(f"ops: replaying {len(recorder.samples)} recorded ops on {replay_device}")
         result["replay"] = replay_accuracy(recorder, replay_device)
     return result
+
+
+# Ops that only move or retype data: left out when lining up the op sequences of one block on three models
+# (float32 skips the casts a half dtype makes).
+_DATA_MOVES = {"aten::_to_copy", "aten::to", "aten::copy_", "aten::clone", "aten::detach", "aten::alias",
+               "aten::lift_fresh", "aten::empty", "aten::empty_like", "aten::empty_strided", "aten::contiguous"}
+
+
+class OpTrace(TorchDispatchMode):
+    """Every computing op of a call in order, with its first floating output (host, float32)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops: list[tuple[str, torch.Tensor | None]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        name = _op_name(func)
+        if name not in _DATA_MOVES:
+            self.ops.append((name, _first_float(result)))
+        return result
+
+
+def trace_block(model, name: str, call) -> list[tuple[str, torch.Tensor | None]]:
+    from voxport.validate.capture import prepared_call
+
+    module, args, kwargs = prepared_call(model, name, call)
+    with torch.no_grad(), OpTrace() as trace:
+        module(*args, **kwargs)
+    return trace.ops
+
+
+def first_diverging_op(block: str, call, sources: tuple[str, str], device: torch.device, dtype: torch.dtype) -> dict:
+    """The first op of `block` (replayed on the reference's inputs of `call`) whose output parts from the CPU
+    float32 reference by more than the benchmark's does, or where the target runs a different op."""
+    from voxport.models.registry import load_model
+    from voxport.validate.verdicts import errors, judge
+
+    reference_source, target_source = sources
+    traces = []
+    for source, on, in_dtype in ((reference_source, torch.device("cpu"), torch.float32),
+                                 (reference_source, torch.device("cpu"), dtype), (target_source, device, dtype)):
+        try:
+            traces.append(trace_block(load_model(source, on, in_dtype), block, call))
+        except Exception as error:  # noqa: BLE001 (a block that cannot run has no first op to name)
+            return {"block": block, "op": None, "reason": f"could not trace it: {type(error).__name__}: {error}"}
+    reference, benchmark, target = traces
+    for index, ((name, got), (bench_name, expected_bench)) in enumerate(zip(target, benchmark)):
+        if name != bench_name:
+            return {"block": block, "index": index, "op": name,
+                    "reason": f"the target runs {name} where the benchmark runs {bench_name}"}
+        if index >= len(reference) or reference[index][0] != name or got is None or expected_bench is None:
+            continue
+        expected = reference[index][1]
+        if expected is None or expected.shape != got.shape or expected.shape != expected_bench.shape:
+            continue
+        verdict = judge(errors(expected, got), errors(expected, expected_bench), dtype)
+        if verdict["verdict"] != "PASS":
+            return {"block": block, "index": index, "op": name, **verdict}
+    if len(target) != len(benchmark):
+        return {"block": block, "index": min(len(target), len(benchmark)), "op": None,
+                "reason": f"the target runs {len(target)} ops where the benchmark runs {len(benchmark)}"}
+    return {"block": block, "op": None, "reason": "every op keeps within the benchmark's error: check the weights"}

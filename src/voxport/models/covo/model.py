@@ -13,6 +13,8 @@ from torch import nn
 from transformers import Qwen2Tokenizer
 
 from voxport.errors import CheckpointError, InputError
+from voxport.audio.features import whisper_log_mel
+from voxport.models.base import Stage, repeated_blocks
 from voxport.models.covo.chat import STOP_TOKENS, ChatSettings, CovoChat
 from voxport.models.covo.config import CovoConfig
 from voxport.models.covo.frontend import INPUT_RATE, SpeechClip, clip_log_mels, prepare_clip
@@ -42,9 +44,21 @@ class ChatRequest:
 
 @dataclass(frozen=True)
 class CovoExample:
-    """A fixed clip for teacher-forced checks."""
+    """A fixed clip for teacher-forced checks; accuracy adds a second round and the replies of both rounds."""
 
     clip: SpeechClip
+    follow_up: SpeechClip | None = None
+    replies: tuple[str, ...] = ()
+    speech_codes: int = 25  # audio codes token2wav speaks for this example (25 a second)
+
+
+# Accuracy's default examples: replies in English and Chinese, and a long first turn (over 300 positions).
+ACCURACY_EXAMPLES = {
+    "english": (3.0, ("Sure, the weather is lovely today, shall we walk by the river?", "Yes, see you at nine.")),
+    "chinese": (4.0, ("好的，今天天气很好，我们去河边走走吧。", "明天见，九点钟在门口等你。")),
+    "long": (45.0, ("That was a long story, thank you for telling me all of it.", "Of course, any time.")),
+}
+FOLLOW_UP_SECONDS = 2.0
 
 
 class CovoAudioChat:
@@ -159,6 +173,89 @@ class CovoAudioChat:
         """Three seconds of a fixed harmonic glide with a little seeded noise: speech-like, always the same."""
         return CovoExample(prepare_clip(_voice_like(3.0)))
 
+    def accuracy_examples(self, texts=None, audios: list[str | Path] | None = None) -> dict[str, CovoExample]:
+        """The default set (English and Chinese replies, a 45 s turn) or one example per given audio file."""
+        if texts:
+            raise InputError("Covo-Audio answers speech: give accuracy examples with --audio, not --text")
+        follow_up = prepare_clip(_voice_like(FOLLOW_UP_SECONDS))
+        if audios:
+            replies = ACCURACY_EXAMPLES["english"][1]
+            return {Path(audio).name: CovoExample(prepare_clip(audio), follow_up, replies) for audio in audios}
+        return {name: CovoExample(prepare_clip(_voice_like(seconds)), follow_up, replies,
+                                  speech_codes=100 if seconds > 30 else 25)
+                for name, (seconds, replies) in ACCURACY_EXAMPLES.items()}
+
+    @torch.no_grad()
+    def accuracy_stages(self, example: CovoExample) -> list[Stage]:
+        """Mel front end, encoder, adapter, the LLM teacher-forced and through the cached two-round path,
+        token2wav's DiT on fixed noise and its vocoder."""
+        segments = [torch.from_numpy(segment) for segment in example.clip.segments]
+        mels = clip_log_mels(example.clip, self.config.encoder.num_mel_bins, self.device)
+        encoded = self.network.encoder(mels.to(self.dtype)).last_hidden_state
+        features = [self.network.audio_adapter(encoded).flatten(0, 1).cpu(), self.audio_features(example.follow_up).cpu()]
+        rounds = []
+        for index, (clip, reply) in enumerate(zip((example.clip, example.follow_up), example.replies)):
+            reply_ids = self.tokenizer(reply, add_special_tokens=False).input_ids + [self.token_id("<|im_end|>")]
+            rounds.append((self.prompt_ids(clip.placeholders, first_round=index == 0)[0].cpu(), torch.tensor(reply_ids)))
+        sequence = torch.cat([torch.cat([prompt, reply[:-1]]) for prompt, reply in rounds])
+        decoder = self.speech_decoder()
+        generator = torch.Generator().manual_seed(example.speech_codes)
+        codes = torch.randint(0, decoder.config.token2latent.token_vocab_size, (1, example.speech_codes), generator=generator)
+        frames = decoder.config.token2latent.upsample_factor * (decoder.prompt.tokens.shape[1] + codes.shape[1])
+        z_dim = decoder.config.token2latent.z_dim
+        noise = torch.randn(1, frames, z_dim, generator=generator)
+        latents = torch.randn(1, 4 * codes.shape[1], z_dim, generator=generator) * decoder.std.cpu() + decoder.mean.cpu()
+        llm_blocks = ("llm.model.embed_tokens", "llm.model.rotary_emb", *repeated_blocks(self.network, "llm"),
+                      "llm.model.norm", "llm.lm_head")
+        encoder_blocks = ("encoder.conv1", "encoder.conv2", *repeated_blocks(self.network, "encoder"),
+                          "encoder.layer_norm")
+        dit_blocks = ("token2latent.time_embedder", "token2latent.conv_embed",
+                      *repeated_blocks(decoder.network, "token2latent"), "token2latent.output_layer")
+        vocoder_blocks = ("wavegan.conv_pre", *repeated_blocks(decoder.network, "wavegan"), "wavegan.conv_post")
+        return [
+            Stage("mel", {"segments": segments}, _log_mels),
+            Stage("encoder", {"mels": mels.cpu()}, _encode, encoder_blocks),
+            Stage("audio_adapter", {"encoded": encoded.cpu()}, _adapt, repeated_blocks(self.network, "audio_adapter")),
+            Stage("llm", {"ids": sequence.view(1, -1), "features": torch.cat(features)}, _teacher_forced_llm, llm_blocks),
+            Stage("generation", {"rounds": rounds, "features": features}, _cached_rounds),
+            Stage("token2latent", {"codes": codes, "noise": noise, "times": torch.tensor([0.0, 0.5])},
+                  _velocities, dit_blocks),
+            Stage("wavegan", {"latents": latents.transpose(1, 2)}, _vocode, vocoder_blocks),
+        ]
+
+    @torch.inference_mode()
+    def cached_round_logits(self, rounds: list[tuple[torch.Tensor, torch.Tensor]],
+                            features: list[torch.Tensor]) -> torch.Tensor:
+        """Logits [steps, vocab] of known replies through the KV cache, round after round, as a chat runs them:
+        each round's prompt in one prefill (last position kept), then its reply a token at a time, the last
+        reply token left out of the cache as generation leaves it."""
+        llm = self.network.llm
+        cache = DynamicCache(config=self.config.llm)
+        logits = []
+        for (prompt_ids, reply_ids), round_features in zip(rounds, features):
+            embeds = self._fill_slots(prompt_ids.view(1, -1), round_features)
+            logits.append(llm(inputs_embeds=embeds, cache=cache, use_cache=True, logits_to_keep=1).logits[0, -1])
+            for token in reply_ids[:-1]:
+                logits.append(llm(input_ids=token.view(1, 1), cache=cache, use_cache=True).logits[0, -1])
+        return torch.stack(logits)
+
+    @torch.inference_mode()
+    def token2wav_velocities(self, codes: torch.Tensor, noise: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
+        """token2wav's DiT velocities [times, 2 (unguided, guided), frames, z_dim] for `codes` after the speaker
+        prompt, at state `noise` [1, frames, z_dim]: the network the flow solver calls, on fixed noise."""
+        decoder = self.speech_decoder()
+        dit = decoder.network.token2latent
+        conditioned = dit.embed_codes(torch.cat([decoder.prompt.tokens, codes], dim=1))
+        prefix = torch.zeros_like(noise)
+        prefix[:, : decoder.prompt.latents.shape[1]] = decoder.prompt.latents
+
+        def pair(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor.expand(2, *tensor.shape[1:]).to(self.dtype)
+
+        tokens = torch.cat([torch.zeros_like(conditioned), conditioned]).to(self.dtype)
+        return torch.stack([dit.velocity(tokens, pair(prefix), pair(noise), time.expand(2), pair(decoder.prompt.speaker))
+                            for time in times])
+
     def bench_inputs(self, size: str) -> CovoExample:
         """A fixed user turn of a given length class (short 3 s, medium 10 s, long 25 s) for benchmarks."""
         return CovoExample(prepare_clip(_voice_like(BENCH_SECONDS[size])))
@@ -208,7 +305,42 @@ class CovoAudioChat:
         return self.token_engine().generate(embeds, prompt_ids, NEVER, steps, sampling, penalties, None)
 
     def named_modules(self) -> Iterator[tuple[str, nn.Module]]:
-        return self.network.named_modules()
+        """The network's modules, then token2wav's (token2latent.*, wavegan.*) when the checkpoint has it."""
+        yield from self.network.named_modules()
+        if self._speech is not None or (self.directory / "token2wav").is_dir():
+            for name, module in self.speech_decoder().network.named_modules():
+                if name:
+                    yield name, module
+
+
+def _log_mels(chat: CovoAudioChat, inputs: dict) -> torch.Tensor:
+    return torch.stack([whisper_log_mel(segment, chat.config.encoder.num_mel_bins, chat.device)
+                        for segment in inputs["segments"]])
+
+
+def _encode(chat: CovoAudioChat, inputs: dict) -> torch.Tensor:
+    return chat.network.encoder(inputs["mels"].to(chat.dtype)).last_hidden_state
+
+
+def _adapt(chat: CovoAudioChat, inputs: dict) -> torch.Tensor:
+    return chat.network.audio_adapter(inputs["encoded"].to(chat.dtype))
+
+
+def _teacher_forced_llm(chat: CovoAudioChat, inputs: dict) -> torch.Tensor:
+    embeds = chat._fill_slots(inputs["ids"], inputs["features"])
+    return chat.network.llm(inputs_embeds=embeds, use_cache=False).logits[0]
+
+
+def _cached_rounds(chat: CovoAudioChat, inputs: dict) -> torch.Tensor:
+    return chat.cached_round_logits(inputs["rounds"], inputs["features"])
+
+
+def _velocities(chat: CovoAudioChat, inputs: dict) -> torch.Tensor:
+    return chat.token2wav_velocities(inputs["codes"], inputs["noise"], inputs["times"])
+
+
+def _vocode(chat: CovoAudioChat, inputs: dict) -> torch.Tensor:
+    return chat.speech_decoder().network.wavegan(inputs["latents"].float())
 
 
 def _voice_like(seconds: float) -> np.ndarray:

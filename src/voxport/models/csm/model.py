@@ -15,6 +15,7 @@ from transformers import CsmForConditionalGeneration, CsmProcessor
 
 from voxport.audio.io import check_samples, load_audio
 from voxport.errors import CheckpointError, InputError
+from voxport.models.base import Stage, repeated_blocks
 from voxport.models.csm.engine import CsmEngine
 from voxport.models.csm.generation import (
     StreamChunk,
@@ -25,6 +26,7 @@ from voxport.models.csm.generation import (
 )
 from voxport.models.csm.prompt import render_prompt
 from voxport.models.csm.synthesis import SynthesisRequest, SynthesisResult
+from voxport.models.sampling import SamplingSettings
 from voxport.runtime.checkpoints import resolve_checkpoint
 from voxport.runtime.devices import backend_for
 from voxport.runtime.timing import timed
@@ -39,6 +41,13 @@ BENCH_TEXTS = {
         "Only then did they write the report, with the numbers and the plots side by side."
     ),
 }
+# Accuracy's default examples: English, Chinese, and one long enough for 64 frames through the static caches.
+ACCURACY_TEXTS = {
+    "english": ("Every port is checked against a float32 reference.", 16),
+    "chinese": ("每一次移植都要与浮点参考逐层核对。", 16),
+    "long": (BENCH_TEXTS["long"], 64),
+}
+USER_TEXT_FRAMES = 32
 _LOAD_ERRORS = (OSError, ValueError, KeyError, RuntimeError, SafetensorError)
 
 
@@ -164,6 +173,64 @@ class CsmSpeech:
                               generator=generator)
         return CsmExample(SynthesisRequest(text="Every port is checked against a float32 reference."), codes)
 
+    def accuracy_examples(self, texts: list[str] | None = None, audios=None) -> dict[str, CsmExample]:
+        """The default set (English, Chinese, long) or one example per given text, each with fixed codes."""
+        if audios:
+            raise InputError("CSM turns text into speech: give accuracy examples with --text, not --audio")
+        chosen = ({f"text{index}": (text, USER_TEXT_FRAMES) for index, text in enumerate(texts)} if texts
+                  else ACCURACY_TEXTS)
+        examples = {}
+        for index, (name, (text, frames)) in enumerate(chosen.items()):
+            generator = torch.Generator().manual_seed(index)
+            codes = torch.randint(1, self.config.codec_config.codebook_size, (frames, self.config.num_codebooks),
+                                  generator=generator)
+            examples[name] = CsmExample(SynthesisRequest(text=text), codes)
+        return examples
+
+    @torch.no_grad()
+    def accuracy_stages(self, example: CsmExample) -> list[Stage]:
+        """Backbone and depth decoder forwards, the engine through its static caches, and the Mimi decode."""
+        ids = self.prompt_input_ids(example.request)[0].cpu()
+        codes = example.codes.long()
+        backbone_inputs = {"ids": ids, "codes": codes}
+        states = _backbone_states(self, _to_device(backbone_inputs, self.device))
+        latents = self.model.codec_model.quantizer.decode(codes.to(self.device).transpose(0, 1).unsqueeze(0))
+        prompt = self.model.embed_text_tokens(ids.to(self.device))
+        backbone_blocks = ("embed_text_tokens", "backbone_model.embed_tokens", "backbone_model.rotary_emb",
+                           *repeated_blocks(self.model, "backbone_model"), "backbone_model.norm", "lm_head")
+        depth_blocks = ("depth_decoder.model.embed_tokens", "depth_decoder.model.inputs_embeds_projector",
+                        "depth_decoder.model.rotary_emb", *repeated_blocks(self.model, "depth_decoder"),
+                        "depth_decoder.model.norm", "depth_decoder.codebooks_head")
+        decoder_blocks = ("codec_model.decoder.upsample", *repeated_blocks(self.model, "codec_model.decoder"))
+        return [
+            Stage("backbone_model", backbone_inputs, _backbone_logits, backbone_blocks),
+            Stage("depth_decoder", {"codes": codes, "states": states.cpu()}, _depth_logits, depth_blocks),
+            Stage("engine", {"prompt": prompt.cpu(), "codes": codes}, _engine_logits),
+            Stage("codec_model.quantizer", {"codes": codes}, _dequantize),
+            Stage("codec_model.decoder", {"latents": latents.cpu()}, _decode_latents, decoder_blocks),
+        ]
+
+    @torch.inference_mode()
+    def teacher_forced_engine(self, prompt: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """The engine's logits [frames, codebooks, codebook_size] for known `codes` after `prompt` [1, T, hidden]:
+        its real frame step over the static caches, with each pick replaced by the known code."""
+        engine = CsmEngine(self.model, 1)
+        logits: list[torch.Tensor] = []
+        frame_index = 0
+
+        def known_code(step_logits, settings, noise, step):
+            logits.append(step_logits[..., : engine.codebook_size].reshape(-1))
+            return codes[frame_index, step].expand(step_logits.shape[:-1])
+
+        engine._pick = known_code
+        starts = torch.zeros(1, dtype=torch.long, device=self.device)
+        hidden = engine.prefill(prompt, starts)
+        greedy, late = SamplingSettings(greedy=True), torch.tensor(False, device=self.device)
+        for frame_index in range(codes.shape[0]):
+            _, hidden = engine.frame(hidden, torch.tensor(prompt.shape[1] + frame_index, device=self.device),
+                                     starts, late, greedy, None)
+        return torch.stack(logits).view(codes.shape[0], codes.shape[1], -1)
+
     def bench_inputs(self, size: str) -> CsmExample:
         """A fixed prompt of a given length class (short, medium, long) for benchmarks."""
         return CsmExample(SynthesisRequest(text=BENCH_TEXTS[size]), torch.zeros(0, self.config.num_codebooks))
@@ -226,6 +293,40 @@ class CsmSpeech:
                 f"prompt ({prompt_length} positions, context audio included) plus max tokens ({max_frames}) "
                 f"exceeds the model's context of {limit} positions: shorten the context or lower --max-tokens"
             )
+
+
+def _to_device(inputs: dict, device: torch.device) -> dict:
+    return {name: value.to(device) for name, value in inputs.items()}
+
+
+def _backbone_states(speech: CsmSpeech, inputs: dict) -> torch.Tensor:
+    """Backbone states [frames, hidden] each frame is predicted from, for prompt ids and teacher-forced codes."""
+    prompt = speech.model.embed_text_tokens(inputs["ids"])
+    frames = speech._embed_frames(inputs["codes"][:-1].unsqueeze(0))
+    hidden = speech.model.backbone_model(inputs_embeds=torch.cat([prompt, frames], dim=1), use_cache=False)
+    return hidden.last_hidden_state[0, prompt.shape[1] - 1 :]
+
+
+def _backbone_logits(speech: CsmSpeech, inputs: dict) -> torch.Tensor:
+    return speech.model.lm_head(_backbone_states(speech, inputs))
+
+
+def _depth_logits(speech: CsmSpeech, inputs: dict) -> torch.Tensor:
+    depth_ids = torch.nn.functional.pad(inputs["codes"][:, :-1], (1, 0))
+    states = inputs["states"].to(speech.dtype)
+    return speech.model.depth_decoder(input_ids=depth_ids, backbone_last_hidden_state=states, use_cache=False).logits
+
+
+def _engine_logits(speech: CsmSpeech, inputs: dict) -> torch.Tensor:
+    return speech.teacher_forced_engine(inputs["prompt"].to(speech.dtype), inputs["codes"])
+
+
+def _dequantize(speech: CsmSpeech, inputs: dict) -> torch.Tensor:
+    return speech.model.codec_model.quantizer.decode(inputs["codes"].transpose(0, 1).unsqueeze(0))
+
+
+def _decode_latents(speech: CsmSpeech, inputs: dict) -> torch.Tensor:
+    return speech.model.codec_model.decoder(inputs["latents"]).audio_values
 
 
 def _load_weights(path: Path, device: torch.device, dtype: torch.dtype):
