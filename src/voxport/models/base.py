@@ -78,6 +78,9 @@ class ReplayableModel(Protocol):
     def accuracy_stages(self, example: Any) -> list[Stage]:
         """The stages of the real job on `example`, in execution order, inputs computed by this model."""
 
+    def checkpoint_name(self, module: str) -> str:
+        """The checkpoint key prefix of a module (where a library renames modules on load); else the name."""
+
 
 def repeated_blocks(module: nn.Module, prefix: str) -> list[str]:
     """The outermost repeated units under `prefix`: modules held in a ModuleList (layers, blocks, stages)."""

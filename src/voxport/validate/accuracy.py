@@ -38,6 +38,7 @@ def run_accuracy(source: str, device: torch.device, dtype: torch.dtype, referenc
     progress(f"accuracy: recording the reference {reference_source} on cpu/float32")
     reference = load_model(reference_source, CPU, torch.float32)
     examples = reference.accuracy_examples(texts, audios)
+    naming = getattr(reference, "checkpoint_name", str)
     records = {name: [record_stage(reference, stage) for stage in reference.accuracy_stages(example)]
                for name, example in examples.items()}
     reference_outputs = {name: _outputs(reference, example) for name, example in examples.items()}
@@ -49,14 +50,18 @@ def run_accuracy(source: str, device: torch.device, dtype: torch.dtype, referenc
     benchmark_outputs = {name: _outputs(benchmark, example) for name, example in examples.items()}
     del benchmark
     gc.collect()
-    progress(f"accuracy: target {source} on {device}/{dtype_name(dtype)}")
-    target = load_model(source, device, dtype)
-    target_results = replay(target, records)
-    target_outputs = {name: _outputs(target, example) for name, example in examples.items()}
-    del target
-    gc.collect()
+    if str(source) == str(reference_source) and device.type == "cpu":
+        progress("accuracy: the target is the benchmark (same checkpoint, device and dtype)")
+        target_results, target_outputs = benchmark_results, benchmark_outputs
+    else:
+        progress(f"accuracy: target {source} on {device}/{dtype_name(dtype)}")
+        target = load_model(source, device, dtype)
+        target_results = replay(target, records)
+        target_outputs = {name: _outputs(target, example) for name, example in examples.items()}
+        del target
+        gc.collect()
 
-    per_example = {name: judge_blocks(records[name], benchmark_results[name], target_results[name])
+    per_example = {name: judge_blocks(records[name], benchmark_results[name], target_results[name], naming)
                    for name in examples}
     blocks = merge_blocks(per_example)
     outputs = judge_outputs(reference_outputs, benchmark_outputs, target_outputs)
@@ -84,9 +89,9 @@ def run_accuracy(source: str, device: torch.device, dtype: torch.dtype, referenc
         progress(f"accuracy: looking for the first op of {first['module']} that parts from the reference")
         example = next(name for name, judged in per_example.items()
                        if any(b["module"] == first["module"] and b["verdict"] != "PASS" for b in judged))
-        call = next(record.calls[first["module"]][0] for record in records[example] if first["module"] in record.calls)
-        result["first_diverging_op"] = first_diverging_op(
-            first["module"], call, (reference_source, source), device, dtype)
+        call = next(record.calls[first["path"]][0] for record in records[example] if first["path"] in record.calls)
+        result["first_diverging_op"] = {"block": first["module"], **first_diverging_op(
+            first["path"], call, (reference_source, source), device, dtype)}
     result["seconds"] = time.perf_counter() - started
     return result
 
@@ -111,13 +116,16 @@ def sampled(count: int) -> list[int]:
     return sorted({round(i * (count - 1) / (MAX_CALLS - 1)) for i in range(MAX_CALLS)})
 
 
-def judge_blocks(stages: list[StageRecord], benchmark: dict, target: dict) -> list[dict]:
-    """Each block of one example, in execution order (a stage's blocks, then the stage whole)."""
+def judge_blocks(stages: list[StageRecord], benchmark: dict, target: dict, naming: Callable[[str], str] = str) -> list[dict]:
+    """Each block of one example, in execution order (a stage's blocks, then the stage whole), modules named
+    by their checkpoint key prefix."""
     judged = []
     for record in stages:
         for name, calls in record.calls.items():
             expected = [calls[i].output for i in sampled(len(calls))]
-            judged.append(_judge_block(name, record.name, "module", expected, benchmark[name], target[name], len(calls)))
+            entry = _judge_block(naming(name), record.name, "module", expected, benchmark[name], target[name],
+                                 len(calls))
+            judged.append({**entry, "path": name})
         judged.append(_judge_block(record.name, record.name, "stage", [record.output], benchmark[record.name],
                                    target[record.name], 1))
     return judged

@@ -236,11 +236,11 @@ def first_diverging_op(block: str, call, sources: tuple[str, str], device: torch
         try:
             traces.append(trace_block(load_model(source, on, in_dtype), block, call))
         except Exception as error:  # noqa: BLE001 (a block that cannot run has no first op to name)
-            return {"block": block, "op": None, "reason": f"could not trace it: {type(error).__name__}: {error}"}
+            return {"op": None, "reason": f"could not trace it: {type(error).__name__}: {error}"}
     reference, benchmark, target = traces
     for index, ((name, got), (bench_name, expected_bench)) in enumerate(zip(target, benchmark)):
         if name != bench_name:
-            return {"block": block, "index": index, "op": name,
+            return {"index": index, "op": name,
                     "reason": f"the target runs {name} where the benchmark runs {bench_name}"}
         if index >= len(reference) or reference[index][0] != name or got is None or expected_bench is None:
             continue
@@ -249,8 +249,8 @@ def first_diverging_op(block: str, call, sources: tuple[str, str], device: torch
             continue
         verdict = judge(errors(expected, got), errors(expected, expected_bench), dtype)
         if verdict["verdict"] != "PASS":
-            return {"block": block, "index": index, "op": name, **verdict}
+            return {"index": index, "op": name, **verdict}
     if len(target) != len(benchmark):
-        return {"block": block, "index": min(len(target), len(benchmark)), "op": None,
+        return {"index": min(len(target), len(benchmark)), "op": None,
                 "reason": f"the target runs {len(target)} ops where the benchmark runs {len(benchmark)}"}
-    return {"block": block, "op": None, "reason": "every op keeps within the benchmark's error: check the weights"}
+    return {"op": None, "reason": "every op keeps within the benchmark's error: check the weights"}

@@ -49,7 +49,6 @@ class CovoExample:
     clip: SpeechClip
     follow_up: SpeechClip | None = None
     replies: tuple[str, ...] = ()
-    speech_codes: int = 25  # audio codes token2wav speaks for this example (25 a second)
 
 
 # Accuracy's default examples: replies in English and Chinese, and a long first turn (over 300 positions).
@@ -59,6 +58,7 @@ ACCURACY_EXAMPLES = {
     "long": (45.0, ("That was a long story, thank you for telling me all of it.", "Of course, any time.")),
 }
 FOLLOW_UP_SECONDS = 2.0
+SPEECH_CODES = 25  # a second of audio codes for token2wav's stages
 
 
 class CovoAudioChat:
@@ -181,8 +181,7 @@ class CovoAudioChat:
         if audios:
             replies = ACCURACY_EXAMPLES["english"][1]
             return {Path(audio).name: CovoExample(prepare_clip(audio), follow_up, replies) for audio in audios}
-        return {name: CovoExample(prepare_clip(_voice_like(seconds)), follow_up, replies,
-                                  speech_codes=100 if seconds > 30 else 25)
+        return {name: CovoExample(prepare_clip(_voice_like(seconds)), follow_up, replies)
                 for name, (seconds, replies) in ACCURACY_EXAMPLES.items()}
 
     @torch.no_grad()
@@ -199,8 +198,8 @@ class CovoAudioChat:
             rounds.append((self.prompt_ids(clip.placeholders, first_round=index == 0)[0].cpu(), torch.tensor(reply_ids)))
         sequence = torch.cat([torch.cat([prompt, reply[:-1]]) for prompt, reply in rounds])
         decoder = self.speech_decoder()
-        generator = torch.Generator().manual_seed(example.speech_codes)
-        codes = torch.randint(0, decoder.config.token2latent.token_vocab_size, (1, example.speech_codes), generator=generator)
+        generator = torch.Generator().manual_seed(example.clip.placeholders)
+        codes = torch.randint(0, decoder.config.token2latent.token_vocab_size, (1, SPEECH_CODES), generator=generator)
         frames = decoder.config.token2latent.upsample_factor * (decoder.prompt.tokens.shape[1] + codes.shape[1])
         z_dim = decoder.config.token2latent.z_dim
         noise = torch.randn(1, frames, z_dim, generator=generator)
@@ -222,6 +221,11 @@ class CovoAudioChat:
                   _velocities, dit_blocks),
             Stage("wavegan", {"latents": latents.transpose(1, 2)}, _vocode, vocoder_blocks),
         ]
+
+    def log_mels(self, segments: list[torch.Tensor]) -> torch.Tensor:
+        """The encoder's input [segments, mels, 3000] for 16 kHz segments: the front end every clip goes through."""
+        return torch.stack([whisper_log_mel(segment, self.config.encoder.num_mel_bins, self.device)
+                            for segment in segments])
 
     @torch.inference_mode()
     def cached_round_logits(self, rounds: list[tuple[torch.Tensor, torch.Tensor]],
@@ -314,8 +318,7 @@ class CovoAudioChat:
 
 
 def _log_mels(chat: CovoAudioChat, inputs: dict) -> torch.Tensor:
-    return torch.stack([whisper_log_mel(segment, chat.config.encoder.num_mel_bins, chat.device)
-                        for segment in inputs["segments"]])
+    return chat.log_mels(inputs["segments"])
 
 
 def _encode(chat: CovoAudioChat, inputs: dict) -> torch.Tensor:

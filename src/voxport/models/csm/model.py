@@ -43,11 +43,15 @@ BENCH_TEXTS = {
 }
 # Accuracy's default examples: English, Chinese, and one long enough for 64 frames through the static caches.
 ACCURACY_TEXTS = {
-    "english": ("Every port is checked against a float32 reference.", 16),
-    "chinese": ("每一次移植都要与浮点参考逐层核对。", 16),
+    "english": ("Every port is checked against a float32 reference.", 8),
+    "chinese": ("每一次移植都要与浮点参考逐层核对。", 8),
     "long": (BENCH_TEXTS["long"], 64),
 }
 USER_TEXT_FRAMES = 32
+# transformers nests Mimi's decoder parts under codec_model.decoder; the checkpoint keeps them flat.
+_CODEC_KEYS = (("codec_model.decoder.decoder_seanet.", "codec_model.decoder."),
+               ("codec_model.decoder.decoder_transformer.", "codec_model.decoder_transformer."),
+               ("codec_model.decoder.upsample", "codec_model.upsample"))
 _LOAD_ERRORS = (OSError, ValueError, KeyError, RuntimeError, SafetensorError)
 
 
@@ -64,6 +68,7 @@ class CsmSpeech:
 
     family = "csm"
     step_unit = "frame"
+    engine_type = CsmEngine  # the static-cache engine class teacher-forced accuracy runs
 
     def __init__(self, model: CsmForConditionalGeneration, processor: CsmProcessor, load_seconds: float):
         self.model = model
@@ -210,11 +215,19 @@ class CsmSpeech:
             Stage("codec_model.decoder", {"latents": latents.cpu()}, _decode_latents, decoder_blocks),
         ]
 
+    @staticmethod
+    def checkpoint_name(module: str) -> str:
+        """The checkpoint key prefix of a module: the name a port engineer finds in the weight files."""
+        for nested, flat in _CODEC_KEYS:
+            if module.startswith(nested):
+                return flat + module[len(nested):]
+        return module
+
     @torch.inference_mode()
     def teacher_forced_engine(self, prompt: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """The engine's logits [frames, codebooks, codebook_size] for known `codes` after `prompt` [1, T, hidden]:
         its real frame step over the static caches, with each pick replaced by the known code."""
-        engine = CsmEngine(self.model, 1)
+        engine = self.engine_type(self.model, 1)
         logits: list[torch.Tensor] = []
         frame_index = 0
 
