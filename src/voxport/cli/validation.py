@@ -22,17 +22,30 @@ def add_parsers(commands) -> None:
         parser.set_defaults(run=run)
         return parser
 
-    accuracy = command("accuracy", "compare a device/dtype with the CPU float32 reference",
-                       "Run the model's fixed example on the CPU in float32 (the reference) and on --device/--dtype; "
-                       "compare every output (cosine, max/mean abs, relative L2 error, share within 0.1%, top-1) "
-                       "and every block, naming the first block that drifts. Verdicts per dtype: see the README.",
+    accuracy = command("accuracy", "judge a device/dtype block by block against the CPU float32 reference",
+                       "Record every stage that makes tokens or audio (CSM: backbone, depth decoder, the static-cache "
+                       "engine, Mimi; Covo: mel, encoder, adapter, LLM forward and cached two-round path, token2wav "
+                       "DiT and vocoder) and each block's inputs on the CPU in float32. Replay every block alone on "
+                       "--device/--dtype and, as the benchmark, on the CPU in the same dtype; judge each by its error "
+                       "relative to the benchmark's. Names the first block that is not PASS and the first op inside "
+                       "it that parts from the reference. Standard and limits: docs/validation.md.",
                        _run_accuracy)
-    accuracy.add_argument("--reference-model", help="checkpoint for the reference (default: --model)")
+    accuracy.add_argument("--reference-model", help="checkpoint for the reference and the benchmark (default: --model)")
+    accuracy.add_argument("--text", action="append", metavar="TEXT",
+                          help="an example text for text-to-speech models (repeatable; default: English, Chinese, long)")
+    accuracy.add_argument("--audio", action="append", type=Path, metavar="FILE",
+                          help="an example speech file for speech-in models (repeatable; default: three synthetic turns)")
+    accuracy.add_argument("--no-op-search", action="store_true",
+                          help="do not look for the first diverging op inside the first failing block")
 
-    repro = command("repro", "greedy generation twice, and against the CPU reference",
-                    "Greedy generation twice on the device (token match rate, first divergence, identical audio), "
-                    "then how long it keeps to the CPU float32 reference's tokens (until one leaves the top-k).",
+    repro = command("repro", "greedy and seeded generation twice, and against a reference device",
+                    "Greedy and seeded-sampling generation twice each on the device (token match rate, first "
+                    "divergence, identical audio), the step where its streams part from the reference device's "
+                    "(CPU float32 by default), and whether the reference's tokens stay in the target's top-k under "
+                    "teacher forcing. Verdict FAIL when a repeat differs or a reference token leaves the top-k.",
                     _run_repro)
+    repro.add_argument("--reference-device", default="cpu", help="device of the reference streams (default: cpu)")
+    repro.add_argument("--reference-dtype", default="float32", help="dtype of the reference streams (default: float32)")
     repro.add_argument("--steps", type=positive_int, default=16, help="generation steps (default: 16)")
     repro.add_argument("--top-k", type=positive_int, default=5, help="top-k for agreement (default: 5)")
 
@@ -95,16 +108,25 @@ def _run_accuracy(args: argparse.Namespace) -> int:
 
         family_of(args.reference_model)
     device, dtype = _validation_target(args)
-    result = run_accuracy(args.model, device, dtype, args.reference_model, progress=progress)
+    for audio in args.audio or []:
+        if not audio.is_file():
+            raise InputError(f"--audio {audio} is not a file: expected a speech recording")
+    result = run_accuracy(args.model, device, dtype, args.reference_model, texts=args.text,
+                          audios=[str(audio) for audio in args.audio or []] or None,
+                          locate_ops=not args.no_op_search, progress=progress)
     return _report(result, accuracy_tables, args.json_out)
 
 
 def _run_repro(args: argparse.Namespace) -> int:
+    from voxport.runtime.devices import resolve_device, resolve_dtype
     from voxport.validate.report import reproducibility_table
     from voxport.validate.reproducibility import run_reproducibility
 
     device, dtype = _validation_target(args)
-    result = run_reproducibility(args.model, device, dtype, args.steps, args.top_k, progress=progress)
+    reference_device = resolve_device(args.reference_device)
+    reference_dtype = resolve_dtype(args.reference_dtype, reference_device)
+    result = run_reproducibility(args.model, device, dtype, args.steps, args.top_k, reference_device, reference_dtype,
+                                 progress=progress)
     return _report(result, reproducibility_table, args.json_out)
 
 

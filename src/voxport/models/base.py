@@ -37,6 +37,9 @@ class SpeechModel(Protocol):
     def greedy_tokens(self, inputs: Any, steps: int) -> torch.Tensor:
         """Exactly `steps` greedy generation steps (end ignored): [steps, ...] ids."""
 
+    def sampled_tokens(self, inputs: Any, steps: int, seed: int | None) -> torch.Tensor:
+        """Exactly `steps` steps sampled with the family's default settings from `seed` (None: greedy)."""
+
     def token_logits(self, inputs: Any, tokens: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits [steps, ..., vocab] predicting each id of `tokens`."""
 

@@ -13,10 +13,12 @@ from torch.utils._pytree import tree_flatten, tree_map
 
 from voxport.models.base import SpeechModel
 from voxport.runtime.devices import BACKENDS
-from voxport.validate.metrics import compare
+from voxport.validate.verdicts import ORDER
+from voxport.validate.verdicts import worst as worst_verdict
 
 _RANDOM = ("rand", "normal", "exponential", "bernoulli", "multinomial", "uniform", "dropout")
 _SAMPLE_LIMIT = 2**22  # elements: inputs kept for replay only up to this size
+SAMPLES_PER_OP = 8  # calls of one (op, dtypes) kept for replay; the report says when there were more
 
 
 @dataclass(frozen=True)
@@ -53,34 +55,51 @@ KNOWN_GAPS = [
 
 
 class OpRecorder(TorchDispatchMode):
-    """Counts aten ops by (name, input dtypes) and keeps the first call's inputs of each for replay."""
+    """Counts aten ops by (name, input dtypes) and keeps the inputs of up to SAMPLES_PER_OP calls of each for
+    replay, copied before the call runs (an in-place op's inputs as they were)."""
 
     def __init__(self):
         super().__init__()
         self.calls: Counter = Counter()
         self.outputs: dict[tuple, tuple[str, ...]] = {}
-        self.samples: dict[tuple, tuple] = {}
+        self.samples: dict[tuple, list[tuple]] = {}
         self.functions: dict[tuple, object] = {}
+        self.skipped: dict[tuple, str] = {}  # why an op's calls are not replayed
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         key = (_op_name(func), _dtypes((args, kwargs)))
         self.calls[key] += 1
+        kept = self.samples.setdefault(key, [])
+        sample = None
+        if len(kept) < SAMPLES_PER_OP and key not in self.skipped:
+            reason = _not_replayable(func, args, kwargs)
+            if reason:
+                self.skipped[key] = reason
+            else:
+                sample = (func, *tree_map(_host_copy, (args, kwargs)))  # per call: overloads share a name
         result = func(*args, **kwargs)
+        if sample is not None:
+            kept.append(sample)
         if key not in self.outputs:
             self.outputs[key] = _dtypes(result)
             self.functions[key] = func
-            if _replayable(func, args, kwargs):
-                self.samples[key] = tree_map(_host_copy, (args, kwargs))
         return result
 
 
 def trace_ops(model: SpeechModel) -> OpRecorder:
-    """The ops of one teacher-forced forward and a two-step generation on the model's device."""
+    """The ops of a teacher-forced forward, a two-step generation and every accuracy stage of the first example
+    (the engines, the codec, token2wav) on the model's device."""
+    from voxport.validate.capture import run_stage
+
     inputs = model.example_inputs()
+    example = next(iter(model.accuracy_examples().values()))
+    stages = model.accuracy_stages(example)
     with OpRecorder() as recorder:
         model.forward_logits(inputs)
         model.greedy_tokens(inputs, 2)
+        for stage in stages:
+            run_stage(model, stage.run, stage.inputs)
     return recorder
 
 
@@ -106,23 +125,46 @@ def coverage(recorder: OpRecorder, target: str) -> dict:
 
 
 def replay_accuracy(recorder: OpRecorder, device: torch.device, worst: int = 10) -> dict:
-    """Each recorded op on `device`, in the dtypes it ran in, against CPU float32 on the same inputs; worst first."""
-    compared, skipped = [], 0
-    for key, (args, kwargs) in recorder.samples.items():
-        func = recorder.functions[key]
+    """Every kept call of every op on `device` in the dtypes it ran in, judged as accuracy judges a block: its
+    error against CPU float32 relative to the CPU's own error in those dtypes (validate.verdicts)."""
+    from voxport.validate.verdicts import errors, judge
+
+    cpu = torch.device("cpu")
+    judged, skipped = [], [{"op": key[0], "input_dtypes": list(key[1]), "reason": reason}
+                           for key, reason in recorder.skipped.items()]
+    for key, samples in recorder.samples.items():
+        if not samples:
+            continue
+        entry = {"op": key[0], "input_dtypes": list(key[1]), "calls": recorder.calls[key], "replayed": len(samples)}
+        outputs = []
         try:
-            reference = _replay(func, args, kwargs, torch.device("cpu"), torch.float32)
-            target = _replay(func, args, kwargs, device, None)
-        except (RuntimeError, TypeError, ValueError, IndexError):
-            skipped += 1
+            for func, args, kwargs in samples:
+                outputs.append([_replay(func, args, kwargs, *where) for where in
+                                ((cpu, torch.float32), (cpu, None), (device, None))])
+        except Exception as error:  # noqa: BLE001 (an op the target cannot run is reported with the reason)
+            judged.append({**entry, "verdict": "FAIL", "reason": f"{type(error).__name__}: {str(error).splitlines()[0]}"})
             continue
-        if reference is None or target is None or reference.shape != target.shape:
-            skipped += 1
+        if any(output is None for triple in outputs for output in triple):
+            skipped.append({"op": key[0], "input_dtypes": list(key[1]), "reason": "no tensor output to compare"})
             continue
-        comparison = compare(reference, target)
-        compared.append({"op": key[0], "input_dtypes": list(key[1]), **comparison.to_json()})
-    compared.sort(key=lambda entry: entry["relative_error"], reverse=True)
-    return {"device": str(device), "ops_compared": len(compared), "ops_skipped": skipped, "worst": compared[:worst]}
+        if not outputs[0][1].is_floating_point():  # integers and booleans: exactly the CPU's in the same dtypes
+            same = all(triple[1].shape == triple[2].shape and torch.equal(triple[1], triple[2]) for triple in outputs)
+            judged.append({**entry, "verdict": "PASS" if same else "FAIL",
+                           **({} if same else {"reason": "differs from the CPU's output in the same dtypes"})})
+            continue
+        try:
+            reference, benchmark, target = (torch.cat([triple[i].flatten().double() for triple in outputs])
+                                            for i in range(3))
+            verdict = judge(errors(reference, target), errors(reference, benchmark), outputs[0][1].dtype)
+            judged.append({**entry, **errors(reference, target).to_json(), **verdict})
+        except ValueError as error:
+            judged.append({**entry, "verdict": "FAIL", "reason": str(error)})
+    judged.sort(key=lambda item: (ORDER[item["verdict"]], item.get("relative_ratio") or 0.0), reverse=True)
+    sampled = sum(1 for item in judged if item["replayed"] < item["calls"])
+    return {"device": str(device), "verdict": worst_verdict(item["verdict"] for item in judged),
+            "ops_compared": len(judged), "ops_sampled": sampled, "samples_per_op": SAMPLES_PER_OP,
+            "failed": [item for item in judged if item["verdict"] == "FAIL"], "worst": judged[:worst],
+            "skipped": skipped}
 
 
 def has_kernel(func, dispatch_key: str) -> bool:
@@ -141,12 +183,14 @@ def _dtypes(tree) -> tuple[str, ...]:
     return tuple(str(leaf.dtype).removeprefix("torch.") for leaf in leaves if isinstance(leaf, torch.Tensor))
 
 
-def _replayable(func, args, kwargs) -> bool:
-    name = _op_name(func)
-    if any(word in name for word in _RANDOM) or func._schema.is_mutable or "out" in kwargs:
-        return False
+def _not_replayable(func, args, kwargs) -> str | None:
+    """Why an op's calls cannot be replayed elsewhere (None: they can; in-place ops replay on copies)."""
+    if any(word in _op_name(func) for word in _RANDOM):
+        return "draws random numbers: no two devices draw the same"
     leaves, _ = tree_flatten((args, kwargs))
-    return sum(leaf.numel() for leaf in leaves if isinstance(leaf, torch.Tensor)) <= _SAMPLE_LIMIT
+    if sum(leaf.numel() for leaf in leaves if isinstance(leaf, torch.Tensor)) > _SAMPLE_LIMIT:
+        return f"inputs over {_SAMPLE_LIMIT} elements: not kept"
+    return None
 
 
 def _host_copy(value):
@@ -158,7 +202,7 @@ def _as(device: torch.device, dtype: torch.dtype | None):
     def convert(value):
         if isinstance(value, torch.Tensor):
             floating = dtype is not None and value.is_floating_point()
-            return value.to(device=device, dtype=dtype if floating else value.dtype)
+            return value.to(device=device, dtype=dtype if floating else value.dtype, copy=True)  # in-place ops
         if isinstance(value, torch.device):
             return device
         if dtype is not None and isinstance(value, torch.dtype) and value.is_floating_point:
@@ -169,13 +213,23 @@ def _as(device: torch.device, dtype: torch.dtype | None):
 
 def _replay(func, args, kwargs, device: torch.device, dtype: torch.dtype | None) -> torch.Tensor | None:
     convert = _as(device, dtype)
-    return _first_float(func(*tree_map(convert, args), **tree_map(convert, kwargs)))
+    return _first_output(func(*tree_map(convert, args), **tree_map(convert, kwargs)))
 
 
 def _first_float(output):
     leaves, _ = tree_flatten(output)
     return next((leaf.float().cpu() for leaf in leaves if isinstance(leaf, torch.Tensor) and leaf.is_floating_point()),
                 None)
+
+
+def _first_output(output) -> torch.Tensor | None:
+    """An op's first tensor output on the host: complex as (real, imag) pairs, integers and booleans as they are."""
+    leaves, _ = tree_flatten(output)
+    tensor = next((leaf for leaf in leaves if isinstance(leaf, torch.Tensor)), None)
+    if tensor is None:
+        return None
+    tensor = torch.view_as_real(tensor.resolve_conj()) if tensor.is_complex() else tensor
+    return tensor.detach().cpu()
 
 
 def run_ops(source: str, trace_device: torch.device, dtype: torch.dtype, target: str,
@@ -188,7 +242,8 @@ def run_ops(source: str, trace_device: torch.device, dtype: torch.dtype, target:
     result = {"model": str(source), "traced_on": str(trace_device), "dtype": str(dtype).removeprefix("torch."),
               **coverage(recorder, target)}
     if replay_device is not None:
-        progress(f"ops: replaying {len(recorder.samples)} recorded ops on {replay_device}")
+        kept = sum(len(samples) for samples in recorder.samples.values())
+        progress(f"ops: replaying {kept} recorded calls of {len(recorder.samples)} ops on {replay_device}")
         result["replay"] = replay_accuracy(recorder, replay_device)
     return result
 

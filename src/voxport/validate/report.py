@@ -22,16 +22,20 @@ def write_json(path: Path, data: dict) -> Path:
 
 
 def plot_drift(accuracy: dict, path: Path) -> Path | None:
-    layers = accuracy.get("layers") or []
-    if not layers:
+    """Each block's error relative to the benchmark's, in execution order, with the PASS and WARN limits."""
+    blocks = [block for block in accuracy.get("blocks") or [] if block.get("relative_ratio") is not None]
+    if not blocks:
         return None
-    figure, axis = plt.subplots(figsize=(max(6, len(layers) * 0.35), 4))
-    errors = [max(layer["relative_error"], 1e-12) for layer in layers]
-    axis.bar(range(len(layers)), errors, color=[VERDICT_COLOURS[layer["verdict"]] for layer in layers])
+    figure, axis = plt.subplots(figsize=(max(6, len(blocks) * 0.3), 4))
+    ratios = [max(block["relative_ratio"], 1e-3) for block in blocks]
+    axis.bar(range(len(blocks)), ratios, color=[VERDICT_COLOURS[block["verdict"]] for block in blocks])
+    for limit, colour in zip(accuracy["limits"]["relative_ratio"], ("tab:orange", "tab:red")):
+        axis.axhline(limit, color=colour, linestyle="--", linewidth=1)
     axis.set_yscale("log")
-    axis.set_xticks(range(len(layers)), [layer["module"] for layer in layers], rotation=90, fontsize=7)
-    axis.set_ylabel("relative L2 error vs CPU float32")
-    axis.set_title(f"Per-block drift: {accuracy['target']['device']} {accuracy['target']['dtype']}")
+    axis.set_xticks(range(len(blocks)), [block["module"] for block in blocks], rotation=90, fontsize=6)
+    axis.set_ylabel("relative error / benchmark's")
+    axis.set_title(f"Isolated blocks: {accuracy['target']['device']} {accuracy['target']['dtype']} "
+                   f"against the CPU {accuracy['benchmark']['dtype']} benchmark")
     return _save(figure, path)
 
 
@@ -101,33 +105,58 @@ def _stage(title: str, result: dict | None, tables) -> list[str]:
 
 
 def accuracy_tables(accuracy: dict) -> list[str]:
-    lines = [f"Verdict **{accuracy['verdict']}**; target forward {accuracy['speedup']:.2f}x the reference's speed. "
-             f"First drifting block: {accuracy['first_drift_module'] or 'none'}; largest step: "
-             f"{accuracy['largest_step_module'] or 'none'}.", "",
-             "| output | cosine | max abs | mean abs | relative | within 0.1% | top-1 | verdict |",
-             "|---|---|---|---|---|---|---|---|"]
+    first, op = accuracy["first_drift_module"], accuracy.get("first_diverging_op")
+    lines = [f"Verdict **{accuracy['verdict']}** over {len(accuracy['examples'])} examples "
+             f"({', '.join(accuracy['examples'])}). First block that is not PASS: {first or 'none'}."]
+    if op:
+        where = f"op {op['index']} ({op['op']})" if op.get("op") else "no op"
+        lines.append(f"First op inside it that parts from the reference: {where}; {op.get('reason', '')}".rstrip("; "))
+    lines += ["", "| example | verdict | first block not PASS |", "|---|---|---|"]
+    lines += [f"| {name} | {entry['verdict']} | {entry['first_drift_module'] or ''} |"
+              for name, entry in accuracy["examples"].items()]
+    lines += ["", "| block | stage | calls | relative error | benchmark's | ratio | max ratio | verdict |",
+              "|---|---|---|---|---|---|---|---|"]
+    for block in accuracy["blocks"]:
+        if block.get("relative_ratio") is None:
+            lines.append(f"| {block['module']} | {block['stage']} | {block['calls']} | | | | | "
+                         f"{block['verdict']}: {block.get('reason', '')} |")
+            continue
+        calls = str(block["calls"]) if block["replayed"] == block["calls"] else f"{block['replayed']} of {block['calls']}"
+        lines.append(f"| {block['module']} | {block['stage']} | {calls} | {block['relative_error']:.3g} | "
+                     f"{block['benchmark_relative_error']:.3g} | {block['relative_ratio']:.2f} | "
+                     f"{block['max_ratio']:.2f} | {block['verdict']}{': ' + block['reason'] if 'reason' in block else ''} |")
+    lines += ["", "Teacher-forced outputs of the whole model (drift accumulated through every block):", "",
+              "| output | cosine | relative | ratio | top-1 | verdict |", "|---|---|---|---|---|---|"]
     for name, entry in accuracy["outputs"].items():
+        if "cosine" not in entry:
+            lines.append(f"| {name} | | | | | {entry['verdict']}: {entry.get('reason', '')} |")
+            continue
         top1 = "" if entry["top1_agreement"] is None else f"{entry['top1_agreement']:.4f}"
-        lines.append(f"| {name} | {entry['cosine']:.6f} | {entry['max_abs']:.3g} | {entry['mean_abs']:.3g} | "
-                     f"{entry['relative_error']:.3g} | {entry['within_0_1_percent']:.3f} | {top1} | "
+        ratio = "" if entry.get("relative_ratio") is None else f"{entry['relative_ratio']:.2f}"
+        lines.append(f"| {name} | {entry['cosine']:.6f} | {entry['relative_error']:.3g} | {ratio} | {top1} | "
                      f"{entry['verdict']} |")
-    if accuracy["layers"]:
-        lines += ["", "| block | cosine | relative | verdict |", "|---|---|---|---|"]
-        lines += [f"| {layer['module']} | {layer['cosine']:.6f} | {layer['relative_error']:.3g} | {layer['verdict']} |"
-                  for layer in accuracy["layers"]]
     return lines
 
 
 def reproducibility_table(repro: dict) -> list[str]:
     repeat, against = repro["repeat"], repro["against_reference"]
-    divergence = "none" if repeat["first_divergence"] is None else f"step {repeat['first_divergence']}"
-    until = "every step" if against["agree_until_step"] is None else f"step {against['agree_until_step']}"
-    return [f"{repro['steps']} greedy {repro['step_unit']}s.", "",
+
+    def step(value, none="none"):
+        return none if value is None else f"step {value}"
+
+    reference = f"{against['device']} {against['dtype']}"
+    return [f"Verdict **{repro['verdict']}**{': ' + '; '.join(repro['problems']) if repro['problems'] else ''}. "
+            f"{repro['steps']} {repro['step_unit']}s, greedy and sampled from seed {repro['seed']}.", "",
             "| check | result |", "|---|---|",
-            f"| same tokens twice | {repeat['token_match_rate']:.1%} (first divergence: {divergence}) |",
+            f"| same greedy tokens twice | {repeat['token_match_rate']:.1%} (first divergence: "
+            f"{step(repeat['first_divergence'])}) |",
+            f"| same sampled tokens twice | {repeat['sampled_token_match_rate']:.1%} (first divergence: "
+            f"{step(repeat['sampled_first_divergence'])}) |",
             f"| identical audio twice | {repeat['identical_audio']} |",
-            f"| tokens equal to CPU float32 | {against['token_match_rate']:.1%} |",
-            f"| reference in target top-{against['top_k']} | until {until} "
+            f"| greedy tokens equal to {reference} | {against['token_match_rate']:.1%} (streams part at "
+            f"{step(against['greedy_parts_at_step'], 'no step')}) |",
+            f"| sampled stream against {reference} | parts at {step(against['sampled_parts_at_step'], 'no step')} |",
+            f"| reference in target top-{against['top_k']} | until {step(against['agree_until_step'], 'every step')} "
             f"({against['steps_in_top_k']} of {repro['steps']} steps) |"]
 
 
@@ -159,11 +188,21 @@ def ops_table(ops: dict) -> list[str]:
         lines += ["| known gap | ops | problem | voxport's fix |", "|---|---|---|---|"]
         lines += [f"| {gap['when']} | {', '.join(gap['ops'])} | {gap['problem']} | {gap['fix']} |"
                   for gap in ops["known_gaps"]]
-    if ops.get("replay"):
-        lines += ["", "Worst ops replayed on the target against CPU float32:", "",
-                  "| op | input dtypes | relative | max abs |", "|---|---|---|---|"]
-        lines += [f"| {entry['op']} | {', '.join(entry['input_dtypes'])} | {entry['relative_error']:.3g} | "
-                  f"{entry['max_abs']:.3g} |" for entry in ops["replay"]["worst"]]
+    replay = ops.get("replay")
+    if replay:
+        sampled = (f" {replay['ops_sampled']} ops ran more than {replay['samples_per_op']} times: those calls were "
+                   f"sampled (the first {replay['samples_per_op']})." if replay["ops_sampled"] else "")
+        lines += ["", f"Replayed on {replay['device']}: verdict **{replay['verdict']}** over {replay['ops_compared']} "
+                  f"ops, each against CPU float32 relative to the CPU's own error in its dtypes.{sampled}", "",
+                  "| op | input dtypes | calls | replayed | relative | ratio | verdict |", "|---|---|---|---|---|---|---|"]
+        for entry in replay["worst"]:
+            relative = "" if "relative_error" not in entry else f"{entry['relative_error']:.3g}"
+            ratio = "" if entry.get("relative_ratio") is None else f"{entry['relative_ratio']:.2f}"
+            lines.append(f"| {entry['op']} | {', '.join(entry['input_dtypes'])} | {entry['calls']} | {entry['replayed']} | "
+                         f"{relative} | {ratio} | {entry['verdict']}{': ' + entry['reason'] if 'reason' in entry else ''} |")
+        if replay["skipped"]:
+            lines += ["", "Not replayed:", ""] + [f"- {entry['op']} ({', '.join(entry['input_dtypes'])}): {entry['reason']}"
+                                                 for entry in replay["skipped"]]
     return lines
 
 

@@ -50,8 +50,11 @@ def errors(reference: torch.Tensor, output: torch.Tensor) -> Errors:
         raise ValueError(f"shape {tuple(output.shape)} where the reference has {tuple(reference.shape)}")
     ref = reference.detach().to("cpu", torch.float64).flatten()
     out = output.detach().to("cpu", torch.float64).flatten()
-    if not bool(torch.isfinite(out).all()):
+    finite = torch.isfinite(ref)
+    # Infinities the reference has too (a mask's -inf) are agreement; any other NaN or Inf is a failure.
+    if not bool(torch.isfinite(out[finite]).all()) or not torch.equal(out[~finite].nan_to_num(), ref[~finite].nan_to_num()):
         return Errors(float("inf"), float("inf"), finite=False)
+    ref, out = ref[finite], out[finite]
     difference = out - ref
     scale, peak = ref.norm().item(), ref.abs().max().item() if ref.numel() else 0.0
     relative = difference.norm().item() / scale if scale else float(difference.norm().item() > 0)

@@ -25,6 +25,7 @@ from voxport.models.covo.token2wav import Token2Wav
 from voxport.models.sampling import SamplingSettings
 from voxport.runtime.checkpoints import resolve_checkpoint
 from voxport.runtime.devices import backend_for
+from voxport.runtime.seeding import make_generator
 from voxport.runtime.timing import timed
 from voxport.runtime.weights import load_weights_strict, safetensors_files
 
@@ -285,7 +286,14 @@ class CovoAudioChat:
 
     def greedy_tokens(self, inputs: CovoExample, steps: int) -> torch.Tensor:
         """`steps` plain greedy tokens after the round-0 prompt (no penalties, the stop token ignored)."""
-        run = self._fixed_run(inputs, steps, SamplingSettings(greedy=True), RepetitionPenalties(1.0, 1.0, 1))
+        return self.sampled_tokens(inputs, steps, None)
+
+    def sampled_tokens(self, inputs: CovoExample, steps: int, seed: int | None) -> torch.Tensor:
+        """`steps` tokens after the round-0 prompt, sampled as later rounds are from `seed` (None: greedy);
+        no penalties, the stop token ignored."""
+        sampling = SamplingSettings(greedy=True) if seed is None else ChatSettings().sampling_for(1)
+        generator = None if seed is None else make_generator(self.device, seed)
+        run = self._fixed_run(inputs, steps, sampling, RepetitionPenalties(1.0, 1.0, 1), generator)
         return torch.tensor(run.ids)
 
     def tokens_to_audio(self, tokens: torch.Tensor) -> None:
@@ -303,10 +311,10 @@ class CovoAudioChat:
         return sum(p.numel() * p.element_size() for module in (llm.model.layers, llm.model.norm, llm.lm_head)
                    for p in module.parameters())
 
-    def _fixed_run(self, inputs: CovoExample, steps: int, sampling, penalties):
+    def _fixed_run(self, inputs: CovoExample, steps: int, sampling, penalties, generator=None):
         prompt_ids = self.prompt_ids(inputs.clip.placeholders, first_round=True)
         embeds = self.prompt_embeds(prompt_ids, inputs.clip)
-        return self.token_engine().generate(embeds, prompt_ids, NEVER, steps, sampling, penalties, None)
+        return self.token_engine().generate(embeds, prompt_ids, NEVER, steps, sampling, penalties, generator)
 
     def named_modules(self) -> Iterator[tuple[str, nn.Module]]:
         """The network's modules, then token2wav's (token2latent.*, wavegan.*) when the checkpoint has it."""

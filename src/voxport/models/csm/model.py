@@ -270,7 +270,11 @@ class CsmSpeech:
 
     def greedy_tokens(self, inputs: CsmExample, steps: int) -> torch.Tensor:
         """`steps` frames [steps, codebooks] of greedy codes, end of audio ignored."""
-        request = replace(inputs.request, max_frames=steps, min_frames=steps, greedy=True, seed=0)
+        return self.sampled_tokens(inputs, steps, None)
+
+    def sampled_tokens(self, inputs: CsmExample, steps: int, seed: int | None) -> torch.Tensor:
+        """`steps` frames [steps, codebooks], sampled with the default settings from `seed` (None: greedy)."""
+        request = replace(inputs.request, max_frames=steps, min_frames=steps, greedy=seed is None, seed=seed or 0)
         embeds = self.prompt_embeds(request)
         codes, _ = generate_codes(self, embeds, torch.zeros(1, dtype=torch.long, device=self.device), request, [0])
         return codes[0]
