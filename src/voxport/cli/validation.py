@@ -35,6 +35,7 @@ def add_parsers(commands) -> None:
                           help="an example text for text-to-speech models (repeatable; default: English, Chinese, long)")
     accuracy.add_argument("--audio", action="append", type=Path, metavar="FILE",
                           help="an example speech file for speech-in models (repeatable; default: three synthetic turns)")
+    accuracy.add_argument("--examples", help="comma-separated default examples to run (e.g. english,long; default: all)")
     accuracy.add_argument("--no-op-search", action="store_true",
                           help="do not look for the first diverging op inside the first failing block")
 
@@ -113,7 +114,9 @@ def _run_accuracy(args: argparse.Namespace) -> int:
             raise InputError(f"--audio {audio} is not a file: expected a speech recording")
     result = run_accuracy(args.model, device, dtype, args.reference_model, texts=args.text,
                           audios=[str(audio) for audio in args.audio or []] or None,
-                          locate_ops=not args.no_op_search, progress=progress)
+                          locate_ops=not args.no_op_search, progress=progress,
+                          example_names=[name.strip() for name in args.examples.split(",") if name.strip()]
+                          if args.examples else None)
     return _report(result, accuracy_tables, args.json_out)
 
 

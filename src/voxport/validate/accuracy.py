@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import torch
 
+from voxport.errors import InputError
 from voxport.models.registry import load_model
 from voxport.runtime.devices import dtype_name
 from voxport.validate.capture import StageRecord, record_stage, replay_call, run_stage
@@ -31,13 +32,18 @@ MAX_CALLS = 12  # calls of one block replayed per example; more are sampled even
 
 def run_accuracy(source: str, device: torch.device, dtype: torch.dtype, reference_source: str | None = None,
                  texts: list[str] | None = None, audios: list[str] | None = None, locate_ops: bool = True,
-                 progress=print) -> dict:
+                 example_names: list[str] | None = None, progress=print) -> dict:
     """Judge `source` on `device`/`dtype` against `reference_source` (default: the same) on the CPU in float32."""
     reference_source = reference_source or source
     started = time.perf_counter()
     progress(f"accuracy: recording the reference {reference_source} on cpu/float32")
     reference = load_model(reference_source, CPU, torch.float32)
     examples = reference.accuracy_examples(texts, audios)
+    if example_names:
+        unknown = [name for name in example_names if name not in examples]
+        if unknown:
+            raise InputError(f"unknown example {', '.join(unknown)}: expected {', '.join(examples)}")
+        examples = {name: examples[name] for name in example_names}
     naming = getattr(reference, "checkpoint_name", str)
     records = {name: [record_stage(reference, stage) for stage in reference.accuracy_stages(example)]
                for name, example in examples.items()}

@@ -18,9 +18,9 @@ import torch
 
 ORDER = {"PASS": 0, "WARN": 1, "FAIL": 2}
 
-# Relative-error floors per dtype the benchmark computed in (about one unit roundoff each, float32 looser: a
-# device's float32 kernels, TF32 convolutions included, differ from the CPU's by more than its roundoff).
-FLOORS = {torch.float32: 1e-4, torch.float16: 5e-4, torch.bfloat16: 4e-3}
+# Relative-error floors per dtype the benchmark computed in: one unit roundoff for the half dtypes; float32
+# looser, as a device's float32 kernels (TF32 convolutions included) differ from the CPU's by more than its own.
+FLOORS = {torch.float32: 1e-4, torch.float16: 2.5e-4, torch.bfloat16: 2e-3}
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,9 @@ class Limits:
     warn_max: float
 
 
-LIMITS = Limits(pass_relative=1.5, pass_max=4.0, warn_relative=3.0, warn_max=10.0)
+# Chosen from measurements (docs/validation.md): correct ports measured 0.97-1.04 (relative) and <= 1.0 (max);
+# the weakest planted fault that must fail measured 2.1 / 5.5. FAIL beyond msprobe's 2x for RMSE.
+LIMITS = Limits(pass_relative=1.5, pass_max=4.0, warn_relative=2.0, warn_max=8.0)
 
 
 @dataclass(frozen=True)

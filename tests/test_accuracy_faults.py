@@ -1,0 +1,58 @@
+"""accuracy catches planted port faults at the right block, in bfloat16 and float16, and passes correct ports.
+
+The faults (tests/faults.py) live only in the target: a copy of the checkpoint or the target model's code.
+One short example per run keeps this quick; tests/fault_table.py runs every fault on every default example.
+"""
+
+import pytest
+import torch
+
+from faults import CLEAN_VARIANTS, FAULTS, run_fault
+
+QUICK = {"example_names": ["english"], "locate_ops": False}
+
+
+def fault(name: str, family: str):
+    return next(f for f in FAULTS if f.name == name and f.family == family)
+
+
+@pytest.mark.parametrize("variant, dtype", [(CLEAN_VARIANTS[1], torch.bfloat16), (CLEAN_VARIANTS[3], torch.float16)],
+                         ids=["csm-bfloat16", "covo-float16"])
+def test_a_correct_port_with_other_kernels_passes(variant, dtype, request, tmp_path):
+    clean = request.getfixturevalue(f"tiny_{variant.family}_dir")
+    result = run_fault(variant, clean, tmp_path, dtype, **QUICK)
+    assert result["verdict"] == "PASS" and result["first_drift_module"] is None
+    # the other kernels really ran: some block's error differs from the benchmark's
+    assert any(block["relative_error"] != block["benchmark_relative_error"] for block in result["blocks"])
+
+
+@pytest.mark.parametrize("planted, dtype", [
+    (fault("weights Mimi decoder conv", "csm"), torch.bfloat16),
+    (fault("KV cache written one row late", "csm"), torch.bfloat16),
+    (fault("weights DiT block", "covo"), torch.float16),
+    (fault("mel front end in float16", "covo"), torch.bfloat16),
+], ids=lambda value: str(value).split(".")[-1] if isinstance(value, torch.dtype) else f"{value.family}-{value.name}")
+def test_a_planted_fault_fails_at_its_block(planted, dtype, request, tmp_path):
+    clean = request.getfixturevalue(f"tiny_{planted.family}_dir")
+    result = run_fault(planted, clean, tmp_path, dtype, **QUICK)
+    assert result["verdict"] == "FAIL"
+    assert result["first_drift_module"] == planted.block
+    named = next(block for block in result["blocks"] if block["module"] == planted.block)
+    assert named["verdict"] == "FAIL"
+
+
+def test_a_shape_change_is_a_fail_naming_the_block(tiny_covo_dir, tmp_path):
+    result = run_fault(fault("adapter stride 1 for 2", "covo"), tiny_covo_dir, tmp_path, torch.bfloat16, **QUICK)
+    assert result["verdict"] == "FAIL" and result["first_drift_module"] == "audio_adapter.downsample_layers.0"
+    named = next(block for block in result["blocks"] if block["module"] == "audio_adapter.downsample_layers.0")
+    assert "shape" in named["reason"]
+    assert any("reason" in entry for name, entry in result["outputs"].items())  # the whole model's outputs too
+
+
+def test_the_first_diverging_op_is_named(tiny_csm_dir, tmp_path):
+    result = run_fault(fault("SiLU swapped for GELU", "csm"), tiny_csm_dir, tmp_path, torch.bfloat16,
+                       example_names=["english"])
+    assert result["first_drift_module"] == "backbone_model.layers.0"
+    op = result["first_diverging_op"]
+    assert op["block"] == "backbone_model.layers.0" and op["op"] == "aten::gelu"
+    assert "aten::silu" in op["reason"]
