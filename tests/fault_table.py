@@ -1,6 +1,8 @@
-"""The detection table: every planted fault (tests/faults.py) x dtype -> verdict and named block.
+"""The detection table: every planted fault (tests/faults.py) x dtype -> verdict and named block; with --clean,
+the correct ports (a clean copy, other attention kernels) over several seeds -> their largest ratios.
 
     PYTHONPATH=src python tests/fault_table.py [--dtypes bfloat16,float16] [--family csm|covo] [--only SUBSTRING]
+    PYTHONPATH=src python tests/fault_table.py --clean --seeds 0,1,2
 Writes tiny checkpoints into a temporary directory; prints one Markdown row per run as it finishes.
 """
 
@@ -14,7 +16,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from faults import FAULTS, run_fault  # noqa: E402
+from faults import CLEAN_VARIANTS, FAULTS, run_fault  # noqa: E402
 
 from voxport.models.tiny import make_tiny_covo, make_tiny_csm, write_tiny_checkpoint  # noqa: E402
 
@@ -25,8 +27,12 @@ def main() -> None:
     parser.add_argument("--family", choices=["csm", "covo"])
     parser.add_argument("--only", default="")
     parser.add_argument("--seed", type=int, default=0, help="seed of the tiny checkpoints")
+    parser.add_argument("--clean", action="store_true", help="run the correct ports instead of the faults")
+    parser.add_argument("--seeds", default="0,1,2", help="checkpoint seeds for --clean")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="voxport-faults-"))
+    if args.clean:
+        return clean_table(root, args)
     clean = {"csm": write_tiny_checkpoint(make_tiny_csm, root / "csm", seed=args.seed),
              "covo": write_tiny_checkpoint(make_tiny_covo, root / "covo", seed=args.seed)}
     print("| fault | family | dtype | expected block | verdict | named block | first op | ratio | seconds |")
@@ -47,6 +53,26 @@ def main() -> None:
                   f"{'(right)' if named == fault.block else '(WRONG)'} | {op.get('op') or ''} | "
                   f"{'' if ratio is None else f'{ratio:.1f}'} {block.get('reason', '')} | "
                   f"{time.perf_counter() - started:.0f} |", flush=True)
+
+
+def clean_table(root: Path, args) -> None:
+    print("| port | family | seed | dtype | verdict | named block | largest relative ratio | largest max ratio |")
+    print("|---|---|---|---|---|---|---|---|", flush=True)
+    for seed in (int(value) for value in args.seeds.split(",")):
+        clean = {"csm": write_tiny_checkpoint(make_tiny_csm, root / f"csm{seed}", seed=seed),
+                 "covo": write_tiny_checkpoint(make_tiny_covo, root / f"covo{seed}", seed=seed)}
+        for variant in CLEAN_VARIANTS:
+            if args.family and variant.family != args.family:
+                continue
+            for dtype_name in args.dtypes.split(","):
+                workdir = root / f"clean{seed}-{variant.name}-{variant.family}-{dtype_name}".replace(" ", "_")
+                workdir.mkdir()
+                result = run_fault(variant, clean[variant.family], workdir, getattr(torch, dtype_name))
+                judged = [*result["blocks"], *result["outputs"].values()]
+                relative = max(entry.get("relative_ratio") or 0.0 for entry in judged)
+                largest = max(entry.get("max_ratio") or 0.0 for entry in judged)
+                print(f"| {variant.name} | {variant.family} | {seed} | {dtype_name} | {result['verdict']} | "
+                      f"{result['first_drift_module']} | {relative:.3f} | {largest:.3f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,17 @@ def test_same_seed_same_audio(tiny_csm):
     assert np.array_equal(first.codes, second.codes) and np.array_equal(first.audio, second.audio)
     other = tiny_csm.generate(SynthesisRequest(text="Say it twice.", max_frames=5, seed=8))
     assert not np.array_equal(first.codes, other.codes)
+    shortest = min(len(first.audio), len(other.audio))
+    assert shortest == 0 or not np.allclose(first.audio[:shortest], other.audio[:shortest], atol=1e-3)
+
+
+def test_the_codec_audio_depends_on_the_codes(tiny_csm):
+    """Tiny Mimi codebooks are filled: other codes make other audio (all-zero codebooks made the same)."""
+    generator = torch.Generator().manual_seed(0)
+    codes = torch.randint(1, 2048, (2, 4, tiny_csm.config.num_codebooks), generator=generator)
+    first, second = (tiny_csm.decode(frames) for frames in codes)
+    assert np.abs(first).mean() > 1e-3
+    assert np.abs(first - second).mean() > 0.1 * np.abs(first).mean()
 
 
 def test_unseeded_runs_report_their_seed(tiny_csm):
