@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the tiny checkpoints")
     parser.add_argument("--clean", action="store_true", help="run the correct ports instead of the faults")
     parser.add_argument("--seeds", default="0,1,2", help="checkpoint seeds for --clean")
+    parser.add_argument("--examples", help="default examples to run, e.g. english (default: all)")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="voxport-faults-"))
     if args.clean:
@@ -67,7 +68,8 @@ def clean_table(root: Path, args) -> None:
             for dtype_name in args.dtypes.split(","):
                 workdir = root / f"clean{seed}-{variant.name}-{variant.family}-{dtype_name}".replace(" ", "_")
                 workdir.mkdir()
-                result = run_fault(variant, clean[variant.family], workdir, getattr(torch, dtype_name))
+                result = run_fault(variant, clean[variant.family], workdir, getattr(torch, dtype_name),
+                                   example_names=args.examples.split(",") if args.examples else None)
                 judged = [*result["blocks"], *result["outputs"].values()]
                 relative = max(entry.get("relative_ratio") or 0.0 for entry in judged)
                 largest = max(entry.get("max_ratio") or 0.0 for entry in judged)

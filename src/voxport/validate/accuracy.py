@@ -51,21 +51,13 @@ def run_accuracy(source: str, device: torch.device, dtype: torch.dtype, referenc
     del reference
     gc.collect()
     progress(f"accuracy: benchmark {reference_source} on cpu/{dtype_name(dtype)}")
-    benchmark = load_model(reference_source, CPU, dtype)
-    benchmark_results = replay(benchmark, records)
-    benchmark_outputs = {name: _outputs(benchmark, example) for name, example in examples.items()}
-    del benchmark
-    gc.collect()
+    benchmark_results, benchmark_outputs = replay_pass(reference_source, CPU, dtype, records, examples)
     if str(source) == str(reference_source) and device.type == "cpu":
         progress("accuracy: the target is the benchmark (same checkpoint, device and dtype)")
         target_results, target_outputs = benchmark_results, benchmark_outputs
     else:
         progress(f"accuracy: target {source} on {device}/{dtype_name(dtype)}")
-        target = load_model(source, device, dtype)
-        target_results = replay(target, records)
-        target_outputs = {name: _outputs(target, example) for name, example in examples.items()}
-        del target
-        gc.collect()
+        target_results, target_outputs = replay_pass(source, device, dtype, records, examples)
 
     per_example = {name: judge_blocks(records[name], benchmark_results[name], target_results[name], naming)
                    for name in examples}
@@ -100,6 +92,16 @@ def run_accuracy(source: str, device: torch.device, dtype: torch.dtype, referenc
             first["path"], call, (reference_source, source), device, dtype)}
     result["seconds"] = time.perf_counter() - started
     return result
+
+
+def replay_pass(source: str, device: torch.device, dtype: torch.dtype, records: dict, examples: dict) -> tuple:
+    """Load `source` on `device`/`dtype`, replay every stage and block, run its outputs; free it."""
+    model = load_model(source, device, dtype)
+    results = replay(model, records)
+    outputs = {name: _outputs(model, example) for name, example in examples.items()}
+    del model
+    gc.collect()
+    return results, outputs
 
 
 def replay(model, records: dict[str, list[StageRecord]]) -> dict[str, dict[str, list[torch.Tensor] | str]]:
