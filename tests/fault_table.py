@@ -26,6 +26,7 @@ def main() -> None:
     parser.add_argument("--dtypes", default="bfloat16,float16")
     parser.add_argument("--family", choices=["csm", "covo"])
     parser.add_argument("--only", default="")
+    parser.add_argument("--in-code", action="store_true", help="only the faults planted in code")
     parser.add_argument("--seed", type=int, default=0, help="seed of the tiny checkpoints")
     parser.add_argument("--clean", action="store_true", help="run the correct ports instead of the faults")
     parser.add_argument("--seeds", default="0,1,2", help="checkpoint seeds for --clean")
@@ -39,7 +40,8 @@ def main() -> None:
     print("| fault | family | dtype | expected block | verdict | named block | first op | ratio | seconds |")
     print("|---|---|---|---|---|---|---|---|---|", flush=True)
     for index, fault in enumerate(FAULTS):
-        if (args.family and fault.family != args.family) or args.only not in fault.name:
+        wanted = (not args.family or fault.family == args.family) and args.only in fault.name
+        if not wanted or (args.in_code and not fault.in_code):
             continue
         for dtype_name in args.dtypes.split(","):
             started = time.perf_counter()
