@@ -11,6 +11,7 @@ import torch
 from accelerate import init_empty_weights
 from torch import nn
 from transformers import Qwen2Tokenizer
+from transformers.cache_utils import DynamicCache
 
 from voxport.errors import CheckpointError, InputError
 from voxport.audio.features import whisper_log_mel
