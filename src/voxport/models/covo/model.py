@@ -50,6 +50,7 @@ class CovoExample:
 class CovoAudioChat:
     family = "covo"
     step_unit = "token"
+    answers_audio = True
 
     def __init__(self, network: CovoAudioNetwork, tokenizer, config: CovoConfig, device: torch.device,
                  dtype: torch.dtype, timings: dict[str, float], directory: Path):
