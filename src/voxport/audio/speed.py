@@ -14,5 +14,6 @@ def change_speed(audio: np.ndarray, speed: float) -> np.ndarray:
         return audio
     import librosa  # imported here: it takes a second and only speed changes need it
 
-    return librosa.effects.time_stretch(np.ascontiguousarray(audio, dtype=np.float32), rate=speed).astype(
-        np.float32, copy=False)
+    n_fft = 2048 if len(audio) >= 2048 else 256  # short pieces: a window that fits them
+    stretched = librosa.effects.time_stretch(np.ascontiguousarray(audio, dtype=np.float32), rate=speed, n_fft=n_fft)
+    return stretched.astype(np.float32, copy=False)
