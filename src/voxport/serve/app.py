@@ -21,6 +21,7 @@ from voxport.serve.audio_formats import MEDIA_TYPES
 from voxport.serve.bodies import json_object
 from voxport.serve.chat import ChatBody, chat_job, completion
 from voxport.serve.errors import APIError
+from voxport.serve.guard import GuardAndCount
 from voxport.serve.metrics import Metrics
 from voxport.serve.speech import audio_stream, parse_speech_body, speech_job, sse_events, whole_audio
 from voxport.serve.voice_api import voice_routes
@@ -78,21 +79,7 @@ def create_app(state: ServerState) -> FastAPI:
     async def http_error(request: Request, error: HTTPException):
         return APIError(error.status_code, str(error.detail), kind="invalid_request_error").response()
 
-    @app.middleware("http")
-    async def authorise_and_count(request: Request, call_next):
-        started = time.perf_counter()
-        if state.api_key and request.url.path != "/health" and \
-                request.headers.get("authorization") != f"Bearer {state.api_key}":
-            response = APIError(401, "missing or wrong API key: send Authorization: Bearer <key>",
-                                code="invalid_api_key").response()
-        else:
-            response = await call_next(request)
-        endpoint = _route_template(request)
-        state.metrics.requests.labels(endpoint, str(response.status_code)).inc()
-        if response.status_code >= 400:
-            state.metrics.errors.labels(endpoint, str(response.status_code)).inc()
-        state.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
-        return response
+    app.add_middleware(GuardAndCount, api_key=state.api_key, metrics=state.metrics)
 
     @app.get("/health")
     async def health():
@@ -161,12 +148,6 @@ def _model(state: ServerState, name: str, capable: Callable[[object], bool], tas
 
 def _capabilities(model) -> list[str]:
     return [name for name, capable in (("speech", speaks_text), ("audio_chat", answers_audio)) if capable(model)]
-
-
-def _route_template(request: Request) -> str:
-    """The matched route's path template (/v1/audio/voices/{voice_id}), so metric labels stay few."""
-    route = request.scope.get("route")
-    return getattr(route, "path", None) or "unmatched"
 
 
 def _submit(served: ServedModel, job: Job) -> Job:

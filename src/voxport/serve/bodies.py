@@ -10,8 +10,10 @@ from starlette.datastructures import UploadFile
 from voxport.serve.errors import APIError
 
 
-async def form_fields(request: Request, texts: set[str], uploads: set[str], limit: int) -> tuple[dict[str, str], dict[str, bytes]]:
-    """Text fields and uploaded files of a multipart body; any other field is refused by name."""
+async def form_fields(request: Request, texts: set[str], uploads: set[str], limit: int
+                      ) -> tuple[dict[str, str], dict[str, bytes]]:
+    """The text fields and uploaded files (each read up to `limit` + 1 bytes) present in a multipart body; any
+    field not in `texts` or `uploads` is refused by name."""
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise APIError(400, f"expected a multipart/form-data body with {', '.join(sorted(uploads | texts))}")
     try:
@@ -31,9 +33,10 @@ async def form_fields(request: Request, texts: set[str], uploads: set[str], limi
             fields[name] = value
     for name in uploads:
         upload = form.get(name)
-        if not isinstance(upload, UploadFile):
-            raise APIError(400, f"{name} is missing: expected an audio file upload", name)
-        files[name] = await upload.read(limit + 1)  # one byte over tells a larger upload
+        if upload is not None and not isinstance(upload, UploadFile):
+            raise APIError(400, f"{name} must be a file upload, not a text field", name)
+        if upload is not None:
+            files[name] = await upload.read(limit + 1)  # one byte over tells a larger upload
     return fields, files
 
 

@@ -19,9 +19,10 @@ def voice_routes(book: VoiceBook) -> APIRouter:
 
     @router.post("/voice_consents")
     async def create_consent(request: Request):
-        fields, files = await form_fields(request, texts={"name", "language"}, uploads={"recording"}, limit=MAX_UPLOAD_BYTES)
+        fields, files = await form_fields(request, texts={"name", "language"}, uploads={"recording"},
+                                          limit=MAX_UPLOAD_BYTES)
         consent = await asyncio.to_thread(book.add_consent, fields.get("name"), fields.get("language"),
-                                          files["recording"])
+                                          files.get("recording"))
         return consent.to_api()
 
     @router.get("/voice_consents")
@@ -57,14 +58,15 @@ def voice_routes(book: VoiceBook) -> APIRouter:
 
     @router.post("/voices")
     async def create_voice(request: Request):
-        fields, files = await form_fields(request, texts={"name", "consent", "transcript", "type"}, uploads={"audio_sample"},
-                                          limit=MAX_UPLOAD_BYTES)
-        if fields.get("type", "audio_sample") != "audio_sample":
-            raise APIError(400, f"type {fields['type']!r} is not supported here: voices are made from an "
-                                f"audio_sample (the model continues a recorded voice; it cannot design one from a "
-                                f"prompt)", "type")
+        prompt_only = {"prompt", "model", "script_hint"}  # the SDK's fields for voices designed from a prompt
+        fields, files = await form_fields(request, texts={"name", "consent", "transcript", "type"} | prompt_only,
+                                          uploads={"audio_sample"}, limit=MAX_UPLOAD_BYTES)
+        if fields.get("type", "audio_sample") != "audio_sample" or prompt_only & set(fields):
+            raise APIError(400, "voices designed from a prompt are not supported here: make one from an "
+                                "audio_sample (the model continues a recorded voice; it cannot design one from a "
+                                "prompt)", "type")
         voice = await asyncio.to_thread(book.add_voice, fields.get("name"), fields.get("consent"),
-                                        fields.get("transcript"), files["audio_sample"])
+                                        fields.get("transcript"), files.get("audio_sample"))
         return voice.to_api()
 
     @router.get("/voices")

@@ -9,7 +9,6 @@ a file set without its JSON is an interrupted upload and is ignored.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import threading
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from voxport.audio.io import load_audio, resample
+from voxport.audio.io import load_audio
 from voxport.errors import InputError
 from voxport.models.base import VoiceSample
 from voxport.runtime.files import replaced_atomically
@@ -136,7 +135,7 @@ class VoiceBook:
 
     # --- consents and custom voices -----------------------------------------------------------------------
 
-    def add_consent(self, name: str, language: str, recording: bytes) -> Consent:
+    def add_consent(self, name: str | None, language: str | None, recording: bytes | None) -> Consent:
         self._writable()
         _required(name, "name")
         _required(language, "language")
@@ -171,7 +170,8 @@ class VoiceBook:
             self._remove("consents", consent_id, ".audio")
             del self.consents[consent_id]
 
-    def add_voice(self, name: str, consent_id: str, transcript: str, sample: bytes) -> CustomVoice:
+    def add_voice(self, name: str | None, consent_id: str | None, transcript: str | None, sample: bytes | None
+                  ) -> CustomVoice:
         self._writable()
         _required(name, "name")
         _required(transcript, "transcript")
@@ -248,7 +248,9 @@ def _required(value: str | None, param: str) -> None:
         raise APIError(400, f"{param} is missing: expected a non-empty text field", param)
 
 
-def _audio(data: bytes, param: str) -> tuple[np.ndarray, int]:
+def _audio(data: bytes | None, param: str) -> tuple[np.ndarray, int]:
+    if data is None:
+        raise APIError(400, f"{param} is missing: expected an audio file upload", param)
     if len(data) > MAX_UPLOAD_BYTES:
         raise APIError(413, f"{param} holds {len(data)} bytes; the limit is {MAX_UPLOAD_BYTES}", param)
     samples, rate = read_audio_bytes(data, param)
