@@ -38,7 +38,10 @@ def split_text(text: str, max_chars: int = MAX_CHUNK_CHARS) -> list[str]:
     are kept whole where they fit, then clauses, then words."""
     chunks: list[str] = []
     for sentence in _split(text.strip(), _SENTENCE_END):
-        for piece in _pieces(sentence, max_chars):
+        pieces = _pieces(sentence, max_chars)
+        if len(pieces) > 1:
+            chunks.append(pieces.pop(0))  # a sentence cut in pieces starts a chunk: chunks end where sentences do
+        for piece in pieces:
             if chunks and len(chunks[-1]) + 1 + len(piece) <= max_chars:
                 chunks[-1] = f"{chunks[-1]} {piece}"
             else:

@@ -1,0 +1,86 @@
+"""Long texts: split without losing a word, spoken chunk by chunk with the chunks before as context;
+speed changes that keep the pitch."""
+
+import re
+
+import numpy as np
+import pytest
+
+from voxport.audio.speed import change_speed
+from voxport.models.base import SpeechSpec, SpokenAudio, VoiceSample
+from voxport.models.longform import CONTEXT_CHUNKS, chunk_seconds, speak_long, split_text
+
+
+def words(text):
+    return re.sub(r"\s+", " ", text).strip()
+
+
+@pytest.mark.parametrize("text", [
+    "One. Two! Three? Four.",
+    "A sentence, with clauses; that runs on: and on — and on, " * 12,
+    "word " * 200,
+    "x" * 450 + " tail.",
+    "「引号」里面。还有中文句子！最后一句？",
+])
+def test_split_keeps_every_word_in_order_within_the_limit(text):
+    chunks = split_text(text, max_chars=60)
+    assert all(0 < len(chunk) <= 60 for chunk in chunks)
+    assert words(" ".join(chunks)).replace(" ", "") == words(text).replace(" ", "")
+
+
+def test_split_prefers_sentence_then_clause_boundaries():
+    text = "The first sentence is here. The second one follows it, and then it goes on for quite a while longer."
+    assert split_text(text, max_chars=60) == [
+        "The first sentence is here.", "The second one follows it,",
+        "and then it goes on for quite a while longer."]
+    assert split_text("Short. Sentences. Merge.", max_chars=60) == ["Short. Sentences. Merge."]
+
+
+class RecordingModel:
+    """Speaks one 100-sample piece per character of its text, in two pieces; records what it was asked."""
+
+    speaks_text = True
+    sample_rate = 1000
+
+    def __init__(self):
+        self.specs = []
+
+    def speak_stream(self, spec):
+        self.specs.append(spec)
+        audio = np.full(len(spec.text), len(self.specs), dtype=np.float32)
+        yield SpokenAudio(audio[:1], self.sample_rate, 1)
+        yield SpokenAudio(audio[1:], self.sample_rate, 1)
+
+    def speak(self, specs):
+        return [SpokenAudio(np.concatenate([p.audio for p in self.speak_stream(spec)]), 1000, 2) for spec in specs]
+
+
+def test_each_chunk_hears_the_voice_and_the_chunks_before():
+    model, voice = RecordingModel(), VoiceSample(np.zeros(5, np.float32), "The voice sample.")
+    text = " ".join(f"Sentence number {index} is here." for index in range(4))
+    pieces = list(speak_long(model, SpeechSpec(text, context=(voice,)), max_chars=30))
+    assert [spec.text for spec in model.specs] == split_text(text, 30) and len(model.specs) == 4
+    assert [piece.chunk for piece in pieces] == [0, 0, 1, 1, 2, 2, 3, 3]  # streamed: two pieces a chunk
+    for index, spec in enumerate(model.specs):
+        earlier = model.specs[max(0, index - CONTEXT_CHUNKS):index]
+        assert [sample.text for sample in spec.context] == [voice.text] + [chunk.text for chunk in earlier]
+        for sample, chunk_index in zip(spec.context[1:], range(max(0, index - CONTEXT_CHUNKS), index)):
+            assert np.all(sample.audio == chunk_index + 1) and len(sample.audio) == len(model.specs[chunk_index].text)
+
+
+def test_chunk_budget_grows_with_the_text_and_respects_a_cap():
+    assert chunk_seconds("a" * 100, None) > chunk_seconds("a" * 10, None) > 1.0
+    assert chunk_seconds("a" * 100, 0.5) == 0.5
+    spec = SpeechSpec("Hello there.", max_seconds=99)
+    list(speak_long(model := RecordingModel(), spec, cap_seconds=0.32, stream=False))
+    assert model.specs[0].max_seconds == 0.32
+
+
+@pytest.mark.parametrize("speed", [0.25, 0.5, 2.0, 4.0])
+def test_speed_changes_duration_and_keeps_pitch(speed):
+    rate = 24000
+    tone = np.sin(2 * np.pi * 440 * np.arange(rate) / rate).astype(np.float32)
+    changed = change_speed(tone, speed)
+    spectrum = np.abs(np.fft.rfft(changed * np.hanning(len(changed))))
+    assert changed.dtype == np.float32 and abs(len(changed) - rate / speed) <= 1
+    assert abs(np.argmax(spectrum) * rate / len(changed) - 440) < 5  # resampling would give 440 * speed
