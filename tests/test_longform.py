@@ -1,10 +1,12 @@
 """Long texts: split without losing a word, spoken chunk by chunk with the chunks before as context;
 speed changes that keep the pitch."""
 
+import json
 import re
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from voxport.audio.speed import change_speed
 from voxport.models.base import SpeechSpec, SpokenAudio, VoiceSample
@@ -84,3 +86,31 @@ def test_speed_changes_duration_and_keeps_pitch(speed):
     spectrum = np.abs(np.fft.rfft(changed * np.hanning(len(changed))))
     assert changed.dtype == np.float32 and abs(len(changed) - rate / speed) <= 1
     assert abs(np.argmax(spectrum) * rate / len(changed) - 440) < 5  # resampling would give 440 * speed
+
+
+def test_cli_speaks_a_long_input_file_whole(tiny_csm_dir, tmp_path, capsys):
+    from voxport.cli import main
+
+    text = tmp_path / "chapter.txt"
+    text.write_text("This is one sentence of a long text that keeps on going. " * 8, encoding="utf-8")
+    output = tmp_path / "chapter.wav"
+    code = main(["tts", "--input-file", str(text), "--model", str(tiny_csm_dir), "-o", str(output),
+                 "--max-tokens", "2", "--seed", "1", "--device", "cpu", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    chunks = len(split_text(text.read_text()))
+    assert code == 0 and chunks == report["chunks"] == 3 and report["frames"] == 2 * chunks
+    assert 0 < report["time_to_first_audio_seconds"] < report["generation_seconds"]
+    samples, rate = sf.read(output)
+    assert rate == 24000 and len(samples) == 2 * chunks * 1920
+    assert not [path for path in tmp_path.iterdir() if path.name.startswith(".")]  # no temporary left behind
+
+
+def test_cli_refuses_what_a_long_text_cannot_take(tiny_csm_dir, tmp_path, capsys):
+    from voxport.cli import main
+
+    lines = tmp_path / "lines.txt"
+    lines.write_text("Short line.\n" + "A sentence in a very long line. " * 10 + "\n", encoding="utf-8")
+    assert main(["tts", "--batch-file", str(lines), "--model", str(tiny_csm_dir)]) == 1
+    assert "--batch-file line 2 is longer than one chunk" in capsys.readouterr().err
+    assert main(["tts", "hi", "--engine", "transformers", "--compile", "--model", str(tiny_csm_dir)]) == 1
+    assert "does not stream, batch, compile" in capsys.readouterr().err
