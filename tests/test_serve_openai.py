@@ -60,6 +60,14 @@ def test_alloy_whole_file(client):
     assert rate == 24000 and len(samples) == 4 * FRAME and np.abs(samples).max() > 0
 
 
+def test_a_compressed_format_streams_whole_at_the_end(client):
+    with client.audio.speech.with_streaming_response.create(
+            model="tts", voice="alloy", input="Hello from the SDK.", response_format="flac", stream_format="audio",
+            extra_body=TINY) as response:
+        samples, rate = sf.read(io.BytesIO(response.read()), dtype="float32")
+    assert rate == 24000 and len(samples) == 4 * FRAME
+
+
 def test_raw_audio_stream_and_sse_carry_the_same_audio(client):
     with client.audio.speech.with_streaming_response.create(
             model="tts", voice="alloy", input="Hello from the SDK.", response_format="pcm", stream_format="audio",
