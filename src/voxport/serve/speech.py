@@ -64,6 +64,9 @@ def parse_speech_body(raw: object) -> SpeechBody:
         return SpeechBody.model_validate(raw)
     except ValidationError as error:
         problems = error.errors()
+        if any(problem["loc"][:1] == ("voice",) for problem in problems):
+            raise APIError(400, 'voice: expected a voice name, a speaker id, or {"id": "<custom voice id>"}',
+                           "voice") from None
         unknown = [".".join(map(str, problem["loc"])) for problem in problems if problem["type"] == "extra_forbidden"]
         if unknown:
             raise APIError(400, f"unknown field{'s' * (len(unknown) > 1)} {', '.join(unknown)}: expected "

@@ -126,10 +126,10 @@ class VoiceBook:
             cached = self._samples.get((key, sample_rate))
             if cached is None:
                 if key in self.voices:
-                    audio, words = load_audio(self._path("voices", key, ".wav"), sample_rate), self.voices[key].transcript
+                    path, words = self._path("voices", key, ".wav"), self.voices[key].transcript
                 else:
                     path, words = self.named[key]
-                    audio = load_audio(path, sample_rate)
+                audio = load_audio(path, sample_rate)
                 cached = self._samples[(key, sample_rate)] = VoiceSample(audio, words)
             return cached
 
