@@ -140,3 +140,12 @@ def test_a_failure_before_any_audio_is_a_server_error(stub_server):
     base, _ = stub_server
     with pytest.raises(openai.InternalServerError, match="the stub broke down"):
         sdk(base).audio.speech.create(model="voice-box", voice="alloy", input="Please explode.")
+
+
+def test_metrics_label_the_route_not_the_path(stub_server):
+    base, _ = stub_server
+    for voice in ("voice_a", "voice_b"):
+        assert httpx2.delete(f"{base}/v1/audio/voices/{voice}").status_code == 404
+    metrics = httpx2.get(f"{base}/metrics").text
+    assert 'voxport_requests_total{endpoint="/v1/audio/voices/{voice_id}",status="404"} 2.0' in metrics
+    assert "voice_a" not in metrics

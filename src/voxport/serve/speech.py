@@ -14,6 +14,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from voxport.audio.speed import MAX_SPEED, MIN_SPEED, change_speed
+from voxport.errors import VoxportError
 from voxport.models.base import SpeechSpec, SpokenAudio
 from voxport.models.longform import chunk_seconds, speak_long, split_text
 from voxport.serve.audio_formats import STREAMABLE, encode, pcm16, streaming_wav_header, supported_formats
@@ -168,9 +169,12 @@ async def sse_events(job: Job, sample_rate: int, body: SpeechBody, input_tokens:
         async for data in audio_stream(job, sample_rate, body):
             yield _event({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()})
     except Exception as error:  # noqa: BLE001 (the client hears of any failure, then the stream ends)
-        message = str(error) if isinstance(error, APIError) else f"the model failed: {type(error).__name__}: {error}"
-        yield _event({"type": "error", "error": {"message": message, "type": "server_error", "param": None,
-                                                 "code": None}}, "error")
+        if isinstance(error, (APIError, VoxportError)):  # the request asked for what cannot be done
+            message, kind = str(error), "invalid_request_error"
+        else:
+            message, kind = f"the model failed: {type(error).__name__}: {error}", "server_error"
+        yield _event({"type": "error", "error": {"message": message, "type": kind, "param": None, "code": None}},
+                     "error")
         return
     made = job.future.result().output_tokens
     yield _event({"type": "speech.audio.done",
