@@ -184,7 +184,7 @@ def test_the_same_seeded_request_alone_and_batched(client):
     def ask(text, seconds=TINY["max_seconds"]):
         replies[text] = speak(client, input=text, max_seconds=seconds)
 
-    threads = [threading.Thread(target=ask, args=("A longer request that keeps the model busy.", 1.6))]
+    threads = [threading.Thread(target=ask, args=("A longer request that keeps the model busy.", 0.8))]
     threads += [threading.Thread(target=ask, args=(text,)) for text in ["Other words.", "More words.", target]]
     for thread in threads:
         thread.start()
