@@ -103,14 +103,12 @@ def create_app(state: ServerState) -> FastAPI:
         model, limits = served.model, state.limits
         job = Job(speech_job(body, model, served.name, state.voices, limits.max_input_chars, limits.max_seconds))
         media_type = MEDIA_TYPES[body.response_format]
-        if body.streamed == "sse":
+        if body.streamed:
             job.chunks = SimpleQueue()
             _submit(served, job)
-            return StreamingResponse(sse_events(job, model.sample_rate, body, model.count_text_tokens(body.input)),
-                                     media_type="text/event-stream")
-        if body.streamed == "audio":
-            job.chunks = SimpleQueue()
-            _submit(served, job)
+            if body.streamed == "sse":
+                return StreamingResponse(sse_events(job, model.sample_rate, body,
+                                                    model.count_text_tokens(body.input)), media_type="text/event-stream")
             return StreamingResponse(audio_stream(job, model.sample_rate, body), media_type=media_type)
         result = await _answer(_submit(served, job), request)
         if result.audio_seconds:
