@@ -176,16 +176,18 @@ def test_concurrent_requests_all_answer(client):
 
 
 def test_the_same_seeded_request_alone_and_batched(client):
-    """The request is last of four that queue behind a longer one, so the four run as one batch."""
+    """The request is last of four that queue behind a longer one, so the four run as one batch (the others
+    with seeds of their own)."""
     target = "The same words, alone or not."
     alone = speak(client, input=target)
     replies = {}
 
-    def ask(text, seconds=TINY["max_seconds"]):
-        replies[text] = speak(client, input=text, max_seconds=seconds)
+    def ask(text, seed, seconds=TINY["max_seconds"]):
+        replies[text] = speak(client, input=text, seed=seed, max_seconds=seconds)
 
-    threads = [threading.Thread(target=ask, args=("A longer request that keeps the model busy.", 0.8))]
-    threads += [threading.Thread(target=ask, args=(text,)) for text in ["Other words.", "More words.", target]]
+    threads = [threading.Thread(target=ask, args=("A longer request that keeps the model busy.", 1, 0.8))]
+    threads += [threading.Thread(target=ask, args=(text, seed))
+                for text, seed in [("Other words.", 2), ("More words.", 3), (target, TINY["seed"])]]
     for thread in threads:
         thread.start()
         time.sleep(0.5)  # arrival order: the busy one first, the target last

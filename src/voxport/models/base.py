@@ -79,8 +79,8 @@ class SpeechSpec:
     greedy: bool = False
 
     def sampling_key(self) -> tuple:
-        """Specs equal in this key may be spoken as one batch."""
-        return (self.max_seconds, self.temperature, self.top_k, self.seed, self.greedy)
+        """Specs equal in this key may be spoken as one batch (each row keeps its own seed)."""
+        return (self.max_seconds, self.temperature, self.top_k, self.greedy)
 
 
 @dataclass
@@ -105,7 +105,8 @@ class SpeaksText(Protocol):
     sample_rate: int
 
     def speak(self, specs: list[SpeechSpec]) -> list[SpokenAudio]:
-        """Speech for each spec, as one batch (the specs share `sampling_key()`); raises InputError on bad specs."""
+        """Speech for each spec, as one batch (the specs share `sampling_key()`; each row samples from its own
+        seed, so a spec gives the same audio alone or batched); raises InputError on bad specs."""
 
     def speak_stream(self, spec: SpeechSpec) -> Iterator[SpokenAudio]:
         """Pieces of the speech for `spec` as they are made, in order."""

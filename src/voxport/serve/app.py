@@ -107,8 +107,8 @@ def create_app(state: ServerState) -> FastAPI:
             job.chunks = SimpleQueue()
             _submit(served, job)
             if body.streamed == "sse":
-                return StreamingResponse(sse_events(job, model.sample_rate, body,
-                                                    model.count_text_tokens(body.input)), media_type="text/event-stream")
+                events = sse_events(job, model.sample_rate, body, model.count_text_tokens(body.input))
+                return StreamingResponse(events, media_type="text/event-stream")
             return StreamingResponse(audio_stream(job, model.sample_rate, body), media_type=media_type)
         result = await _answer(_submit(served, job), request)
         if result.audio_seconds:
