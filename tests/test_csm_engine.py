@@ -161,12 +161,12 @@ def test_cli_stream_batch_and_engines(tiny_csm_dir, tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["tts", "text", "--batch-file", "lines.txt"], "give the text to speak, or --batch-file"),
-    (["tts"], "give the text to speak, or --batch-file"),
+    (["tts", "text", "--batch-file", "lines.txt"], "give the text to speak, --input-file with a text, or --batch-file"),
+    (["tts"], "give the text to speak, --input-file with a text, or --batch-file"),
     (["tts", "--batch-file", "empty.txt"], "has no text"),
     (["tts", "--batch-file", "missing.txt"], "cannot read --batch-file"),
     (["tts", "text", "--stream", "--engine", "transformers"], "--engine transformers does not stream"),
-    (["tts", "text", "--min-tokens", "3", "--engine", "transformers"], "does not stream, batch or take --min-tokens"),
+    (["tts", "text", "--min-tokens", "3", "--engine", "transformers"], "does not stream, batch, compile or take --min-tokens"),
 ])
 def test_cli_mode_errors(argv, message, tiny_csm_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)

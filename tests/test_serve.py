@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from queue import SimpleQueue
@@ -19,7 +20,7 @@ from fastapi.testclient import TestClient
 from voxport.serve.app import ServedModel, ServerState, create_app
 from voxport.serve.speech import SpeechJob, run_speech
 from voxport.serve.workers import Job, ModelWorker
-from voxport.models.csm import SynthesisRequest
+from voxport.models.base import SpeechSpec
 
 
 def free_port() -> int:
@@ -29,10 +30,13 @@ def free_port() -> int:
 
 
 def start_server(tiny_csm_dir, tiny_covo_dir, voice_wav, *extra):
-    port = free_port()
+    models = ["--model", f"tts={tiny_csm_dir}"] + (["--model", f"chat={tiny_covo_dir}"] if tiny_covo_dir else [])
+    voices = ["--voice", f"narrator={voice_wav}:A short recorded line."] if voice_wav else []
+    if "--voices-dir" not in extra:  # never the user's own voices directory
+        voices += ["--voices-dir", tempfile.mkdtemp(prefix="voxport-voices-")]
     process = subprocess.Popen(
-        [sys.executable, "-m", "voxport", "serve", "--model", f"tts={tiny_csm_dir}", "--model", f"chat={tiny_covo_dir}",
-         "--voice", f"narrator={voice_wav}:A short recorded line.", "--port", str(port), "--device", "cpu", *extra],
+        [sys.executable, "-m", "voxport", "serve", *models, *voices, "--port", str(port := free_port()),
+         "--device", "cpu", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     base = f"http://127.0.0.1:{port}"
@@ -154,11 +158,11 @@ def bad_requests(speech_clips):
         "bad json": ("/v1/audio/speech", b"{not json", 400, "not valid JSON"),
         "empty input": ("/v1/audio/speech", {"model": "tts", "input": "  "}, 400, "input is empty"),
         "unknown model": ("/v1/audio/speech", {"model": "tts-9", "input": "hi"}, 404, "is not served here"),
-        "unknown voice": ("/v1/audio/speech", {"model": "tts", "input": "hi", "voice": "alloy"}, 400, "unknown voice"),
+        "unknown voice": ("/v1/audio/speech", {"model": "tts", "input": "hi", "voice": "nobody"}, 400, "unknown voice"),
         "bad format": ("/v1/audio/speech", {"model": "tts", "input": "hi", "response_format": "aac"}, 400,
                        "response_format 'aac'"),
-        "stream flac": ("/v1/audio/speech", {"model": "tts", "input": "hi", "stream": True, "response_format": "flac"},
-                        400, "streaming sends wav or pcm"),
+        "unknown field": ("/v1/audio/speech", {"model": "tts", "input": "hi", "streaming": True}, 400,
+                          "unknown field streaming"),
         "too long": ("/v1/audio/speech", {"model": "tts", "input": "hi", "max_seconds": 600}, 400, "max_seconds"),
         "wrong endpoint": ("/v1/audio/speech", {"model": "chat", "input": "hi"}, 400, "does not serve this endpoint"),
         "bad base64": ("/v1/chat/completions", {"model": "chat", "messages": [
@@ -221,13 +225,13 @@ class LeavingClient(SimpleQueue):
 
 def test_a_cancelled_stream_stops_generating(tiny_csm):
     holder = []
-    job = Job(SpeechJob(SynthesisRequest(text="Stop me.", max_frames=64, min_frames=64, seed=0), stream=True),
-              chunks=LeavingClient(holder))
+    job = Job(SpeechJob(SpeechSpec(text="Stop me.", max_seconds=5.12, seed=0), cap_seconds=5.12, streamed=True,
+                        chunks=1), chunks=LeavingClient(holder))
     holder.append(job)
     run_speech(tiny_csm, [job])
     pieces = []
     while (piece := job.chunks.get()) is not None:
-        pieces.append(piece)
+        pieces.append(piece.spoken.audio)
     assert len(pieces) == 1 and len(pieces[0]) == 2 * 1920  # one 2-frame chunk, not 64 frames
 
 

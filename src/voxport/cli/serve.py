@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 from voxport.cli.common import add_device_options, positive_int, progress, quiet_library_progress
 
@@ -11,8 +12,10 @@ from voxport.cli.common import add_device_options, positive_int, progress, quiet
 def add_parser(commands) -> None:
     parser = commands.add_parser(
         "serve", help="serve the models over an OpenAI-style HTTP API",
-        description="POST /v1/audio/speech (CSM) and /v1/chat/completions (Covo-Audio-Chat) in OpenAI's shapes, "
-                    "GET /health, /v1/models and /metrics (Prometheus). Binds 127.0.0.1 unless told otherwise.",
+        description="POST /v1/audio/speech (models that speak text, e.g. CSM) and /v1/chat/completions (models "
+                    "that answer audio, e.g. Covo-Audio-Chat) in OpenAI's shapes; custom voices at "
+                    "/v1/audio/voice_consents and /v1/audio/voices; GET /health, /v1/models and /metrics "
+                    "(Prometheus). Binds 127.0.0.1 unless told otherwise.",
         epilog="example: voxport serve --model tts=sesame/csm-1b --model chat=tencent/Covo-Audio-Chat "
                "--voice narrator=voice.wav:'The words in voice.wav' --api-key secret",
     )
@@ -26,11 +29,16 @@ def add_parser(commands) -> None:
                              "(default: $VOXPORT_API_KEY; none: open)")
     parser.add_argument("--voice", action="append", default=[], metavar="NAME=AUDIO:TEXT",
                         help="a named voice for /v1/audio/speech: a recording and its words; repeatable")
+    parser.add_argument("--voices-dir", type=Path, metavar="DIR",
+                        help="where custom voices and their consents are kept across restarts "
+                             "(default: $XDG_DATA_HOME/voxport/voices or ~/.local/share/voxport/voices)")
     parser.add_argument("--max-queue", type=positive_int, default=64,
                         help="requests waiting per model before 429 (default: 64)")
     parser.add_argument("--max-batch", type=positive_int, default=8,
                         help="speech requests generated together (default: 8)")
-    parser.add_argument("--max-seconds", type=float, default=60.0, help="longest speech one request may ask (default: 60)")
+    parser.add_argument("--max-seconds", type=float, default=60.0,
+                        help="the most audio a speech request may allow each chunk of its text (max_seconds; "
+                             "default: 60); long texts are spoken whole, chunk by chunk")
     parser.add_argument("--max-input-chars", type=positive_int, default=4096,
                         help="longest text one speech request may send (default: 4096)")
     parser.add_argument("--max-audio-mb", type=float, default=25.0, help="largest audio one chat request may send")
@@ -44,8 +52,9 @@ def run(args: argparse.Namespace) -> int:
     from voxport.runtime.devices import resolve_device, resolve_dtype
     from voxport.serve.app import Limits, ServerState, create_app
     from voxport.serve.server import load_models, load_voices
+    from voxport.serve.voices import default_voices_dir
 
-    voices = load_voices(args.voice)
+    voices = load_voices(args.voice, args.voices_dir or default_voices_dir())
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     quiet_library_progress()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,13 +27,18 @@ def add_parser(commands) -> None:
         "tts", help="speak text with Sesame CSM-1B",
         description="Synthesize 24 kHz speech from text with Sesame CSM-1B. Prints audio seconds, generation "
                     "seconds and the real-time factor (compute seconds / audio seconds; lower is better). "
-                    "One text, a stream (--stream) or a batch of texts (--batch-file).",
+                    "One text, a stream (--stream) or a batch of texts (--batch-file). A text longer than one "
+                    "chunk (about 200 characters) is split at sentence and clause boundaries and spoken whole, "
+                    "chunk by chunk, each chunk hearing the ones before so the voice stays the same.",
         epilog='examples: voxport tts "Hello from voxport." --output hello.wav --device cuda\n'
                '          voxport tts "A long answer..." --stream --output answer.wav\n'
+               '          voxport tts --input-file chapter.txt --output chapter.wav\n'
                '          voxport tts --batch-file lines.txt --output-dir spoken/',
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("text", nargs="?", help="the words to speak (or --batch-file)")
+    parser.add_argument("text", nargs="?", help="the words to speak (or --input-file, --batch-file)")
+    parser.add_argument("--input-file", type=Path, metavar="TEXT.txt",
+                        help="speak the whole text of this UTF-8 file, of any length, into --output")
     parser.add_argument("--model", default=DEFAULT_CSM,
                         help=f"local checkpoint directory or hub id (default: {DEFAULT_CSM})")
     parser.add_argument("--output", "-o", default="out.wav", type=Path, help="audio file to write (default: out.wav)")
@@ -50,8 +56,9 @@ def add_parser(commands) -> None:
     parser.add_argument("--context", action="append", default=[], metavar="SPK:TEXT:AUDIO", type=_context_turn,
                         help="an earlier turn whose voice to continue: speaker id, its words and its audio file; "
                              "repeat for several turns, oldest first")
-    parser.add_argument("--max-tokens", type=positive_int, default=125,
-                        help="most audio frames to generate, 80 ms each (default: 125 = 10 s)")
+    parser.add_argument("--max-tokens", type=positive_int,
+                        help="most audio frames for each chunk of text, 80 ms each (default: enough for slow speech "
+                             "of the chunk's words, 2 s + 0.12 s a character)")
     parser.add_argument("--min-tokens", type=non_negative_int, default=0,
                         help="frames to generate before the model may end the speech (default: 0)")
     parser.add_argument("--temperature", type=float, default=0.9, help="sampling temperature (default: 0.9)")
@@ -73,10 +80,11 @@ def add_parser(commands) -> None:
 def run(args: argparse.Namespace) -> int:
     from voxport.audio.io import check_readable, check_writable
     from voxport.models.csm import CsmSpeech
+    from voxport.models.longform import split_text
     from voxport.runtime.devices import backend_for, resolve_device, resolve_dtype
 
     requests = _requests(args)
-    _check_mode(args)
+    _check_mode(args, requests)
     if args.batch_file is None:
         check_writable(args.output)
         if args.codes_out is not None:
@@ -93,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
     quiet_library_progress()
 
     tts = CsmSpeech.load(args.model, device, dtype)
+    requests = [replace(request, max_frames=args.max_tokens or max(_frames(tts, request.text), args.min_tokens))
+                for request in requests]
     if args.compile:
         reason = backend.compile_unsupported_reason()
         if reason:
@@ -102,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
     backend.reset_peak_memory(device)
     if args.batch_file is not None:
         report = _speak_batch(tts, requests, args.output_dir, args.codes_out)
+    elif len(split_text(requests[0].text)) > 1:
+        report = _speak_long(tts, requests[0], args)
     elif args.stream:
         report = _speak_streaming(tts, requests[0], args.output)
     else:
@@ -128,35 +140,68 @@ def _requests(args: argparse.Namespace) -> list:
     from voxport.models.csm import SynthesisRequest
     from voxport.runtime.seeding import fresh_seed
 
-    if (args.text is None) == (args.batch_file is None):
-        raise InputError("give the text to speak, or --batch-file with one text a line (not both)")
-    texts = [args.text] if args.batch_file is None else _batch_texts(args.batch_file)
+    if sum(source is not None for source in (args.text, args.input_file, args.batch_file)) != 1:
+        raise InputError("give the text to speak, --input-file with a text, or --batch-file with one text a line "
+                         "(one of them)")
+    if args.batch_file is not None:
+        texts = _batch_texts(args.batch_file)
+    else:
+        texts = [args.text if args.input_file is None else _read_text(args.input_file, "--input-file")]
     seed = args.seed if args.seed is not None else fresh_seed()  # chosen here so every mode can report it
-    return [
-        SynthesisRequest(text=text, speaker=args.speaker, context=tuple(args.context), max_frames=args.max_tokens,
-                         min_frames=args.min_tokens, temperature=args.temperature, top_k=args.top_k,
-                         seed=seed, greedy=args.greedy)
+    return [  # max_frames: the real budget is set once the model (and its frame rate) is known
+        SynthesisRequest(text=text, speaker=args.speaker, context=tuple(args.context),
+                         max_frames=args.max_tokens or max(args.min_tokens, 1), min_frames=args.min_tokens,
+                         temperature=args.temperature, top_k=args.top_k, seed=seed, greedy=args.greedy)
         for text in texts
     ]
+
+
+def _frames(tts, text: str) -> int:
+    """The frame budget of a text spoken in one go: enough for slow speech of its words."""
+    import math
+
+    from voxport.models.longform import chunk_seconds
+
+    return math.ceil(chunk_seconds(text, None) * tts.sample_rate / tts.frame_samples)
 
 
 def _batch_texts(path: Path) -> list[str]:
     from voxport.errors import InputError
 
-    try:
-        texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, UnicodeDecodeError) as error:
-        raise InputError(f"cannot read --batch-file {path}: {error}") from None
+    texts = [line.strip() for line in _read_text(path, "--batch-file").splitlines() if line.strip()]
     if not texts:
         raise InputError(f"--batch-file {path} has no text: expected one text a line")
     return texts
 
 
-def _check_mode(args: argparse.Namespace) -> None:
+def _read_text(path: Path, option: str) -> str:
     from voxport.errors import InputError
 
-    if args.engine == "transformers" and (args.stream or args.batch_file or args.min_tokens):
-        raise InputError("--engine transformers does not stream, batch or take --min-tokens: use the voxport engine")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"cannot read {option} {path}: {error}") from None
+    if not text.strip():
+        raise InputError(f"{option} {path} has no text: expected words to speak")
+    return text
+
+
+def _check_mode(args: argparse.Namespace, requests: list) -> None:
+    from voxport.errors import InputError
+    from voxport.models.longform import MAX_CHUNK_CHARS, split_text
+
+    if args.engine == "transformers" and (args.stream or args.batch_file or args.min_tokens or args.compile):
+        raise InputError("--engine transformers does not stream, batch, compile or take --min-tokens: use the "
+                         "voxport engine")
+    long_texts = [index for index, request in enumerate(requests) if len(split_text(request.text)) > 1]
+    if long_texts and args.batch_file:
+        raise InputError(f"--batch-file line {long_texts[0] + 1} is longer than one chunk ({MAX_CHUNK_CHARS} "
+                         f"characters): speak long texts one at a time (--input-file)")
+    if long_texts and (args.engine == "transformers" or args.codes_out or args.min_tokens):
+        raise InputError(f"a text longer than one chunk ({MAX_CHUNK_CHARS} characters) is spoken chunk by chunk "
+                         f"by the voxport engine, without --codes-out or --min-tokens")
+    if long_texts and any(turn.speaker != args.speaker for turn in args.context):
+        raise InputError("a long text continues one voice: every --context turn must be --speaker's")
     if args.stream and args.batch_file:
         raise InputError("--stream speaks one text: drop --batch-file or --stream")
 
@@ -177,8 +222,34 @@ def _speak(tts, request, args: argparse.Namespace) -> dict:
 
 
 def _speak_streaming(tts, request, output: Path) -> dict:
-    """Append each chunk as it comes to OUTPUT.partial.wav (playable so far), which replaces the output only
-    when the speech is complete; a failed or interrupted run leaves the output as it was."""
+    """One text, its audio written while it is made."""
+    pieces = ((chunk.audio, len(chunk.codes)) for chunk in tts.stream(request))
+    return _write_as_made(tts, pieces, output) | {"seed": request.seed}
+
+
+def _speak_long(tts, request, args: argparse.Namespace) -> dict:
+    """A text of any length, chunk by chunk, each chunk hearing the ones before; written while it is made."""
+    from voxport.audio.io import load_audio
+    from voxport.models.base import SpeechSpec, VoiceSample
+    from voxport.models.longform import speak_long, split_text
+
+    voice = tuple(VoiceSample(load_audio(turn.audio, tts.sample_rate), turn.text) for turn in request.context)
+    spec = SpeechSpec(request.text, speaker=request.speaker, context=voice, temperature=request.temperature,
+                      top_k=request.top_k, seed=request.seed, greedy=request.greedy)
+    cap = args.max_tokens * tts.frame_samples / tts.sample_rate if args.max_tokens else None
+    chunks = len(split_text(request.text))
+    with progress_bar(chunks, "chunks", "speaking") as progress:
+        def pieces():
+            for piece in speak_long(tts, spec, cap):
+                progress(piece.chunk)
+                yield piece.spoken.audio, piece.spoken.output_tokens
+
+        return {"chunks": chunks} | _write_as_made(tts, pieces(), args.output) | {"seed": request.seed}
+
+
+def _write_as_made(tts, pieces, output: Path) -> dict:
+    """Append each (audio, frames) piece as it comes to OUTPUT.partial.wav (playable so far), which replaces
+    the output only when the speech is complete; a failed or interrupted run leaves the output as it was."""
     import time
 
     import soundfile as sf
@@ -189,17 +260,17 @@ def _speak_streaming(tts, request, output: Path) -> dict:
     first_audio, frames, samples = None, 0, 0
     with growing_file(output) as partial, \
             sf.SoundFile(partial, "w", samplerate=tts.sample_rate, channels=1, subtype="PCM_16") as sink:
-        for chunk in tts.stream(request):
-            first_audio = chunk.seconds_since_start if first_audio is None else first_audio
-            sink.write(np.clip(chunk.audio, -1.0, 1.0))
+        for audio, made in pieces:
+            first_audio = time.perf_counter() - start if first_audio is None else first_audio
+            sink.write(np.clip(audio, -1.0, 1.0))
             sink.flush()  # the header now tells players how much there is
-            frames += len(chunk.codes)
-            samples += len(chunk.audio)
+            frames += made
+            samples += len(audio)
     seconds = time.perf_counter() - start
     audio_seconds = samples / tts.sample_rate
     return {"output": str(output), "sample_rate": tts.sample_rate, "frames": frames, "audio_seconds": audio_seconds,
             "generation_seconds": seconds, "time_to_first_audio_seconds": first_audio,
-            "rtf": seconds / audio_seconds if audio_seconds else None, "seed": request.seed}
+            "rtf": seconds / audio_seconds if audio_seconds else None}
 
 
 def _speak_batch(tts, requests: list, directory: Path, codes_directory: Path | None) -> dict:
@@ -240,7 +311,8 @@ def _summary(report: dict) -> str:
     where = report.get("output") or f"{report['batch']} files in {Path(report['outputs'][0]).parent}"
     rtf = "n/a" if report["rtf"] is None else f"{report['rtf']:.3f}"
     first = report.get("time_to_first_audio_seconds")
-    return (f"wrote {where}: {report['audio_seconds']:.2f} s of audio ({report['frames']} frames) in "
+    chunks = f" in {report['chunks']} chunks" if report.get("chunks") else ""
+    return (f"wrote {where}: {report['audio_seconds']:.2f} s of audio ({report['frames']} frames{chunks}) in "
             f"{report['generation_seconds']:.2f} s of generation; RTF {rtf}"
             + (f"; first audio after {first * 1000:.0f} ms" if first is not None else "")
             + f" on {report['device']} ({report['device_name']}, {report['dtype']}, {report['engine']} engine); "

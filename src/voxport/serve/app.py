@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from queue import SimpleQueue
 
@@ -15,12 +16,16 @@ from starlette.exceptions import HTTPException
 
 from voxport import __version__
 from voxport.errors import VoxportError
-from voxport.models.csm import ContextTurn
-from voxport.serve.audio_formats import MEDIA_TYPES, encode, pcm16, streaming_wav_header
+from voxport.models.base import answers_audio, speaks_text
+from voxport.serve.audio_formats import MEDIA_TYPES
+from voxport.serve.bodies import json_object
 from voxport.serve.chat import ChatBody, chat_job, completion
 from voxport.serve.errors import APIError
+from voxport.serve.guard import GuardAndCount
 from voxport.serve.metrics import Metrics
-from voxport.serve.speech import SpeechBody, SpeechJob, speech_request
+from voxport.serve.speech import audio_stream, parse_speech_body, speech_job, sse_events, whole_audio
+from voxport.serve.voice_api import voice_routes
+from voxport.serve.voices import VoiceBook
 from voxport.serve.workers import Job, ModelWorker, QueueFull
 
 RETRY_AFTER_SECONDS = 2
@@ -30,14 +35,14 @@ RETRY_AFTER_SECONDS = 2
 class Limits:
     max_input_chars: int = 4096
     max_audio_bytes: int = 25 * 2**20
-    max_seconds: float = 60.0
+    max_seconds: float = 60.0  # the most a speech request may set max_seconds (each text chunk's cap) to
     default_chat_tokens: int = 512
 
 
 @dataclass
 class ServedModel:
     name: str
-    family: str  # "csm" or "covo"
+    family: str  # the registry's family name, for listings; routing goes by the model's capabilities
     model: object
     worker: ModelWorker
     speech_error: str | None = None  # covo: why spoken replies are unavailable, if they are
@@ -47,7 +52,7 @@ class ServedModel:
 @dataclass
 class ServerState:
     models: dict[str, ServedModel]
-    voices: dict[str, ContextTurn] = field(default_factory=dict)
+    voices: VoiceBook = field(default_factory=VoiceBook)
     api_key: str | None = None
     limits: Limits = field(default_factory=Limits)
     metrics: Metrics = field(default_factory=Metrics)
@@ -74,21 +79,7 @@ def create_app(state: ServerState) -> FastAPI:
     async def http_error(request: Request, error: HTTPException):
         return APIError(error.status_code, str(error.detail), kind="invalid_request_error").response()
 
-    @app.middleware("http")
-    async def authorise_and_count(request: Request, call_next):
-        started = time.perf_counter()
-        endpoint = request.url.path
-        if state.api_key and endpoint != "/health" and \
-                request.headers.get("authorization") != f"Bearer {state.api_key}":
-            response = APIError(401, "missing or wrong API key: send Authorization: Bearer <key>",
-                                code="invalid_api_key").response()
-        else:
-            response = await call_next(request)
-        state.metrics.requests.labels(endpoint, str(response.status_code)).inc()
-        if response.status_code >= 400:
-            state.metrics.errors.labels(endpoint, str(response.status_code)).inc()
-        state.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
-        return response
+    app.add_middleware(GuardAndCount, api_key=state.api_key, metrics=state.metrics)
 
     @app.get("/health")
     async def health():
@@ -98,33 +89,37 @@ def create_app(state: ServerState) -> FastAPI:
     async def models():
         return {"object": "list", "data": [
             {"id": served.name, "object": "model", "created": served.created, "owned_by": "voxport",
-             "family": served.family} for served in state.models.values()]}
+             "family": served.family, "capabilities": _capabilities(served.model)}
+            for served in state.models.values()]}
 
     @app.get("/metrics")
     async def metrics():
         return PlainTextResponse(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/v1/audio/speech")
-    async def speech(body: SpeechBody, request: Request):
-        served = _model(state, body.model, "csm")
-        limits = state.limits
-        job = Job(SpeechJob(speech_request(body, state.voices, limits.max_input_chars, limits.max_seconds),
-                            body.stream))
-        tts = served.model
-        if body.stream:
+    async def speech(request: Request):
+        body = parse_speech_body(await json_object(request))
+        served = _model(state, body.model, speaks_text, "speak text")
+        model, limits = served.model, state.limits
+        job = Job(speech_job(body, model, served.name, state.voices, limits.max_input_chars, limits.max_seconds))
+        media_type = MEDIA_TYPES[body.response_format]
+        if body.streamed:
             job.chunks = SimpleQueue()
             _submit(served, job)
-            return StreamingResponse(_stream_audio(job, tts.sample_rate, body.response_format),
-                                     media_type=MEDIA_TYPES[body.response_format])
+            if body.streamed == "sse":
+                events = sse_events(job, model.sample_rate, body, model.count_text_tokens(body.input))
+                return StreamingResponse(events, media_type="text/event-stream")
+            return StreamingResponse(audio_stream(job, model.sample_rate, body), media_type=media_type)
         result = await _answer(_submit(served, job), request)
         if result.audio_seconds:
-            state.metrics.rtf.labels(served.name).observe(result.rtf)
-        return Response(encode(result.audio, result.sample_rate, body.response_format),
-                        media_type=MEDIA_TYPES[body.response_format])
+            state.metrics.rtf.labels(served.name).observe(result.compute_seconds / result.audio_seconds)
+        return Response(await whole_audio(result, body), media_type=media_type)
+
+    app.include_router(voice_routes(state.voices))
 
     @app.post("/v1/chat/completions")
     async def chat(body: ChatBody, request: Request):
-        served = _model(state, body.model, "covo")
+        served = _model(state, body.model, answers_audio, "answer audio")
         job_spec = chat_job(body, state.limits.max_audio_bytes, state.limits.default_chat_tokens)
         speaking = job_spec.settings.mode == "a2ta"
         if speaking and served.speech_error:
@@ -136,14 +131,21 @@ def create_app(state: ServerState) -> FastAPI:
     return app
 
 
-def _model(state: ServerState, name: str, family: str) -> ServedModel:
+def _model(state: ServerState, name: str, capable: Callable[[object], bool], task: str) -> ServedModel:
+    """The served model `name`, if it can do what the endpoint asks (its declared capability)."""
     served = state.models.get(name)
     if served is None:
         raise APIError(404, f"model '{name}' is not served here: expected one of {', '.join(sorted(state.models))}",
                        "model", code="model_not_found")
-    if served.family != family:
-        raise APIError(400, f"model '{name}' does not serve this endpoint", "model")
+    if not capable(served.model):
+        able = [other for other, entry in sorted(state.models.items()) if capable(entry.model)]
+        raise APIError(400, f"model '{name}' does not serve this endpoint: it cannot {task}"
+                            + (f"; {', '.join(able)} can" if able else ""), "model")
     return served
+
+
+def _capabilities(model) -> list[str]:
+    return [name for name, capable in (("speech", speaks_text), ("audio_chat", answers_audio)) if capable(model)]
 
 
 def _submit(served: ServedModel, job: Job) -> Job:
@@ -172,17 +174,3 @@ async def _answer(job: Job, request: Request):
         if await request.is_disconnected():
             job.cancelled.set()
             raise APIError(499, "client closed the request")
-
-
-async def _stream_audio(job: Job, sample_rate: int, response_format: str):
-    """Audio as it is made; a client that disconnects cancels the rest of the generation."""
-    try:
-        if response_format == "wav":
-            yield streaming_wav_header(sample_rate)
-        while True:
-            audio = await asyncio.to_thread(job.chunks.get)
-            if audio is None:
-                break
-            yield pcm16(audio)
-    finally:
-        job.cancelled.set()

@@ -1,4 +1,4 @@
-"""Loading what a server serves: models (each with its worker) and named voices."""
+"""Loading what a server serves: models (each with its worker, chosen by what the model can do) and voices."""
 
 from __future__ import annotations
 
@@ -6,16 +6,14 @@ from pathlib import Path
 
 import torch
 
-from voxport.audio.io import load_audio
 from voxport.errors import InputError, VoxportError
-from voxport.models.csm import ContextTurn
+from voxport.models.base import answers_audio, speaks_text
 from voxport.models.registry import family_of
 from voxport.serve.app import ServedModel
 from voxport.serve.chat import run_chat
 from voxport.serve.speech import batch_key, run_speech
+from voxport.serve.voices import VoiceBook, parse_named_voice
 from voxport.serve.workers import ModelWorker
-
-CODEC_RATE = 24000
 
 
 def load_models(specs: list[str], device: torch.device, dtype: torch.dtype, max_queue: int, max_batch: int,
@@ -30,25 +28,22 @@ def load_models(specs: list[str], device: torch.device, dtype: torch.dtype, max_
         progress(f"loading {family.description} '{name}' from {source} on {device}")
         model = family.model.load(source, device, dtype)
         speech_error = None
-        if family.name == "csm":
+        if speaks_text(model):
             worker = ModelWorker(name, lambda jobs, tts=model: run_speech(tts, jobs), max_queue, max_batch, batch_key)
-        else:
+        elif answers_audio(model):
             worker = ModelWorker(name, lambda jobs, chat=model: run_chat(chat, jobs), max_queue)
             try:
                 model.load_speech_decoder()
             except VoxportError as error:
                 speech_error = str(error)
+        else:
+            raise InputError(f"model '{name}' ({family.description}) neither speaks text nor answers audio: "
+                             f"there is no endpoint to serve it on")
         served[name] = ServedModel(name, family.name, model, worker, speech_error)
     return served
 
 
-def load_voices(specs: list[str]) -> dict[str, ContextTurn]:
-    """`NAME=AUDIO:TEXT`: a recording and its words, whose voice speech requests can ask for by NAME."""
-    voices = {}
-    for spec in specs:
-        name, _, rest = spec.partition("=")
-        audio, _, text = rest.partition(":")
-        if not name or not audio or not text.strip() or name.isdigit():
-            raise InputError(f"--voice {spec!r}: expected NAME=AUDIO:TEXT with a non-numeric NAME")
-        voices[name] = ContextTurn(speaker=0, text=text.strip(), audio=load_audio(audio, CODEC_RATE))
-    return voices
+def load_voices(specs: list[str], directory: Path | None) -> VoiceBook:
+    """Custom voices kept in `directory`, and `NAME=AUDIO:TEXT` voices from the command line."""
+    named = dict(parse_named_voice(spec) for spec in specs)
+    return VoiceBook(directory, named)

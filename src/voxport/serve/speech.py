@@ -1,44 +1,87 @@
-"""POST /v1/audio/speech (CSM): OpenAI's request shape in, audio out, whole or streamed."""
+"""POST /v1/audio/speech on any model that speaks text: OpenAI's request shape in; audio out whole, as raw bytes
+while they are made (stream_format "audio"), or as server-sent events (stream_format "sse")."""
 
 from __future__ import annotations
 
-import math
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from voxport.audio.speed import MAX_SPEED, MIN_SPEED, change_speed
 from voxport.errors import VoxportError
-from voxport.models.csm import ContextTurn, SynthesisRequest
-from voxport.serve.audio_formats import STREAMABLE, supported_formats
+from voxport.models.base import SpeechSpec, SpokenAudio
+from voxport.models.longform import chunk_seconds, speak_long, split_text
+from voxport.serve.audio_formats import STREAMABLE, encode, pcm16, streaming_wav_header, supported_formats
 from voxport.serve.errors import APIError
+from voxport.serve.voices import VoiceBook
 from voxport.serve.workers import Job
 
-FRAME_SECONDS = 0.08
+class VoiceId(BaseModel):
+    """A custom voice by id, as OpenAI's SDK sends it: {"id": "voice_..."}."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    id: str
 
 
 class SpeechBody(BaseModel):
-    """OpenAI's fields (model, input, voice, response_format, stream) plus sampling and a length cap."""
+    """OpenAI's fields, then voxport's own: sampling controls and a cap on each chunk's audio."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid", strict=True)
     model: str
     input: str
-    voice: str = "0"
+    voice: str | VoiceId = "alloy"
+    instructions: str | None = None  # refused: CSM takes no style instructions
     response_format: str = "wav"
-    stream: bool = False
-    temperature: float = 0.9  # 0 = greedy
-    top_k: int = 50
-    seed: int | None = None
-    max_seconds: float = 10.0
+    speed: Annotated[float, Field(ge=MIN_SPEED, le=MAX_SPEED, allow_inf_nan=False)] = 1.0
+    stream_format: Literal["audio", "sse"] | None = None  # None: the whole file at once
+    stream: bool = False  # voxport's earlier switch, the same as stream_format "audio"
+    temperature: Annotated[float, Field(ge=0, le=2, allow_inf_nan=False)] = 0.9  # 0: greedy
+    top_k: Annotated[int, Field(ge=0, le=2**31 - 1)] = 50  # 0: no top-k filter
+    seed: Annotated[int, Field(ge=0, le=2**64 - 1)] | None = None
+    max_seconds: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None  # per chunk; None: from its text
+
+    @property
+    def streamed(self) -> str | None:
+        return self.stream_format or ("audio" if self.stream else None)
 
 
 @dataclass(frozen=True)
 class SpeechJob:
-    request: SynthesisRequest
-    stream: bool
+    spec: SpeechSpec  # for a one-chunk text, max_seconds is already that chunk's budget
+    cap_seconds: float | None  # the client's cap on each chunk
+    streamed: bool  # hand out pieces as they are made
+    chunks: int
 
 
-def speech_request(body: SpeechBody, voices: dict[str, ContextTurn], max_input_chars: int,
-                   max_seconds: float) -> SynthesisRequest:
+def parse_speech_body(raw: object) -> SpeechBody:
+    """The body, or a 400 naming every unknown field, or the first field out of range."""
+    try:
+        return SpeechBody.model_validate(raw)
+    except ValidationError as error:
+        problems = error.errors()
+        if any(problem["loc"][:1] == ("voice",) for problem in problems):
+            raise APIError(400, 'voice: expected a voice name, a speaker id, or {"id": "<custom voice id>"}',
+                           "voice") from None
+        unknown = [".".join(map(str, problem["loc"])) for problem in problems if problem["type"] == "extra_forbidden"]
+        if unknown:
+            raise APIError(400, f"unknown field{'s' * (len(unknown) > 1)} {', '.join(unknown)}: expected "
+                                f"{', '.join(SpeechBody.model_fields)}", unknown[0]) from None
+        where = ".".join(str(part) for part in problems[0]["loc"]) or None
+        raise APIError(400, f"{where + ': ' if where else ''}{problems[0]['msg']}", where) from None
+
+
+def speech_job(body: SpeechBody, model, model_name: str, voices: VoiceBook, max_input_chars: int,
+               max_seconds: float) -> SpeechJob:
+    """Every check that can be made before the work: a request that passes is spoken whole."""
+    if body.instructions is not None:
+        raise APIError(400, f"model {model_name} does not take instructions: describe the voice with a voice "
+                            f"sample instead (custom voices)", "instructions")
     if not body.input.strip():
         raise APIError(400, "input is empty: expected text to speak", "input")
     if len(body.input) > max_input_chars:
@@ -46,53 +89,97 @@ def speech_request(body: SpeechBody, voices: dict[str, ContextTurn], max_input_c
     if body.response_format not in supported_formats():
         raise APIError(400, f"response_format '{body.response_format}' is not available here: expected one of "
                             f"{', '.join(supported_formats())}", "response_format")
-    if body.stream and body.response_format not in STREAMABLE:
-        raise APIError(400, f"streaming sends {' or '.join(STREAMABLE)}, not {body.response_format}",
-                       "response_format")
-    if not 0 < body.max_seconds <= max_seconds:
+    if body.max_seconds is not None and body.max_seconds > max_seconds:
         raise APIError(400, f"max_seconds must be in (0, {max_seconds}]", "max_seconds")
-    if body.temperature < 0 or body.top_k < 0:
-        raise APIError(400, "temperature and top_k must not be negative", "temperature")
-    if body.voice.isdigit():
-        speaker, context = int(body.voice), ()
-    elif body.voice in voices:
-        speaker, context = voices[body.voice].speaker, (voices[body.voice],)
-    else:
-        named = ", ".join(["0", "1", *sorted(voices)])
-        raise APIError(400, f"unknown voice '{body.voice}': expected a speaker id or one of {named}", "voice",
-                       code="voice_not_found")
-    try:
-        return SynthesisRequest(
-            text=body.input, speaker=speaker, context=context, max_frames=math.ceil(body.max_seconds / FRAME_SECONDS),
-            temperature=body.temperature or 1.0, top_k=body.top_k, seed=body.seed, greedy=body.temperature == 0,
-        )
-    except VoxportError as error:
-        raise APIError(400, str(error), "input") from None
+    voice = voices.resolve(body.voice if isinstance(body.voice, str) else {"id": body.voice.id}, model.sample_rate)
+    chunks = split_text(body.input)
+    spec = SpeechSpec(text=body.input, speaker=voice.speaker, context=voice.context,
+                      max_seconds=chunk_seconds(chunks[0], body.max_seconds),
+                      temperature=body.temperature or 1.0, top_k=body.top_k, seed=body.seed,
+                      greedy=body.temperature == 0)
+    return SpeechJob(spec, body.max_seconds, body.streamed is not None, len(chunks))
 
 
 def batch_key(job: Job):
-    """Jobs with this key in common can share one batch; streams run alone."""
+    """Jobs with this key in common can share one batch; streams and long texts run alone."""
     speech: SpeechJob = job.payload
-    if speech.stream:
-        return None
-    request = speech.request
-    return (request.max_frames, request.min_frames, request.temperature, request.top_k, request.greedy, request.seed)
+    return None if speech.streamed or speech.chunks > 1 else speech.spec.sampling_key()
 
 
-def run_speech(tts, jobs: list[Job]) -> None:
-    """The worker's side: one stream, or one batch of whole requests."""
+def run_speech(model, jobs: list[Job]) -> None:
+    """The worker's side: one stream, one long text, or one batch of one-chunk texts."""
     first: SpeechJob = jobs[0].payload
-    if first.stream:
-        job = jobs[0]
-        made = 0.0
-        for chunk in tts.stream(first.request):
+    if first.streamed:
+        job, made = jobs[0], 0
+        for piece in speak_long(model, first.spec, first.cap_seconds):
             if job.cancelled.is_set():
                 break
-            job.chunks.put(chunk.audio)
-            made = chunk.seconds_since_start
+            job.chunks.put(piece)
+            made += piece.spoken.output_tokens
+        job.future.set_result(SpokenAudio(np.zeros(0, np.float32), model.sample_rate, made))
         job.chunks.put(None)
-        job.future.set_result(made)
+    elif first.chunks > 1:
+        pieces = [piece.spoken for piece in speak_long(model, first.spec, first.cap_seconds, stream=False)]
+        jobs[0].future.set_result(SpokenAudio(np.concatenate([piece.audio for piece in pieces]), model.sample_rate,
+                                              sum(piece.output_tokens for piece in pieces),
+                                              sum(piece.compute_seconds for piece in pieces)))
+    else:
+        for job, result in zip(jobs, model.speak([job.payload.spec for job in jobs])):
+            job.future.set_result(result)
+
+
+async def whole_audio(result: SpokenAudio, body: SpeechBody) -> bytes:
+    audio = await asyncio.to_thread(change_speed, result.audio, body.speed)
+    return encode(audio, result.sample_rate, body.response_format)
+
+
+async def audio_stream(job: Job, sample_rate: int, body: SpeechBody) -> AsyncIterator[bytes]:
+    """Encoded audio as it is made. wav and pcm go out piece by piece (with a speed change, a text chunk at a
+    time); flac, mp3 and opus are encoded whole, so they come in one piece at the end. A failure raises."""
+    progressive = body.response_format in STREAMABLE
+
+    async def encoded(held: list[np.ndarray]) -> bytes:
+        audio = await asyncio.to_thread(change_speed, np.concatenate(held), body.speed)
+        return pcm16(audio) if progressive else encode(audio, sample_rate, body.response_format)
+
+    if body.response_format == "wav":
+        yield streaming_wav_header(sample_rate)
+    held, chunk = [], 0
+    try:
+        while (piece := await asyncio.to_thread(job.chunks.get)) is not None:
+            if held and progressive and piece.chunk != chunk:
+                yield await encoded(held)
+                held = []
+            held.append(piece.spoken.audio)
+            chunk = piece.chunk
+            if progressive and body.speed == 1.0:
+                yield await encoded(held)
+                held = []
+        await asyncio.wrap_future(job.future)  # raises what the worker raised
+        if held:
+            yield await encoded(held)
+    finally:
+        job.cancelled.set()
+
+
+async def sse_events(job: Job, sample_rate: int, body: SpeechBody, input_tokens: int) -> AsyncIterator[bytes]:
+    """speech.audio.delta events (base64 audio), then speech.audio.done with usage; a failure mid-way ends the
+    stream with an error event instead of the done event."""
+    try:
+        async for data in audio_stream(job, sample_rate, body):
+            yield _event({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()})
+    except Exception as error:  # noqa: BLE001 (the client hears of any failure, then the stream ends)
+        if isinstance(error, (APIError, VoxportError)):  # the request asked for what cannot be done
+            message, kind = str(error), "invalid_request_error"
+        else:
+            message, kind = f"the model failed: {type(error).__name__}: {error}", "server_error"
+        yield _event({"type": "error", "error": {"message": message, "type": kind, "param": None, "code": None}},
+                     "error")
         return
-    results = tts.generate_batch([job.payload.request for job in jobs])
-    for job, result in zip(jobs, results):
-        job.future.set_result(result)
+    made = job.future.result().output_tokens
+    yield _event({"type": "speech.audio.done",
+                  "usage": {"input_tokens": input_tokens, "output_tokens": made, "total_tokens": input_tokens + made}})
+
+
+def _event(payload: dict, name: str | None = None) -> bytes:
+    return ((f"event: {name}\n" if name else "") + f"data: {json.dumps(payload)}\n\n").encode()

@@ -66,6 +66,7 @@ SPEECH_CODES = 25  # a second of audio codes for token2wav's stages
 class CovoAudioChat:
     family = "covo"
     step_unit = "token"
+    answers_audio = True
 
     def __init__(self, network: CovoAudioNetwork, tokenizer, config: CovoConfig, device: torch.device,
                  dtype: torch.dtype, timings: dict[str, float], directory: Path):

@@ -15,7 +15,7 @@ from transformers import CsmForConditionalGeneration, CsmProcessor
 
 from voxport.audio.io import check_samples, load_audio
 from voxport.errors import CheckpointError, InputError
-from voxport.models.base import Stage, repeated_blocks
+from voxport.models.base import SpeechSpec, SpokenAudio, Stage, repeated_blocks
 from voxport.models.csm.engine import CsmEngine
 from voxport.models.csm.generation import (
     StreamChunk,
@@ -68,6 +68,7 @@ class CsmSpeech:
 
     family = "csm"
     step_unit = "frame"
+    speaks_text = True
     engine_type = CsmEngine  # the static-cache engine class teacher-forced accuracy runs
 
     def __init__(self, model: CsmForConditionalGeneration, processor: CsmProcessor, load_seconds: float):
@@ -124,6 +125,24 @@ class CsmSpeech:
     def stream(self, request: SynthesisRequest, first_chunk: int = 2, chunk: int = 8) -> Iterator[StreamChunk]:
         """Audio chunks while frames are generated (see generation.stream)."""
         return stream(self, request, first_chunk, chunk)
+
+    def speak(self, specs: list[SpeechSpec]) -> list[SpokenAudio]:
+        """SpeaksText: one batch of family-independent specs."""
+        results = self.generate_batch([self._request(spec) for spec in specs])
+        return [SpokenAudio(r.audio, r.sample_rate, r.frames, r.compute_seconds) for r in results]
+
+    def speak_stream(self, spec: SpeechSpec) -> Iterator[SpokenAudio]:
+        """SpeaksText: pieces of one spec's speech as they are made."""
+        started = 0.0
+        for chunk in self.stream(self._request(spec)):
+            yield SpokenAudio(chunk.audio, self.sample_rate, len(chunk.codes), chunk.seconds_since_start - started)
+            started = chunk.seconds_since_start
+
+    def count_text_tokens(self, text: str) -> int:
+        return len(self.processor.tokenizer(text, add_special_tokens=False).input_ids)
+
+    def _request(self, spec: SpeechSpec) -> SynthesisRequest:
+        return SynthesisRequest.from_spec(spec, self.config.codec_config.frame_rate)
 
     def generate_with_transformers(self, request: SynthesisRequest) -> SynthesisResult:
         """The same job through transformers' CsmForConditionalGeneration.generate, for comparison."""

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from voxport.errors import InputError
+from voxport.models.base import SpeechSpec
 from voxport.models.sampling import SamplingSettings
 from voxport.runtime.seeding import check_seed
 
@@ -52,6 +53,15 @@ class SynthesisRequest:
 
     def sampling(self) -> SamplingSettings:
         return SamplingSettings(temperature=self.temperature, top_k=self.top_k, greedy=self.greedy)
+
+    @classmethod
+    def from_spec(cls, spec: SpeechSpec, frame_rate: float) -> SynthesisRequest:
+        """The CSM request for a family-independent spec: context samples speak as the spec's speaker."""
+        context = tuple(ContextTurn(spec.speaker, sample.text, sample.audio) for sample in spec.context)
+        return cls(text=spec.text, speaker=spec.speaker, context=context,
+                   max_frames=max(1, math.ceil(spec.max_seconds * frame_rate - 1e-9)),
+                   temperature=1.0 if spec.greedy else spec.temperature, top_k=spec.top_k, seed=spec.seed,
+                   greedy=spec.greedy)
 
 
 @dataclass
