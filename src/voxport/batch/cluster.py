@@ -32,7 +32,23 @@ def require_ray() -> ModuleType:
 
 @contextmanager
 def ray_runtime(cluster: str | None, cpus: int | None = None) -> Iterator[ModuleType]:
-    """Ray connected to `cluster`, or a local runtime for the duration of the block."""
+    """Ray connected to `cluster`, or a local runtime for the duration of the block. A runtime this process
+    has already joined (a Python caller's, a test session's) is used as it is and left running."""
+    ray = require_ray()
+    if ray.is_initialized():
+        _quiet_ray_data(ray)
+        yield ray
+        return
+    start(cluster, cpus)
+    try:
+        _quiet_ray_data(ray)
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def start(cluster: str | None = None, cpus: int | None = None) -> None:
+    """Join `cluster`, or start a light local runtime with at least `cpus` CPUs (default: this machine's)."""
     ray = require_ray()
     settings = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     try:
@@ -44,11 +60,6 @@ def ray_runtime(cluster: str | None, cpus: int | None = None) -> Iterator[Module
     except (ConnectionError, RuntimeError, ValueError) as error:
         where = f"cluster {cluster}" if cluster else "a local Ray runtime"
         raise VoxportError(f"cannot start or reach {where}: {str(error).splitlines()[0]}") from None
-    _quiet_ray_data(ray)
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
 
 
 def _quiet_ray_data(ray) -> None:
@@ -99,3 +110,12 @@ def check_workers(ray, kind: str, workers: int) -> None:
         resource = backend_for(kind).cluster_resource or "CPU"
         raise InputError(f"--workers {workers} on {kind} needs {workers} {resource} but the Ray runtime has "
                          f"{offered}: lower --workers or add nodes")
+
+
+def model_for_workers(source: str | os.PathLike) -> str:
+    """A local checkpoint as an absolute path (workers do not share the caller's working directory); a hub
+    id as it is."""
+    from pathlib import Path
+
+    path = Path(source).expanduser()
+    return str(path.resolve()) if path.exists() else str(source)

@@ -10,7 +10,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from voxport.batch.cluster import check_workers, device_kind, device_request, devices_offered, ray_runtime
+from voxport.batch.cluster import (
+    check_workers,
+    device_kind,
+    device_request,
+    devices_offered,
+    model_for_workers,
+    ray_runtime,
+)
 from voxport.batch.manifest import MANIFEST, error_record, is_done, read_manifest, same_records, write_manifest
 from voxport.batch.rows import read_rows
 from voxport.errors import InputError
@@ -111,7 +118,7 @@ def _run_on_ray(job: BatchJob, worker_path: str, todo: list[dict], rows, records
         items = [{"row": json.dumps(row)} for row in todo]
         dataset = ray.data.from_items(items, override_num_blocks=-(-len(todo) // batch)).map_batches(
             worker, batch_size=batch, compute=ray.data.ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=1),
-            fn_constructor_kwargs={"model": str(job.model), "kind": kind, "dtype": job.dtype,
+            fn_constructor_kwargs={"model": model_for_workers(job.model), "kind": kind, "dtype": job.dtype,
                                    "output_dir": str(job.output_dir.resolve()), "options": job.options},
             **device_request(kind),
         )

@@ -32,7 +32,7 @@ def plot_drift(accuracy: dict, path: Path) -> Path | None:
     axis.set_xticks(range(len(layers)), [layer["module"] for layer in layers], rotation=90, fontsize=7)
     axis.set_ylabel("relative L2 error vs CPU float32")
     axis.set_title(f"Per-block drift: {accuracy['target']['device']} {accuracy['target']['dtype']}")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_performance(performance: dict, path: Path) -> Path | None:
@@ -53,7 +53,7 @@ def plot_performance(performance: dict, path: Path) -> Path | None:
         speed.set_ylabel(f"{performance['step_unit']}s per second")
     speed.tick_params(axis="x", rotation=45)
     figure.suptitle(f"{performance['device_name']} ({performance['dtype']})")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_memory(performance: dict, path: Path) -> Path | None:
@@ -72,7 +72,7 @@ def plot_memory(performance: dict, path: Path) -> Path | None:
     axis.set_xticks([i + width * (len(shown) - 1) / 2 for i in range(len(names))], names, rotation=45)
     axis.set_ylabel("peak memory (GiB)")
     axis.legend()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def summary_markdown(results: dict, plots: dict[str, Path | None], environment: dict) -> str:
@@ -167,7 +167,7 @@ def ops_table(ops: dict) -> list[str]:
     return lines
 
 
-def _save(figure, path: Path) -> Path:
+def save_figure(figure, path: Path) -> Path:
     figure.tight_layout()
     with replaced_atomically(path) as temporary:
         figure.savefig(temporary, format="png", dpi=110)
