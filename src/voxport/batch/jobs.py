@@ -71,48 +71,73 @@ def run_batch(job: BatchJob, on_record: Callable[[dict], None] = lambda record: 
     if job.output_dir.exists() and not job.output_dir.is_dir():
         raise InputError(f"--output-dir {job.output_dir} is a file: expected a directory")
     rows = read_rows(job.input, required)
-    earlier = read_manifest(job.output_dir)
-    records = {row.id: earlier[row.id] for row in rows if is_done(earlier.get(row.id), job.output_dir)}
-    skipped = len(records)
+    ledger = Ledger(job, rows)
     seed = job.row_defaults.get("seed")
     defaults = {**job.row_defaults, "seed": fresh_seed() if seed is None else seed}
     todo = []
     for row in rows:
-        if row.id in records:
+        if row.id in ledger.records:
             continue
         if row.problem:
-            records[row.id] = error_record(row.id, row.problem)
-            on_record(records[row.id])
+            on_record(ledger.add(error_record(row.id, row.problem)))
         else:
             todo.append({**defaults, **row.fields, "id": row.id})
     device, workers = job.device, []
     if todo:
         job.output_dir.mkdir(parents=True, exist_ok=True)
-        device, workers = _run_on_ray(job, worker_path, todo, rows, records, on_record, on_start)
-    new = [records[row.id] for row in rows if records[row.id] is not earlier.get(row.id)]
-    for row in rows:  # a row that failed again for the same reason keeps its earlier record
-        if _same_failure(records[row.id], earlier.get(row.id)):
-            records[row.id] = earlier[row.id]
-    ordered = [records[row.id] for row in rows]
-    manifest = job.output_dir / MANIFEST
-    if not same_records(job.kind, ordered, [earlier.get(row.id) for row in rows]):  # unchanged: not rewritten
-        job.output_dir.mkdir(parents=True, exist_ok=True)
-        write_manifest(job.output_dir, job.kind, ordered)
+        device, workers = _run_on_ray(job, worker_path, todo, ledger, on_record, on_start)
+    ledger.save()
     return BatchSummary(
-        rows=len(rows), skipped=skipped, ok=sum(record["status"] == "ok" for record in new),
-        failed=sum(record["status"] != "ok" for record in new),
-        audio_seconds=sum(record.get("audio_seconds") or 0.0 for record in new),
-        seconds=time.perf_counter() - start, workers=workers, device=device, manifest=manifest,
+        rows=len(rows), skipped=ledger.skipped, ok=sum(record["status"] == "ok" for record in ledger.new),
+        failed=sum(record["status"] != "ok" for record in ledger.new),
+        audio_seconds=sum(record.get("audio_seconds") or 0.0 for record in ledger.new),
+        seconds=time.perf_counter() - start, workers=workers, device=device, manifest=job.output_dir / MANIFEST,
     )
 
 
-def _run_on_ray(job: BatchJob, worker_path: str, todo: list[dict], rows, records: dict, on_record, on_start):
+class Ledger:
+    """The manifest while a job runs: rows an earlier run finished are kept as they were, new records come
+    in, and the file is rewritten (atomically) only when what it would hold has changed."""
+
+    def __init__(self, job: BatchJob, rows: list):
+        self.job, self.rows = job, rows
+        self.earlier = read_manifest(job.output_dir)
+        self.records = {row.id: self.earlier[row.id] for row in rows if is_done(self.earlier.get(row.id),
+                                                                                 job.output_dir)}
+        self.skipped = len(self.records)
+        self.new: list[dict] = []  # what this run did, in the order it finished
+        self.written = list(self.earlier.values())
+        self.saved_at = time.monotonic()
+
+    def add(self, record: dict) -> dict:
+        """Take a row's new record; a row that failed again for the same reason keeps its earlier one."""
+        self.new.append(record)
+        earlier = self.earlier.get(record["id"])
+        same_failure = bool(earlier and record["status"] == earlier["status"] == "error"
+                            and record["error"] == earlier["error"])
+        self.records[record["id"]] = earlier if same_failure else record
+        return record
+
+    def save(self, every: float = 0.0) -> None:
+        """Write the manifest if it changed (and, with `every`, if that many seconds passed since the last)."""
+        if time.monotonic() - self.saved_at < every:
+            return
+        current = [self.records[row.id] for row in self.rows if row.id in self.records]
+        if not same_records(self.job.kind, current, self.written):
+            self.job.output_dir.mkdir(parents=True, exist_ok=True)
+            write_manifest(self.job.output_dir, self.job.kind, current)
+            self.written = current
+        self.saved_at = time.monotonic()
+
+
+def _run_on_ray(job: BatchJob, worker_path: str, todo: list[dict], ledger: Ledger, on_record, on_start):
     module, _, name = worker_path.partition(":")
     worker = getattr(__import__(module, fromlist=[name]), name)
     with ray_runtime(job.cluster, cpus=job.workers) as ray:
         kind = device_kind(job.device, ray)
         size = job.workers or (max(1, devices_offered(ray, kind)) if kind != "cpu" else 1)
         check_workers(ray, kind, size)
+        size = min(size, len(todo))  # a worker without rows would only load its model
         on_start(len(todo), size, kind)
         batch = min(job.batch_size, -(-len(todo) // size))  # every worker gets rows, however few there are
         items = [{"row": json.dumps(row)} for row in todo]
@@ -122,18 +147,10 @@ def _run_on_ray(job: BatchJob, worker_path: str, todo: list[dict], rows, records
                                    "output_dir": str(job.output_dir.resolve()), "options": job.options},
             **device_request(kind),
         )
-        workers, saved = set(), time.monotonic()
+        workers = set()
         for result in dataset.iter_rows():
-            record = json.loads(result["record"])
-            records[record["id"]] = record
+            record = ledger.add(json.loads(result["record"]))
             workers.add(record["worker"])
             on_record(record)
-            if time.monotonic() - saved > MANIFEST_EVERY_SECONDS:
-                write_manifest(job.output_dir, job.kind, [records[row.id] for row in rows if row.id in records])
-                saved = time.monotonic()
+            ledger.save(every=MANIFEST_EVERY_SECONDS)
     return kind, sorted(workers)
-
-
-def _same_failure(record: dict, earlier: dict | None) -> bool:
-    return bool(earlier and record["status"] == earlier["status"] == "error" and record["error"] == earlier["error"])
-
