@@ -10,6 +10,7 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import ModuleType
 
 from voxport.errors import InputError, VoxportError
@@ -115,7 +116,5 @@ def check_workers(ray, kind: str, workers: int) -> None:
 def model_for_workers(source: str | os.PathLike) -> str:
     """A local checkpoint as an absolute path (workers do not share the caller's working directory); a hub
     id as it is."""
-    from pathlib import Path
-
     path = Path(source).expanduser()
     return str(path.resolve()) if path.exists() else str(source)
