@@ -166,3 +166,14 @@ def test_bad_targets_and_missing_ray(monkeypatch, tmp_path, tiny_csm_dir, capsys
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(VoxportError, match=r"Ray is not installed: pip install 'voxport\[batch\]'"):
         require_ray()
+
+
+def test_devices_are_requested_as_ray_resources():
+    from voxport.batch.cluster import device_kind, device_request
+
+    assert device_request("cuda") == {"num_gpus": 1} and device_request("xpu") == {"num_gpus": 1}
+    assert device_request("npu") == {"resources": {"NPU": 1}}
+    assert device_request("cpu") == device_request("mps") == {"num_cpus": 1}
+    assert device_kind("NPU") == "npu"
+    with pytest.raises(InputError, match="unknown device 'gpu'"):
+        device_kind("gpu")

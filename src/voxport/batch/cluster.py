@@ -95,7 +95,7 @@ def device_request(kind: str) -> dict:
         return {"num_cpus": 1}
     if resource == "GPU":
         return {"num_gpus": 1}
-    return {"num_cpus": 0, "resources": {resource: 1}}
+    return {"resources": {resource: 1}}
 
 
 def devices_offered(ray, kind: str) -> int:
