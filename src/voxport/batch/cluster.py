@@ -14,7 +14,7 @@ from pathlib import Path
 from types import ModuleType
 
 from voxport.errors import InputError, VoxportError
-from voxport.runtime.devices import BACKENDS, backend_for
+from voxport.runtime.devices import BACKENDS
 from voxport.runtime.kinds import DEVICE_KINDS
 
 OBJECT_STORE_BYTES = 128 * 2**20  # rows and results are small: file paths and numbers, never audio
@@ -90,7 +90,7 @@ def device_kind(spec: str, ray=None) -> str:
 
 def device_request(kind: str) -> dict:
     """Ray's request for one device of `kind`: num_gpus for GPUs, a custom resource (e.g. NPU) otherwise."""
-    resource = backend_for(kind).cluster_resource
+    resource = BACKENDS[kind].cluster_resource
     if resource is None:
         return {"num_cpus": 1}
     if resource == "GPU":
@@ -100,7 +100,7 @@ def device_request(kind: str) -> dict:
 
 def devices_offered(ray, kind: str) -> int:
     """How many workers of `kind` the runtime can hold at once."""
-    resource = backend_for(kind).cluster_resource or "CPU"
+    resource = BACKENDS[kind].cluster_resource or "CPU"
     return int(ray.cluster_resources().get(resource, 0))
 
 
@@ -108,7 +108,7 @@ def check_workers(ray, kind: str, workers: int) -> None:
     """Fail at once, rather than wait forever, when the runtime cannot hold every worker."""
     offered = devices_offered(ray, kind)
     if workers > offered:
-        resource = backend_for(kind).cluster_resource or "CPU"
+        resource = BACKENDS[kind].cluster_resource or "CPU"
         raise InputError(f"--workers {workers} on {kind} needs {workers} {resource} but the Ray runtime has "
                          f"{offered}: lower --workers or add nodes")
 
