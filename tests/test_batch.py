@@ -166,6 +166,10 @@ def test_bad_targets_and_missing_ray(monkeypatch, tmp_path, tiny_csm_dir, capsys
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(VoxportError, match=r"Ray is not installed: pip install 'voxport\[batch\]'"):
         require_ray()
+    (tmp_path / "rows.txt").write_text("Hello.\n")
+    assert main(["batch", "tts", str(tmp_path / "rows.txt"), "--model", str(tiny_csm_dir), "--output-dir",
+                 str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().err.startswith("voxport: error: Ray is not installed") and not (tmp_path / "out").exists()
 
 
 def test_devices_are_requested_as_ray_resources():

@@ -24,6 +24,7 @@ WORKER_START_SECONDS = 3600  # time for every worker to load its model (a cold h
 def require_ray() -> ModuleType:
     """Ray itself, or one line saying how to install it."""
     try:
+        import pyarrow  # noqa: F401  (inputs and the manifest)
         import ray
         import ray.data  # noqa: F401  (Ray Data comes with the "data" extra)
     except ImportError:

@@ -17,6 +17,7 @@ from voxport.batch.cluster import (
     devices_offered,
     model_for_workers,
     ray_runtime,
+    require_ray,
 )
 from voxport.batch.manifest import MANIFEST, error_record, is_done, read_manifest, same_records, write_manifest
 from voxport.batch.rows import read_rows
@@ -67,6 +68,7 @@ def run_batch(job: BatchJob, on_record: Callable[[dict], None] = lambda record: 
     """Every row of `job.input` into `job.output_dir`; `on_start(rows to run, workers, device kind)` hears
     once the runtime is up and `on_record` each row as it finishes."""
     start = time.perf_counter()
+    require_ray()  # before any work, so a missing install is one line, not a traceback halfway
     required, worker_path = TASKS[job.kind]
     if job.output_dir.exists() and not job.output_dir.is_dir():
         raise InputError(f"--output-dir {job.output_dir} is a file: expected a directory")
