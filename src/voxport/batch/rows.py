@@ -36,7 +36,7 @@ def read_rows(path: Path, required: str) -> list[Row]:
     if not path.is_file():
         raise InputError(f"input {path} does not exist")
     records = _READERS[FORMATS[suffix]](path, required)
-    rows = [_row(index, record, required, path.parent) for index, record in enumerate(records)]
+    rows = [_row(index, record, required, path.resolve().parent) for index, record in enumerate(records)]
     _check_unique(rows, path)
     if not rows:
         raise InputError(f"input {path} has no rows: expected one {required} a row")
