@@ -181,3 +181,12 @@ def test_devices_are_requested_as_ray_resources():
     assert device_kind("NPU") == "npu"
     with pytest.raises(InputError, match="unknown device 'gpu'"):
         device_kind("gpu")
+
+
+def test_a_worker_failure_is_told_in_one_line():
+    from voxport.batch.jobs import _cause
+
+    wrapped = RuntimeError("ray::MapWorker.__init__() (pid=1)\nTraceback ...\n  File \"model.py\", line 9\n"
+                           "voxport.errors.CheckpointError: cannot load CSM checkpoint /m: no model.safetensors\n")
+    assert _cause(wrapped) == "cannot load CSM checkpoint /m: no model.safetensors"
+    assert _cause(RuntimeError("node lost\nmore")) == "RuntimeError: node lost"

@@ -5,6 +5,7 @@ loses at most the rows in flight."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,13 +22,15 @@ from voxport.batch.cluster import (
 )
 from voxport.batch.manifest import MANIFEST, error_record, is_done, read_manifest, same_records, write_manifest
 from voxport.batch.rows import read_rows
-from voxport.errors import InputError
+from voxport.batch.workers import ChatWorker, SpeechWorker
+from voxport.errors import InputError, VoxportError
+from voxport.models.registry import FAMILIES, family_of
 from voxport.runtime.seeding import fresh_seed
 
 MANIFEST_EVERY_SECONDS = 5.0
-TASKS = {  # kind -> (the column every row needs, worker class path)
-    "tts": ("text", "voxport.batch.workers:SpeechWorker"),
-    "chat": ("audio", "voxport.batch.workers:ChatWorker"),
+TASKS = {  # kind -> (the model family it needs, the column every row needs, its worker)
+    "tts": ("csm", "text", SpeechWorker),
+    "chat": ("covo", "audio", ChatWorker),
 }
 
 
@@ -69,9 +72,12 @@ def run_batch(job: BatchJob, on_record: Callable[[dict], None] = lambda record: 
     once the runtime is up and `on_record` each row as it finishes."""
     start = time.perf_counter()
     require_ray()  # before any work, so a missing install is one line, not a traceback halfway
-    required, worker_path = TASKS[job.kind]
+    family, required, worker = TASKS[job.kind]
     if job.output_dir.exists() and not job.output_dir.is_dir():
         raise InputError(f"--output-dir {job.output_dir} is a file: expected a directory")
+    if family_of(job.model).name != family:
+        raise InputError(f"--model {job.model} is not a {FAMILIES[family].description} checkpoint, which "
+                         f"batch {job.kind} needs")
     rows = read_rows(job.input, required)
     ledger = Ledger(job, rows)
     seed = job.row_defaults.get("seed")
@@ -87,7 +93,7 @@ def run_batch(job: BatchJob, on_record: Callable[[dict], None] = lambda record: 
     device, workers = job.device, []
     if todo:
         job.output_dir.mkdir(parents=True, exist_ok=True)
-        device, workers = _run_on_ray(job, worker_path, todo, ledger, on_record, on_start)
+        device, workers = _run_on_ray(job, worker, todo, ledger, on_record, on_start)
     ledger.save()
     return BatchSummary(
         rows=len(rows), skipped=ledger.skipped, ok=sum(record["status"] == "ok" for record in ledger.new),
@@ -132,9 +138,7 @@ class Ledger:
         self.saved_at = time.monotonic()
 
 
-def _run_on_ray(job: BatchJob, worker_path: str, todo: list[dict], ledger: Ledger, on_record, on_start):
-    module, _, name = worker_path.partition(":")
-    worker = getattr(__import__(module, fromlist=[name]), name)
+def _run_on_ray(job: BatchJob, worker: type, todo: list[dict], ledger: Ledger, on_record, on_start):
     with ray_runtime(job.cluster, cpus=job.workers) as ray:
         kind = device_kind(job.device, ray)
         size = job.workers or (max(1, devices_offered(ray, kind)) if kind != "cpu" else 1)
@@ -150,9 +154,24 @@ def _run_on_ray(job: BatchJob, worker_path: str, todo: list[dict], ledger: Ledge
             **device_request(kind),
         )
         workers = set()
-        for result in dataset.iter_rows():
-            record = ledger.add(json.loads(result["record"]))
-            workers.add(record["worker"])
-            on_record(record)
-            ledger.save(every=MANIFEST_EVERY_SECONDS)
+        try:
+            for result in dataset.iter_rows():
+                record = ledger.add(json.loads(result["record"]))
+                workers.add(record["worker"])
+                on_record(record)
+                ledger.save(every=MANIFEST_EVERY_SECONDS)
+        except ray.exceptions.RayError as error:
+            ledger.save()  # the rows that finished stay done
+            raise VoxportError(f"a {kind} worker failed, so the job stopped: {_cause(error)}") from None
     return kind, sorted(workers)
+
+
+def _cause(error: BaseException) -> str:
+    """The worker's own error behind Ray's wrappers, as one line. Ray carries it back as traceback text, so
+    a voxport error is found by its name there; anything else is told by Ray's first line."""
+    text = str(error)
+    found = re.findall(r"voxport\.errors\.\w+: (.+)", text)
+    if found:
+        return found[-1].strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__

@@ -23,13 +23,21 @@ class RowWorker:
     def __init__(self, model: str, kind: str, dtype: str, output_dir: str, options: dict):
         from voxport.runtime.devices import resolve_device, resolve_dtype
 
-        device = resolve_device(kind)  # Ray makes the device it granted the first one this process sees
         self.output_dir = Path(output_dir)
         self.options = options
-        self.name = f"{socket.gethostname()}/{os.getpid()} {device}"
-        self.model = self.load(model, device, resolve_dtype(dtype, device))
+        self.name = f"{socket.gethostname()}/{os.getpid()} {kind}"
+        # A model that cannot load is reported with the first batch: Ray retries failed constructors forever.
+        self.failure: VoxportError | None = None
+        try:
+            device = resolve_device(kind)  # Ray makes the device it granted the first one this process sees
+            self.name = f"{socket.gethostname()}/{os.getpid()} {device}"
+            self.model = self.load(model, device, resolve_dtype(dtype, device))
+        except VoxportError as error:
+            self.failure = error
 
     def __call__(self, batch: dict) -> dict:
+        if self.failure is not None:
+            raise self.failure
         rows = [json.loads(text) for text in batch["row"]]
         records = [{**record, "worker": self.name} for record in self.run(rows)]
         return {"record": [json.dumps(record) for record in records]}
