@@ -75,10 +75,10 @@ def run_batch(job: BatchJob, on_record: Callable[[dict], None] = lambda record: 
     family, required, worker = TASKS[job.kind]
     if job.output_dir.exists() and not job.output_dir.is_dir():
         raise InputError(f"--output-dir {job.output_dir} is a file: expected a directory")
+    rows = read_rows(job.input, required)
     if family_of(job.model).name != family:
         raise InputError(f"--model {job.model} is not a {FAMILIES[family].description} checkpoint, which "
                          f"batch {job.kind} needs")
-    rows = read_rows(job.input, required)
     ledger = Ledger(job, rows)
     seed = job.row_defaults.get("seed")
     defaults = {**job.row_defaults, "seed": fresh_seed() if seed is None else seed}
