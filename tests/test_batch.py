@@ -40,8 +40,8 @@ def test_batch_tts_bad_rows_two_workers_same_audio_as_tts_and_resume(ray_runtime
     lines, out, solo = tmp_path / "lines.jsonl", tmp_path / "out", tmp_path / "solo.wav"
     write_jsonl(lines, [
         {"id": "seeded", "text": "Hello from the batch.", "seed": 7},
+        {"text": "A row without an id, in the same engine batch.", "speaker": 1},
         {"id": "plain", "text": "Another line.", "max_tokens": 3},
-        {"text": "A row without an id.", "speaker": 1},
         {"id": "empty", "text": "  "},
         {"id": "lost", "text": "Its context is missing.", "context": [{"speaker": 0, "text": "Hi.", "audio": "gone.wav"}]},
     ])
@@ -52,14 +52,15 @@ def test_batch_tts_bad_rows_two_workers_same_audio_as_tts_and_resume(ray_runtime
     summary = capsys.readouterr().out
     assert "5 rows: 3 ok, 2 failed, 0 already done" in summary and "on 2 cpu workers" in summary
     records = manifest(out)
-    assert list(records) == ["seeded", "plain", "000002", "empty", "lost"]
+    assert list(records) == ["seeded", "000001", "plain", "empty", "lost"]
     assert {key: records[key]["status"] for key in records} == {
-        "seeded": "ok", "plain": "ok", "000002": "ok", "empty": "error", "lost": "error"}
+        "seeded": "ok", "000001": "ok", "plain": "ok", "empty": "error", "lost": "error"}
     assert "empty" in records["empty"]["error"] and "gone.wav does not exist" in records["lost"]["error"]
     assert records["plain"]["frames"] <= 3 and records["seeded"]["seed"] == 7
-    for key in ("seeded", "plain", "000002"):
+    for key in ("seeded", "000001", "plain"):
         assert (out / records[key]["output"]).is_file() and records[key]["audio_seconds"] > 0
-    assert len({records[key]["worker"] for key in ("seeded", "plain", "000002", "lost")}) == 2
+    assert len({records[key]["worker"] for key in ("seeded", "000001", "plain", "lost")}) == 2
+    assert records["seeded"]["worker"] == records["000001"]["worker"]  # one engine batch, seeds of their own
 
     assert main(["tts", "Hello from the batch.", "--model", str(tiny_csm_dir), "--seed", "7", "--max-tokens", "4",
                  "--device", "cpu", "-o", str(solo)]) == 0
@@ -68,15 +69,15 @@ def test_batch_tts_bad_rows_two_workers_same_audio_as_tts_and_resume(ray_runtime
     # A job killed after two rows (one of them without its file yet) is resumed: the rest is redone, the
     # finished row is not touched. (The row with the missing context is dropped from the input meanwhile.)
     write_jsonl(lines, [json.loads(line) for line in lines.read_text().splitlines()[:4]])
-    (out / "plain.wav").unlink()
+    (out / "000001.wav").unlink()
     pq.write_table(pq.read_table(out / "manifest.parquet").slice(0, 2), out / "manifest.parquet")
     before = stamps(out)
     assert main(command) == 1
     assert "4 rows: 2 ok, 1 failed, 1 already done" in capsys.readouterr().out
     after = stamps(out)
-    assert after["seeded.wav"] == before["seeded.wav"] and after["plain.wav"] and after["000002.wav"]
-    assert after["000002.wav"] != before["000002.wav"]  # it was not in the manifest: redone
-    assert list(manifest(out)) == ["seeded", "plain", "000002", "empty"]
+    assert after["seeded.wav"] == before["seeded.wav"] and "000001.wav" in after
+    assert after["plain.wav"] != before["plain.wav"]  # it was not in the manifest: redone
+    assert list(manifest(out)) == ["seeded", "000001", "plain", "empty"]
     assert manifest(out)["seeded"] == records["seeded"]
 
     # Nothing left to do but a row that fails again for the same reason: nothing is rewritten.

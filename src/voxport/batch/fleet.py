@@ -10,6 +10,7 @@ from pathlib import Path
 
 from voxport.batch.cluster import device_request, devices_offered, model_for_workers, ray_runtime
 from voxport.errors import InputError, VoxportError
+from voxport.runtime.files import check_output_dir
 from voxport.runtime.kinds import DEVICE_KINDS
 
 TARGET_STAGES = ("accuracy", "reproducibility", "performance")
@@ -45,8 +46,7 @@ def run_fleet(source: str, targets: list[Target], out: Path, configs, iterations
     """Validate every target on its own node and write fleet.json, summary.md and plots into `out`."""
     from voxport.batch.fleet_report import write_fleet_report
 
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} is a file: expected a directory")
+    check_output_dir(out, "--out")
     with ray_runtime(cluster, cpus=len(targets) + 1) as ray:
         for kind in {target.kind for target in targets}:
             if devices_offered(ray, kind) < 1:

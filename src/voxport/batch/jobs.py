@@ -25,6 +25,7 @@ from voxport.batch.rows import read_rows
 from voxport.batch.workers import ChatWorker, SpeechWorker
 from voxport.errors import InputError, VoxportError
 from voxport.models.registry import FAMILIES, family_of
+from voxport.runtime.files import check_output_dir
 from voxport.runtime.seeding import fresh_seed
 
 MANIFEST_EVERY_SECONDS = 5.0
@@ -73,8 +74,7 @@ def run_batch(job: BatchJob, on_record: Callable[[dict], None] = lambda record: 
     start = time.perf_counter()
     require_ray()  # before any work, so a missing install is one line, not a traceback halfway
     family, required, worker = TASKS[job.kind]
-    if job.output_dir.exists() and not job.output_dir.is_dir():
-        raise InputError(f"--output-dir {job.output_dir} is a file: expected a directory")
+    check_output_dir(job.output_dir, "--output-dir")  # also clears temporaries a killed run left there
     rows = read_rows(job.input, required)
     if family_of(job.model).name != family:
         raise InputError(f"--model {job.model} is not a {FAMILIES[family].description} checkpoint, which "

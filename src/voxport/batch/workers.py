@@ -146,9 +146,9 @@ class ChatWorker(RowWorker):
 
 
 def _batch_key(request) -> tuple:
-    """Requests the engine can run as one batch: the sampling settings a batch shares."""
-    return (request.max_frames, request.min_frames, request.temperature, request.top_k, request.greedy,
-            request.seed)
+    """Requests the engine can run as one batch: the sampling settings a batch shares (each row samples from
+    its own seed, so a row gives the same audio in any batch)."""
+    return request.max_frames, request.min_frames, request.temperature, request.top_k, request.greedy
 
 
 def _one_line(error: BaseException) -> str:
