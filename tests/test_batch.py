@@ -100,7 +100,7 @@ def test_batch_chat_replies_in_the_manifest(ray_runtime, tiny_covo_dir, speech_w
     assert code == 1 and "4 rows: 2 ok, 2 failed" in capsys.readouterr().out
     records = manifest(out)
     assert records["nothing"]["status"] == "error" and "none.wav does not exist" in records["nothing"]["error"]
-    assert records["not-audio"]["status"] == "error" and "cannot read audio" in records["not-audio"]["error"]
+    assert records["not-audio"]["status"] == "error" and "is not audio" in records["not-audio"]["error"]
     for key, most in (("q1", 6), ("q2", 3)):
         record = records[key]
         assert record["status"] == "ok" and 1 <= record["tokens"] <= most and record["output"] is None
