@@ -13,7 +13,7 @@ import threading
 from contextlib import contextmanager
 
 from voxport import __version__
-from voxport.cli import chat, serve, tiny, tts, validation
+from voxport.cli import batch, chat, serve, tiny, tts, validation
 from voxport.errors import VoxportError
 
 
@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_parser(commands)
     validation.add_parsers(commands)
     serve.add_parser(commands)
+    batch.add_parser(commands)
     tiny.add_parser(commands)
     return parser
 

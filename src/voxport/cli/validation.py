@@ -76,6 +76,12 @@ def add_parsers(commands) -> None:
     run_all.add_argument("--configs", default="short_32t,medium_64t", help="benchmark configs (default: short_32t,medium_64t)")
     run_all.add_argument("--iterations", type=positive_int, default=3, help="timed runs per config (default: 3)")
     run_all.add_argument("--steps", type=positive_int, default=16, help="reproducibility steps (default: 16)")
+    run_all.add_argument("--targets", metavar="KIND:DTYPE,...",
+                         help="validate several targets at once on Ray, e.g. cuda:bfloat16,npu:bfloat16: each "
+                              "target's accuracy, repro and bench as a task on a node with that device, the CPU "
+                              "float32 reference's bench once, one report side by side (--device/--dtype unused)")
+    run_all.add_argument("--cluster", metavar="ADDRESS",
+                         help="with --targets: a running Ray cluster (default: a local Ray runtime)")
 
 
 def _validation_target(args: argparse.Namespace):
@@ -167,7 +173,23 @@ def _run_run_all(args: argparse.Namespace) -> int:
 
     configs = parse_configs(args.configs)
     check_output_dir(args.out, "--out")
+    if args.targets or args.cluster:
+        return _run_fleet(args, configs)
     device, dtype = _validation_target(args)
     summary = run_all(args.model, device, dtype, args.out, configs, args.iterations, args.steps, progress=progress)
     print(f"wrote {summary} (with accuracy.json, reproducibility.json, performance.json, ops.json and plots)")
+    return 0
+
+
+def _run_fleet(args: argparse.Namespace, configs) -> int:
+    from voxport.batch.fleet import parse_targets, run_fleet
+    from voxport.models.registry import family_of
+
+    if not args.targets:
+        raise InputError("--cluster validates a fleet: give --targets too, e.g. --targets cuda:bfloat16")
+    targets = parse_targets(args.targets)
+    family_of(args.model)
+    summary = run_fleet(args.model, targets, args.out, configs, args.iterations, args.steps, args.cluster,
+                        progress=progress)
+    print(f"wrote {summary} (with fleet.json and plots) for {', '.join(map(str, targets))}")
     return 0

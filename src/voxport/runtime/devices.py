@@ -42,6 +42,7 @@ class DeviceBackend:
     visible_devices_env: str | None = None
     dispatch_key = "CPU"  # where PyTorch registers this device's kernels
     grouped_query_attention = True  # SDPA's enable_gqa: keys/values shared by head groups without copies
+    cluster_resource: str | None = None  # what a Ray cluster calls one of these devices (None: it counts CPUs)
 
     def is_built(self) -> bool:
         """Whether this PyTorch install has the backend at all (kernels registered), device or not."""
@@ -93,10 +94,12 @@ class DeviceBackend:
 class AcceleratorBackend(DeviceBackend):
     """CUDA, Ascend NPU and Intel XPU share one device-module API (torch.cuda / torch.npu / torch.xpu)."""
 
-    def __init__(self, kind: str, visible_devices_env: str | None, dispatch_key: str):
+    def __init__(self, kind: str, visible_devices_env: str | None, dispatch_key: str,
+                 cluster_resource: str | None = "GPU"):
         self.kind = kind
         self.visible_devices_env = visible_devices_env
         self.dispatch_key = dispatch_key
+        self.cluster_resource = cluster_resource
 
     def is_built(self) -> bool:
         return bool(getattr(torch._C, f"_has_{self.kind}", False))
@@ -159,7 +162,7 @@ class NpuBackend(AcceleratorBackend):
     grouped_query_attention = False  # not every torch_npu release takes enable_gqa: heads are expanded instead
 
     def __init__(self):
-        super().__init__("npu", "ASCEND_RT_VISIBLE_DEVICES", "PrivateUse1")
+        super().__init__("npu", "ASCEND_RT_VISIBLE_DEVICES", "PrivateUse1", cluster_resource="NPU")
 
     def is_built(self) -> bool:
         return importlib.util.find_spec("torch_npu") is not None
@@ -190,7 +193,7 @@ class MpsBackend(AcceleratorBackend):
     grouped_query_attention = False  # older MPS SDPA kernels lack enable_gqa: heads are expanded instead
 
     def __init__(self):
-        super().__init__("mps", None, "MPS")
+        super().__init__("mps", None, "MPS", cluster_resource=None)  # Ray does not schedule Apple GPUs
 
     def is_available(self) -> bool:
         return bool(torch.backends.mps.is_available())

@@ -22,27 +22,12 @@ STAGE_FILES = {"accuracy": "accuracy.json", "reproducibility": "reproducibility.
 def run_all(source: str, device: torch.device, dtype: torch.dtype, out: Path, configs, iterations: int = 3,
             steps: int = 16, progress=print) -> Path:
     """Write the four JSON results, the plots and summary.md into `out`; returns summary.md's path."""
-    from voxport.validate.reproducibility import run_reproducibility
-
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file: expected a directory")
     out.mkdir(parents=True, exist_ok=True)
     env = environment(device)
-    stages = {
-        "accuracy": lambda: run_accuracy(source, device, dtype, progress=progress),
-        "reproducibility": lambda: run_reproducibility(source, device, dtype, steps=steps, progress=progress),
-        "performance": lambda: run_benchmark(source, device, dtype, configs, iterations, progress=progress),
-        "ops": lambda: run_ops(source, device, dtype, device.type, replay_device=device, progress=progress),
-    }
-    results = {"model": str(source), "dtype": dtype_name(dtype)}
-    for number, (name, stage) in enumerate(stages.items(), start=1):
-        progress(f"[{number}/{len(stages)}] {name}")
-        try:
-            results[name] = stage()
-        except Exception as error:  # noqa: BLE001 (a failed stage is reported, the others still run)
-            results[name] = {"error": f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"}
-            progress(f"[{number}/{len(stages)}] {name} did not complete: {results[name]['error']}")
-        write_json(out / STAGE_FILES[name], {**results[name], "environment": env})
+    results = run_stages(source, device, dtype, configs, iterations, steps, progress=progress,
+                         on_stage=lambda name, result: write_json(out / STAGE_FILES[name], {**result, "environment": env}))
     plots = {
         "per-block drift": _plot(plot_drift, results["accuracy"], out / "drift.png"),
         "latency and real-time factor": _plot(plot_performance, results["performance"], out / "performance.png"),
@@ -52,6 +37,30 @@ def run_all(source: str, device: torch.device, dtype: torch.dtype, out: Path, co
     with replaced_atomically(summary) as temporary:
         temporary.write_text(summary_markdown(results, plots, env))
     return summary
+
+
+def run_stages(source: str, device: torch.device, dtype: torch.dtype, configs, iterations: int = 3, steps: int = 16,
+               names=tuple(STAGE_FILES), progress=print, on_stage=lambda name, result: None) -> dict:
+    """The stages in `names` (accuracy, reproducibility, performance, ops), in that order; a stage that fails
+    is recorded as {"error": reason} and the others still run. `on_stage(name, result)` hears each one."""
+    from voxport.validate.reproducibility import run_reproducibility
+
+    stages = {
+        "accuracy": lambda: run_accuracy(source, device, dtype, progress=progress),
+        "reproducibility": lambda: run_reproducibility(source, device, dtype, steps=steps, progress=progress),
+        "performance": lambda: run_benchmark(source, device, dtype, configs, iterations, progress=progress),
+        "ops": lambda: run_ops(source, device, dtype, device.type, replay_device=device, progress=progress),
+    }
+    results = {"model": str(source), "dtype": dtype_name(dtype)}
+    for number, name in enumerate(names, start=1):
+        progress(f"[{number}/{len(names)}] {name}")
+        try:
+            results[name] = stages[name]()
+        except Exception as error:  # noqa: BLE001 (a failed stage is reported, the others still run)
+            results[name] = {"error": f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"}
+            progress(f"[{number}/{len(names)}] {name} did not complete: {results[name]['error']}")
+        on_stage(name, results[name])
+    return results
 
 
 def _plot(draw, result: dict, path: Path) -> Path | None:

@@ -36,7 +36,7 @@ def plot_drift(accuracy: dict, path: Path) -> Path | None:
     axis.set_ylabel("relative error / benchmark's")
     axis.set_title(f"Isolated blocks: {accuracy['target']['device']} {accuracy['target']['dtype']} "
                    f"against the CPU {accuracy['benchmark']['dtype']} benchmark")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_performance(performance: dict, path: Path) -> Path | None:
@@ -57,7 +57,7 @@ def plot_performance(performance: dict, path: Path) -> Path | None:
         speed.set_ylabel(f"{performance['step_unit']}s per second")
     speed.tick_params(axis="x", rotation=45)
     figure.suptitle(f"{performance['device_name']} ({performance['dtype']})")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_memory(performance: dict, path: Path) -> Path | None:
@@ -76,7 +76,7 @@ def plot_memory(performance: dict, path: Path) -> Path | None:
     axis.set_xticks([i + width * (len(shown) - 1) / 2 for i in range(len(names))], names, rotation=45)
     axis.set_ylabel("peak memory (GiB)")
     axis.legend()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def summary_markdown(results: dict, plots: dict[str, Path | None], environment: dict) -> str:
@@ -206,7 +206,7 @@ def ops_table(ops: dict) -> list[str]:
     return lines
 
 
-def _save(figure, path: Path) -> Path:
+def save_figure(figure, path: Path) -> Path:
     figure.tight_layout()
     with replaced_atomically(path) as temporary:
         figure.savefig(temporary, format="png", dpi=110)

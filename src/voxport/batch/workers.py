@@ -1,0 +1,157 @@
+"""Model-holding workers: each loads its model once on its own device, then turns batches of rows into files
+and manifest records. Ray Data runs one per device (an actor pool); they know nothing of Ray themselves.
+
+A row that fails becomes an error record with a one-line reason; the other rows of its batch go on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from voxport.batch.manifest import error_record
+from voxport.errors import VoxportError
+
+
+class RowWorker:
+    """Loads the model on the device Ray gave this process; `__call__` takes and gives Ray Data batches."""
+
+    def __init__(self, model: str, kind: str, dtype: str, output_dir: str, options: dict):
+        from voxport.runtime.devices import resolve_device, resolve_dtype
+
+        self.output_dir = Path(output_dir)
+        self.options = options
+        self.name = f"{socket.gethostname()}/{os.getpid()} {kind}"
+        # A model that cannot load is reported with the first batch: Ray retries failed constructors forever.
+        self.failure: VoxportError | None = None
+        try:
+            device = resolve_device(kind)  # Ray makes the device it granted the first one this process sees
+            self.name = f"{socket.gethostname()}/{os.getpid()} {device}"
+            self.model = self.load(model, device, resolve_dtype(dtype, device))
+        except VoxportError as error:
+            self.failure = error
+
+    def __call__(self, batch: dict) -> dict:
+        if self.failure is not None:
+            raise self.failure
+        rows = [json.loads(text) for text in batch["row"]]
+        records = [{**record, "worker": self.name} for record in self.run(rows)]
+        return {"record": [json.dumps(record) for record in records]}
+
+    def load(self, model: str, device, dtype):
+        raise NotImplementedError
+
+    def run(self, rows: list[dict]) -> list[dict]:
+        raise NotImplementedError
+
+    def path(self, row: dict, suffix: str) -> Path:
+        return self.output_dir / f"{row['id']}{suffix}"
+
+
+class SpeechWorker(RowWorker):
+    """CSM text to speech: rows that can share an engine batch (same sampling settings) run together."""
+
+    def load(self, model: str, device, dtype):
+        from voxport.models.csm import CsmSpeech
+
+        return CsmSpeech.load(model, device, dtype)
+
+    def run(self, rows: list[dict]) -> list[dict]:
+        records, groups = [], defaultdict(list)
+        for row in rows:
+            try:
+                request = self.request(row)
+            except VoxportError as error:
+                records.append(error_record(row["id"], str(error)))
+                continue
+            groups[_batch_key(request)].append((row, request))
+        for group in groups.values():
+            records += self.speak(group)
+        return records
+
+    def request(self, row: dict):
+        from voxport.models.csm import ContextTurn, SynthesisRequest
+
+        context = tuple(ContextTurn(**turn) for turn in row.get("context", ()))
+        return SynthesisRequest(text=row["text"], speaker=row["speaker"], context=context,
+                                max_frames=row["max_tokens"], seed=row["seed"], **self.options)
+
+    def speak(self, group: list[tuple[dict, object]]) -> list[dict]:
+        """The group as one engine batch; when that fails, each row alone, so only the bad row is lost."""
+        try:
+            return self.synthesize(group)
+        except Exception as error:  # noqa: BLE001 (the rows are retried alone below)
+            if len(group) == 1:
+                return [error_record(group[0][0]["id"], _one_line(error))]
+        records = []
+        for member in group:
+            records += self.speak([member])
+        return records
+
+    def synthesize(self, group: list[tuple[dict, object]]) -> list[dict]:
+        from voxport.audio.io import write_audio
+
+        start = time.perf_counter()
+        results = self.model.generate_batch([request for _, request in group])
+        for (row, _), result in zip(group, results):
+            write_audio(self.path(row, ".wav"), result.audio, result.sample_rate)
+        seconds = (time.perf_counter() - start) / len(group)
+        return [{"id": row["id"], "status": "ok", "output": f"{row['id']}.wav", "frames": result.frames,
+                 "audio_seconds": result.audio_seconds, "seconds": seconds, "seed": result.seed}
+                for (row, _), result in zip(group, results)]
+
+
+class ChatWorker(RowWorker):
+    """Covo-Audio-Chat, one clip a row: the reply's text (DIR/<id>.txt), and in a2ta its speech (DIR/<id>.wav)."""
+
+    def load(self, model: str, device, dtype):
+        from voxport.models.covo import CovoAudioChat
+
+        chat = CovoAudioChat.load(model, device, dtype)
+        if self.options["mode"] == "a2ta":
+            chat.load_speech_decoder()
+        return chat
+
+    def run(self, rows: list[dict]) -> list[dict]:
+        records = []
+        for row in rows:
+            try:
+                records.append(self.answer(row))
+            except Exception as error:  # noqa: BLE001 (one bad clip must not stop the others)
+                records.append(error_record(row["id"], _one_line(error)))
+        return records
+
+    def answer(self, row: dict) -> dict:
+        from voxport.audio.io import write_audio
+        from voxport.models.covo import ChatSettings
+        from voxport.runtime.files import replaced_atomically
+
+        start = time.perf_counter()
+        settings = ChatSettings(max_new_tokens=row["max_tokens"], seed=row["seed"], **self.options)
+        turn = self.model.chat(settings).say(row["audio"])
+        record = {"id": row["id"], "status": "ok", "reply": turn.text, "reply_file": f"{row['id']}.txt",
+                  "tokens": len(turn.text_token_ids) + len(turn.audio_codes), "audio_seconds": 0.0,
+                  "seed": row["seed"]}
+        if turn.speech is not None:
+            rate = self.model.speech_decoder().sample_rate
+            write_audio(self.path(row, ".wav"), turn.speech, rate)
+            record |= {"output": f"{row['id']}.wav", "audio_seconds": len(turn.speech) / rate}
+        with replaced_atomically(self.path(row, ".txt")) as temporary:
+            temporary.write_text(turn.text + "\n", encoding="utf-8")
+        return record | {"seconds": time.perf_counter() - start}
+
+
+def _batch_key(request) -> tuple:
+    """Requests the engine can run as one batch: the sampling settings a batch shares (each row samples from
+    its own seed, so a row gives the same audio in any batch)."""
+    return request.max_frames, request.min_frames, request.temperature, request.top_k, request.greedy
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else ""
+    return first if isinstance(error, VoxportError) else f"{type(error).__name__}: {first}".rstrip(": ")
