@@ -56,6 +56,8 @@ class CovoAudioChat:
         self.network, self.tokenizer, self.config = network, tokenizer, config
         self.device, self.dtype, self.directory = device, dtype, directory
         self.init_seconds, self.load_seconds = timings["init_seconds"], timings["load_seconds"]
+        self.load_timings = {"config_and_tokenizer": timings["tokenizer_seconds"], "init": self.init_seconds,
+                             "weights": self.load_seconds}
         self.slot_id = self.token_id(AUDIO_SLOT)
         self.backend = backend_for(device)
         self._compile = False
@@ -68,6 +70,7 @@ class CovoAudioChat:
         with timed(self.device, timings, "speech_load_seconds"):
             self._speech = Token2Wav.load(self.directory / "token2wav", self.device, self.dtype, prompt_dir)
         self.speech_load_seconds = timings["speech_load_seconds"]
+        self.load_timings["token2wav"] = self.speech_load_seconds
         return self._speech
 
     def speech_decoder(self) -> Token2Wav:
@@ -77,10 +80,11 @@ class CovoAudioChat:
     @classmethod
     def load(cls, source: str | Path, device: torch.device, dtype: torch.dtype) -> CovoAudioChat:
         path = resolve_checkpoint(source, allow_patterns=CHECKPOINT_FILES)
-        config = CovoConfig.from_directory(path)
-        tokenizer = _load_tokenizer(path, config)
-        files = safetensors_files(path)
         timings: dict[str, float] = {}
+        with timed(device, timings, "tokenizer_seconds"):
+            config = CovoConfig.from_directory(path)
+            tokenizer = _load_tokenizer(path, config)
+        files = safetensors_files(path)
         with timed(device, timings, "init_seconds"), init_empty_weights(include_buffers=False):
             network = CovoAudioNetwork(config)
         with timed(device, timings, "load_seconds"):

@@ -56,13 +56,15 @@ class CsmSpeech:
     family = "csm"
     step_unit = "frame"
 
-    def __init__(self, model: CsmForConditionalGeneration, processor: CsmProcessor, load_seconds: float):
+    def __init__(self, model: CsmForConditionalGeneration, processor: CsmProcessor, load_seconds: float,
+                 load_timings: dict[str, float] | None = None):
         self.model = model
         self.processor = processor
         self.config = model.config
         self.device = model.lm_head.weight.device
         self.dtype = model.lm_head.weight.dtype
         self.load_seconds = load_seconds
+        self.load_timings = load_timings or {"weights": load_seconds}
         self.backend = backend_for(self.device)
         self._compile = False
         self._engine: tuple[CsmEngine, Callable] | None = None
@@ -76,9 +78,11 @@ class CsmSpeech:
         path = resolve_checkpoint(source, allow_patterns=CHECKPOINT_FILES)
         _expect_model_type(path, "csm")
         timings: dict[str, float] = {}
-        with timed(device, timings, "load_seconds"):
-            processor, model = _load_weights(path, device, dtype)
-        return cls(model, processor, timings["load_seconds"])
+        with timed(device, timings, "tokenizer_and_processor"):
+            processor = _load_processor(path)
+        with timed(device, timings, "weights"):
+            model = _load_weights(path, device, dtype)
+        return cls(model, processor, sum(timings.values()), timings)
 
     @property
     def frame_samples(self) -> int:
@@ -228,10 +232,16 @@ class CsmSpeech:
             )
 
 
-def _load_weights(path: Path, device: torch.device, dtype: torch.dtype):
-    """Processor and model, strictly: every weight of the architecture must be in the files."""
+def _load_processor(path: Path) -> CsmProcessor:
     try:
-        processor = CsmProcessor.from_pretrained(path)
+        return CsmProcessor.from_pretrained(path)
+    except _LOAD_ERRORS as error:
+        raise CheckpointError(f"cannot load CSM checkpoint {path}: {_first_line(error)}") from None
+
+
+def _load_weights(path: Path, device: torch.device, dtype: torch.dtype) -> CsmForConditionalGeneration:
+    """The model, strictly: every weight of the architecture must be in the files."""
+    try:
         model, info = CsmForConditionalGeneration.from_pretrained(
             path, dtype=dtype, device_map=device, output_loading_info=True
         )
@@ -239,7 +249,7 @@ def _load_weights(path: Path, device: torch.device, dtype: torch.dtype):
         raise CheckpointError(f"cannot load CSM checkpoint {path}: {_first_line(error)}") from None
     _expect_all_weights(path, info)
     model.codec_model.float()
-    return processor, model.eval()
+    return model.eval()
 
 
 def _expect_model_type(path: Path, model_type: str) -> None:
