@@ -42,6 +42,10 @@ def run_benchmark(source: str, device: torch.device, dtype: torch.dtype, configs
     if stages and hasattr(model, "stage_timings"):
         progress("bench: timing each stage of the whole job")
         stage_report = model.stage_timings(model.bench_inputs(configs[0][1]))
+        decode = stage_report.get(f"decode_seconds_per_{model.step_unit}")
+        if decode:
+            stage_report["decode_bound_fraction"] = bound_fraction(1, decode, step_bytes,
+                                                                   measured_bandwidth.bytes_per_second)
         load |= {key: value for key, value in model.load_timings.items() if key not in load}  # loaded on demand
     results = []
     for config, size, steps in configs:

@@ -207,6 +207,23 @@ class CsmSpeech:
         request = replace(inputs.request, max_frames=steps, min_frames=steps, seed=0)
         return self.generate(request).audio_seconds
 
+    def stage_timings(self, inputs: CsmExample, frames: int = 12) -> dict[str, float]:
+        """Seconds of each stage of `frames` frames of speech for `inputs`, device synchronized: time to the
+        first audio chunk when streaming (2 frames), the whole stream, and the codec's decode per audio second."""
+        request = replace(inputs.request, max_frames=frames, min_frames=frames, seed=0)
+        self.generate(replace(request, max_frames=2, min_frames=2))  # warm-up
+        chunks = self.stream(request)
+        first = next(chunks)
+        *_, last = [first, *chunks]
+        codes = torch.randint(0, self.config.codec_config.codebook_size, (frames, self.config.num_codebooks),
+                              generator=torch.Generator().manual_seed(0)).to(self.device)
+        timings: dict[str, float] = {}
+        with timed(self.device, timings, "codec"):
+            audio_seconds = len(self.decode(codes)) / self.sample_rate
+        return {"stream_frames": frames, "first_audio_seconds": first.seconds_since_start,
+                "stream_seconds": last.seconds_since_start,
+                "codec_decode_seconds_per_audio_second": timings["codec"] / audio_seconds}
+
     def weight_bytes_per_step(self) -> int:
         """Weight bytes one frame reads: the backbone once, the depth decoder and one head slice 31 times."""
         backbone, depth = self.model.backbone_model, self.model.depth_decoder
