@@ -214,18 +214,19 @@ class CovoAudioChat:
                penalties=RepetitionPenalties()):
         return self.token_engine().generate(embeds, prompt_ids, NEVER, steps, sampling, penalties, None)
 
-    def stage_timings(self, inputs: CovoExample, decode_steps: int = 16, speech_codes: int = 75) -> dict[str, float]:
-        """Seconds of each stage of a spoken reply to `inputs`, device synchronized: the front end and encoder
-        per second of input audio, prefill tokens per second, decode seconds per token (an N-token reply minus
-        a 1-token one), token2wav's DiT and vocoder per second of speech (`speech_codes` fixed codes, 25 a
-        second), and, each timed as one run, the first reply token and the first reply audio (the reference
-        interleaves 5 text and 15 audio tokens, so the first 15 codes are complete after 20 tokens)."""
+    def stage_timings(self, inputs: CovoExample, speech_codes: int = 75) -> dict[str, float]:
+        """Seconds of each stage of a spoken reply to `inputs`, each timed alone after a device sync, in the
+        order a reply runs them: the front end and the encoder (with the adapter) per second of input audio,
+        prefill tokens per second, decode seconds per token (a 20-token reply minus a 1-token one, over 19),
+        token2wav's DiT and vocoder per second of speech (`speech_codes` fixed codes, 25 a second). The first
+        reply token is front end + encoder + the 1-token reply; the first reply audio is front end + encoder
+        + the 20-token reply + token2wav of 15 codes (the reference interleaves 5 text and 15 audio tokens,
+        so the first 15 codes are complete after 20 tokens). Run it warm (after a first call)."""
         clip, timings = inputs.clip, {}
         prompt_ids = self.prompt_ids(clip.placeholders, first_round=True)
         speech = self.speech_decoder()
         codes = torch.arange(speech_codes) * 211 % speech.config.token2latent.token_vocab_size  # fixed, varied
         with torch.inference_mode():
-            self._reply(prompt_ids, self.prompt_embeds(prompt_ids, clip), 2)  # warm-up
             with timed(self.device, timings, "front_end"):
                 mels = clip_log_mels(clip, self.config.encoder.num_mel_bins, self.device)
             with timed(self.device, timings, "encoder"):
@@ -236,18 +237,16 @@ class CovoAudioChat:
                 engine.prefill(embeds)
             with timed(self.device, timings, "one_token"):
                 self._reply(prompt_ids, embeds, 1)
-            with timed(self.device, timings, "many_tokens"):
-                self._reply(prompt_ids, embeds, decode_steps)
+            with timed(self.device, timings, "twenty_tokens"):
+                self._reply(prompt_ids, embeds, 20)
             with timed(self.device, timings, "dit"):
                 latents = speech.speech_latents(codes)
             with timed(self.device, timings, "vocoder"):
                 audio_seconds = len(speech.vocode(latents)) / speech.sample_rate
-            with timed(self.device, timings, "first_token"):
-                self._reply(prompt_ids, self._fill_slots(prompt_ids, self.audio_features(clip)), 1)
-            with timed(self.device, timings, "first_audio"):
-                self._reply(prompt_ids, self._fill_slots(prompt_ids, self.audio_features(clip)), 20)
+            with timed(self.device, timings, "first_codes_speech"):
                 speech.render(codes[:15])
-        decode = (timings["many_tokens"] - timings["one_token"]) / (decode_steps - 1)
+        decode = (timings["twenty_tokens"] - timings["one_token"]) / 19
+        listening = timings["front_end"] + timings["encoder"]
         return {
             "input_audio_seconds": clip.seconds,
             "front_end_seconds_per_audio_second": timings["front_end"] / clip.seconds,
@@ -258,8 +257,8 @@ class CovoAudioChat:
             "token2wav_speech_seconds": audio_seconds,
             "token2wav_dit_rtf": timings["dit"] / audio_seconds,
             "token2wav_vocoder_rtf": timings["vocoder"] / audio_seconds,
-            "first_reply_token_seconds": timings["first_token"],
-            "first_reply_audio_seconds": timings["first_audio"],
+            "first_reply_token_seconds": listening + timings["one_token"],
+            "first_reply_audio_seconds": listening + timings["twenty_tokens"] + timings["first_codes_speech"],
         }
 
     def named_modules(self) -> Iterator[tuple[str, nn.Module]]:
