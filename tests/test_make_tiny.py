@@ -35,7 +35,8 @@ def test_full_csm_config_is_csm_1b_with_the_real_special_ids():
 
 def test_full_covo_checkpoint_has_the_real_shapes_vocabulary_and_config(tmp_path, monkeypatch):
     written = {}
-    monkeypatch.setattr(tiny, "write_random_shards", lambda shapes, directory, seed: written.update(shapes))
+    monkeypatch.setattr(tiny, "write_random_shards", lambda network, directory, seed: written.update(
+        {name: tensor.shape for name, tensor in network.state_dict().items()}))
     monkeypatch.setattr(tiny, "_write_token2wav", lambda directory, seed, full: written.update(token2wav=full))
     tiny.make_tiny_covo(tmp_path, size="full", layers=1)
     config = CovoConfig.from_directory(tmp_path)
@@ -64,18 +65,23 @@ def test_random_shards_are_bfloat16_within_the_shard_size_and_load_strictly(tmp_
     with init_empty_weights(include_buffers=False):
         network = CovoAudioNetwork(config)
     shapes = {name: tensor.shape for name, tensor in network.state_dict().items()}
-    tiny.write_random_shards(shapes, tmp_path, seed=0, shard_bytes=20_000)
+    tiny.write_random_shards(network, tmp_path, seed=0, shard_bytes=20_000)
+    assert all(tensor.is_meta for tensor in network.parameters())  # each module went back after its shard
     files = safetensors_files(tmp_path)
     index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
     assert set(index["weight_map"]) == set(shapes) and len(files) > 3
-    for file in files:  # within the size, except a shard holding one tensor larger than it
+    for file in files:  # within the size, except a shard holding one module larger than it
         names = [name for name, shard in index["weight_map"].items() if shard == file.name]
-        assert len(names) == 1 or sum(shapes[name].numel() * 2 for name in names) <= 20_000
+        modules = {name.rsplit(".", 1)[0] for name in names}
+        assert len(modules) == 1 or sum(shapes[name].numel() * 2 for name in names) <= 20_000
     with safe_open(files[0], "pt") as shard:
         tensors = {key: shard.get_tensor(key) for key in shard.keys()}
     assert all(tensor.dtype == torch.bfloat16 for tensor in tensors.values())
+    with init_empty_weights(include_buffers=False):
+        network = CovoAudioNetwork(config)
     load_weights_strict(network, files, torch.device("cpu"), torch.float32)  # every key present, none unknown
     llm = network.llm.model
+    assert not torch.equal(llm.layers[0].mlp.up_proj.weight[:4], llm.layers[1].mlp.up_proj.weight[:4])
     assert torch.equal(llm.norm.weight, torch.ones(32)) and not network.audio_adapter.downsample_layers[0].conv1d.bias.any()
     assert llm.embed_tokens.weight.std().item() == pytest.approx(tiny.INIT_STD, rel=0.1)
 

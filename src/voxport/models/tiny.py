@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from accelerate import init_empty_weights
 from huggingface_hub import save_torch_state_dict
 from safetensors.torch import save_file
@@ -249,8 +250,8 @@ def make_tiny_covo(directory: str | Path, seed: int = 0, size: str = "tiny", lay
     config = _covo_config(len(tokenizer), tokenizer.convert_tokens_to_ids("<|endoftext|>"), full, layers)
     if full:
         with init_empty_weights(include_buffers=False):
-            shapes = {name: tensor.shape for name, tensor in CovoAudioNetwork(config).state_dict().items()}
-        write_random_shards(shapes, directory, seed)
+            network = CovoAudioNetwork(config)
+        write_random_shards(network, directory, seed)
     else:
         torch.manual_seed(seed)
         network = CovoAudioNetwork(config)
@@ -284,37 +285,61 @@ def _covo_config(text_vocab: int, end_of_text: int, full: bool, layers: int | No
     )
 
 
-def write_random_shards(shapes: dict[str, torch.Size], directory: Path, seed: int,
+def write_random_shards(network: nn.Module, directory: Path, seed: int,
+                        initialise: Callable[[nn.Module, int], None] | None = None,
                         shard_bytes: int = SHARD_BYTES) -> None:
-    """Random bfloat16 tensors of `shapes` as sharded safetensors with an index (transformers' layout),
-    generated one shard at a time, so memory holds at most one shard whatever the model's size."""
-    shards: list[list[str]] = [[]]
+    """Random bfloat16 weights for `network` (built on the meta device) as sharded safetensors with an index
+    (transformers' layout), made one shard at a time: memory holds one shard whatever the model's size.
+
+    Each module holding weights is materialised alone in bfloat16, initialised by `initialise(module, seed)`
+    (default: `normal_weights`), written, and put back on the meta device."""
+    initialise = initialise or normal_weights
+    holders = [(prefix, module, _own_tensors(module)) for prefix, module in network.named_modules()]
+    holders = [holder for holder in holders if holder[2]]
+    shards: list[list] = [[]]
     filled = 0
-    for name, shape in shapes.items():
-        size = shape.numel() * FULL_DTYPE.itemsize
+    for holder in holders:
+        size = sum(tensor.numel() for tensor in holder[2].values()) * FULL_DTYPE.itemsize
         if shards[-1] and filled + size > shard_bytes:
             shards.append([])
             filled = 0
-        shards[-1].append(name)
+        shards[-1].append(holder)
         filled += size
-    generator = torch.Generator().manual_seed(seed)
-    weight_map = {}
-    for number, names in enumerate(shards, start=1):
+    weight_map, total = {}, 0
+    for number, holders_here in enumerate(shards, start=1):
         file = f"model-{number:05d}-of-{len(shards):05d}.safetensors"
-        save_file({name: random_tensor(name, shapes[name], generator) for name in names}, directory / file,
-                  metadata={"format": "pt"})
-        weight_map |= dict.fromkeys(names, file)
-    total = sum(shape.numel() for shape in shapes.values()) * FULL_DTYPE.itemsize
+        tensors = {}
+        for index, (prefix, module, _) in enumerate(holders_here):
+            module.to(FULL_DTYPE).to_empty(device="cpu", recurse=False)
+            initialise(module, seed + number * 100_003 + index)  # a different draw for every module
+            tensors |= {f"{prefix}.{name}" if prefix else name: tensor.detach()
+                        for name, tensor in _own_tensors(module).items()}
+        save_file(tensors, directory / file, metadata={"format": "pt"})
+        weight_map |= dict.fromkeys(tensors, file)
+        total += sum(tensor.numel() * tensor.element_size() for tensor in tensors.values())
+        for _, module, _ in holders_here:
+            module.to_empty(device="meta", recurse=False)
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
 
 
-def random_tensor(name: str, shape: torch.Size, generator: torch.Generator) -> torch.Tensor:
-    """One weight drawn in bfloat16 as transformers initialises it: biases zero, norm scales one, matrices
-    and embeddings normal with std 0.02."""
-    if len(shape) == 1:
-        return torch.zeros(shape, dtype=FULL_DTYPE) if name.endswith("bias") else torch.ones(shape, dtype=FULL_DTYPE)
-    return torch.empty(shape, dtype=FULL_DTYPE).normal_(0.0, INIT_STD, generator=generator)
+def _own_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters and saved buffers a module holds itself (not its children's)."""
+    return {**dict(module.named_parameters(recurse=False)),
+            **{name: buffer for name, buffer in module.named_buffers(recurse=False)
+               if name not in module._non_persistent_buffers_set}}
+
+
+def normal_weights(module: nn.Module, seed: int) -> None:
+    """As transformers initialises a module: biases zero, norm scales one, matrices and embeddings normal
+    with std 0.02, drawn in the module's own dtype."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in _own_tensors(module).items():
+            if tensor.dim() > 1:
+                tensor.normal_(0.0, INIT_STD, generator=generator)
+            else:
+                tensor.fill_(0.0 if name.endswith("bias") else 1.0)
 
 
 def _write_token2wav(directory: Path, seed: int, full: bool) -> None:
