@@ -90,3 +90,11 @@ def test_layers_only_cut_a_full_size_model(tmp_path):
     for size, layers in [("tiny", 2), ("full", 0), ("huge", None)]:
         with pytest.raises(InputError):
             tiny.make_tiny_csm(tmp_path / "x", size=size, layers=layers)
+
+
+def test_command_line_refuses_layers_without_the_full_size(tmp_path, capsys):
+    from voxport.cli import main
+
+    assert main(["make-tiny", "csm", str(tmp_path / "x"), "--layers", "2"]) == 1
+    assert capsys.readouterr().err.strip() == "voxport: error: --layers cuts a full-size model: add --size full"
+    assert not (tmp_path / "x").exists()
