@@ -116,7 +116,7 @@ def main() -> None:
         rate = size * args.frames / generation
         single = single or (rate if size == 1 else None)
         versus = f" = {rate / single:.2f}x batch 1" if single and size > 1 else ""
-        print(f"batch {size}: {rate:.2f} frames/s{versus}, {size * audio_seconds / total:.2f}x real time "
+        print(f"batch {size}: {rate:.3g} frames/s{versus}, {size * audio_seconds / total:.3g}x real time "
               f"(whole job {total:.3f} s)")
 
 
