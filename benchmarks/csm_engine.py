@@ -1,12 +1,16 @@
 """voxport's CSM engine next to transformers' generate(), same checkpoint, frames and device, in one run.
 
-Prints frames per second, real-time factor (generation seconds / audio seconds) and their ratio; with a
-device, also time to first audio (streaming), batch throughput and peak memory. Targets (issue 6): CPU tiny
+Prints frames per second, real-time factor (generation seconds / audio seconds) and their ratio, the share
+of the memory-bandwidth bound the engine reaches at batch 1, time to first audio (streaming), peak memory,
+and batch throughput for each --batches size side by side with batch 1. Targets (issue 6): CPU tiny
 checkpoint >= 4x transformers' frames/s at batch 1; full-size on an H200: RTF <= 0.08 at batch 1, first
 audio <= 200 ms, batch 8 >= 50x real time, peak memory < 4 GB at batch 1 in bfloat16.
 
     python benchmarks/csm_engine.py                          # tiny random checkpoint on the CPU
-    python benchmarks/csm_engine.py --full-size --device cuda --dtype bfloat16 --compile --batch 8
+    voxport make-tiny csm /tmp/csm-full --size full          # CSM-1B's dimensions, random weights
+    python benchmarks/csm_engine.py --model /tmp/csm-full --device cuda --dtype bfloat16 --compile --batches 1,4,8
+    python benchmarks/csm_engine.py --model /tmp/csm-full --dtype float32 --frames 4 --repeats 1 \
+        --skip-transformers --batches 1,4                      # the same on a small CPU
 """
 
 from __future__ import annotations
@@ -18,24 +22,14 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import CsmConfig, CsmForConditionalGeneration, CsmProcessor
 
 from voxport.models.csm import CsmSpeech, SynthesisRequest
 from voxport.models.tiny import make_tiny_csm
+from voxport.runtime.bandwidth import memory_bandwidth
 from voxport.runtime.devices import backend_for, resolve_device, resolve_dtype
+from voxport.validate.performance import bound_fraction
 
 TEXT = "The quick brown fox jumps over the lazy dog while the band plays on."
-
-
-def full_size(tiny: Path, device: torch.device, dtype: torch.dtype) -> CsmSpeech:
-    """CSM-1B's real architecture with random weights, built on the device (the tiny checkpoint's tokenizer)."""
-    processor = CsmProcessor.from_pretrained(tiny)
-    config = CsmConfig(audio_token_id=processor.tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
-                       audio_eos_token_id=processor.tokenizer.convert_tokens_to_ids("<|audio_eos|>"))
-    with torch.device(device):
-        model = CsmForConditionalGeneration(config).to(dtype).eval()
-    model.codec_model.float()
-    return CsmSpeech(model, processor, load_seconds=0.0)
 
 
 def measure(run, repeats: int, device: torch.device) -> tuple[float, float]:
@@ -63,8 +57,9 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--frames", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=1, help="also time a batch of this many texts")
-    parser.add_argument("--full-size", action="store_true", help="CSM-1B's architecture with random weights")
+    parser.add_argument("--batches", default="1", help="batch sizes to time side by side, e.g. 1,4,8")
+    parser.add_argument("--model", type=Path, help="checkpoint directory (default: a tiny random one); "
+                                                   "`voxport make-tiny csm DIR --size full` writes CSM-1B's size")
     parser.add_argument("--compile", action="store_true", help="compile voxport's frame step where supported")
     parser.add_argument("--greedy", action="store_true", help="greedy codes instead of sampling (T 0.9, top-k 50)")
     parser.add_argument("--skip-transformers", action="store_true")
@@ -72,20 +67,25 @@ def main() -> None:
 
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
-    tiny = make_tiny_csm(Path(tempfile.mkdtemp(prefix="voxport-csm-bench-")))
-    tts = full_size(tiny, device, dtype) if args.full_size else CsmSpeech.load(tiny, device, dtype)
+    batches = [int(size) for size in args.batches.split(",")]
+    checkpoint = args.model or make_tiny_csm(Path(tempfile.mkdtemp(prefix="voxport-csm-bench-")))
+    tts = CsmSpeech.load(checkpoint, device, dtype)
     if args.compile:
         tts.compile()
     backend = backend_for(device)
     request = SynthesisRequest(text=TEXT, max_frames=args.frames, min_frames=args.frames, seed=0, greedy=args.greedy)
     audio_seconds = args.frames * 0.08
-    print(f"{'full-size' if args.full_size else 'tiny'} CSM on {device} ({backend.device_name(device)}), "
+    step_bytes = tts.weight_bytes_per_step()
+    print(f"CSM {checkpoint} ({step_bytes / 1e9:.2f} GB read per frame) on {device} ({backend.device_name(device)}), "
           f"{str(dtype).removeprefix('torch.')}, {args.frames} frames ({audio_seconds:.2f} s of audio), "
           f"{'greedy' if args.greedy else 'sampling'}")
 
     tts.generate(request)  # warm-up (and compilation)
+    bandwidth = memory_bandwidth(device, remeasure=True).bytes_per_second  # probed right before the timed runs
     ours = measure(lambda: tts.generate(request), args.repeats, device)
     report("voxport", args.frames, audio_seconds, *ours)
+    print(f"bandwidth {bandwidth / 1e9:.1f} GB/s: the frames ran at "
+          f"{bound_fraction(args.frames, ours[0], step_bytes, bandwidth):.2f} of the memory-bandwidth bound")
     if not args.skip_transformers:
         # transformers cannot forbid an early end; with random weights no end-of-audio frame is drawn, so
         # both engines make the same number of frames (checked).
@@ -108,12 +108,16 @@ def main() -> None:
     tts.generate(request)
     peak = backend.peak_memory(device)
     print(f"peak memory at batch 1: {peak.allocated_bytes / 2**30:.2f} GiB allocated ({peak.source})")
-    if args.batch > 1:
-        requests = [request] * args.batch
-        tts.generate_batch(requests)
+    single = None
+    for size in batches:
+        requests = [request] * size
+        tts.generate_batch(requests)  # warm-up at this batch size
         generation, total = measure(lambda: tts.generate_batch(requests), args.repeats, device)
-        print(f"batch {args.batch}: {args.batch * args.frames / generation:.1f} frames/s, "
-              f"{args.batch * audio_seconds / total:.1f}x real time (whole job {total:.3f} s)")
+        rate = size * args.frames / generation
+        single = single or (rate if size == 1 else None)
+        versus = f" = {rate / single:.2f}x batch 1" if single and size > 1 else ""
+        print(f"batch {size}: {rate:.3g} frames/s{versus}, {size * audio_seconds / total:.3g}x real time "
+              f"(whole job {total:.3f} s)")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
 """Shared fixtures: tiny random checkpoints written by voxport itself; nothing touches the network."""
 
 import os
+import tempfile
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # before huggingface_hub reads its settings
+# Bandwidth probes made by tests (subprocesses included) go to a scratch cache, never the user's.
+os.environ["VOXPORT_CACHE_DIR"] = tempfile.mkdtemp(prefix="voxport-test-cache-")
 
 from pathlib import Path
 

@@ -126,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         "peak_memory": {"allocated_bytes": peak.allocated_bytes, "reserved_bytes": peak.reserved_bytes,
                         "source": peak.source},
     }
+    report |= _bandwidth_bound(tts, report, device)
     if args.json:
         print(json.dumps(report))
     else:
@@ -307,6 +308,21 @@ def _result_fields(result) -> dict:
             "rtf": result.rtf, "seed": result.seed}
 
 
+def _bandwidth_bound(tts, report: dict, device) -> dict:
+    """How close generation came to the memory-bandwidth bound: every step reads the weights once, whatever
+    the batch (docs/performance.md explains the figures)."""
+    from voxport.runtime.bandwidth import memory_bandwidth
+    from voxport.validate.performance import bound_fraction
+
+    bandwidth = memory_bandwidth(device)
+    steps = max(report.get("frames_per_output") or [report["frames"]])
+    step_bytes = tts.weight_bytes_per_step()
+    return {"bandwidth_bytes_per_second": bandwidth.bytes_per_second, "bandwidth_source": bandwidth.source,
+            "bytes_read_per_step": step_bytes,
+            "bound_fraction": bound_fraction(steps, report["generation_seconds"], step_bytes,
+                                             bandwidth.bytes_per_second)}
+
+
 def _summary(report: dict) -> str:
     where = report.get("output") or f"{report['batch']} files in {Path(report['outputs'][0]).parent}"
     rtf = "n/a" if report["rtf"] is None else f"{report['rtf']:.3f}"
@@ -315,7 +331,10 @@ def _summary(report: dict) -> str:
     return (f"wrote {where}: {report['audio_seconds']:.2f} s of audio ({report['frames']} frames{chunks}) in "
             f"{report['generation_seconds']:.2f} s of generation; RTF {rtf}"
             + (f"; first audio after {first * 1000:.0f} ms" if first is not None else "")
-            + f" on {report['device']} ({report['device_name']}, {report['dtype']}, {report['engine']} engine); "
+            + f" on {report['device']} ({report['device_name']}, {report['dtype']}, {report['engine']} engine)"
+            + ("" if report["bound_fraction"] is None else
+               f"; {report['bound_fraction']:.2f} of the memory-bandwidth bound")
+            + "; "
             f"peak memory {report['peak_memory']['allocated_bytes'] / 2**30:.2f} GiB "
             f"({report['peak_memory']['source']}); seed {report['seed']}")
 

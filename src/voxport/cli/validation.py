@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from voxport.cli.common import add_device_options, positive_int, progress, quiet_library_progress
+from voxport.cli.common import add_device_options, positive_float, positive_int, progress, quiet_library_progress
 from voxport.runtime.files import check_output_dir, check_output_path
 from voxport.runtime.kinds import DEVICE_KINDS
 
@@ -50,14 +50,25 @@ def add_parsers(commands) -> None:
     repro.add_argument("--steps", type=positive_int, default=16, help="generation steps (default: 16)")
     repro.add_argument("--top-k", type=positive_int, default=5, help="top-k for agreement (default: 5)")
 
-    bench = command("bench", "latency, real-time factor, throughput and memory per configuration",
-                    "Fixed-length generation (end of audio ignored) per config: load time, latency mean/p50/p90, "
-                    "RTF and its inverse, steps per second, peak device memory and process RSS, and the "
-                    "memory-bandwidth bound (weight bytes per step / bandwidth).", _run_bench)
+    bench = command("bench", "latency, real-time factor, throughput, memory and the bandwidth bound per configuration",
+                    "Fixed-length generation (end of audio ignored) per config: latency mean/p50/p90, RTF and its "
+                    "inverse, steps per second, time per step (N-step run minus 1-step run), peak device memory and "
+                    "process RSS, and the memory-bandwidth bound: weight bytes read per step / bandwidth, with "
+                    "bound_fraction = bound / measured (1.0 = as fast as memory allows). Also where the load time "
+                    "went (import, tokenizer, weights, first call...). Bandwidth: --bandwidth-gbs, else the "
+                    "published figure of a known accelerator, else a short probe on the device, cached per machine. "
+                    "See docs/performance.md.", _run_bench)
     bench.add_argument("--configs", default=DEFAULT_CONFIGS,
                        help=f"comma-separated short|medium|long_<steps>t (default: {DEFAULT_CONFIGS})")
     bench.add_argument("--iterations", type=positive_int, default=3, help="timed runs per config (default: 3)")
-    bench.add_argument("--bandwidth-gbs", type=float, help="device memory bandwidth in GB/s (default: known table)")
+    bench.add_argument("--bandwidth-gbs", type=positive_float,
+                       help="device memory bandwidth in GB/s (default: published figure, else a cached probe)")
+    bench.add_argument("--remeasure-bandwidth", action="store_true",
+                       help="probe the bandwidth now (and update the cache), even for a device in the table")
+    bench.add_argument("--stages", action="store_true",
+                       help="also time each stage of the whole job (Covo: front end + encoder, prefill, decode, "
+                            "token2wav DiT and vocoder, first reply token and audio; CSM: first audio when "
+                            "streaming, codec decode)")
 
     ops = command("ops", "which aten ops the model uses and whether a device has them",
                   "Trace every aten op (with dtypes) of one forward and a short generation on --device; report for "
@@ -147,7 +158,8 @@ def _run_bench(args: argparse.Namespace) -> int:
     configs = parse_configs(args.configs)
     device, dtype = _validation_target(args)
     bandwidth = args.bandwidth_gbs * 1e9 if args.bandwidth_gbs else None
-    result = run_benchmark(args.model, device, dtype, configs, args.iterations, bandwidth, progress=progress)
+    result = run_benchmark(args.model, device, dtype, configs, args.iterations, bandwidth, progress=progress,
+                           remeasure_bandwidth=args.remeasure_bandwidth, stages=args.stages)
     return _report(result, performance_table, args.json_out)
 
 

@@ -20,6 +20,7 @@ class SpeechModel(Protocol):
     device: torch.device
     dtype: torch.dtype
     load_seconds: float
+    load_timings: dict[str, float]  # seconds of each phase of load() (tokenizer, weights...), on-demand parts added
 
     @classmethod
     def load(cls, source: str | Path, device: torch.device, dtype: torch.dtype) -> SpeechModel:

@@ -26,14 +26,14 @@ class ModelFamily:
     model_type: str  # config.json's model_type
     description: str
     model_path: str  # "module:Class" of the SpeechModel
-    make_tiny_path: str  # "module:function" writing a tiny checkpoint
+    make_tiny_path: str  # "module:function" writing a random checkpoint (directory, seed, size=, layers=)
 
     @property
     def model(self) -> type[SpeechModel]:
         return _resolve(self.model_path)
 
     @property
-    def make_tiny(self) -> Callable[[Path, int], Path]:
+    def make_tiny(self) -> Callable[..., Path]:
         return _resolve(self.make_tiny_path)
 
 

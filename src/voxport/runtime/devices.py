@@ -58,7 +58,8 @@ class DeviceBackend:
         return 1
 
     def device_name(self, device: torch.device) -> str:
-        return platform.processor() or platform.machine() or "cpu"
+        """The processor's model name and the cores this process may use, e.g. "AMD EPYC 7763 (2 cores)"."""
+        return f"{_cpu_model()} ({_usable_cores()} cores)"
 
     def supports_dtype(self, dtype: torch.dtype) -> bool:
         return dtype in DTYPES.values()
@@ -285,6 +286,34 @@ def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
 
 def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
+
+
+def _cpu_model() -> str:
+    """Linux: /proc/cpuinfo's model name; macOS: the CPU brand string; else what the platform module says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Model", "Hardware") and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    if sys.platform == "darwin":
+        import subprocess
+
+        try:
+            return subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
+                                  check=True, timeout=5).stdout.strip() or platform.machine()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return platform.processor() or platform.machine() or "CPU"
+
+
+def _usable_cores() -> int:
+    """Cores this process may run on (its affinity mask where the OS has one), which is what torch uses."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 def _process_peak_rss() -> int:

@@ -161,20 +161,30 @@ def reproducibility_table(repro: dict) -> list[str]:
 
 
 def performance_table(performance: dict) -> list[str]:
-    lines = [f"Load {performance['total_load_seconds']:.2f} s; {performance['weight_bytes_per_step'] / 1e9:.3f} GB of "
-             f"weights read per {performance['step_unit']}; bandwidth "
-             + (f"{performance['bandwidth_bytes_per_second'] / 1e12:.2f} TB/s" if performance["bandwidth_bytes_per_second"]
+    bandwidth = performance["bandwidth_bytes_per_second"]
+    load = performance["load_breakdown_seconds"]
+    unit = performance["step_unit"]
+    lines = [f"On {performance['device_name']} ({performance['dtype']}). Load {performance['total_load_seconds']:.2f} s = "
+             + " + ".join(f"{name.replace('_', ' ')} {seconds:.2f}" for name, seconds in load.items()) + ".",
+             f"{performance['weight_bytes_per_step'] / 1e9:.3f} GB of weights read per {unit}; memory bandwidth "
+             + (f"{bandwidth / 1e9:.1f} GB/s ({performance['bandwidth_source']})" if bandwidth
                 else "unknown (pass --bandwidth-gbs)") + ".", "",
-             "| config | mean s | p50 s | p90 s | steps/s | RTF | x real time | peak device GiB | peak RSS GiB | "
-             "measured/bound |", "|---|---|---|---|---|---|---|---|---|---|"]
+             f"| config | mean s | p50 s | p90 s | {unit}s/s | ms/{unit} | bound ms/{unit} | bound fraction | RTF | "
+             "x real time | peak device GiB | peak RSS GiB |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for entry in performance["configs"]:
-        def number(value, fmt):
-            return "" if value is None else format(value, fmt)
+        def number(value, fmt, scale=1.0):
+            return "" if value is None else format(value * scale, fmt)
         device_peak = None if entry["peak_allocated_bytes"] is None else entry["peak_allocated_bytes"] / 2**30
         lines.append(f"| {entry['config']} | {entry['latency_mean_seconds']:.3f} | {entry['latency_p50_seconds']:.3f} | "
-                     f"{entry['latency_p90_seconds']:.3f} | {entry['steps_per_second']:.1f} | {number(entry['rtf'], '.3f')} | "
+                     f"{entry['latency_p90_seconds']:.3f} | {entry['steps_per_second']:.2f} | "
+                     f"{number(entry['step_seconds'], '.1f', 1e3)} | {number(entry['bound_step_seconds'], '.1f', 1e3)} | "
+                     f"{number(entry['bound_fraction'], '.2f')} | {number(entry['rtf'], '.3f')} | "
                      f"{number(entry['real_time_multiple'], '.2f')} | {number(device_peak, '.2f')} | "
-                     f"{entry['peak_process_rss_bytes'] / 2**30:.2f} | {number(entry['measured_over_bound'], '.1f')} |")
+                     f"{entry['peak_process_rss_bytes'] / 2**30:.2f} |")
+    if performance.get("stages"):
+        lines += ["", "| stage | value |", "|---|---|"]
+        lines += [f"| {name.replace('_', ' ')} | {value:.4g} |" for name, value in performance["stages"].items()
+                  if value is not None]
     return lines
 
 

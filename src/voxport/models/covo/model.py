@@ -73,6 +73,8 @@ class CovoAudioChat:
         self.network, self.tokenizer, self.config = network, tokenizer, config
         self.device, self.dtype, self.directory = device, dtype, directory
         self.init_seconds, self.load_seconds = timings["init_seconds"], timings["load_seconds"]
+        self.load_timings = {"config_and_tokenizer": timings["tokenizer_seconds"], "init": self.init_seconds,
+                             "weights": self.load_seconds}
         self.slot_id = self.token_id(AUDIO_SLOT)
         self.backend = backend_for(device)
         self._compile = False
@@ -85,6 +87,7 @@ class CovoAudioChat:
         with timed(self.device, timings, "speech_load_seconds"):
             self._speech = Token2Wav.load(self.directory / "token2wav", self.device, self.dtype, prompt_dir)
         self.speech_load_seconds = timings["speech_load_seconds"]
+        self.load_timings["token2wav"] = self.speech_load_seconds
         return self._speech
 
     def speech_decoder(self) -> Token2Wav:
@@ -94,10 +97,11 @@ class CovoAudioChat:
     @classmethod
     def load(cls, source: str | Path, device: torch.device, dtype: torch.dtype) -> CovoAudioChat:
         path = resolve_checkpoint(source, allow_patterns=CHECKPOINT_FILES)
-        config = CovoConfig.from_directory(path)
-        tokenizer = _load_tokenizer(path, config)
-        files = safetensors_files(path)
         timings: dict[str, float] = {}
+        with timed(device, timings, "tokenizer_seconds"):
+            config = CovoConfig.from_directory(path)
+            tokenizer = _load_tokenizer(path, config)
+        files = safetensors_files(path)
         with timed(device, timings, "init_seconds"), init_empty_weights(include_buffers=False):
             network = CovoAudioNetwork(config)
         with timed(device, timings, "load_seconds"):
@@ -315,8 +319,59 @@ class CovoAudioChat:
 
     def _fixed_run(self, inputs: CovoExample, steps: int, sampling, penalties, generator=None):
         prompt_ids = self.prompt_ids(inputs.clip.placeholders, first_round=True)
-        embeds = self.prompt_embeds(prompt_ids, inputs.clip)
+        return self._reply(prompt_ids, self.prompt_embeds(prompt_ids, inputs.clip), steps, sampling, penalties,
+                           generator)
+
+    def _reply(self, prompt_ids: torch.Tensor, embeds: torch.Tensor, steps: int, sampling=SamplingSettings(greedy=True),
+               penalties=RepetitionPenalties(), generator=None):
         return self.token_engine().generate(embeds, prompt_ids, NEVER, steps, sampling, penalties, generator)
+
+    def stage_timings(self, inputs: CovoExample, speech_codes: int = 75) -> dict[str, float]:
+        """Seconds of each stage of a spoken reply to `inputs`, each timed alone after a device sync, in the
+        order a reply runs them: the front end and the encoder (with the adapter) per second of input audio,
+        prefill tokens per second, decode seconds per token (a 20-token reply minus a 1-token one, over 19),
+        token2wav's DiT and vocoder per second of speech (`speech_codes` fixed codes, 25 a second). The first
+        reply token is front end + encoder + the 1-token reply; the first reply audio is front end + encoder
+        + the 20-token reply + token2wav of 15 codes (the reference interleaves 5 text and 15 audio tokens,
+        so the first 15 codes are complete after 20 tokens). Run it warm (after a first call)."""
+        clip, timings = inputs.clip, {}
+        prompt_ids = self.prompt_ids(clip.placeholders, first_round=True)
+        speech = self.speech_decoder()
+        codes = torch.arange(speech_codes) * 211 % speech.config.token2latent.token_vocab_size  # fixed, varied
+        with torch.inference_mode():
+            with timed(self.device, timings, "front_end"):
+                mels = clip_log_mels(clip, self.config.encoder.num_mel_bins, self.device)
+            with timed(self.device, timings, "encoder"):
+                embeds = self._fill_slots(prompt_ids, self.network.encode_audio(mels))
+            engine = self.token_engine()
+            engine.reserve(embeds.shape[1])  # the cache is allocated outside the timer
+            with timed(self.device, timings, "prefill"):
+                engine.prefill(embeds)
+            with timed(self.device, timings, "one_token"):
+                self._reply(prompt_ids, embeds, 1)
+            with timed(self.device, timings, "twenty_tokens"):
+                self._reply(prompt_ids, embeds, 20)
+            with timed(self.device, timings, "dit"):
+                latents = speech.speech_latents(codes)
+            with timed(self.device, timings, "vocoder"):
+                audio_seconds = len(speech.vocode(latents)) / speech.sample_rate
+            with timed(self.device, timings, "first_codes_speech"):
+                speech.render(codes[:15])
+        decode = (timings["twenty_tokens"] - timings["one_token"]) / 19
+        listening = timings["front_end"] + timings["encoder"]
+        return {
+            "input_audio_seconds": clip.seconds,
+            "front_end_seconds_per_audio_second": timings["front_end"] / clip.seconds,
+            "encoder_seconds_per_audio_second": timings["encoder"] / clip.seconds,
+            "prefill_tokens": prompt_ids.shape[1],
+            "prefill_tokens_per_second": prompt_ids.shape[1] / timings["prefill"],
+            "decode_seconds_per_token": decode if decode > 0 else None,  # None: noise swamped the difference
+            "token2wav_speech_seconds": audio_seconds,
+            "token2wav_dit_rtf": timings["dit"] / audio_seconds,
+            "token2wav_vocoder_rtf": timings["vocoder"] / audio_seconds,
+            "first_reply_token_seconds": listening + timings["one_token"],
+            "first_reply_audio_seconds": listening + timings["twenty_tokens"] + timings["first_codes_speech"],
+        }
 
     def named_modules(self) -> Iterator[tuple[str, nn.Module]]:
         """The network's modules, then token2wav's (token2latent.*, wavegan.*) when the checkpoint has it."""

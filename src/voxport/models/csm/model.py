@@ -71,13 +71,15 @@ class CsmSpeech:
     speaks_text = True
     engine_type = CsmEngine  # the static-cache engine class teacher-forced accuracy runs
 
-    def __init__(self, model: CsmForConditionalGeneration, processor: CsmProcessor, load_seconds: float):
+    def __init__(self, model: CsmForConditionalGeneration, processor: CsmProcessor, load_seconds: float,
+                 load_timings: dict[str, float] | None = None):
         self.model = model
         self.processor = processor
         self.config = model.config
         self.device = model.lm_head.weight.device
         self.dtype = model.lm_head.weight.dtype
         self.load_seconds = load_seconds
+        self.load_timings = load_timings or {"weights": load_seconds}
         self.backend = backend_for(self.device)
         self._compile = False
         self._engine: tuple[CsmEngine, Callable] | None = None
@@ -91,9 +93,11 @@ class CsmSpeech:
         path = resolve_checkpoint(source, allow_patterns=CHECKPOINT_FILES)
         _expect_model_type(path, "csm")
         timings: dict[str, float] = {}
-        with timed(device, timings, "load_seconds"):
-            processor, model = _load_weights(path, device, dtype)
-        return cls(model, processor, timings["load_seconds"])
+        with timed(device, timings, "tokenizer_and_processor"):
+            processor = _load_processor(path)
+        with timed(device, timings, "weights"):
+            model = _load_weights(path, device, dtype)
+        return cls(model, processor, sum(timings.values()), timings)
 
     @property
     def frame_samples(self) -> int:
@@ -306,6 +310,23 @@ class CsmSpeech:
         request = replace(inputs.request, max_frames=steps, min_frames=steps, seed=0)
         return self.generate(request).audio_seconds
 
+    def stage_timings(self, inputs: CsmExample, frames: int = 12) -> dict[str, float]:
+        """Seconds of each stage of `frames` frames of speech for `inputs`, device synchronized: time to the
+        first audio chunk when streaming (2 frames), the whole stream, and the codec's decode per audio second."""
+        request = replace(inputs.request, max_frames=frames, min_frames=frames, seed=0)
+        self.generate(replace(request, max_frames=2, min_frames=2))  # warm-up
+        chunks = self.stream(request)
+        first = next(chunks)
+        *_, last = [first, *chunks]
+        codes = torch.randint(0, self.config.codec_config.codebook_size, (frames, self.config.num_codebooks),
+                              generator=torch.Generator().manual_seed(0)).to(self.device)
+        timings: dict[str, float] = {}
+        with timed(self.device, timings, "codec"):
+            audio_seconds = len(self.decode(codes)) / self.sample_rate
+        return {"stream_frames": frames, "first_audio_seconds": first.seconds_since_start,
+                "stream_seconds": last.seconds_since_start,
+                "codec_decode_seconds_per_audio_second": timings["codec"] / audio_seconds}
+
     def weight_bytes_per_step(self) -> int:
         """Weight bytes one frame reads: the backbone once, the depth decoder and one head slice 31 times."""
         backbone, depth = self.model.backbone_model, self.model.depth_decoder
@@ -365,10 +386,16 @@ def _decode_latents(speech: CsmSpeech, inputs: dict) -> torch.Tensor:
     return speech.model.codec_model.decoder(inputs["latents"]).audio_values
 
 
-def _load_weights(path: Path, device: torch.device, dtype: torch.dtype):
-    """Processor and model, strictly: every weight of the architecture must be in the files."""
+def _load_processor(path: Path) -> CsmProcessor:
     try:
-        processor = CsmProcessor.from_pretrained(path)
+        return CsmProcessor.from_pretrained(path)
+    except _LOAD_ERRORS as error:
+        raise CheckpointError(f"cannot load CSM checkpoint {path}: {_first_line(error)}") from None
+
+
+def _load_weights(path: Path, device: torch.device, dtype: torch.dtype) -> CsmForConditionalGeneration:
+    """The model, strictly: every weight of the architecture must be in the files."""
+    try:
         model, info = CsmForConditionalGeneration.from_pretrained(
             path, dtype=dtype, device_map=device, output_loading_info=True
         )
@@ -376,7 +403,7 @@ def _load_weights(path: Path, device: torch.device, dtype: torch.dtype):
         raise CheckpointError(f"cannot load CSM checkpoint {path}: {_first_line(error)}") from None
     _expect_all_weights(path, info)
     model.codec_model.float()
-    return processor, model.eval()
+    return model.eval()
 
 
 def _expect_model_type(path: Path, model_type: str) -> None:

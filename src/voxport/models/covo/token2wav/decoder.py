@@ -109,6 +109,11 @@ class Token2Wav:
     @torch.inference_mode()
     def render(self, codes: list[int] | torch.Tensor, seed: int = 0) -> np.ndarray:
         """Float32 mono waveform at `sample_rate` for audio codes 0..vocab-1."""
+        return self.vocode(self.speech_latents(codes, seed))
+
+    @torch.inference_mode()
+    def speech_latents(self, codes: list[int] | torch.Tensor, seed: int = 0) -> torch.Tensor:
+        """The DiT's part: latents [1, frames, z_dim] of `codes`, the prompt's frames cut, de-normalised."""
         codes = torch.as_tensor(codes, dtype=torch.long, device=self.device).view(1, -1)
         vocab = self.config.token2latent.token_vocab_size
         if codes.numel() == 0:
@@ -116,8 +121,12 @@ class Token2Wav:
         if int(codes.min()) < 0 or int(codes.max()) >= vocab:
             raise InputError(f"audio codes must lie in 0..{vocab - 1}")
         latents = self._latents(torch.cat([self.prompt.tokens, codes], dim=1), seed)
-        speech = latents[:, self.prompt.latents.shape[1]:] * self.std + self.mean
-        waveform = self.network.wavegan(speech.transpose(1, 2).float())
+        return latents[:, self.prompt.latents.shape[1]:] * self.std + self.mean
+
+    @torch.inference_mode()
+    def vocode(self, latents: torch.Tensor) -> np.ndarray:
+        """The vocoder's part: float32 mono waveform of latents [1, frames, z_dim]."""
+        waveform = self.network.wavegan(latents.transpose(1, 2).float())
         return waveform[0, 0].cpu().numpy()
 
     def _latents(self, tokens: torch.Tensor, seed: int) -> torch.Tensor:

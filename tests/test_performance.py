@@ -1,0 +1,68 @@
+"""Performance plumbing: the device name of a CPU, the bandwidth probe and its cache, each model's stages."""
+
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from voxport.runtime import bandwidth
+from voxport.runtime.devices import backend_for
+
+CPU = torch.device("cpu")
+
+
+def test_cpu_device_name_is_its_model_and_usable_cores():
+    name = backend_for(CPU).device_name(CPU)
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        models = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                  if line.startswith("model name")]
+        if models:
+            assert name.startswith(models[0])
+    assert name.endswith(f"({len(os.sched_getaffinity(0))} cores)")
+
+
+def test_probe_measures_a_finite_positive_bandwidth():
+    measured = bandwidth.probe_bandwidth(CPU, size_bytes=8 * 2**20)
+    assert math.isfinite(measured) and measured > 1e8  # any machine reads faster than 100 MB/s
+
+
+def test_bandwidth_is_given_else_published_else_probed_once_and_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("VOXPORT_CACHE_DIR", str(tmp_path))
+    probes = []
+    monkeypatch.setattr(bandwidth, "probe_bandwidth", lambda device: probes.append(device) or 12.5e9)
+    assert bandwidth.memory_bandwidth(CPU, given=3e9) == bandwidth.Bandwidth(3e9, "given")
+    assert bandwidth.memory_bandwidth(CPU) == bandwidth.Bandwidth(12.5e9, "probe")
+    assert bandwidth.memory_bandwidth(CPU) == bandwidth.Bandwidth(12.5e9, "cached probe") and len(probes) == 1
+    assert (tmp_path / bandwidth.CACHE_FILE).is_file()
+    assert bandwidth.memory_bandwidth(CPU, remeasure=True).source == "probe" and len(probes) == 2
+    monkeypatch.setattr(backend_for(CPU).__class__, "device_name", lambda self, device: "NVIDIA H200")
+    assert bandwidth.memory_bandwidth(CPU) == bandwidth.Bandwidth(4.8e12, "published") and len(probes) == 2
+
+
+def test_unwritable_cache_only_means_probing_again(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("VOXPORT_CACHE_DIR", str(blocker / "cache"))  # under a file: cannot be created
+    monkeypatch.setattr(bandwidth, "probe_bandwidth", lambda device: 7e9)
+    assert bandwidth.memory_bandwidth(CPU).source == "probe" and bandwidth.memory_bandwidth(CPU).source == "probe"
+
+
+def test_covo_stages_cover_the_whole_reply(tiny_covo):
+    stages = tiny_covo.stage_timings(tiny_covo.bench_inputs("short"), speech_codes=10)
+    assert stages["input_audio_seconds"] == pytest.approx(3.0, abs=0.02)
+    assert stages["prefill_tokens"] > stages["input_audio_seconds"] * 6  # 6.25 audio features a second, plus text
+    for key in ["front_end_seconds_per_audio_second", "encoder_seconds_per_audio_second", "prefill_tokens_per_second",
+                "token2wav_dit_rtf", "token2wav_vocoder_rtf", "first_reply_token_seconds"]:
+        assert stages[key] > 0, key
+    assert stages["token2wav_speech_seconds"] == pytest.approx(10 / 25, rel=0.1)
+    assert stages["first_reply_audio_seconds"] > stages["first_reply_token_seconds"]
+    assert "token2wav" in tiny_covo.load_timings
+
+
+def test_csm_stages_time_the_stream_and_the_codec(tiny_csm):
+    stages = tiny_csm.stage_timings(tiny_csm.bench_inputs("short"), frames=6)
+    assert 0 < stages["first_audio_seconds"] <= stages["stream_seconds"]
+    assert stages["codec_decode_seconds_per_audio_second"] > 0 and stages["stream_frames"] == 6
