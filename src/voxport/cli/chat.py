@@ -78,8 +78,8 @@ def run(args: argparse.Namespace) -> int:
               + f" on {device} ({backend_for(device).device_name(device)}, {dtype_name(dtype)}); seed {conversation.seed}")
     rounds = []
     for clip in clips:
-        with progress_bar(settings.max_new_tokens, "tokens", f"round {len(conversation.rounds)}") as on_token:
-            turn = conversation.say(clip, on_token=on_token)
+        with progress_bar(settings.max_new_tokens, "tokens", f"round {len(conversation.rounds)}") as update:
+            turn = conversation.say(clip, on_token=lambda ids: update(len(ids)))
         report = {**turn.to_json(), "audio": clip.source}
         if speaking:
             report.update(save_spoken_reply(turn, args.output_dir, model.speech_decoder().sample_rate))
