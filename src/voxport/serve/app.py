@@ -5,22 +5,23 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from queue import SimpleQueue
-
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
 from voxport import __version__
 from voxport.errors import VoxportError
 from voxport.models.csm import ContextTurn
 from voxport.serve.audio_formats import MEDIA_TYPES, encode, pcm16, streaming_wav_header
-from voxport.serve.chat import ChatBody, chat_job, completion
-from voxport.serve.errors import APIError
+from voxport.serve.chat import ChatBody, chat_job, completion, completion_events
+from voxport.serve.errors import APIError, validation_error
 from voxport.serve.metrics import Metrics
+from voxport.serve.replies import ReplyStore
 from voxport.serve.speech import SpeechBody, SpeechJob, speech_request
+from voxport.serve.streams import AsyncChunks, job_pieces
 from voxport.serve.workers import Job, ModelWorker, QueueFull
 
 RETRY_AFTER_SECONDS = 2
@@ -31,7 +32,6 @@ class Limits:
     max_input_chars: int = 4096
     max_audio_bytes: int = 25 * 2**20
     max_seconds: float = 60.0
-    default_chat_tokens: int = 512
 
 
 @dataclass
@@ -51,24 +51,30 @@ class ServerState:
     api_key: str | None = None
     limits: Limits = field(default_factory=Limits)
     metrics: Metrics = field(default_factory=Metrics)
+    replies: ReplyStore = field(default_factory=ReplyStore)  # spoken chat replies, by audio.id
 
 
 def create_app(state: ServerState) -> FastAPI:
     app = FastAPI(title="voxport", version=__version__)
     for served in state.models.values():
-        state.metrics.queue_depth.labels(served.name).set_function(served.worker.depth)
+        state.metrics.watch(served.name, served.worker)
 
     @app.exception_handler(APIError)
     async def api_error(request: Request, error: APIError):
         return error.response()
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_body(request: Request, error: RequestValidationError):
-        problem = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid request"}
-        if problem.get("type") == "json_invalid":
-            return APIError(400, "the request body is not valid JSON").response()
-        where = ".".join(str(part) for part in problem.get("loc", ()) if part != "body") or None
-        return APIError(400, f"{where + ': ' if where else ''}{problem.get('msg')}", where).response()
+    @app.exception_handler(ValidationError)
+    async def invalid_body(request: Request, error: RequestValidationError | ValidationError):
+        return validation_error(error.errors()).response()
+
+    @app.exception_handler(VoxportError)
+    async def refused(request: Request, error: VoxportError):
+        return APIError(400, str(error)).response()
+
+    @app.exception_handler(Exception)
+    async def failed(request: Request, error: Exception):
+        return APIError(500, f"the server failed: {type(error).__name__}: {error}", kind="server_error").response()
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException):
@@ -112,7 +118,7 @@ def create_app(state: ServerState) -> FastAPI:
                             body.stream))
         tts = served.model
         if body.stream:
-            job.chunks = SimpleQueue()
+            job.chunks = AsyncChunks()
             _submit(served, job)
             return StreamingResponse(_stream_audio(job, tts.sample_rate, body.response_format),
                                      media_type=MEDIA_TYPES[body.response_format])
@@ -125,13 +131,17 @@ def create_app(state: ServerState) -> FastAPI:
     @app.post("/v1/chat/completions")
     async def chat(body: ChatBody, request: Request):
         served = _model(state, body.model, "covo")
-        job_spec = chat_job(body, state.limits.max_audio_bytes, state.limits.default_chat_tokens)
-        speaking = job_spec.settings.mode == "a2ta"
+        job_spec = chat_job(body, served.name, state.replies, state.limits.max_audio_bytes)
+        speaking = job_spec.audio_format is not None
         if speaking and served.speech_error:
             raise APIError(400, f"model {served.name} cannot speak: {served.speech_error}", "modalities")
-        turn = await _answer(_submit(served, Job(job_spec)), request)
         rate = served.model.speech_decoder().sample_rate if speaking else None
-        return JSONResponse(completion(served.name, turn, job_spec.audio_format, rate))
+        if job_spec.stream:
+            job = _submit(served, Job(job_spec, chunks=AsyncChunks()))
+            return StreamingResponse(completion_events(job, served.name, rate, state.replies),
+                                     media_type="text/event-stream")
+        turn = await _answer(_submit(served, Job(job_spec)), request)
+        return JSONResponse(completion(served.name, turn, job_spec, rate, state.replies))
 
     return app
 
@@ -156,33 +166,37 @@ def _submit(served: ServedModel, job: Job) -> Job:
 
 
 async def _answer(job: Job, request: Request):
-    """The job's result; if the client leaves first, the job is cancelled (skipped if it has not started)."""
-    waiter = asyncio.wrap_future(job.future)
-    while True:
-        done, _ = await asyncio.wait({waiter}, timeout=0.25)
-        if done:
-            error = waiter.exception()
-            if error is None:
-                return waiter.result()
-            if isinstance(error, APIError):
-                raise error
-            if isinstance(error, VoxportError):
-                raise APIError(400, str(error))
-            raise APIError(500, f"the model failed: {type(error).__name__}: {error}", kind="server_error")
-        if await request.is_disconnected():
-            job.cancelled.set()
-            raise APIError(499, "client closed the request")
+    """The job's result; if the client leaves first, the job is cancelled: skipped if it has not started,
+    stopped at its next step boundary if it has."""
+    result = asyncio.wrap_future(job.future)
+    gone = asyncio.ensure_future(_client_gone(request))
+    try:
+        await asyncio.wait({result, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if not result.done():
+        job.cancelled.set()
+        raise APIError(499, "client closed the request")
+    error = result.exception()
+    if error is None:
+        return result.result()
+    if isinstance(error, APIError):
+        raise error
+    if isinstance(error, VoxportError):
+        raise APIError(400, str(error))
+    raise APIError(500, f"the model failed: {type(error).__name__}: {error}", kind="server_error")
+
+
+async def _client_gone(request: Request) -> None:
+    """Returns when the client disconnects (the body has been read: all that can come is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _stream_audio(job: Job, sample_rate: int, response_format: str):
-    """Audio as it is made; a client that disconnects cancels the rest of the generation."""
-    try:
-        if response_format == "wav":
-            yield streaming_wav_header(sample_rate)
-        while True:
-            audio = await asyncio.to_thread(job.chunks.get)
-            if audio is None:
-                break
-            yield pcm16(audio)
-    finally:
-        job.cancelled.set()
+    """Audio as it is made; a client that disconnects cancels the rest of the generation. A job that fails
+    half-way raises here, which aborts the chunked transfer: the client sees a cut response, not a short one."""
+    if response_format == "wav":
+        yield streaming_wav_header(sample_rate)
+    async for audio in job_pieces(job):
+        yield pcm16(audio)

@@ -1,7 +1,8 @@
-"""Loading what a server serves: models (each with its worker) and named voices."""
+"""Setting up what a server serves: its listening socket, models (each with its worker) and named voices."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import torch
@@ -16,6 +17,20 @@ from voxport.serve.speech import batch_key, run_speech
 from voxport.serve.workers import ModelWorker
 
 CODEC_RATE = 24000
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, taken before any model loads, so a busy port fails at once (0: a free port)."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        listening = socket.socket(family, socket.SOCK_STREAM)
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind((host, port))
+        listening.listen(2048)
+    except OSError as error:
+        raise InputError(f"cannot listen on {host}:{port}: {error.strerror or error} (is another server using "
+                         "it? pick another --port, or 0 for a free one)") from None
+    return listening
 
 
 def load_models(specs: list[str], device: torch.device, dtype: torch.dtype, max_queue: int, max_batch: int,

@@ -11,7 +11,7 @@ from voxport.errors import VoxportError
 from voxport.models.csm import ContextTurn, SynthesisRequest
 from voxport.serve.audio_formats import STREAMABLE, supported_formats
 from voxport.serve.errors import APIError
-from voxport.serve.workers import Job
+from voxport.serve.workers import Job, step_boundary
 
 FRAME_SECONDS = 0.08
 
@@ -84,15 +84,16 @@ def run_speech(tts, jobs: list[Job]) -> None:
     first: SpeechJob = jobs[0].payload
     if first.stream:
         job = jobs[0]
-        made = 0.0
+        made, frames = 0.0, 0
         for chunk in tts.stream(first.request):
-            if job.cancelled.is_set():
-                break
+            frames += len(chunk.codes)
+            step_boundary(jobs, frames)
             job.chunks.put(chunk.audio)
             made = chunk.seconds_since_start
         job.chunks.put(None)
         job.future.set_result(made)
         return
-    results = tts.generate_batch([job.payload.request for job in jobs])
+    results = tts.generate_batch([job.payload.request for job in jobs],
+                                 on_frame=lambda frames: step_boundary(jobs, frames))
     for job, result in zip(jobs, results):
         job.future.set_result(result)
