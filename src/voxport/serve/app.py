@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 
 from voxport import __version__
@@ -80,21 +81,7 @@ def create_app(state: ServerState) -> FastAPI:
     async def http_error(request: Request, error: HTTPException):
         return APIError(error.status_code, str(error.detail), kind="invalid_request_error").response()
 
-    @app.middleware("http")
-    async def authorise_and_count(request: Request, call_next):
-        started = time.perf_counter()
-        endpoint = request.url.path
-        if state.api_key and endpoint != "/health" and \
-                request.headers.get("authorization") != f"Bearer {state.api_key}":
-            response = APIError(401, "missing or wrong API key: send Authorization: Bearer <key>",
-                                code="invalid_api_key").response()
-        else:
-            response = await call_next(request)
-        state.metrics.requests.labels(endpoint, str(response.status_code)).inc()
-        if response.status_code >= 400:
-            state.metrics.errors.labels(endpoint, str(response.status_code)).inc()
-        state.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
-        return response
+    app.add_middleware(Gatekeeper, state=state)
 
     @app.get("/health")
     async def health():
@@ -144,6 +131,42 @@ def create_app(state: ServerState) -> FastAPI:
         return JSONResponse(completion(served.name, turn, job_spec, rate, state.replies))
 
     return app
+
+
+class Gatekeeper:
+    """The API key check and per-request metrics, as plain ASGI: Starlette's BaseHTTPMiddleware would hide a
+    client's disconnect from the route and finish a stream that failed half-way as if it had succeeded."""
+
+    def __init__(self, app, state: ServerState):
+        self.app, self.state = app, state
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started, status = time.perf_counter(), 500
+
+        async def noting_status(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        key = self.state.api_key
+        try:
+            if key and scope["path"] != "/health" and Headers(scope=scope).get("authorization") != f"Bearer {key}":
+                refusal = APIError(401, "missing or wrong API key: send Authorization: Bearer <key>",
+                                   code="invalid_api_key")
+                await refusal.response()(scope, receive, noting_status)
+            else:
+                await self.app(scope, receive, noting_status)
+        finally:
+            route = scope.get("route")
+            endpoint = route.path if route is not None else "unrouted"  # bounded labels: templates, not paths
+            metrics = self.state.metrics
+            metrics.requests.labels(endpoint, str(status)).inc()
+            if status >= 400:
+                metrics.errors.labels(endpoint, str(status)).inc()
+            metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
 
 
 def _model(state: ServerState, name: str, family: str) -> ServedModel:
