@@ -13,6 +13,7 @@ import soundfile as sf
 from voxport.models.covo import ChatSettings
 from voxport.models.covo.frontend import INPUT_RATE, prepare_clip
 from voxport.serve.audio_formats import read_audio_bytes
+from voxport.serve.replies import ReplyStore
 
 SYSTEM = "You are a calm narrator. Answer briefly."
 SEED = 5
@@ -141,3 +142,15 @@ def test_mistakes_are_bad_requests_the_sdk_reports(client, user_turn, mistake):
 def test_an_unknown_model_is_not_found(client, user_turn):
     with pytest.raises(openai.NotFoundError, match="model 'chat-9' is not served here"):
         client.chat.completions.create(model="chat-9", messages=[user_turn])
+
+
+def test_kept_replies_expire_and_stay_bounded():
+    now = [1000.0]
+    store = ReplyStore(ttl=60, capacity=2, clock=lambda: now[0])
+    first, expires = store.add("chat", [1, 2, 3], "one")
+    assert expires == 1060 and store.get(first).reply_ids.tolist() == [1, 2, 3]
+    second, _ = store.add("chat", [4], "two")
+    third, _ = store.add("chat", [5], "three")
+    assert store.get(first) is None and store.get(second).transcript == "two" and len(store) == 2  # oldest out
+    now[0] = 1060.0
+    assert store.get(third) is None and len(store) == 0  # expired

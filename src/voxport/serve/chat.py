@@ -23,6 +23,7 @@ from voxport.models.covo import ChatSettings
 from voxport.models.covo.frontend import INPUT_RATE, SpeechClip, prepare_clip
 from voxport.serve.audio_formats import decode_base64_audio, encode, read_audio_bytes, supported_formats
 from voxport.serve.errors import APIError
+from voxport.serve.fields import FiniteFloat, Seed
 from voxport.serve.replies import ReplyStore
 from voxport.serve.streams import StreamFailed, job_pieces
 from voxport.serve.workers import Job, step_boundary
@@ -129,9 +130,9 @@ class ChatBody(Strict):
     audio: AudioOutput | None = None
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
-    temperature: float | None = Field(default=None, ge=0, le=2, allow_inf_nan=False)
-    top_p: float | None = Field(default=None, gt=0, le=1, allow_inf_nan=False)
-    seed: int | None = Field(default=None, ge=0, lt=2**63)
+    temperature: FiniteFloat | None = Field(default=None, ge=0, le=2)
+    top_p: FiniteFloat | None = Field(default=None, gt=0, le=1)
+    seed: Seed | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: Literal[1] = 1

@@ -21,6 +21,7 @@ CODEC_RATE = 24000
 
 def bind(host: str, port: int) -> socket.socket:
     """The listening socket, taken before any model loads, so a busy port fails at once (0: a free port)."""
+    listening = None
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         listening = socket.socket(family, socket.SOCK_STREAM)
@@ -28,6 +29,8 @@ def bind(host: str, port: int) -> socket.socket:
         listening.bind((host, port))
         listening.listen(2048)
     except OSError as error:
+        if listening is not None:
+            listening.close()
         raise InputError(f"cannot listen on {host}:{port}: {error.strerror or error} (is another server using "
                          "it? pick another --port, or 0 for a free one)") from None
     return listening

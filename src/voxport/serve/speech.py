@@ -11,6 +11,7 @@ from voxport.errors import VoxportError
 from voxport.models.csm import ContextTurn, SynthesisRequest
 from voxport.serve.audio_formats import STREAMABLE, supported_formats
 from voxport.serve.errors import APIError
+from voxport.serve.fields import FiniteFloat, Seed
 from voxport.serve.workers import Job, step_boundary
 
 FRAME_SECONDS = 0.08
@@ -25,10 +26,10 @@ class SpeechBody(BaseModel):
     voice: str = "0"
     response_format: str = "wav"
     stream: bool = False
-    temperature: float = 0.9  # 0 = greedy
+    temperature: FiniteFloat = 0.9  # 0 = greedy
     top_k: int = 50
-    seed: int | None = None
-    max_seconds: float = 10.0
+    seed: Seed | None = None
+    max_seconds: FiniteFloat = 10.0
 
 
 @dataclass(frozen=True)
