@@ -154,3 +154,10 @@ def test_kept_replies_expire_and_stay_bounded():
     assert store.get(first) is None and store.get(second).transcript == "two" and len(store) == 2  # oldest out
     now[0] = 1060.0
     assert store.get(third) is None and len(store) == 0  # expired
+
+
+def test_a_streamed_conversation_too_long_for_the_context_is_refused_in_the_stream(client, user_turn):
+    stream = client.chat.completions.create(model="chat", messages=[user_turn], max_tokens=4090, stream=True)
+    with pytest.raises(openai.APIError, match=r"exceeds the model's context of 4096 positions") as refused:
+        list(stream)
+    assert refused.value.body["type"] == "invalid_request_error"

@@ -254,8 +254,12 @@ async def completion_events(job: Job, model_name: str, sample_rate: int | None, 
             sent += delta
             yield _event(chunk({"content": delta}))
     except StreamFailed as error:
-        yield _event({"error": {"message": f"the reply failed half-way: {error}", "type": "server_error",
-                                "param": None, "code": "stream_failed"}})
+        if isinstance(error.__cause__, VoxportError):  # found by the model, but the request's own fault
+            refusal = {"message": str(error.__cause__), "type": "invalid_request_error", "code": None}
+        else:
+            refusal = {"message": f"the reply failed half-way: {error}", "type": "server_error",
+                       "code": "stream_failed"}
+        yield _event({"error": {**refusal, "param": None}})
         return
     turn = job.future.result()
     if turn.text != sent and turn.text.startswith(sent):
