@@ -14,7 +14,7 @@ import soundfile as sf
 from fastapi.testclient import TestClient
 from serving import Server
 
-from voxport.serve.app import ServedModel, ServerState, create_app
+from voxport.serve.app import Limits, ServedModel, ServerState, create_app
 from voxport.serve.speech import SpeechJob, run_speech
 from voxport.serve.workers import Job, JobCancelled, ModelWorker
 from voxport.models.csm import SynthesisRequest
@@ -145,6 +145,8 @@ def bad_requests(clip):
         "ends with reply": ("/v1/chat/completions", {"model": "chat", "messages": [
             audio_turn, {"role": "assistant", "content": "Hi."}]}, 400, "must end with a user message"),
         "missing field": ("/v1/chat/completions", {"model": "chat"}, 400, "messages"),
+        "no body": ("/v1/chat/completions", b"", 400, "the request body is missing: expected a JSON object"),
+        "a list for a body": ("/v1/chat/completions", [{"model": "chat"}], 400, "must be a JSON object"),
         "input_audio a string": ("/v1/chat/completions", {"model": "chat", "messages": [
             {"role": "user", "content": [{"type": "input_audio", "input_audio": clip}]}]}, 400,
             "messages[0].content[0].input_audio: Input should be a valid dictionary"),
@@ -196,7 +198,8 @@ def bad_requests(clip):
 def test_bad_input_is_an_openai_error_and_the_server_keeps_serving(server, voice_clip_b64):
     for name, (path, body, status, message) in bad_requests(voice_clip_b64).items():
         if isinstance(body, bytes):
-            reply = httpx.post(f"{server}{path}", content=body, headers={"content-type": "application/json"})
+            reply = httpx.post(f"{server}{path}", content=body, headers={"content-type": "application/json"},
+                               timeout=60)
         else:
             reply = httpx.post(f"{server}{path}", json=body, timeout=60)
         assert reply.status_code == status, (name, reply.text)
@@ -262,3 +265,17 @@ def test_cancelled_queued_jobs_are_skipped():
     gate.set()
     third.future.result(timeout=10)
     assert [job.payload for job in ran] == ["first", "third"] and first.future.result() == 1
+
+
+def test_the_audio_limit_counts_every_turn_of_a_request(voice_clip_b64):
+    one_clip = len(base64.b64decode(voice_clip_b64))
+    worker = ModelWorker("chat", lambda jobs: None, max_queue=4)
+    state = ServerState(models={"chat": ServedModel("chat", "covo", None, worker)},
+                        limits=Limits(max_audio_bytes=one_clip + 10))
+    turn = {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": voice_clip_b64}}]}
+    reply = TestClient(create_app(state)).post("/v1/chat/completions", json={
+        "model": "chat", "messages": [turn, {"role": "assistant", "content": "Hi."}, turn]})
+    assert reply.status_code == 413
+    assert reply.json()["error"]["message"] == (
+        f"messages[2].content[0].input_audio.data: with the turns before it, this request sends {2 * one_clip} "
+        f"bytes of audio; the limit is {one_clip + 10} for all turns together")

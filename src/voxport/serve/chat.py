@@ -163,12 +163,13 @@ def chat_job(body: ChatBody, model_name: str, replies: ReplyStore, max_audio_byt
             raise APIError(400, f"audio.voice '{wanted.voice}' is unknown: {model_name} speaks in one voice, "
                                 f"named by any of {', '.join(VOICES)}", "audio.voice")
     persona, history, pending = _system_text(body.messages), [], None
+    audio_bytes = AudioBudget(max_audio_bytes)
     for index, message in enumerate(body.messages):
         if isinstance(message, UserMessage):
             if pending is not None:
                 raise APIError(400, f"messages[{index}]: two user turns in a row; put the reply between them",
                                "messages")
-            pending = _user_clip(message, index, max_audio_bytes)
+            pending = _user_clip(message, index, audio_bytes)
         elif isinstance(message, AssistantMessage):
             if pending is None:
                 raise APIError(400, f"messages[{index}]: an assistant reply needs a user turn before it", "messages")
@@ -316,14 +317,29 @@ def _plain_text(content) -> str:
     return content if isinstance(content, str) else "".join(part.text for part in content)
 
 
-def _user_clip(message: UserMessage, index: int, max_audio_bytes: int) -> SpeechClip:
+class AudioBudget:
+    """The audio bytes one request may send, all its turns together."""
+
+    def __init__(self, limit: int):
+        self.limit, self.used = limit, 0
+
+    def take(self, data: str, param: str) -> bytes:
+        raw = decode_base64_audio(data, self.limit, param)
+        self.used += len(raw)
+        if self.used > self.limit:
+            raise APIError(413, f"{param}: with the turns before it, this request sends {self.used} bytes of audio; "
+                                f"the limit is {self.limit} for all turns together", param)
+        return raw
+
+
+def _user_clip(message: UserMessage, index: int, budget: AudioBudget) -> SpeechClip:
     audios = [part for part in message.content if isinstance(part, AudioPart)] \
         if isinstance(message.content, list) else []
     if len(audios) != 1 or len(audios) != len(message.content):
         raise APIError(400, f"messages[{index}]: a user turn needs exactly one input_audio part (Covo-Audio-Chat "
                             f"listens; it takes no typed text)", f"messages[{index}].content")
     param = f"messages[{index}].content[0].input_audio.data"
-    raw = decode_base64_audio(audios[0].input_audio.data, max_audio_bytes, param)
+    raw = budget.take(audios[0].input_audio.data, param)
     samples, rate = read_audio_bytes(raw, param)
     try:
         return prepare_clip(resample(samples, rate, INPUT_RATE))

@@ -31,7 +31,10 @@ def validation_error(problems: list[dict]) -> APIError:
     if problem.get("type") == "json_invalid":
         return APIError(400, "the request body is not valid JSON")
     where = _place(problem.get("loc", ())) or None
-    return APIError(400, f"{where + ': ' if where else ''}{problem.get('msg')}", where)
+    if where is None:
+        return APIError(400, "the request body is missing: expected a JSON object" if problem.get("type") == "missing"
+                        else "the request body must be a JSON object")
+    return APIError(400, f"{where}: {problem.get('msg')}", where)
 
 
 def _place(loc) -> str:
