@@ -43,6 +43,9 @@ def test_health_models_metrics(server):
     metrics = httpx.get(f"{server}/metrics").text
     assert 'voxport_requests_total{endpoint="/health",status="200"}' in metrics
     assert 'voxport_queue_depth{model="tts"}' in metrics and "voxport_request_seconds_bucket" in metrics
+    httpx.get(f"{server}/v1/no/such/path/7")
+    metrics = httpx.get(f"{server}/metrics").text
+    assert 'endpoint="unrouted",status="404"' in metrics and "/v1/no/such" not in metrics  # labels stay bounded
 
 
 @pytest.mark.parametrize("response_format", ["wav", "flac", "mp3", "opus"])
