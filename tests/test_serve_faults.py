@@ -24,12 +24,17 @@ LONG_SPEECH_SECONDS = 60.0  # 750 frames
 CANCEL_WAIT_SECONDS = 120
 
 
-def wait_for_cancel(server, model: str, cancelled_before: float) -> None:
+def wait_until(condition, what: str) -> None:
     deadline = time.monotonic() + CANCEL_WAIT_SECONDS
-    while server.metric("voxport_cancelled_jobs_total", model=model, stage="running") == cancelled_before:
-        assert time.monotonic() < deadline, f"the {model} job was not cancelled"
+    while not condition():
+        assert time.monotonic() < deadline, what
         time.sleep(0.2)
-    assert server.metric("voxport_queue_depth", model=model) == 0
+
+
+def wait_for_cancel(server, model: str, cancelled_before: float) -> None:
+    wait_until(lambda: server.metric("voxport_cancelled_jobs_total", model=model, stage="running") > cancelled_before,
+               f"the {model} job was not cancelled")
+    wait_until(lambda: server.metric("voxport_queue_depth", model=model) == 0, f"{model}'s queue did not empty")
 
 
 @contextmanager
@@ -55,6 +60,25 @@ def test_a_whole_chat_reply_stops_when_its_client_leaves(live_server, voice_clip
             httpx.post(f"{live_server.base}/v1/chat/completions", json=chat_body(
                 voice_clip_b64, max_tokens=LONG_CHAT_TOKENS), timeout=httpx.Timeout(60, read=3))
     assert seen["cancelled"] == 1 and 0 < seen["steps"] < LONG_CHAT_TOKENS
+
+
+def test_a_queued_chat_request_whose_client_left_is_skipped(live_server, voice_clip_b64):
+    queued = live_server.metric("voxport_cancelled_jobs_total", model="chat", stage="queued")
+
+    def leave_after(seconds: float) -> None:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{live_server.base}/v1/chat/completions", json=chat_body(
+                voice_clip_b64, max_tokens=LONG_CHAT_TOKENS), timeout=httpx.Timeout(60, read=seconds))
+
+    with counting(live_server, "chat") as seen:
+        running = threading.Thread(target=leave_after, args=(6,))
+        running.start()  # holds the worker for 6 s
+        time.sleep(1)
+        leave_after(2)  # waits behind it, and leaves first
+        running.join()
+    assert seen["cancelled"] == 1 and 0 < seen["steps"] < LONG_CHAT_TOKENS  # only the first one ran
+    assert live_server.metric("voxport_cancelled_jobs_total", model="chat", stage="queued") == queued + 1
+    assert live_server.metric("voxport_queue_depth", model="chat") == 0
 
 
 def test_a_streamed_chat_reply_stops_when_its_client_leaves(live_server, voice_clip_b64):
