@@ -9,8 +9,13 @@ from collections import deque
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from queue import SimpleQueue
-from typing import Any
+from typing import Any, Protocol
+
+
+class ChunkSink(Protocol):
+    """Where a streaming job puts its pieces as they are made, then None (streams.AsyncChunks)."""
+
+    def put(self, item: Any) -> None: ...
 
 
 class JobCancelled(Exception):
@@ -22,7 +27,7 @@ class Job:
     payload: Any
     future: Future = field(default_factory=Future)
     cancelled: threading.Event = field(default_factory=threading.Event)  # the client went away
-    chunks: SimpleQueue | None = None  # streaming jobs: pieces as they are made, then None
+    chunks: ChunkSink | None = None  # streaming jobs only
     steps: int = 0  # generation steps (tokens or frames) done so far
 
 
