@@ -18,7 +18,8 @@ from voxport import __version__
 from voxport.errors import VoxportError
 from voxport.models.csm import ContextTurn
 from voxport.serve.audio_formats import MEDIA_TYPES, encode, pcm16, streaming_wav_header
-from voxport.serve.chat import ChatBody, chat_job, completion, completion_events
+from voxport.serve.chat import chat_job, completion, completion_events
+from voxport.serve.chat_body import ChatBody
 from voxport.serve.errors import APIError, validation_error
 from voxport.serve.metrics import Metrics
 from voxport.serve.replies import ReplyStore
