@@ -123,10 +123,32 @@ def test_chat_text_and_spoken(server, voice_clip_b64):
     assert spoken["usage"]["prompt_tokens"] > text["usage"]["prompt_tokens"]  # the history was replayed
 
 
+def wav_b64(samples: np.ndarray, rate: int = 24000) -> str:
+    buffer = io.BytesIO()
+    sf.write(buffer, samples.astype(np.float32), rate, format="WAV", subtype="FLOAT")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def chat_with_audio(data: str) -> dict:
+    return {"model": "chat", "messages": [{"role": "user", "content": [
+        {"type": "input_audio", "input_audio": {"data": data}}]}]}
+
+
 def bad_requests(clip):
     audio_turn = {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": clip}}]}
     chat = {"model": "chat", "messages": [audio_turn]}
+    tone = 0.3 * np.sin(np.arange(24000) / 24000 * 2 * np.pi * 220)
+    with_nan, with_inf = tone.copy(), tone.copy()
+    with_nan[100:110], with_inf[5] = np.nan, np.inf
+    whole = base64.b64decode(clip)
     return {
+        "NaN audio": ("/v1/chat/completions", chat_with_audio(wav_b64(with_nan)), 400,
+                      "messages[0].content[0].input_audio.data has 10 non-finite samples"),
+        "infinite audio": ("/v1/chat/completions", chat_with_audio(wav_b64(with_inf)), 400, "1 non-finite samples"),
+        "truncated WAV": ("/v1/chat/completions", chat_with_audio(base64.b64encode(whole[:len(whole) // 2]).decode()),
+                          400, "input_audio.data is truncated: its header promises"),
+        "10 ms of audio": ("/v1/chat/completions", chat_with_audio(wav_b64(tone[:240])), 400, "lasts 10 ms"),
+        "silent audio": ("/v1/chat/completions", chat_with_audio(wav_b64(np.zeros(24000))), 400, "is silent"),
         "bad json": ("/v1/audio/speech", b"{not json", 400, "not valid JSON"),
         "empty input": ("/v1/audio/speech", {"model": "tts", "input": "  "}, 400, "input is empty"),
         "unknown model": ("/v1/audio/speech", {"model": "tts-9", "input": "hi"}, 404, "is not served here"),

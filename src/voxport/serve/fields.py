@@ -7,5 +7,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-Seed = Annotated[int, Field(ge=0, lt=2**63)]  # torch generators take 64-bit seeds
+from voxport.runtime.seeding import SEED_LIMIT
+
+Seed = Annotated[int, Field(ge=0, lt=SEED_LIMIT)]  # what torch generators take
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
