@@ -24,13 +24,13 @@ def test_replaying_reply_ids_restores_the_conversation(tiny_covo):
 
     restored = tiny_covo.chat(settings)
     restored.remember(first, said.reply_ids)
-    assert restored.cache.get_seq_length() == answer.cache_positions_before  # the same history length
+    assert restored.engine.positions == answer.cache_positions_before  # the same history length
     again = restored.say(second)
     assert again.text_token_ids == answer.text_token_ids and again.audio_codes == answer.audio_codes
 
     from_text = tiny_covo.chat(settings)
     from_text.remember(first, said.text)
-    assert from_text.cache.get_seq_length() != answer.cache_positions_before  # text alone loses the speech codes
+    assert from_text.engine.positions != answer.cache_positions_before  # text alone loses the speech codes
 
 
 def test_a_persona_replaces_the_reference_persona_only(tiny_covo):

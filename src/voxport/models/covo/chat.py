@@ -115,7 +115,7 @@ class CovoChat:
 
     def say(self, audio: SpeechClip | str | Path | np.ndarray,
             on_token: Callable[[list[int]], None] | None = None) -> ChatRound:
-        """Answer one user clip; `on_token(ids)` hears the reply's ids so far after each token."""
+        """Answer one user clip; `on_token(ids)` hears the reply's ids so far after each chunk of tokens."""
         clip = audio if isinstance(audio, SpeechClip) else prepare_clip(audio)
         index = len(self.rounds)
         prompt_ids = self.prompt_ids(clip, index)
