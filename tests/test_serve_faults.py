@@ -71,10 +71,10 @@ def test_a_queued_chat_request_whose_client_left_is_skipped(live_server, voice_c
                 voice_clip_b64, max_tokens=LONG_CHAT_TOKENS), timeout=httpx.Timeout(60, read=seconds))
 
     with counting(live_server, "chat") as seen:
-        running = threading.Thread(target=leave_after, args=(6,))
-        running.start()  # holds the worker for 6 s
-        time.sleep(1)
-        leave_after(2)  # waits behind it, and leaves first
+        running = threading.Thread(target=leave_after, args=(1.5,))
+        running.start()  # holds the worker until it leaves
+        time.sleep(0.3)
+        leave_after(0.7)  # waits behind it, and leaves first
         running.join()
     assert seen["cancelled"] == 1 and 0 < seen["steps"] < LONG_CHAT_TOKENS  # only the first one ran
     assert live_server.metric("voxport_cancelled_jobs_total", model="chat", stage="queued") == queued + 1
