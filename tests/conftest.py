@@ -71,3 +71,27 @@ def shared_data(name: str) -> Path:
 def speech_clips() -> list[Path]:
     """The two real speech clips shared beside the checkout (48 kHz, 24-bit, 8.2 s and 5.2 s)."""
     return [shared_data("003000298.wav"), shared_data("003000297.wav")]
+
+
+@pytest.fixture(scope="session")
+def live_server(tiny_csm_dir, tiny_covo_dir, speech_wav):
+    """One `voxport serve` process for every HTTP test: CSM as tts, Covo as chat, a named voice."""
+    from serving import Server
+
+    server = Server("--model", f"tts={tiny_csm_dir}", "--model", f"chat={tiny_covo_dir}",
+                    "--voice", f"narrator={speech_wav}:A short recorded line.")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def voice_clip_b64() -> str:
+    """A second of a speech-like glide (varying pitch and loudness) as base64 WAV: a user turn for chat."""
+    import base64
+    import io
+
+    t = np.arange(24000) / 24000
+    samples = 0.3 * np.sin(2 * np.pi * (180 * t + 60 * t**2)) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))
+    buffer = io.BytesIO()
+    sf.write(buffer, samples.astype(np.float32), 24000, format="WAV")
+    return base64.b64encode(buffer.getvalue()).decode()

@@ -94,7 +94,7 @@ def test_token_progress_comes_a_chunk_at_a_time(tiny_covo):
     ids, embeds = round_zero(tiny_covo)
     heard = []
     TokenEngine(tiny_covo.network.llm, True).generate(embeds, ids, NEVER, 2 * CHECK_EVERY + 3, GREEDY,
-                                                      RepetitionPenalties(), None, heard.append)
+                                                      RepetitionPenalties(), None, lambda ids: heard.append(len(ids)))
     assert heard == [CHECK_EVERY, 2 * CHECK_EVERY, 2 * CHECK_EVERY + 3]
 
 

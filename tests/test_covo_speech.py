@@ -154,7 +154,8 @@ def test_a2ta_output_dir_that_is_a_file(tiny_covo_dir, speech_clips, tmp_path, c
 
 
 def test_chat_round_json_leaves_the_waveform_out():
-    turn = ChatRound(index=0, text="", text_token_ids=[], audio_codes=[1], audio_features=3, generation_seconds=0.1,
+    turn = ChatRound(index=0, text="", text_token_ids=[], audio_codes=[1], reply_ids=[],
+                     audio_features=3, generation_seconds=0.1,
                      prefill_positions=5, cache_positions_before=0, stopped=True, speech=np.zeros(240),
                      decode_seconds=0.2)
     assert "speech" not in turn.to_json() and turn.to_json()["decode_seconds"] == 0.2

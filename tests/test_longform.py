@@ -53,7 +53,7 @@ class RecordingModel:
         yield SpokenAudio(audio[:1], self.sample_rate, 1)
         yield SpokenAudio(audio[1:], self.sample_rate, 1)
 
-    def speak(self, specs):
+    def speak(self, specs, on_step=None):
         return [SpokenAudio(np.concatenate([p.audio for p in self.speak_stream(spec)]), 1000, 2) for spec in specs]
 
 

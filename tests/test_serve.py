@@ -2,11 +2,7 @@
 
 import base64
 import io
-import os
-import socket
-import subprocess
-import sys
-import tempfile
+import json
 import threading
 import time
 from queue import SimpleQueue
@@ -16,65 +12,28 @@ import numpy as np
 import pytest
 import soundfile as sf
 from fastapi.testclient import TestClient
+from serving import Server
 
-from voxport.serve.app import ServedModel, ServerState, create_app
+from voxport.serve.app import Limits, ServedModel, ServerState, create_app
 from voxport.serve.speech import SpeechJob, run_speech
-from voxport.serve.workers import Job, ModelWorker
+from voxport.serve.workers import Job, JobCancelled, ModelWorker
 from voxport.models.base import SpeechSpec
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(tiny_csm_dir, tiny_covo_dir, voice_wav, *extra):
-    models = ["--model", f"tts={tiny_csm_dir}"] + (["--model", f"chat={tiny_covo_dir}"] if tiny_covo_dir else [])
-    voices = ["--voice", f"narrator={voice_wav}:A short recorded line."] if voice_wav else []
-    if "--voices-dir" not in extra:  # never the user's own voices directory
-        voices += ["--voices-dir", tempfile.mkdtemp(prefix="voxport-voices-")]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "voxport", "serve", *models, *voices, "--port", str(port := free_port()),
-         "--device", "cpu", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited: {process.stdout.read()}")
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                return process, base
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    process.kill()
-    raise RuntimeError("server did not start")
+@pytest.fixture(scope="module")
+def server(live_server):
+    return live_server.base
 
 
 @pytest.fixture(scope="module")
-def server(tiny_csm_dir, tiny_covo_dir, speech_wav):
-    process, base = start_server(tiny_csm_dir, tiny_covo_dir, speech_wav)
-    yield base
-    process.terminate()
-    process.wait(timeout=30)
-
-
-@pytest.fixture(scope="module")
-def locked_server(tiny_csm_dir, tiny_covo_dir, speech_wav):
-    process, base = start_server(tiny_csm_dir, tiny_covo_dir, speech_wav, "--api-key", "sesame-open")
-    yield base
-    process.terminate()
-    process.wait(timeout=30)
+def locked_server(tiny_csm_dir):
+    process = Server("--model", f"tts={tiny_csm_dir}", "--api-key", "sesame-open")
+    yield process.base
+    process.stop()
 
 
 def wav_samples(data: bytes) -> tuple[np.ndarray, int]:
     return sf.read(io.BytesIO(data), dtype="float32")
-
-
-def audio_b64(path) -> str:
-    return base64.b64encode(path.read_bytes()).decode()
 
 
 def test_health_models_metrics(server):
@@ -84,6 +43,9 @@ def test_health_models_metrics(server):
     metrics = httpx.get(f"{server}/metrics").text
     assert 'voxport_requests_total{endpoint="/health",status="200"}' in metrics
     assert 'voxport_queue_depth{model="tts"}' in metrics and "voxport_request_seconds_bucket" in metrics
+    httpx.get(f"{server}/v1/no/such/path/7")
+    metrics = httpx.get(f"{server}/metrics").text
+    assert 'endpoint="unmatched",status="404"' in metrics and "/v1/no/such" not in metrics  # labels stay bounded
 
 
 @pytest.mark.parametrize("response_format", ["wav", "flac", "mp3", "opus"])
@@ -108,18 +70,26 @@ def test_speech_pcm_and_named_voice(server):
 def test_streaming_chunks_arrive_before_the_end(server):
     arrivals, data = [], b""
     start = time.monotonic()
-    with httpx.stream("POST", f"{server}/v1/audio/speech", timeout=120, json={
-            "model": "tts", "input": "A streamed answer, long enough to arrive in pieces.", "stream": True,
-            "response_format": "wav", "max_seconds": 3.2, "seed": 1}) as reply:
+    body = {"model": "tts", "input": "A streamed answer, long enough to arrive in pieces.", "max_seconds": 3.2,
+            "temperature": 0}
+    with httpx.stream("POST", f"{server}/v1/audio/speech", timeout=120,
+                      json={**body, "stream": True, "response_format": "wav"}) as reply:
         assert reply.status_code == 200
         for piece in reply.iter_raw():
             arrivals.append(time.monotonic() - start)
             data += piece
-    assert data[:4] == b"RIFF" and len(data) == 44 + 40 * 1920 * 2
     assert len(arrivals) >= 3 and arrivals[0] < arrivals[-1] / 2  # audio came while frames were still made
+    whole = httpx.post(f"{server}/v1/audio/speech", timeout=120, json={**body, "response_format": "pcm"})
+    assert data[:4] == b"RIFF" and data[40:44] == b"\xff\xff\xff\xff"  # a streaming header: length unknown
+    streamed = np.frombuffer(data[44:], dtype="<i2").astype(np.float32) / 32767
+    expected = np.frombuffer(whole.content, dtype="<i2").astype(np.float32) / 32767
+    assert len(streamed) == len(expected) == 40 * 1920 and np.abs(expected).max() > 0.01
+    np.testing.assert_allclose(streamed, expected, atol=2e-3)  # the stream's chunks join into the whole audio
 
 
-def test_sixteen_concurrent_requests(server):
+def test_sixteen_concurrent_requests_are_batched(server, live_server):
+    batches = live_server.metric("voxport_batch_size_count", model="tts")
+    batched_jobs = live_server.metric("voxport_batch_size_sum", model="tts")
     results = [None] * 16
 
     def ask(index):
@@ -133,10 +103,12 @@ def test_sixteen_concurrent_requests(server):
         thread.join()
     assert all(reply.status_code == 200 for reply in results), [r.text for r in results if r.status_code != 200]
     assert all(len(wav_samples(reply.content)[0]) == 4 * 1920 for reply in results)
+    assert live_server.metric("voxport_batch_size_sum", model="tts") - batched_jobs == 16
+    assert live_server.metric("voxport_batch_size_count", model="tts") - batches < 16  # some ran together
 
 
-def test_chat_text_and_spoken(server, speech_clips):
-    clip = audio_b64(speech_clips[1])
+def test_chat_text_and_spoken(server, voice_clip_b64):
+    clip = voice_clip_b64
     user = {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": clip, "format": "wav"}}]}
     text = httpx.post(f"{server}/v1/chat/completions", timeout=120, json={
         "model": "chat", "messages": [user], "max_tokens": 8, "temperature": 0}).json()
@@ -147,14 +119,36 @@ def test_chat_text_and_spoken(server, speech_clips):
         "messages": [user, {"role": "assistant", "content": "Hello."}, user], "max_tokens": 24, "seed": 2}).json()
     message = spoken["choices"][0]["message"]
     samples, rate = wav_samples(base64.b64decode(message["audio"]["data"]))
-    assert rate == 24000 and len(samples) > 0 and message["audio"]["transcript"] == message["content"]
+    assert rate == 24000 and np.abs(samples).max() > 0 and message["audio"]["transcript"] == message["content"]
     assert spoken["usage"]["prompt_tokens"] > text["usage"]["prompt_tokens"]  # the history was replayed
 
 
-def bad_requests(speech_clips):
-    clip = audio_b64(speech_clips[1])
+def wav_b64(samples: np.ndarray, rate: int = 24000) -> str:
+    buffer = io.BytesIO()
+    sf.write(buffer, samples.astype(np.float32), rate, format="WAV", subtype="FLOAT")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def chat_with_audio(data: str) -> dict:
+    return {"model": "chat", "messages": [{"role": "user", "content": [
+        {"type": "input_audio", "input_audio": {"data": data}}]}]}
+
+
+def bad_requests(clip):
     audio_turn = {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": clip}}]}
+    chat = {"model": "chat", "messages": [audio_turn]}
+    tone = 0.3 * np.sin(np.arange(24000) / 24000 * 2 * np.pi * 220)
+    with_nan, with_inf = tone.copy(), tone.copy()
+    with_nan[100:110], with_inf[5] = np.nan, np.inf
+    whole = base64.b64decode(clip)
     return {
+        "NaN audio": ("/v1/chat/completions", chat_with_audio(wav_b64(with_nan)), 400,
+                      "messages[0].content[0].input_audio.data has 10 non-finite samples"),
+        "infinite audio": ("/v1/chat/completions", chat_with_audio(wav_b64(with_inf)), 400, "1 non-finite samples"),
+        "truncated WAV": ("/v1/chat/completions", chat_with_audio(base64.b64encode(whole[:len(whole) // 2]).decode()),
+                          400, "input_audio.data is truncated: its header promises"),
+        "10 ms of audio": ("/v1/chat/completions", chat_with_audio(wav_b64(tone[:240])), 400, "lasts 10 ms"),
+        "silent audio": ("/v1/chat/completions", chat_with_audio(wav_b64(np.zeros(24000))), 400, "is silent"),
         "bad json": ("/v1/audio/speech", b"{not json", 400, "not valid JSON"),
         "empty input": ("/v1/audio/speech", {"model": "tts", "input": "  "}, 400, "input is empty"),
         "unknown model": ("/v1/audio/speech", {"model": "tts-9", "input": "hi"}, 404, "is not served here"),
@@ -176,18 +170,66 @@ def bad_requests(speech_clips):
         "ends with reply": ("/v1/chat/completions", {"model": "chat", "messages": [
             audio_turn, {"role": "assistant", "content": "Hi."}]}, 400, "must end with a user message"),
         "missing field": ("/v1/chat/completions", {"model": "chat"}, 400, "messages"),
+        "no body": ("/v1/chat/completions", b"", 400, "the request body is missing: expected a JSON object"),
+        "a list for a body": ("/v1/chat/completions", [{"model": "chat"}], 400, "must be a JSON object"),
+        "input_audio a string": ("/v1/chat/completions", {"model": "chat", "messages": [
+            {"role": "user", "content": [{"type": "input_audio", "input_audio": clip}]}]}, 400,
+            "messages[0].content[0].input_audio: Input should be a valid dictionary"),
+        "data a number": ("/v1/chat/completions", {"model": "chat", "messages": [
+            {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": 12}}]}]}, 400,
+            "messages[0].content[0].input_audio.data: Input should be a valid string"),
+        "content a number": ("/v1/chat/completions", {"model": "chat", "messages": [{"role": "user", "content": 3}]},
+                             400, "messages[0].content: expected a string or a list of content parts"),
+        "messages an object": ("/v1/chat/completions", {"model": "chat", "messages": {"role": "user"}}, 400,
+                               "messages: Input should be a valid list"),
+        "unknown role": ("/v1/chat/completions", {"model": "chat", "messages": [{"role": "robot", "content": "x"}]},
+                         400, "messages[0]: expected an object whose role is system or developer or user"),
+        "unknown part": ("/v1/chat/completions", {"model": "chat", "messages": [
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}, 400,
+            "messages[0].content[0]: expected an object whose type is input_audio or text"),
+        "max_tokens 0": ("/v1/chat/completions", {**chat, "max_tokens": 0}, 400, "max_tokens: Input should be greater"),
+        "max_tokens negative": ("/v1/chat/completions", {**chat, "max_completion_tokens": -5}, 400,
+                                "max_completion_tokens: Input should be greater"),
+        "max_tokens text": ("/v1/chat/completions", {**chat, "max_tokens": "many"}, 400, "max_tokens: Input should"),
+        "temperature NaN": ("/v1/chat/completions", json.dumps({**chat, "temperature": float("nan")}).encode(), 400,
+                            "temperature: Input should be a finite number"),
+        "seed too big": ("/v1/chat/completions", {**chat, "seed": 2**70}, 400, "seed: Input should be less than"),
+        "speech seed too big": ("/v1/audio/speech", {"model": "tts", "input": "hi", "seed": 2**70}, 400,
+                                "seed: Input should be less than"),
+        "speech temperature NaN": ("/v1/audio/speech", b'{"model": "tts", "input": "hi", "temperature": NaN}', 400,
+                                   "temperature: Input should be a finite number"),
+        "speech input a number": ("/v1/audio/speech", {"model": "tts", "input": 5}, 400,
+                                  "input: Input should be a valid string"),
+        "unknown fields": ("/v1/chat/completions", {**chat, "max_tokns": 3, "tempreature": 1}, 400,
+                           "unknown fields 'max_tokns', 'tempreature'"),
+        "unknown nested field": ("/v1/chat/completions", {**chat, "audio": {"voice": "alloy", "speed": 2}}, 400,
+                                 "unknown field 'audio.speed'"),
+        "n of 2": ("/v1/chat/completions", {**chat, "n": 2}, 400, "n: Input should be 1"),
+        "modalities audio only": ("/v1/chat/completions", {**chat, "modalities": ["audio"]}, 400,
+                                  'modalities must be ["text"] or ["text", "audio"]'),
+        "unknown voice": ("/v1/chat/completions", {**chat, "modalities": ["text", "audio"], "audio": {"voice": "x"}},
+                          400, "audio.voice 'x' is unknown"),
+        "unknown audio id": ("/v1/chat/completions", {"model": "chat", "messages": [
+            audio_turn, {"role": "assistant", "audio": {"id": "audio_gone"}}, audio_turn]}, 400,
+            "messages[1].audio.id 'audio_gone' is unknown or has expired"),
+        "late system message": ("/v1/chat/completions", {"model": "chat", "messages": [
+            audio_turn, {"role": "assistant", "content": "Hi."}, {"role": "system", "content": "Be brief."},
+            audio_turn]}, 400, "messages[2]: a system message must come before the first user turn"),
+        "empty system message": ("/v1/chat/completions", {"model": "chat", "messages": [
+            {"role": "system", "content": " "}, audio_turn]}, 400, "the system prompt is empty"),
     }
 
 
-def test_bad_input_is_an_openai_error_and_the_server_keeps_serving(server, speech_clips):
-    for name, (path, body, status, message) in bad_requests(speech_clips).items():
+def test_bad_input_is_an_openai_error_and_the_server_keeps_serving(server, voice_clip_b64):
+    for name, (path, body, status, message) in bad_requests(voice_clip_b64).items():
         if isinstance(body, bytes):
-            reply = httpx.post(f"{server}{path}", content=body, headers={"content-type": "application/json"})
+            reply = httpx.post(f"{server}{path}", content=body, headers={"content-type": "application/json"},
+                               timeout=60)
         else:
             reply = httpx.post(f"{server}{path}", json=body, timeout=60)
         assert reply.status_code == status, (name, reply.text)
         error = reply.json()["error"]
-        assert message in error["message"] and error["type"] == "invalid_request_error", name
+        assert message in error["message"] and error["type"] == "invalid_request_error", (name, error)
     assert httpx.get(f"{server}/health").status_code == 200
     again = httpx.post(f"{server}/v1/audio/speech", json={"model": "tts", "input": "Still here.", "max_seconds": 0.16},
                        timeout=60)
@@ -228,11 +270,13 @@ def test_a_cancelled_stream_stops_generating(tiny_csm):
     job = Job(SpeechJob(SpeechSpec(text="Stop me.", max_seconds=5.12, seed=0), cap_seconds=5.12, streamed=True,
                         chunks=1), chunks=LeavingClient(holder))
     holder.append(job)
-    run_speech(tiny_csm, [job])
+    with pytest.raises(JobCancelled):
+        run_speech(tiny_csm, [job])
     pieces = []
-    while (piece := job.chunks.get()) is not None:
-        pieces.append(piece.spoken.audio)
+    while not job.chunks.empty():
+        pieces.append(job.chunks.get().spoken.audio)
     assert len(pieces) == 1 and len(pieces[0]) == 2 * 1920  # one 2-frame chunk, not 64 frames
+    assert job.steps == 2 + 8  # stopped at the boundary after the next chunk, not after 64 frames
 
 
 def test_cancelled_queued_jobs_are_skipped():
@@ -246,3 +290,17 @@ def test_cancelled_queued_jobs_are_skipped():
     gate.set()
     third.future.result(timeout=10)
     assert [job.payload for job in ran] == ["first", "third"] and first.future.result() == 1
+
+
+def test_the_audio_limit_counts_every_turn_of_a_request(voice_clip_b64):
+    one_clip = len(base64.b64decode(voice_clip_b64))
+    worker = ModelWorker("chat", lambda jobs: None, max_queue=4)
+    state = ServerState(models={"chat": ServedModel("chat", "covo", None, worker)},
+                        limits=Limits(max_audio_bytes=one_clip + 10))
+    turn = {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": voice_clip_b64}}]}
+    reply = TestClient(create_app(state)).post("/v1/chat/completions", json={
+        "model": "chat", "messages": [turn, {"role": "assistant", "content": "Hi."}, turn]})
+    assert reply.status_code == 413
+    assert reply.json()["error"]["message"] == (
+        f"messages[2].content[0].input_audio.data: with the turns before it, this request sends {2 * one_clip} "
+        f"bytes of audio; the limit is {one_clip + 10} for all turns together")

@@ -40,7 +40,7 @@ class StubSpeech:
     def load(cls, source, device, dtype):
         return cls()
 
-    def speak(self, specs):
+    def speak(self, specs, on_step=None):
         self.specs += specs
         return [SpokenAudio(np.concatenate([piece.audio for piece in self._pieces(spec)]), RATE, 2) for spec in specs]
 

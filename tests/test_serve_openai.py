@@ -12,7 +12,7 @@ import numpy as np
 import openai
 import pytest
 import soundfile as sf
-from test_serve import start_server
+from serving import Server
 
 FRAME = 1920  # samples per 80 ms frame at 24 kHz
 TINY = {"max_seconds": 0.32, "seed": 7}  # 4 frames: the tiny model never ends speech on its own
@@ -25,10 +25,9 @@ def voices_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sdk_server(tiny_csm_dir, voices_dir):
-    process, base = start_server(tiny_csm_dir, None, None, "--voices-dir", str(voices_dir), "--max-batch", "4")
-    yield base
-    process.terminate()
-    process.wait(timeout=30)
+    server = Server("--model", f"tts={tiny_csm_dir}", "--voices-dir", str(voices_dir), "--max-batch", "4")
+    yield server.base
+    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -118,16 +117,15 @@ def test_custom_voice_lifecycle_survives_a_restart(client, tiny_csm_dir, voices_
     listed = client.get("/audio/voices", cast_to=dict)["voices"]
     assert voice.id in [entry["id"] for entry in listed] and "alloy" in [entry["id"] for entry in listed]
 
-    process, base = start_server(tiny_csm_dir, None, None, "--voices-dir", str(voices_dir))
+    restarted = Server("--model", f"tts={tiny_csm_dir}", "--voices-dir", str(voices_dir))
     try:
-        again = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=300)
+        again = openai.OpenAI(base_url=f"{restarted.base}/v1", api_key="unused", max_retries=0, timeout=300)
         assert speak(again, voice={"id": voice.id}, temperature=0) == with_voice
         assert again.audio.voice_consents.retrieve(consent.id).name == "Ada's consent"
         with pytest.raises(openai.BadRequestError, match=f"used by {voice.id}"):
             again.audio.voice_consents.delete(consent.id)
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        restarted.stop()
     assert client.audio.voices.delete(voice.id).deleted and client.audio.voice_consents.delete(consent.id).deleted
     with pytest.raises(openai.BadRequestError, match="unknown voice.*alloy"):
         speak(client, voice={"id": voice.id})

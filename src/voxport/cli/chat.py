@@ -45,6 +45,9 @@ def add_parser(commands) -> None:
     parser.add_argument("--temperature", type=float, default=0.5, help="sampling temperature after round 0 (default: 0.5)")
     parser.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling mass after round 0 (default: 0.9)")
     parser.add_argument("--top-k", type=non_negative_int, default=50, help="sample among the K best after round 0 (default: 50)")
+    parser.add_argument("--system", metavar="TEXT",
+                        help="a system prompt replacing the reference's persona (its output-format line stays: "
+                             "the model was trained to follow it); default: the reference's")
     parser.add_argument("--seed", type=int, help="seed for the sampled rounds; the same seed gives the same replies")
     parser.add_argument("--greedy", action="store_true", help="greedy in every round, not only round 0")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the transcript")
@@ -58,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     from voxport.runtime.devices import backend_for, dtype_name, resolve_device, resolve_dtype
 
     settings = ChatSettings(mode=args.mode, max_new_tokens=args.max_new_tokens, greedy=args.greedy,
-                            temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed)
+                            temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed,
+                            persona=args.system)
     clips = [prepare_clip(path) for path in args.audio]
     speaking = args.mode == "a2ta"
     if speaking:
@@ -78,8 +82,8 @@ def run(args: argparse.Namespace) -> int:
               + f" on {device} ({backend_for(device).device_name(device)}, {dtype_name(dtype)}); seed {conversation.seed}")
     rounds = []
     for clip in clips:
-        with progress_bar(settings.max_new_tokens, "tokens", f"round {len(conversation.rounds)}") as on_token:
-            turn = conversation.say(clip, on_token=on_token)
+        with progress_bar(settings.max_new_tokens, "tokens", f"round {len(conversation.rounds)}") as update:
+            turn = conversation.say(clip, on_token=lambda ids: update(len(ids)))
         report = {**turn.to_json(), "audio": clip.source}
         if speaking:
             report.update(save_spoken_reply(turn, args.output_dir, model.speech_decoder().sample_rate))

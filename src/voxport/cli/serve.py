@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from voxport.cli.common import add_device_options, positive_int, progress, quiet_library_progress
+from voxport.cli.common import add_device_options, non_negative_int, positive_int, progress, quiet_library_progress
 
 
 def add_parser(commands) -> None:
@@ -23,7 +23,8 @@ def add_parser(commands) -> None:
                         help="a checkpoint directory or hub id to serve, named NAME in requests (default: SOURCE); "
                              "repeat for several")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    parser.add_argument("--port", type=positive_int, default=8000, help="port (default: 8000)")
+    parser.add_argument("--port", type=port_number, default=8000,
+                        help="port (default: 8000); 0 picks a free one, and the line 'serving ...' names it")
     parser.add_argument("--api-key", default=os.environ.get("VOXPORT_API_KEY"),
                         help="require Authorization: Bearer KEY on every request but /health "
                              "(default: $VOXPORT_API_KEY; none: open)")
@@ -46,14 +47,22 @@ def add_parser(commands) -> None:
     parser.set_defaults(run=run)
 
 
+def port_number(text: str) -> int:
+    value = non_negative_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {text}")
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from voxport.runtime.devices import resolve_device, resolve_dtype
     from voxport.serve.app import Limits, ServerState, create_app
-    from voxport.serve.server import load_models, load_voices
+    from voxport.serve.server import bind, load_models, load_voices
     from voxport.serve.voices import default_voices_dir
 
+    listening = bind(args.host, args.port)  # a busy port fails here, before any model loads
     voices = load_voices(args.voice, args.voices_dir or default_voices_dir())
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
@@ -62,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     limits = Limits(max_input_chars=args.max_input_chars, max_audio_bytes=int(args.max_audio_mb * 2**20),
                     max_seconds=args.max_seconds)
     app = create_app(ServerState(models=models, voices=voices, api_key=args.api_key, limits=limits))
-    progress(f"serving {', '.join(models)} on http://{args.host}:{args.port}"
+    host, port = listening.getsockname()[:2]
+    progress(f"serving {', '.join(models)} on http://{host if ':' not in host else f'[{host}]'}:{port}"
              + (" (API key required)" if args.api_key else ""))
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listening])
     return 0

@@ -151,9 +151,10 @@ class SpeaksText(Protocol):
     speaks_text: ClassVar[bool]  # True
     sample_rate: int
 
-    def speak(self, specs: list[SpeechSpec]) -> list[SpokenAudio]:
+    def speak(self, specs: list[SpeechSpec], on_step: Callable[[int], None] | None = None) -> list[SpokenAudio]:
         """Speech for each spec, as one batch (the specs share `sampling_key()`; each row samples from its own
-        seed, so a spec gives the same audio alone or batched); raises InputError on bad specs."""
+        seed, so a spec gives the same audio alone or batched); raises InputError on bad specs. `on_step(n)`
+        hears the steps done so far (it may raise to stop the batch)."""
 
     def speak_stream(self, spec: SpeechSpec) -> Iterator[SpokenAudio]:
         """Pieces of the speech for `spec` as they are made, in order."""

@@ -6,12 +6,12 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from queue import SimpleQueue
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
 from voxport import __version__
@@ -19,11 +19,14 @@ from voxport.errors import VoxportError
 from voxport.models.base import answers_audio, speaks_text
 from voxport.serve.audio_formats import MEDIA_TYPES
 from voxport.serve.bodies import json_object
-from voxport.serve.chat import ChatBody, chat_job, completion
-from voxport.serve.errors import APIError
+from voxport.serve.chat import chat_job, completion, completion_events
+from voxport.serve.chat_body import ChatBody
+from voxport.serve.errors import APIError, validation_error
 from voxport.serve.guard import GuardAndCount
 from voxport.serve.metrics import Metrics
+from voxport.serve.replies import ReplyStore
 from voxport.serve.speech import audio_stream, parse_speech_body, speech_job, sse_events, whole_audio
+from voxport.serve.streams import AsyncChunks
 from voxport.serve.voice_api import voice_routes
 from voxport.serve.voices import VoiceBook
 from voxport.serve.workers import Job, ModelWorker, QueueFull
@@ -36,7 +39,6 @@ class Limits:
     max_input_chars: int = 4096
     max_audio_bytes: int = 25 * 2**20
     max_seconds: float = 60.0  # the most a speech request may set max_seconds (each text chunk's cap) to
-    default_chat_tokens: int = 512
 
 
 @dataclass
@@ -56,24 +58,30 @@ class ServerState:
     api_key: str | None = None
     limits: Limits = field(default_factory=Limits)
     metrics: Metrics = field(default_factory=Metrics)
+    replies: ReplyStore = field(default_factory=ReplyStore)  # spoken chat replies, by audio.id
 
 
 def create_app(state: ServerState) -> FastAPI:
     app = FastAPI(title="voxport", version=__version__)
     for served in state.models.values():
-        state.metrics.queue_depth.labels(served.name).set_function(served.worker.depth)
+        state.metrics.watch(served.name, served.worker)
 
     @app.exception_handler(APIError)
     async def api_error(request: Request, error: APIError):
         return error.response()
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_body(request: Request, error: RequestValidationError):
-        problem = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid request"}
-        if problem.get("type") == "json_invalid":
-            return APIError(400, "the request body is not valid JSON").response()
-        where = ".".join(str(part) for part in problem.get("loc", ()) if part != "body") or None
-        return APIError(400, f"{where + ': ' if where else ''}{problem.get('msg')}", where).response()
+    @app.exception_handler(ValidationError)
+    async def invalid_body(request: Request, error: RequestValidationError | ValidationError):
+        return validation_error(error.errors()).response()
+
+    @app.exception_handler(VoxportError)
+    async def refused(request: Request, error: VoxportError):
+        return APIError(400, str(error)).response()
+
+    @app.exception_handler(Exception)
+    async def failed(request: Request, error: Exception):
+        return APIError(500, f"the server failed: {type(error).__name__}: {error}", kind="server_error").response()
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException):
@@ -104,7 +112,7 @@ def create_app(state: ServerState) -> FastAPI:
         job = Job(speech_job(body, model, served.name, state.voices, limits.max_input_chars, limits.max_seconds))
         media_type = MEDIA_TYPES[body.response_format]
         if body.streamed:
-            job.chunks = SimpleQueue()
+            job.chunks = AsyncChunks()
             _submit(served, job)
             if body.streamed == "sse":
                 events = sse_events(job, model.sample_rate, body, model.count_text_tokens(body.input))
@@ -120,13 +128,17 @@ def create_app(state: ServerState) -> FastAPI:
     @app.post("/v1/chat/completions")
     async def chat(body: ChatBody, request: Request):
         served = _model(state, body.model, answers_audio, "answer audio")
-        job_spec = chat_job(body, state.limits.max_audio_bytes, state.limits.default_chat_tokens)
-        speaking = job_spec.settings.mode == "a2ta"
+        job_spec = chat_job(body, served.name, state.replies, state.limits.max_audio_bytes)
+        speaking = job_spec.audio_format is not None
         if speaking and served.speech_error:
             raise APIError(400, f"model {served.name} cannot speak: {served.speech_error}", "modalities")
-        turn = await _answer(_submit(served, Job(job_spec)), request)
         rate = served.model.speech_decoder().sample_rate if speaking else None
-        return JSONResponse(completion(served.name, turn, job_spec.audio_format, rate))
+        if job_spec.stream:
+            job = _submit(served, Job(job_spec, chunks=AsyncChunks()))
+            return StreamingResponse(completion_events(job, served.name, rate, state.replies),
+                                     media_type="text/event-stream")
+        turn = await _answer(_submit(served, Job(job_spec)), request)
+        return JSONResponse(completion(served.name, turn, job_spec, rate, state.replies))
 
     return app
 
@@ -158,19 +170,28 @@ def _submit(served: ServedModel, job: Job) -> Job:
 
 
 async def _answer(job: Job, request: Request):
-    """The job's result; if the client leaves first, the job is cancelled (skipped if it has not started)."""
-    waiter = asyncio.wrap_future(job.future)
-    while True:
-        done, _ = await asyncio.wait({waiter}, timeout=0.25)
-        if done:
-            error = waiter.exception()
-            if error is None:
-                return waiter.result()
-            if isinstance(error, APIError):
-                raise error
-            if isinstance(error, VoxportError):
-                raise APIError(400, str(error))
-            raise APIError(500, f"the model failed: {type(error).__name__}: {error}", kind="server_error")
-        if await request.is_disconnected():
-            job.cancelled.set()
-            raise APIError(499, "client closed the request")
+    """The job's result; if the client leaves first, the job is cancelled: skipped if it has not started,
+    stopped at its next step boundary if it has."""
+    result = asyncio.wrap_future(job.future)
+    gone = asyncio.ensure_future(_client_gone(request))
+    try:
+        await asyncio.wait({result, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if not result.done():
+        job.cancelled.set()
+        raise APIError(499, "client closed the request")
+    error = result.exception()
+    if error is None:
+        return result.result()
+    if isinstance(error, APIError):
+        raise error
+    if isinstance(error, VoxportError):
+        raise APIError(400, str(error))
+    raise APIError(500, f"the model failed: {type(error).__name__}: {error}", kind="server_error")
+
+
+async def _client_gone(request: Request) -> None:
+    """Returns when the client disconnects (the body has been read: all that can come is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass

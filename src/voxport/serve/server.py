@@ -1,7 +1,9 @@
-"""Loading what a server serves: models (each with its worker, chosen by what the model can do) and voices."""
+"""Setting up what a server serves: its listening socket, models (each with its worker, chosen by what the
+model can do) and voices."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import torch
@@ -14,6 +16,23 @@ from voxport.serve.chat import run_chat
 from voxport.serve.speech import batch_key, run_speech
 from voxport.serve.voices import VoiceBook, parse_named_voice
 from voxport.serve.workers import ModelWorker
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, taken before any model loads, so a busy port fails at once (0: a free port)."""
+    listening = None
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        listening = socket.socket(family, socket.SOCK_STREAM)
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind((host, port))
+        listening.listen(2048)
+    except OSError as error:
+        if listening is not None:
+            listening.close()
+        raise InputError(f"cannot listen on {host}:{port}: {error.strerror or error} (is another server using "
+                         "it? pick another --port, or 0 for a free one)") from None
+    return listening
 
 
 def load_models(specs: list[str], device: torch.device, dtype: torch.dtype, max_queue: int, max_batch: int,

@@ -19,8 +19,10 @@ from voxport.models.base import SpeechSpec, SpokenAudio
 from voxport.models.longform import chunk_seconds, speak_long, split_text
 from voxport.serve.audio_formats import STREAMABLE, encode, pcm16, streaming_wav_header, supported_formats
 from voxport.serve.errors import APIError
+from voxport.serve.fields import FiniteFloat, Seed
+from voxport.serve.streams import StreamFailed, job_pieces
 from voxport.serve.voices import VoiceBook
-from voxport.serve.workers import Job
+from voxport.serve.workers import Job, step_boundary
 
 class VoiceId(BaseModel):
     """A custom voice by id, as OpenAI's SDK sends it: {"id": "voice_..."}."""
@@ -41,9 +43,9 @@ class SpeechBody(BaseModel):
     speed: Annotated[float, Field(ge=MIN_SPEED, le=MAX_SPEED, allow_inf_nan=False)] = 1.0
     stream_format: Literal["audio", "sse"] | None = None  # None: the whole file at once
     stream: bool = False  # voxport's earlier switch, the same as stream_format "audio"
-    temperature: Annotated[float, Field(ge=0, le=2, allow_inf_nan=False)] = 0.9  # 0: greedy
+    temperature: Annotated[FiniteFloat, Field(ge=0, le=2)] = 0.9  # 0: greedy
     top_k: Annotated[int, Field(ge=0, le=2**31 - 1)] = 50  # 0: no top-k filter
-    seed: Annotated[int, Field(ge=0, le=2**64 - 1)] | None = None
+    seed: Seed | None = None
     max_seconds: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None  # per chunk; None: from its text
 
     @property
@@ -112,19 +114,22 @@ def run_speech(model, jobs: list[Job]) -> None:
     if first.streamed:
         job, made = jobs[0], 0
         for piece in speak_long(model, first.spec, first.cap_seconds):
-            if job.cancelled.is_set():
-                break
-            job.chunks.put(piece)
             made += piece.spoken.output_tokens
+            step_boundary(jobs, made)
+            job.chunks.put(piece)
         job.future.set_result(SpokenAudio(np.zeros(0, np.float32), model.sample_rate, made))
         job.chunks.put(None)
     elif first.chunks > 1:
-        pieces = [piece.spoken for piece in speak_long(model, first.spec, first.cap_seconds, stream=False)]
+        pieces = []
+        for piece in speak_long(model, first.spec, first.cap_seconds, stream=False):
+            pieces.append(piece.spoken)
+            step_boundary(jobs, sum(spoken.output_tokens for spoken in pieces))
         jobs[0].future.set_result(SpokenAudio(np.concatenate([piece.audio for piece in pieces]), model.sample_rate,
                                               sum(piece.output_tokens for piece in pieces),
                                               sum(piece.compute_seconds for piece in pieces)))
     else:
-        for job, result in zip(jobs, model.speak([job.payload.spec for job in jobs])):
+        specs = [job.payload.spec for job in jobs]
+        for job, result in zip(jobs, model.speak(specs, on_step=lambda steps: step_boundary(jobs, steps))):
             job.future.set_result(result)
 
 
@@ -145,21 +150,17 @@ async def audio_stream(job: Job, sample_rate: int, body: SpeechBody) -> AsyncIte
     if body.response_format == "wav":
         yield streaming_wav_header(sample_rate)
     held, chunk = [], 0
-    try:
-        while (piece := await asyncio.to_thread(job.chunks.get)) is not None:
-            if held and progressive and piece.chunk != chunk:
-                yield await encoded(held)
-                held = []
-            held.append(piece.spoken.audio)
-            chunk = piece.chunk
-            if progressive and body.speed == 1.0:
-                yield await encoded(held)
-                held = []
-        await asyncio.wrap_future(job.future)  # raises what the worker raised
-        if held:
+    async for piece in job_pieces(job):  # raises StreamFailed when the job fails half-way
+        if held and progressive and piece.chunk != chunk:
             yield await encoded(held)
-    finally:
-        job.cancelled.set()
+            held = []
+        held.append(piece.spoken.audio)
+        chunk = piece.chunk
+        if progressive and body.speed == 1.0:
+            yield await encoded(held)
+            held = []
+    if held:
+        yield await encoded(held)
 
 
 async def sse_events(job: Job, sample_rate: int, body: SpeechBody, input_tokens: int) -> AsyncIterator[bytes]:
@@ -168,7 +169,8 @@ async def sse_events(job: Job, sample_rate: int, body: SpeechBody, input_tokens:
     try:
         async for data in audio_stream(job, sample_rate, body):
             yield _event({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()})
-    except Exception as error:  # noqa: BLE001 (the client hears of any failure, then the stream ends)
+    except Exception as failure:  # noqa: BLE001 (the client hears of any failure, then the stream ends)
+        error = failure.__cause__ if isinstance(failure, StreamFailed) else failure
         if isinstance(error, (APIError, VoxportError)):  # the request asked for what cannot be done
             message, kind = str(error), "invalid_request_error"
         else:

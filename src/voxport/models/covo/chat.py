@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from voxport.errors import InputError
 from voxport.models.covo.frontend import SpeechClip, prepare_clip
@@ -31,6 +32,7 @@ class ChatSettings:
     top_k: int = 50
     seed: int | None = None
     penalties: RepetitionPenalties = field(default_factory=RepetitionPenalties)
+    persona: str | None = None  # replaces the reference's persona in the system turn (None: the reference's)
 
     def __post_init__(self):
         if self.mode not in STOP_TOKENS:
@@ -44,6 +46,8 @@ class ChatSettings:
             raise InputError(f"top-p is {self.top_p}: expected a number in (0, 1]")
         if self.top_k < 0:
             raise InputError(f"top-k is {self.top_k}: expected 0 (off) or a positive number")
+        if self.persona is not None and not self.persona.strip():
+            raise InputError("the system prompt is empty: expected text, or none for the reference's")
 
     def sampling_for(self, round_index: int) -> SamplingSettings:
         greedy = self.greedy or round_index == 0
@@ -56,6 +60,7 @@ class ChatRound:
     text: str
     text_token_ids: list[int]
     audio_codes: list[int]  # ids minus the audio-code offset, kept for speech synthesis
+    reply_ids: list[int]  # what the cache holds of the reply: every id generated but the last (text and audio)
     audio_features: int  # N: encoder features the user's clip filled
     generation_seconds: float  # encoder, adapter and LLM, device synchronized
     prefill_positions: int  # prompt positions this round added before generating
@@ -83,29 +88,37 @@ class CovoChat:
         self.rounds: list[ChatRound] = []
         self.stop_id = model.token_id(STOP_TOKENS[settings.mode])
 
-    def remember(self, audio: SpeechClip | str | Path | np.ndarray, reply: str) -> ChatRound:
-        """Put an earlier round, the user's clip and the reply given then (text), into the cache without
-        generating: how a conversation's history is restored (an HTTP client sends it with every request)."""
+    def remember(self, audio: SpeechClip | str | Path | np.ndarray, reply: str | Sequence[int]) -> ChatRound:
+        """Put an earlier round, the user's clip and the reply given then, into the cache without generating:
+        how a conversation's history is restored (an HTTP client sends it with every request).
+
+        `reply` is the reply's text, or the `reply_ids` of the round that made it: then the cache holds what
+        it held after that round, its speech codes included, so the model hears its own earlier speech.
+        """
         clip = audio if isinstance(audio, SpeechClip) else prepare_clip(audio)
         index = len(self.rounds)
-        prompt_ids = self.model.prompt_ids(clip.placeholders, first_round=index == 0)
-        reply_ids = self.model.tokenizer(reply, add_special_tokens=False, return_tensors="pt").input_ids
+        prompt_ids = self.prompt_ids(clip, index)
+        if isinstance(reply, str):
+            reply_ids = self.model.tokenizer(reply, add_special_tokens=False, return_tensors="pt").input_ids
+        else:
+            reply_ids = torch.tensor([list(reply)], dtype=torch.long).view(1, -1)
+        text_ids, codes = self.model.split_output(reply_ids[0].tolist())
         history = self.engine.positions
         self.model.check_context(index, history, prompt_ids.shape[1] + reply_ids.shape[1], 1)
         self.model.continue_cache(self.engine, self.model.prompt_embeds(prompt_ids, clip), reply_ids.to(self.model.device))
         self.rounds.append(ChatRound(
-            index=index, text=reply, text_token_ids=reply_ids[0].tolist(), audio_codes=[],
-            audio_features=clip.placeholders, generation_seconds=0.0,
+            index=index, text=self.model.decode_text(text_ids), text_token_ids=text_ids, audio_codes=codes,
+            reply_ids=reply_ids[0].tolist(), audio_features=clip.placeholders, generation_seconds=0.0,
             prefill_positions=prompt_ids.shape[1] + reply_ids.shape[1], cache_positions_before=history, stopped=True,
         ))
         return self.rounds[-1]
 
     def say(self, audio: SpeechClip | str | Path | np.ndarray,
-            on_token: Callable[[int], None] | None = None) -> ChatRound:
-        """Answer one user clip; `on_token(n)` hears each time n reply tokens are done."""
+            on_token: Callable[[list[int]], None] | None = None) -> ChatRound:
+        """Answer one user clip; `on_token(ids)` hears the reply's ids so far after each chunk of tokens."""
         clip = audio if isinstance(audio, SpeechClip) else prepare_clip(audio)
         index = len(self.rounds)
-        prompt_ids = self.model.prompt_ids(clip.placeholders, first_round=index == 0)
+        prompt_ids = self.prompt_ids(clip, index)
         history = self.engine.positions
         self.model.check_context(index, history, prompt_ids.shape[1], self.settings.max_new_tokens)
         timings: dict[str, float] = {}
@@ -122,8 +135,13 @@ class CovoChat:
                 speech = self.model.speech_decoder().render(codes, seed=self.seed)
         self.rounds.append(ChatRound(
             index=index, text=self.model.decode_text(text_ids), text_token_ids=text_ids, audio_codes=codes,
+            reply_ids=run.ids[:-1],
             audio_features=clip.placeholders, generation_seconds=timings["generation_seconds"],
             prefill_positions=run.prefill_positions, cache_positions_before=history, stopped=run.stopped,
             speech=speech, decode_seconds=timings.get("decode_seconds"),
         ))
         return self.rounds[-1]
+
+    def prompt_ids(self, clip: SpeechClip, round_index: int) -> torch.Tensor:
+        """[1, T] ids of round `round_index`'s prompt for `clip` (round 0 opens with the system turn)."""
+        return self.model.prompt_ids(clip.placeholders, first_round=round_index == 0, persona=self.settings.persona)

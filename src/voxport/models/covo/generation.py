@@ -118,9 +118,10 @@ class TokenEngine:
     @torch.inference_mode()
     def generate(self, prompt_embeds: torch.Tensor, prompt_ids: torch.Tensor, stop_id: int, max_new_tokens: int,
                  sampling: SamplingSettings, penalties: RepetitionPenalties, generator: torch.Generator | None,
-                 on_token: Callable[[int], None] | None = None, step: Callable | None = None) -> TokenRun:
+                 on_token: Callable[[list[int]], None] | None = None, step: Callable | None = None) -> TokenRun:
         """Continue the history with the prompt, then pick tokens until `stop_id` or `max_new_tokens`;
-        `on_token(n)` hears each time n tokens are done; `step` replaces `self.step` (e.g. captured otherwise).
+        `on_token(ids)` hears the ids picked so far after each chunk of tokens (it may raise to stop the run
+        there); `step` replaces `self.step` (e.g. captured otherwise).
 
         As in the reference, the last token picked is not part of the history: the cache ends just before it
         and the next round's prompt follows there.
@@ -150,7 +151,7 @@ class TokenEngine:
                 chunk = chunk[: chunk.index(stop_id) + 1]
             ids += chunk
             if on_token is not None:
-                on_token(len(ids))
+                on_token(ids)
             if chunk[-1] == stop_id:
                 break
         self.positions += len(ids) - 1  # rows run after the stop token lie past the history: ignored, overwritten

@@ -128,8 +128,8 @@ class CovoAudioChat:
     def token_id(self, token: str) -> int:
         return self.tokenizer.convert_tokens_to_ids(token)
 
-    def prompt_ids(self, placeholders: int, first_round: bool) -> torch.Tensor:
-        text = round_prompt(placeholders, first_round)
+    def prompt_ids(self, placeholders: int, first_round: bool, persona: str | None = None) -> torch.Tensor:
+        text = round_prompt(placeholders, first_round, persona)
         return self.tokenizer(text, return_tensors="pt").input_ids.to(self.device)
 
     @torch.inference_mode()

@@ -130,9 +130,9 @@ class CsmSpeech:
         """Audio chunks while frames are generated (see generation.stream)."""
         return stream(self, request, first_chunk, chunk)
 
-    def speak(self, specs: list[SpeechSpec]) -> list[SpokenAudio]:
+    def speak(self, specs: list[SpeechSpec], on_step: Callable[[int], None] | None = None) -> list[SpokenAudio]:
         """SpeaksText: one batch of family-independent specs."""
-        results = self.generate_batch([self._request(spec) for spec in specs])
+        results = self.generate_batch([self._request(spec) for spec in specs], on_step)
         return [SpokenAudio(r.audio, r.sample_rate, r.frames, r.compute_seconds) for r in results]
 
     def speak_stream(self, spec: SpeechSpec) -> Iterator[SpokenAudio]:

@@ -1,0 +1,60 @@
+"""A real `voxport serve` process on loopback for tests: started with --port 0, its real port read from the
+line it prints; its metrics read back as numbers."""
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+from queue import Empty, SimpleQueue
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+STARTUP_SECONDS = 180
+
+
+class Server:
+    def __init__(self, *args: str):
+        if "--voices-dir" not in args:  # never the user's own voices directory
+            args = (*args, "--voices-dir", tempfile.mkdtemp(prefix="voxport-voices-"))
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "voxport", "serve", "--port", "0", "--device", "cpu", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
+        self.lines: SimpleQueue = SimpleQueue()
+        self.output: list[str] = []
+        threading.Thread(target=self._drain, daemon=True).start()  # a full pipe would stall the server
+        self.base = self._wait_for_address()
+
+    def _drain(self) -> None:
+        for line in self.process.stdout:
+            self.output.append(line)
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def _wait_for_address(self) -> str:
+        while True:
+            try:
+                line = self.lines.get(timeout=STARTUP_SECONDS)
+            except Empty:
+                self.stop()
+                raise RuntimeError(f"server did not start: {''.join(self.output)}") from None
+            if line is None:
+                raise RuntimeError(f"server exited: {''.join(self.output)}")
+            if found := re.search(r"serving .* on (http://127\.0\.0\.1:(\d+))", line):
+                assert found.group(2) != "0"  # --port 0 prints the port it got
+                return found.group(1)
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample's value from /metrics (0 when it has not been reported yet)."""
+        for family in text_string_to_metric_families(httpx.get(f"{self.base}/metrics", timeout=30).text):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(key) == value for key, value in labels.items()):
+                    return sample.value
+        return 0.0
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
