@@ -295,7 +295,8 @@ def test_cancelled_queued_jobs_are_skipped():
 def test_the_audio_limit_counts_every_turn_of_a_request(voice_clip_b64):
     one_clip = len(base64.b64decode(voice_clip_b64))
     worker = ModelWorker("chat", lambda jobs: None, max_queue=4)
-    state = ServerState(models={"chat": ServedModel("chat", "covo", None, worker)},
+    listener = type("Listener", (), {"answers_audio": True})()  # answers audio; never reached past the limit
+    state = ServerState(models={"chat": ServedModel("chat", "covo", listener, worker)},
                         limits=Limits(max_audio_bytes=one_clip + 10))
     turn = {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": voice_clip_b64}}]}
     reply = TestClient(create_app(state)).post("/v1/chat/completions", json={
