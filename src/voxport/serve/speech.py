@@ -40,13 +40,13 @@ class SpeechBody(BaseModel):
     voice: str | VoiceId = "alloy"
     instructions: str | None = None  # refused: CSM takes no style instructions
     response_format: str = "wav"
-    speed: Annotated[float, Field(ge=MIN_SPEED, le=MAX_SPEED, allow_inf_nan=False)] = 1.0
+    speed: Annotated[FiniteFloat, Field(ge=MIN_SPEED, le=MAX_SPEED)] = 1.0
     stream_format: Literal["audio", "sse"] | None = None  # None: the whole file at once
     stream: bool = False  # voxport's earlier switch, the same as stream_format "audio"
     temperature: Annotated[FiniteFloat, Field(ge=0, le=2)] = 0.9  # 0: greedy
     top_k: Annotated[int, Field(ge=0, le=2**31 - 1)] = 50  # 0: no top-k filter
     seed: Seed | None = None
-    max_seconds: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None  # per chunk; None: from its text
+    max_seconds: Annotated[FiniteFloat, Field(gt=0)] | None = None  # per chunk; None: from its text
 
     @property
     def streamed(self) -> str | None:
