@@ -116,3 +116,22 @@ def test_torch_npu_is_imported_late_and_after_transformers(tmp_path):
                          env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["npu:0", "True"]
+
+
+@pytest.mark.parametrize("shape", [(3, 48), (2, 5, 48), (1, 1, 48)])
+def test_cpu_linear_kernel_computes_what_f_linear_does(shape):
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(96, 48, generator=generator) / 7
+    fused = torch.randn(3 * 96, 48, generator=generator)  # a row slice of a fused tensor, as the engines pass
+    bias = torch.randn(96, generator=generator)
+    x = torch.randn(shape, generator=generator)
+    kernel = BACKENDS["cpu"].linear_kernel(torch.float32)
+    for w, b in ((weight, None), (weight, bias), (fused[96:192], bias), (weight.t().contiguous().t(), None)):
+        assert torch.allclose(kernel(x, w, b), torch.nn.functional.linear(x, w, b), rtol=1e-5, atol=1e-5)
+
+
+def test_linear_kernel_is_f_linear_where_no_faster_one_applies():
+    if torch.backends.mkldnn.is_available():  # every x86 and ARM build of PyTorch: the fast path is taken
+        assert BACKENDS["cpu"].linear_kernel(torch.float32) is not torch.nn.functional.linear
+    assert BACKENDS["cpu"].linear_kernel(torch.float16) is torch.nn.functional.linear
+    assert BACKENDS["cuda"].linear_kernel(torch.float32) is torch.nn.functional.linear

@@ -42,6 +42,32 @@ def test_bandwidth_is_given_else_published_else_probed_once_and_cached(tmp_path,
     assert bandwidth.memory_bandwidth(CPU) == bandwidth.Bandwidth(4.8e12, "published") and len(probes) == 2
 
 
+def test_a_fresh_probe_ignores_the_cache_and_updates_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("VOXPORT_CACHE_DIR", str(tmp_path))
+    rates = iter([12e9, 20e9])
+    monkeypatch.setattr(bandwidth, "probe_bandwidth", lambda device: next(rates))
+    assert bandwidth.memory_bandwidth(CPU).bytes_per_second == 12e9
+    assert bandwidth.memory_bandwidth(CPU, fresh=True) == bandwidth.Bandwidth(20e9, "probe")
+    assert bandwidth.memory_bandwidth(CPU) == bandwidth.Bandwidth(20e9, "cached probe")
+
+
+def test_probe_counts_the_fastest_kernel_the_engines_may_use(monkeypatch):
+    """The bound must hold for the engines' own linear kernel: the probe times it, and the fastest rate wins."""
+    called = []
+    kernel = backend_for(CPU).linear_kernel(torch.float32)
+    monkeypatch.setattr(backend_for(CPU).__class__, "linear_kernel",
+                        lambda self, dtype: lambda *args: called.append(args[1].shape) or kernel(*args))
+    rates = iter([3e9, 9e9, 5e9, 4e9])
+
+    def rate_of(product, *rest):
+        product()
+        return next(rates)
+
+    monkeypatch.setattr(bandwidth, "_median_rate", rate_of)
+    assert bandwidth.probe_bandwidth(CPU, size_bytes=2**20) == 9e9
+    assert len(called) == len(bandwidth.PROBE_COLUMNS)  # once per matrix shape
+
+
 def test_unwritable_cache_only_means_probing_again(tmp_path, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("")

@@ -55,7 +55,8 @@ def counting(server, model: str):
 
 
 def chat_body(clip: str, **extra) -> dict:
-    return {"model": "chat", "messages": [{"role": "user", "content": [
+    """A long reply with a fixed seed: an unseeded one could end on its own before the client leaves."""
+    return {"model": "chat", "seed": 0, "messages": [{"role": "user", "content": [
         {"type": "input_audio", "input_audio": {"data": clip}}]}], **extra}
 
 

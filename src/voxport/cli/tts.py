@@ -309,18 +309,20 @@ def _result_fields(result) -> dict:
 
 
 def _bandwidth_bound(tts, report: dict, device) -> dict:
-    """How close generation came to the memory-bandwidth bound: every step reads the weights once, whatever
-    the batch (docs/performance.md explains the figures)."""
+    """How close generation came to the memory-bandwidth bound: the weight bytes the run read (each prompt's
+    prefill reads the backbone once, every frame step all of its weights, whatever the batch) over the
+    bandwidth (probed right after the run where no published figure applies), against the measured seconds
+    (docs/performance.md explains the figures)."""
     from voxport.runtime.bandwidth import memory_bandwidth
     from voxport.validate.performance import bound_fraction
 
-    bandwidth = memory_bandwidth(device)
+    bandwidth = memory_bandwidth(device, fresh=True)
     steps = max(report.get("frames_per_output") or [report["frames"]])
     step_bytes = tts.weight_bytes_per_step()
+    bytes_read = steps * step_bytes + report.get("chunks", 1) * tts.weight_bytes_per_prompt()
     return {"bandwidth_bytes_per_second": bandwidth.bytes_per_second, "bandwidth_source": bandwidth.source,
-            "bytes_read_per_step": step_bytes,
-            "bound_fraction": bound_fraction(steps, report["generation_seconds"], step_bytes,
-                                             bandwidth.bytes_per_second)}
+            "bytes_read_per_step": step_bytes, "bytes_read": bytes_read,
+            "bound_fraction": bound_fraction(1, report["generation_seconds"], bytes_read, bandwidth.bytes_per_second)}
 
 
 def _summary(report: dict) -> str:

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from voxport.runtime.devices import backend_for
+
 
 def _rms_norm_as_transformers(x: torch.Tensor, shape: tuple[int], weight: torch.Tensor, eps: float) -> torch.Tensor:
     """transformers' RMSNorm for half dtypes: float32 statistics, then the weight applied in the input dtype."""
@@ -67,7 +69,8 @@ class CachedStack:
     batch rows see the positions they would alone, see `rope()`), `mask` [batch, 1, queries, keys] which cache
     rows each query sees; `visible` limits attention to the first `visible` cache rows (the mask then covers
     just those), and without a mask those rows are attended causally (the depth decoder's fixed-size steps).
-    Weights are used directly (q/k/v and gate/up fused), the maths kept identical to transformers'.
+    Weights are used directly (q/k/v and gate/up fused) through the device's fastest linear kernel
+    (`DeviceBackend.linear_kernel`), the maths kept identical to transformers'.
     """
 
     def __init__(self, decoder: nn.Module, batch: int, length: int, grouped_attention: bool):
@@ -96,6 +99,7 @@ class CachedStack:
         self.norm = decoder.norm.weight
         weight = self.norm
         self.rms_norm, self.norm_shape = rms_norm_for(weight.dtype), (weight.shape[0],)
+        self.linear = backend_for(weight.device).linear_kernel(weight.dtype)
         self.batch, self.length = batch, 0
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
@@ -131,7 +135,7 @@ class CachedStack:
         batch, length, _ = x.shape
         half = self.head_dim // 2
         for index, (norm1, qkv, qkv_bias, out, norm2, gate_up, down, act) in enumerate(self.layers):
-            heads = F.linear(self.rms_norm(x, self.norm_shape, norm1, self.eps), qkv, qkv_bias)
+            heads = self.linear(self.rms_norm(x, self.norm_shape, norm1, self.eps), qkv, qkv_bias)
             # One query: [batch, 1, heads x dim] already is [batch, heads, 1, dim] in memory, no transpose.
             heads = (heads.view(batch, -1, 1, self.head_dim) if length == 1
                      else heads.view(batch, length, -1, self.head_dim).transpose(1, 2))
@@ -149,7 +153,7 @@ class CachedStack:
                                                       is_causal=mask is None and length > 1,
                                                       enable_gqa=self.grouped_attention)
             attended = attended.view(batch, 1, -1) if length == 1 else attended.transpose(1, 2).reshape(batch, length, -1)
-            x = x + F.linear(attended, out)
-            gate, up = F.linear(self.rms_norm(x, self.norm_shape, norm2, self.eps), gate_up).chunk(2, dim=-1)
-            x = x + F.linear(act(gate) * up, down)
+            x = x + self.linear(attended, out)
+            gate, up = self.linear(self.rms_norm(x, self.norm_shape, norm2, self.eps), gate_up).chunk(2, dim=-1)
+            x = x + self.linear(act(gate) * up, down)
         return self.rms_norm(x, self.norm_shape, self.norm, self.eps)

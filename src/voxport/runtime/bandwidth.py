@@ -3,8 +3,9 @@
 A generation step at batch 1 reads every weight once, so bytes / bandwidth is the fastest it can run. Known
 accelerators have a published peak; anything else (every CPU, a GPU missing from the table) gets a short
 probe: matrix-vector products over a matrix far larger than any cache, the same access pattern as a decode
-step, timed after a device sync. Probes are cached per machine and device in the user's cache directory
-(VOXPORT_CACHE_DIR overrides it).
+step, by torch.mv and by the engines' own linear kernel on a tall and a wide matrix (the fastest counts),
+timed after a device sync.
+Probes are cached per machine and device in the user's cache directory (VOXPORT_CACHE_DIR overrides it).
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ CACHE_FILE = "bandwidth.json"
 PROBE_BYTES = 256 * 2**20  # a float32 matrix this big: far past the last-level cache of any CPU
 PROBE_PRODUCTS = 4  # matrix-vector products per timed sample
 PROBE_SAMPLES = 5
+PROBE_COLUMNS = (1024, 16384)  # a tall and a wide matrix: kernels read some shapes faster than others
+# Part of the cache key, so that figures an older probe cached are not reused.
+PROBE_METHOD = "float32 mv or the linear kernel, tall or wide: the fastest"
 
 
 @dataclass(frozen=True)
@@ -51,17 +55,20 @@ def published_bandwidth(device_name: str) -> float | None:
     return next((value for key, value in PUBLISHED if key in lowered), None)
 
 
-def memory_bandwidth(device: torch.device, given: float | None = None, remeasure: bool = False) -> Bandwidth:
-    """`given` bytes/s if set; else the published figure; else a probe (cached unless `remeasure`)."""
+def memory_bandwidth(device: torch.device, given: float | None = None, remeasure: bool = False,
+                     fresh: bool = False) -> Bandwidth:
+    """`given` bytes/s if set; else the published figure (unless `remeasure`); else a probe, cached unless
+    `remeasure` or `fresh`. `fresh` is for a figure set beside one run: a shared machine's bandwidth drifts
+    by tens of percent with its neighbours' load, so a probe from another minute can misjudge the run."""
     if given:
         return Bandwidth(given, "given")
     name = backend_for(device).device_name(device)
     published = published_bandwidth(name)
     if published and not remeasure:
         return Bandwidth(published, "published")
-    key = f"{platform.node()} | {device} | {name}"
+    key = f"{platform.node()} | {device} | {name} | {PROBE_METHOD}"
     cache = _read_cache()
-    if key in cache and not remeasure:
+    if key in cache and not (remeasure or fresh):
         return Bandwidth(float(cache[key]), "cached probe")
     measured = probe_bandwidth(device)
     _write_cache(cache | {key: measured})
@@ -69,20 +76,31 @@ def memory_bandwidth(device: torch.device, given: float | None = None, remeasure
 
 
 def probe_bandwidth(device: torch.device, size_bytes: int = PROBE_BYTES) -> float:
-    """Bytes/s at which float32 matrix-vector products read their matrix on `device` (median of samples)."""
+    """Bytes/s at which float32 matrix-vector products read their matrix on `device`: the median of samples, by
+    the fastest of torch.mv and the linear kernel the engines call (`DeviceBackend.linear_kernel`) over a tall
+    and a wide matrix, so that no kernel or weight shape the engines use can beat the bound."""
     backend = backend_for(device)
-    columns = 4096
-    matrix = torch.ones(size_bytes // (4 * columns), columns, device=device)
-    vector = torch.ones(columns, device=device)
-    torch.mv(matrix, vector)  # first call: kernels chosen, pages touched
+    linear = backend.linear_kernel(torch.float32)
+    rates = []
+    for columns in PROBE_COLUMNS:
+        matrix = torch.ones(size_bytes // (4 * columns), columns, device=device)
+        vector = torch.ones(columns, device=device)
+        for product in (lambda: torch.mv(matrix, vector), lambda: linear(vector.view(1, columns), matrix)):
+            rates.append(_median_rate(product, matrix.numel() * 4, backend, device))
+        del matrix
+    return max(rates)
+
+
+def _median_rate(product, matrix_bytes: int, backend, device: torch.device) -> float:
+    product()  # first call: kernels chosen, pages touched
     rates = []
     for _ in range(PROBE_SAMPLES):
         backend.synchronize(device)
         start = time.perf_counter()
         for _ in range(PROBE_PRODUCTS):
-            torch.mv(matrix, vector)
+            product()
         backend.synchronize(device)
-        rates.append(PROBE_PRODUCTS * matrix.numel() * 4 / (time.perf_counter() - start))
+        rates.append(PROBE_PRODUCTS * matrix_bytes / (time.perf_counter() - start))
     return statistics.median(rates)
 
 

@@ -92,7 +92,7 @@ class TokenEngine:
         mask = None if start == 0 else (self.stack.cache_index[None, :end] <= queries[:, None])[None, None]
         hidden = self.stack(embeds, self.stack.rope(queries.unsqueeze(0)), queries, mask, visible=end)
         self.positions = end
-        return F.linear(hidden[:, -1], self.head)
+        return self.stack.linear(hidden[:, -1], self.head)
 
     def step(self, logits: torch.Tensor, seen: torch.Tensor, recent: torch.Tensor, position: torch.Tensor,
              sampling: SamplingSettings, penalties: RepetitionPenalties, noise: torch.Tensor | None
@@ -106,7 +106,7 @@ class TokenEngine:
         hidden = self.stack(embedded, self.stack.rope(position.view(1, 1)), position.view(1), mask)
         seen = seen.scatter(1, token.view(1, 1), True)
         recent = torch.cat([recent[:, 1:], token.view(1, 1)], dim=1)
-        return token, F.linear(hidden[:, -1], self.head), seen, recent
+        return token, self.stack.linear(hidden[:, -1], self.head), seen, recent
 
     def pick(self, logits: torch.Tensor, seen: torch.Tensor, recent: torch.Tensor, sampling: SamplingSettings,
              penalties: RepetitionPenalties, noise: torch.Tensor | None) -> torch.Tensor:

@@ -16,6 +16,7 @@ from transformers.cache_utils import DynamicCache
 from voxport.errors import CheckpointError, InputError
 from voxport.audio.features import whisper_log_mel
 from voxport.models.base import Stage, repeated_blocks
+from voxport.models.cached_stack import fuse_projections
 from voxport.models.covo.chat import STOP_TOKENS, ChatSettings, CovoChat
 from voxport.models.covo.config import CovoConfig
 from voxport.models.covo.frontend import INPUT_RATE, SpeechClip, clip_log_mels, prepare_clip
@@ -107,6 +108,8 @@ class CovoAudioChat:
         with timed(device, timings, "load_seconds"):
             load_weights_strict(network, files, device, dtype)
             network.to(device).eval()  # moves the buffers built on the host (rotary frequencies)
+        with timed(device, timings, "fuse_projections_seconds"):
+            fuse_projections(network.llm.model)  # the decode engine's layout, set once here, not in a first reply
         return cls(network, tokenizer, config, device, dtype, timings, path)
 
     def compile(self) -> None:

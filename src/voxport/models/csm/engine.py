@@ -44,6 +44,7 @@ class CsmEngine:
         grouped = backend_for(device).grouped_query_attention
         self.backbone = CachedStack(model.backbone_model, batch, config.max_position_embeddings, grouped)
         self.depth = CachedStack(model.depth_decoder.model, batch, config.num_codebooks, grouped)
+        self.linear = self.backbone.linear
         self.codebook_size = config.codec_config.codebook_size
         # Ids at or above the codec's codebook size are specials the codec cannot decode: logits are cut
         # there. End of audio (id 0) is blocked in codebook 0 while frames are still too few.
@@ -70,13 +71,12 @@ class CsmEngine:
     def prefill(self, embeds: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
         """Run left-padded prompts [batch, T, hidden] (row b's prompt starts at starts[b]); last hidden [batch, hidden]."""
         length = embeds.shape[1]
-        queries = torch.arange(length, device=embeds.device)
-        keys = self.backbone.cache_index
+        queries = keys = torch.arange(length, device=embeds.device)  # the prompt fills cache rows 0..length-1
         real = keys[None, None, :] >= starts[:, None, None]
         own = keys[None, None, :] == queries[None, :, None]  # padding rows see themselves only: no empty softmax
         mask = (keys[None, None, :] <= queries[None, :, None]) & (real | own)
         positions = (queries[None, :] - starts[:, None]).clamp(min=0)
-        return self.backbone(embeds, self.backbone.rope(positions), queries, mask.unsqueeze(1))[:, -1]
+        return self.backbone(embeds, self.backbone.rope(positions), queries, mask.unsqueeze(1), visible=length)[:, -1]
 
     def frame(self, hidden: torch.Tensor, slot: torch.Tensor, starts: torch.Tensor, early: torch.Tensor,
               settings: SamplingSettings, noise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,17 +86,17 @@ class CsmEngine:
         `noise` the frame's pre-drawn (temperature-scaled) Gumbel noise [codebooks, batch, candidates], None
         when greedy.
         """
-        first = F.linear(hidden, self.lm_head)[:, : self.codebook_size]
+        first = self.linear(hidden, self.lm_head)[:, : self.codebook_size]
         first = first + torch.where(early, self.eos_blocked, self.nothing_blocked)
         codes = [self._pick(first, settings, noise, 0).unsqueeze(1)]  # [batch, 1] each: the depth steps' shape
         table, rope, slots = self.depth_first
         inputs = torch.cat([hidden.unsqueeze(1), F.embedding(codes[0], table)], dim=1)
-        state = self.depth(F.linear(inputs, self.depth_projector), rope, slots, None, visible=2)[:, -1:]
+        state = self.depth(self.linear(inputs, self.depth_projector), rope, slots, None, visible=2)[:, -1:]
         for step, (table, rope, slots) in enumerate(self.depth_steps, start=1):
-            codes.append(self._pick(F.linear(state, self.depth_heads[step - 1]), settings, noise, step))
-            state = self.depth(F.linear(F.embedding(codes[-1], table), self.depth_projector), rope, slots, None,
+            codes.append(self._pick(self.linear(state, self.depth_heads[step - 1]), settings, noise, step))
+            state = self.depth(self.linear(F.embedding(codes[-1], table), self.depth_projector), rope, slots, None,
                                visible=step + 2)
-        codes.append(self._pick(F.linear(state, self.depth_heads[-1]), settings, noise, len(self.depth_heads)))
+        codes.append(self._pick(self.linear(state, self.depth_heads[-1]), settings, noise, len(self.depth_heads)))
         frame = torch.cat(codes, dim=1)
         keys = self.backbone.cache_index
         mask = ((keys[None, :] <= slot) & (keys[None, :] >= starts[:, None]))[:, None, None, :]

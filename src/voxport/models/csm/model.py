@@ -16,6 +16,7 @@ from transformers import CsmForConditionalGeneration, CsmProcessor
 from voxport.audio.io import check_samples, load_audio
 from voxport.errors import CheckpointError, InputError
 from voxport.models.base import SpeechSpec, SpokenAudio, Stage, repeated_blocks
+from voxport.models.cached_stack import fuse_projections
 from voxport.models.csm.engine import CsmEngine
 from voxport.models.csm.generation import (
     StreamChunk,
@@ -97,6 +98,9 @@ class CsmSpeech:
             processor = _load_processor(path)
         with timed(device, timings, "weights"):
             model = _load_weights(path, device, dtype)
+        with timed(device, timings, "fuse_projections"):  # the engine's layout, set once here, not in a first call
+            fuse_projections(model.backbone_model)
+            fuse_projections(model.depth_decoder.model)
         return cls(model, processor, sum(timings.values()), timings)
 
     @property
@@ -329,12 +333,17 @@ class CsmSpeech:
 
     def weight_bytes_per_step(self) -> int:
         """Weight bytes one frame reads: the backbone once, the depth decoder and one head slice 31 times."""
-        backbone, depth = self.model.backbone_model, self.model.depth_decoder
+        depth = self.model.depth_decoder
         per_depth_step = (_bytes(depth.model.layers) + _bytes(depth.model.norm)
                           + _bytes(depth.model.inputs_embeds_projector)
                           + depth.codebooks_head.weight[0].numel() * depth.codebooks_head.weight.element_size())
-        frame = _bytes(backbone.layers) + _bytes(backbone.norm) + _bytes(self.model.lm_head)
+        frame = self.weight_bytes_per_prompt() + _bytes(self.model.lm_head)
         return frame + (self.config.num_codebooks - 1) * per_depth_step
+
+    def weight_bytes_per_prompt(self) -> int:
+        """Weight bytes a prompt's prefill reads, whatever its length: the backbone once."""
+        backbone = self.model.backbone_model
+        return _bytes(backbone.layers) + _bytes(backbone.norm)
 
     def named_modules(self) -> Iterator[tuple[str, nn.Module]]:
         return self.model.named_modules()
