@@ -92,3 +92,14 @@ def test_csm_stages_time_the_stream_and_the_codec(tiny_csm):
     stages = tiny_csm.stage_timings(tiny_csm.bench_inputs("short"), frames=6)
     assert 0 < stages["first_audio_seconds"] <= stages["stream_seconds"]
     assert stages["codec_decode_seconds_per_audio_second"] > 0 and stages["stream_frames"] == 6
+
+
+def test_bench_bounds_its_runs_by_the_faster_of_two_probes(monkeypatch):
+    from voxport.validate import performance
+
+    monkeypatch.setattr(performance, "memory_bandwidth", lambda device, fresh: bandwidth.Bandwidth(30e9, "probe"))
+    slow, fast = bandwidth.Bandwidth(20e9, "cached probe"), bandwidth.Bandwidth(40e9, "probe")
+    assert performance._faster_after_the_runs(CPU, slow) == bandwidth.Bandwidth(30e9, "probe")
+    assert performance._faster_after_the_runs(CPU, fast) == fast
+    for fixed in (bandwidth.Bandwidth(5e9, "given"), bandwidth.Bandwidth(4.8e12, "published")):
+        assert performance._faster_after_the_runs(CPU, fixed) == fixed

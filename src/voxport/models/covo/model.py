@@ -75,7 +75,7 @@ class CovoAudioChat:
         self.device, self.dtype, self.directory = device, dtype, directory
         self.init_seconds, self.load_seconds = timings["init_seconds"], timings["load_seconds"]
         self.load_timings = {"config_and_tokenizer": timings["tokenizer_seconds"], "init": self.init_seconds,
-                             "weights": self.load_seconds}
+                             "weights": self.load_seconds, "fuse_projections": timings["fuse_projections_seconds"]}
         self.slot_id = self.token_id(AUDIO_SLOT)
         self.backend = backend_for(device)
         self._compile = False
