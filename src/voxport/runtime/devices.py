@@ -84,9 +84,10 @@ class DeviceBackend:
     def linear_kernel(self, dtype: torch.dtype) -> Callable:
         """What the engines call for x @ weight.T (+ bias) on weights of `dtype`: F.linear's maths on the same
         weights, by the fastest kernel this device has. On CPU in float32 that is oneDNN's inner product (the
-        kernel PyTorch's compiler picks for CPU linears): at batch 1 it streams the model's weights 1.2-1.6x faster
-        than the BLAS behind F.linear and runs prompts 2.5x faster (benchmarks/cpu_linear.py). bfloat16 already
-        reaches oneDNN through F.linear; float16 has no oneDNN inner product on most CPUs."""
+        kernel PyTorch's compiler picks for CPU linears): at batch 1 it streams the models' weights 1.2-2.1x
+        faster than the BLAS behind F.linear, and runs 22-token prompts 1.5-2.7x faster
+        (benchmarks/cpu_linear.py). bfloat16 already reaches oneDNN through F.linear; float16 has no oneDNN
+        inner product on most CPUs."""
         return _onednn_linear if dtype == torch.float32 and _has_onednn_linear() else F.linear
 
     def compile_step(self, step: Callable) -> Callable | None:
