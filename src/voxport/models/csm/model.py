@@ -101,7 +101,11 @@ class CsmSpeech:
         with timed(device, timings, "fuse_projections"):  # the engine's layout, set once here, not in a first call
             fuse_projections(model.backbone_model)
             fuse_projections(model.depth_decoder.model)
-        return cls(model, processor, sum(timings.values()), timings)
+        with timed(device, timings, "engine"):  # static caches for one row, allocated here, not in a first call
+            engine = CsmEngine(model, 1)
+        speech = cls(model, processor, sum(timings.values()), timings)
+        speech._engine = (engine, engine.frame)
+        return speech
 
     @property
     def frame_samples(self) -> int:
