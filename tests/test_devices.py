@@ -130,7 +130,7 @@ def test_cpu_linear_kernel_computes_what_f_linear_does(shape):
         assert torch.allclose(kernel(x, w, b), torch.nn.functional.linear(x, w, b), rtol=1e-5, atol=1e-5)
 
 
-def test_linear_kernel_is_f_linear_where_no_faster_one_applies():
+def test_cpu_float32_linears_take_onednn_and_the_rest_f_linear():
     if torch.backends.mkldnn.is_available():  # every x86 and ARM build of PyTorch: the fast path is taken
         assert BACKENDS["cpu"].linear_kernel(torch.float32) is not torch.nn.functional.linear
     assert BACKENDS["cpu"].linear_kernel(torch.float16) is torch.nn.functional.linear
