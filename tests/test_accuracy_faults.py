@@ -56,3 +56,18 @@ def test_the_first_diverging_op_is_named(tiny_csm_dir, tmp_path):
     op = result["first_diverging_op"]
     assert op["block"] == "backbone_model.layers.0" and op["op"] == "aten::gelu"
     assert "aten::silu" in op["reason"]
+
+
+def test_the_command_exits_3_on_a_fail_and_0_on_a_pass(tiny_csm_dir, tmp_path):
+    """Scripts and CI stop on a failed port by the exit code alone; the report is written either way."""
+    import json
+
+    from voxport.cli import main
+
+    faulty = fault("weights Mimi decoder conv", "csm").plant(tiny_csm_dir, tmp_path / "faulty")
+    quick = ["--dtype", "bfloat16", "--device", "cpu", "--examples", "english", "--no-op-search"]
+    report = tmp_path / "faulty.json"
+    assert main(["accuracy", "--model", str(faulty), "--reference-model", str(tiny_csm_dir), *quick,
+                 "--json-out", str(report)]) == 3
+    assert json.loads(report.read_text())["verdict"] == "FAIL"
+    assert main(["accuracy", "--model", str(tiny_csm_dir), *quick]) == 0

@@ -1,7 +1,7 @@
 """The `voxport` command: parse, call one function, print, exit.
 
-Exit codes: 0 done, 1 a user error (one line on stderr, no traceback), 2 bad usage, 130 interrupted
-(Ctrl-C or SIGTERM: both unwind, so no output is left half-written).
+Exit codes: 0 done, 1 a user error (one line on stderr, no traceback), 2 bad usage, 3 a check's verdict is
+FAIL (accuracy, repro), 130 interrupted (Ctrl-C or SIGTERM: both unwind, so no output is left half-written).
 """
 
 from __future__ import annotations

@@ -28,7 +28,8 @@ def add_parsers(commands) -> None:
                        "DiT and vocoder) and each block's inputs on the CPU in float32. Replay every block alone on "
                        "--device/--dtype and, as the benchmark, on the CPU in the same dtype; judge each by its error "
                        "relative to the benchmark's. Names the first block that is not PASS and the first op inside "
-                       "it that parts from the reference. Standard and limits: docs/validation.md.",
+                       "it that parts from the reference. Standard and limits: docs/validation.md. Exits 3 when the "
+                       "verdict is FAIL (0 for PASS and WARN).",
                        _run_accuracy)
     accuracy.add_argument("--reference-model", help="checkpoint for the reference and the benchmark (default: --model)")
     accuracy.add_argument("--text", action="append", metavar="TEXT",
@@ -43,7 +44,8 @@ def add_parsers(commands) -> None:
                     "Greedy and seeded-sampling generation twice each on the device (token match rate, first "
                     "divergence, identical audio), the step where its streams part from the reference device's "
                     "(CPU float32 by default), and whether the reference's tokens stay in the target's top-k under "
-                    "teacher forcing. Verdict FAIL when a repeat differs or a reference token leaves the top-k.",
+                    "teacher forcing. Verdict FAIL when a repeat differs or a reference token leaves the top-k; "
+                    "the command then exits 3.",
                     _run_repro)
     repro.add_argument("--reference-device", default="cpu", help="device of the reference streams (default: cpu)")
     repro.add_argument("--reference-dtype", default="float32", help="dtype of the reference streams (default: float32)")
@@ -56,7 +58,8 @@ def add_parsers(commands) -> None:
                     "process RSS, and the memory-bandwidth bound: weight bytes read per step / bandwidth, with "
                     "bound_fraction = bound / measured (1.0 = as fast as memory allows). Also where the load time "
                     "went (import, tokenizer, weights, first call...). Bandwidth: --bandwidth-gbs, else the "
-                    "published figure of a known accelerator, else a short probe on the device, cached per machine. "
+                    "published figure of a known accelerator, else a short probe on the device, cached per machine "
+                    "and taken again after the runs (the faster counts). "
                     "See docs/performance.md.", _run_bench)
     bench.add_argument("--configs", default=DEFAULT_CONFIGS,
                        help=f"comma-separated short|medium|long_<steps>t (default: {DEFAULT_CONFIGS})")
@@ -108,13 +111,17 @@ def _validation_target(args: argparse.Namespace):
     return device, resolve_dtype(args.dtype, device)
 
 
+FAILED_CHECK = 3  # the exit code of a check whose verdict is FAIL, so scripts and CI can stop on it
+
+
 def _report(result: dict, tables, json_out: Path | None) -> int:
+    """Write and print the result; exit FAILED_CHECK where its verdict is FAIL (WARN and PASS exit 0)."""
     from voxport.validate.report import write_json
 
     if json_out is not None:
         write_json(json_out, result)
     print("\n".join(tables(result)))
-    return 0
+    return FAILED_CHECK if result.get("verdict") == "FAIL" else 0
 
 
 def _run_accuracy(args: argparse.Namespace) -> int:
