@@ -153,3 +153,11 @@ def test_bad_input_is_one_clear_line(case, tmp_path, tiny_csm_dir, capsys):
     assert expected in errors[-1] and "Traceback" not in "\n".join(errors)
     assert errors[-1].startswith(("voxport: error:", "voxport tts: error:", "voxport make-tiny: error:"))
     assert set(tmp_path.rglob("*")) == before  # nothing written, not even a partial file
+
+
+@pytest.mark.parametrize("flag", ["--max-seconds", "--max-audio-mb"])
+@pytest.mark.parametrize("value", ["nan", "-1", "0", "inf"])
+def test_serve_refuses_a_limit_that_is_not_a_positive_number(flag, value, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "--model", "tts=unused", flag, value])
+    assert exit_.value.code == 2 and "expected a positive number" in capsys.readouterr().err

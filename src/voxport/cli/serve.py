@@ -6,7 +6,14 @@ import argparse
 import os
 from pathlib import Path
 
-from voxport.cli.common import add_device_options, non_negative_int, positive_int, progress, quiet_library_progress
+from voxport.cli.common import (
+    add_device_options,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    progress,
+    quiet_library_progress,
+)
 
 
 def add_parser(commands) -> None:
@@ -37,12 +44,12 @@ def add_parser(commands) -> None:
                         help="requests waiting per model before 429 (default: 64)")
     parser.add_argument("--max-batch", type=positive_int, default=8,
                         help="speech requests generated together (default: 8)")
-    parser.add_argument("--max-seconds", type=float, default=60.0,
+    parser.add_argument("--max-seconds", type=positive_float, default=60.0,
                         help="the most audio a speech request may allow each chunk of its text (max_seconds; "
                              "default: 60); long texts are spoken whole, chunk by chunk")
     parser.add_argument("--max-input-chars", type=positive_int, default=4096,
                         help="longest text one speech request may send (default: 4096)")
-    parser.add_argument("--max-audio-mb", type=float, default=25.0, help="largest audio one chat request may send")
+    parser.add_argument("--max-audio-mb", type=positive_float, default=25.0, help="largest audio one chat request may send")
     add_device_options(parser)
     parser.set_defaults(run=run)
 
