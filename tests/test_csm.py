@@ -114,14 +114,16 @@ def test_context_turns_shape_the_prompt(tiny_csm, speech_wav):
 
 
 def test_special_ids_never_reach_the_codec(fresh_tiny_csm):
-    def favour_specials(module, inputs, logits):
-        return logits.index_add(-1, torch.tensor(SPECIAL_IDS), torch.full((*logits.shape[:-1], 3), 1e4))
-
-    model = fresh_tiny_csm.model
-    model.lm_head.register_forward_hook(favour_specials)
-    model.depth_decoder.codebooks_head.register_forward_hook(favour_specials)
+    """Heads that score every special id far above every codec id: the picks still stay below 2048."""
+    with torch.no_grad():
+        for heads in (fresh_tiny_csm.model.lm_head.weight,  # [vocab, hidden]
+                      fresh_tiny_csm.model.depth_decoder.codebooks_head.weight.transpose(1, 2)):  # [31, vocab, hidden]
+            heads[..., :2048, :].zero_()
+            # Special rows of ones and of minus ones: one scores sum(h) x 1e3 > 0 unless the state sums to 0.
+            heads[..., SPECIAL_IDS, :] = torch.tensor([1e3, -1e3, 1e3]).view(3, 1)
     for greedy in (True, False):
-        result = fresh_tiny_csm.generate(SynthesisRequest(text="Specials.", max_frames=4, seed=0, greedy=greedy))
+        result = fresh_tiny_csm.generate(SynthesisRequest(text="Specials.", max_frames=4, min_frames=4, seed=0,
+                                                          greedy=greedy))
         assert result.frames == 4 and result.codes.max() < 2048
 
 
@@ -161,9 +163,10 @@ def test_example_inputs_are_fixed(tiny_csm):
 def test_fixed_runs_and_weight_bytes(tiny_csm):
     assert tiny_csm.run_fixed(tiny_csm.bench_inputs("short"), 3) == pytest.approx(0.24)
     model = tiny_csm.model
-    expected = (sum(p.numel() for p in model.backbone_model.layers.parameters()) + 64 + 2051 * 64
+    # The heads' rows for the codec's 2048 ids are read, not those of the 3 specials.
+    expected = (sum(p.numel() for p in model.backbone_model.layers.parameters()) + 64 + 2048 * 64
                 + 31 * (sum(p.numel() for p in model.depth_decoder.model.layers.parameters()) + 32 + 64 * 32
-                        + 32 * 2051)) * 4
+                        + 32 * 2048)) * 4
     assert tiny_csm.weight_bytes_per_step() == expected
 
 
@@ -212,3 +215,16 @@ def test_wrong_model_type(tiny_csm_dir, tmp_path):
     (other / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
     with pytest.raises(CheckpointError, match="holds a 'qwen2' checkpoint: expected model_type 'csm'"):
         CsmSpeech.load(other, CPU, torch.float32)
+
+
+def test_codebook_heads_are_stored_row_by_row_without_a_copy(tiny_csm_dir, tiny_csm):
+    """The engine's layout changes where the heads' numbers sit, not what the model computes."""
+    original = CsmForConditionalGeneration.from_pretrained(tiny_csm_dir).depth_decoder.codebooks_head
+    head = tiny_csm.model.depth_decoder.codebooks_head
+    assert head.weight.transpose(1, 2).is_contiguous() and not original.weight.transpose(1, 2).is_contiguous()
+    engine, _ = tiny_csm.engine(1)
+    assert engine.depth_heads[0].data_ptr() == head.weight.data_ptr()  # views of one storage: no second copy
+    states = torch.randn(2, 31, head.weight.shape[1])
+    with torch.no_grad():
+        indices = torch.arange(1, 32)
+        torch.testing.assert_close(head(states, indices), original(states, indices))

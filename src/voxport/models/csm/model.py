@@ -16,8 +16,7 @@ from transformers import CsmForConditionalGeneration, CsmProcessor
 from voxport.audio.io import check_samples, load_audio
 from voxport.errors import CheckpointError, InputError
 from voxport.models.base import SpeechSpec, SpokenAudio, Stage, repeated_blocks
-from voxport.models.cached_stack import fuse_projections
-from voxport.models.csm.engine import CsmEngine
+from voxport.models.csm.engine import CsmEngine, arrange_weights
 from voxport.models.csm.generation import (
     StreamChunk,
     generate_codes,
@@ -98,9 +97,8 @@ class CsmSpeech:
             processor = _load_processor(path)
         with timed(device, timings, "weights"):
             model = _load_weights(path, device, dtype)
-        with timed(device, timings, "fuse_projections"):  # the engine's layout, set once here, not in a first call
-            fuse_projections(model.backbone_model)
-            fuse_projections(model.depth_decoder.model)
+        with timed(device, timings, "weight_layout"):  # the engine's layout, set once here, not in a first call
+            arrange_weights(model)
         with timed(device, timings, "engine"):  # static caches for one row, allocated here, not in a first call
             engine = CsmEngine(model, 1)
         speech = cls(model, processor, sum(timings.values()), timings)
@@ -336,12 +334,15 @@ class CsmSpeech:
                 "codec_decode_seconds_per_audio_second": timings["codec"] / audio_seconds}
 
     def weight_bytes_per_step(self) -> int:
-        """Weight bytes one frame reads: the backbone once, the depth decoder and one head slice 31 times."""
+        """Weight bytes one frame reads: the backbone and its head once, the depth decoder and one head 31 times
+        (each head's rows for the codec's ids only: the engine never computes the specials' logits)."""
         depth = self.model.depth_decoder
+        head_rows = self.config.codec_config.codebook_size
         per_depth_step = (_bytes(depth.model.layers) + _bytes(depth.model.norm)
                           + _bytes(depth.model.inputs_embeds_projector)
-                          + depth.codebooks_head.weight[0].numel() * depth.codebooks_head.weight.element_size())
-        frame = self.weight_bytes_per_prompt() + _bytes(self.model.lm_head)
+                          + head_rows * depth.codebooks_head.weight.shape[1] * depth.codebooks_head.weight.element_size())
+        head = self.model.lm_head.weight
+        frame = self.weight_bytes_per_prompt() + head_rows * head.shape[1] * head.element_size()
         return frame + (self.config.num_codebooks - 1) * per_depth_step
 
     def weight_bytes_per_prompt(self) -> int:
