@@ -1,5 +1,6 @@
 """Performance plumbing: the device name of a CPU, the bandwidth probe and its cache, each model's stages."""
 
+import json
 import math
 import os
 from pathlib import Path
@@ -94,12 +95,26 @@ def test_csm_stages_time_the_stream_and_the_codec(tiny_csm):
     assert stages["codec_decode_seconds_per_audio_second"] > 0 and stages["stream_frames"] == 6
 
 
-def test_bench_bounds_its_runs_by_the_faster_of_two_probes(monkeypatch):
-    from voxport.validate import performance
-
-    monkeypatch.setattr(performance, "memory_bandwidth", lambda device, fresh: bandwidth.Bandwidth(30e9, "probe"))
+def test_a_probed_bound_takes_the_faster_of_two_probes(monkeypatch):
+    monkeypatch.setattr(bandwidth, "probe_bandwidth", lambda device: 30e9)
     slow, fast = bandwidth.Bandwidth(20e9, "cached probe"), bandwidth.Bandwidth(40e9, "probe")
-    assert performance._faster_after_the_runs(CPU, slow) == bandwidth.Bandwidth(30e9, "probe")
-    assert performance._faster_after_the_runs(CPU, fast) == fast
+    assert bandwidth.faster_of_another_probe(CPU, slow) == bandwidth.Bandwidth(30e9, "probe")
+    assert bandwidth.faster_of_another_probe(CPU, fast) == fast
     for fixed in (bandwidth.Bandwidth(5e9, "given"), bandwidth.Bandwidth(4.8e12, "published")):
-        assert performance._faster_after_the_runs(CPU, fixed) == fixed
+        assert bandwidth.faster_of_another_probe(CPU, fixed) == fixed
+
+
+@pytest.mark.parametrize("before, after", [(20e9, 30e9), (30e9, 20e9)])
+def test_tts_bounds_its_run_by_the_faster_of_probes_before_and_after(before, after, tiny_csm_dir, tmp_path,
+                                                                      monkeypatch, capsys):
+    """One probe at a slow moment would flatter the run (a fraction above 1 was seen on a shared machine)."""
+    from voxport.cli import main
+
+    rates = iter([before, after])
+    monkeypatch.setattr(bandwidth, "probe_bandwidth", lambda device: next(rates))
+    monkeypatch.setenv("VOXPORT_CACHE_DIR", str(tmp_path))
+    assert main(["tts", "Two probes.", "--model", str(tiny_csm_dir), "-o", str(tmp_path / "p.wav"),
+                 "--max-tokens", "2", "--device", "cpu", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["bandwidth_bytes_per_second"] == 30e9 and report["bandwidth_source"] == "probe"
+    assert report["bound_fraction"] == pytest.approx(report["bytes_read"] / 30e9 / report["generation_seconds"])

@@ -16,7 +16,7 @@ import torch
 
 from voxport.errors import InputError
 from voxport.models.registry import family_of
-from voxport.runtime.bandwidth import Bandwidth, memory_bandwidth
+from voxport.runtime.bandwidth import faster_of_another_probe, memory_bandwidth
 from voxport.runtime.devices import BACKENDS, backend_for, dtype_name
 
 
@@ -60,7 +60,7 @@ def run_benchmark(source: str, device: torch.device, dtype: torch.dtype, configs
                 singles.append(_timed_run(model, inputs, 1, backend, device)[1])
         timed_configs.append((config, steps, latencies, singles, audio_seconds, backend.peak_memory(device),
                               host.peak_memory(device)))
-    measured_bandwidth = _faster_after_the_runs(device, measured_bandwidth)
+    measured_bandwidth = faster_of_another_probe(device, measured_bandwidth)
     rate = measured_bandwidth.bytes_per_second
     results = [_config_result(*timed, step_bytes, rate, device) for timed in timed_configs]
     decode = (stage_report or {}).get(f"decode_seconds_per_{model.step_unit}")
@@ -98,15 +98,6 @@ def _timed_run(model, inputs, steps: int, backend, device: torch.device) -> tupl
     audio_seconds = model.run_fixed(inputs, steps)
     backend.synchronize(device)
     return audio_seconds, time.perf_counter() - began
-
-
-def _faster_after_the_runs(device: torch.device, before: Bandwidth) -> Bandwidth:
-    """A probed bandwidth is probed again after the timed runs, and the faster figure bounds them all: a shared
-    machine's bandwidth drifts, and a bound probed at a slow moment could be beaten by a run at a fast one."""
-    if before.source not in ("probe", "cached probe"):
-        return before
-    after = memory_bandwidth(device, fresh=True)
-    return after if after.bytes_per_second > before.bytes_per_second else before
 
 
 def _config_result(config, steps, latencies, singles, audio_seconds, device_peak, host_peak, step_bytes, bandwidth,
