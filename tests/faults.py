@@ -177,8 +177,8 @@ def mel_in_float16(model):
 class LateKVEngine(CsmEngine):
     """The backbone's KV cache written one row after the slot it belongs to."""
 
-    def __init__(self, model, batch):
-        super().__init__(model, batch)
+    def __init__(self, model, batch, **options):
+        super().__init__(model, batch, **options)
         stack = self.backbone
         original = type(stack).__call__
 

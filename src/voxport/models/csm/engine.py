@@ -51,10 +51,14 @@ class FrameChunk:
 class CsmEngine:
     """Frames for a batch of prompts, on the weights of one loaded CSM model."""
 
-    def __init__(self, model: CsmForConditionalGeneration, batch: int):
+    def __init__(self, model: CsmForConditionalGeneration, batch: int, pick: Callable | None = None):
+        """`pick(logits, settings, noise, step)` chooses codebook `step`'s code for each row from its logits
+        [batch, codebook_size]: sampled (or greedy) as `settings` say unless given (teacher forcing gives
+        known codes)."""
         config = model.config
         arrange_weights(model)
         self.model, self.config, self.batch = model, config, batch
+        self.pick = pick or self._sample
         device = model.lm_head.weight.device
         grouped = backend_for(device).grouped_query_attention
         self.backbone = CachedStack(model.backbone_model, batch, config.max_position_embeddings, grouped)
@@ -107,15 +111,15 @@ class CsmEngine:
         """
         first = self.linear(hidden, self.lm_head)
         first = first + torch.where(early, self.eos_blocked, self.nothing_blocked)
-        codes = [self._pick(first, settings, noise, 0).unsqueeze(1)]  # [batch, 1] each: the depth steps' shape
+        codes = [self.pick(first, settings, noise, 0).unsqueeze(1)]  # [batch, 1] each: the depth steps' shape
         table, rope, slots = self.depth_first
         inputs = torch.cat([hidden.unsqueeze(1), F.embedding(codes[0], table)], dim=1)
         state = self.depth(self.linear(inputs, self.depth_projector), rope, slots, None, visible=2)[:, -1:]
         for step, (table, rope, slots) in enumerate(self.depth_steps, start=1):
-            codes.append(self._pick(self.linear(state, self.depth_heads[step - 1]), settings, noise, step))
+            codes.append(self.pick(self.linear(state, self.depth_heads[step - 1]), settings, noise, step))
             state = self.depth(self.linear(F.embedding(codes[-1], table), self.depth_projector), rope, slots, None,
                                visible=step + 2)
-        codes.append(self._pick(self.linear(state, self.depth_heads[-1]), settings, noise, len(self.depth_heads)))
+        codes.append(self.pick(self.linear(state, self.depth_heads[-1]), settings, noise, len(self.depth_heads)))
         frame = torch.cat(codes, dim=1)
         keys = self.backbone.cache_index[:visible]
         mask = ((keys[None, :] <= slot) & (keys[None, :] >= starts[:, None]))[:, None, None, :]
@@ -123,7 +127,7 @@ class CsmEngine:
         rope = self.backbone.rope((slot - starts)[:, None])
         return frame, self.backbone(embedded, rope, slot.view(1), mask, visible=visible)[:, -1]
 
-    def _pick(self, logits: torch.Tensor, settings: SamplingSettings, noise: torch.Tensor | None, step: int):
+    def _sample(self, logits: torch.Tensor, settings: SamplingSettings, noise: torch.Tensor | None, step: int):
         """A code per row (and position) from logits over the codec's ids (leaving specials out blocks them)."""
         gumbel = None if noise is None else noise[step].view(*logits.shape[:-1], -1)
         return pick_tokens(logits if logits.dtype == torch.float32 else logits.float(), settings, gumbel=gumbel)

@@ -256,15 +256,14 @@ class CsmSpeech:
     def teacher_forced_engine(self, prompt: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """The engine's logits [frames, codebooks, codebook_size] for known `codes` after `prompt` [1, T, hidden]:
         its real frame step over the static caches, with each pick replaced by the known code."""
-        engine = self.engine_type(self.model, 1)
         logits: list[torch.Tensor] = []
         frame_index = 0
 
         def known_code(step_logits, settings, noise, step):
-            logits.append(step_logits[..., : engine.codebook_size].reshape(-1))
+            logits.append(step_logits.reshape(-1))
             return codes[frame_index, step].expand(step_logits.shape[:-1])
 
-        engine._pick = known_code
+        engine = self.engine_type(self.model, 1, pick=known_code)
         starts = torch.zeros(1, dtype=torch.long, device=self.device)
         hidden = engine.prefill(prompt, starts)
         greedy, late = SamplingSettings(greedy=True), torch.tensor(False, device=self.device)
