@@ -151,6 +151,22 @@ def test_forward_logits_stages(tiny_covo):
     assert all(torch.equal(outputs[name], again[name]) for name in outputs)
 
 
+def test_generation_stage_runs_the_chat_engine_over_two_rounds(tiny_covo):
+    """The accuracy check's cached rounds go through the token engine a chat runs; on a sound engine they give
+    the whole sequence's teacher-forced logits at each round's last prompt position and its reply's."""
+    stages = {stage.name: stage for stage in tiny_covo.accuracy_stages(tiny_covo.accuracy_examples()["english"])}
+    llm, rounds = stages["llm"], stages["generation"].inputs["rounds"]
+    whole = llm.run(tiny_covo, llm.inputs)
+    positions, start = [], 0
+    for prompt, reply in rounds:
+        start += len(prompt)
+        positions += range(start - 1, start + len(reply) - 1)
+        start += len(reply) - 1
+    cached = stages["generation"].run(tiny_covo, stages["generation"].inputs)
+    assert cached.shape == (sum(len(reply) for _, reply in rounds), tiny_covo.config.llm.vocab_size)
+    torch.testing.assert_close(cached, whole[positions].float(), rtol=1e-4, atol=1e-4)
+
+
 def test_validation_hooks(tiny_covo):
     example = tiny_covo.example_inputs()
     tokens = tiny_covo.greedy_tokens(example, 5)

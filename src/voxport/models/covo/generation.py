@@ -63,7 +63,11 @@ class TokenEngine:
     many of its positions hold history. Prompts are prefilled into it; tokens are generated from it."""
 
     def __init__(self, llm: Qwen2ForCausalLM, grouped_attention: bool, capacity: int = CACHE_QUANTUM,
-                 compile_step: Callable[[Callable], Callable | None] | None = None):
+                 compile_step: Callable[[Callable], Callable | None] | None = None, pick: Callable | None = None):
+        """`pick` replaces the penalised greedy or sampled choice (`TokenEngine.pick`'s arguments): teacher
+        forcing passes known tokens."""
+        if pick is not None:
+            self.pick = pick
         self.limit = llm.config.max_position_embeddings
         self.stack = CachedStack(llm.model, 1, min(_quanta(capacity), self.limit), grouped_attention)
         self.embedding, self.head = llm.model.embed_tokens.weight, llm.lm_head.weight

@@ -11,7 +11,6 @@ import torch
 from accelerate import init_empty_weights
 from torch import nn
 from transformers import Qwen2Tokenizer
-from transformers.cache_utils import DynamicCache
 
 from voxport.errors import CheckpointError, InputError
 from voxport.audio.features import whisper_log_mel
@@ -201,7 +200,10 @@ class CovoAudioChat:
         segments = [torch.from_numpy(segment) for segment in example.clip.segments]
         mels = clip_log_mels(example.clip, self.config.encoder.num_mel_bins, self.device)
         encoded = self.network.encoder(mels.to(self.dtype)).last_hidden_state
-        features = [self.network.audio_adapter(encoded).flatten(0, 1).cpu(), self.audio_features(example.follow_up).cpu()]
+        # Each round's features cut to its prompt's placeholders, so the whole-sequence stage gives round 2's
+        # slots round 2's audio (not round 1's padding rows).
+        features = [self.network.audio_adapter(encoded).flatten(0, 1)[: example.clip.placeholders].cpu(),
+                    self.audio_features(example.follow_up)[: example.follow_up.placeholders].cpu()]
         rounds = []
         for index, (clip, reply) in enumerate(zip((example.clip, example.follow_up), example.replies)):
             reply_ids = self.tokenizer(reply, add_special_tokens=False).input_ids + [self.token_id("<|im_end|>")]
@@ -240,17 +242,22 @@ class CovoAudioChat:
     @torch.inference_mode()
     def cached_round_logits(self, rounds: list[tuple[torch.Tensor, torch.Tensor]],
                             features: list[torch.Tensor]) -> torch.Tensor:
-        """Logits [steps, vocab] of known replies through the KV cache, round after round, as a chat runs them:
-        each round's prompt in one prefill (last position kept), then its reply a token at a time, the last
-        reply token left out of the cache as generation leaves it."""
-        llm = self.network.llm
-        cache = DynamicCache(config=self.config.llm)
-        logits = []
+        """Logits [steps, vocab] of known replies through the token engine a chat runs (static KV cache, its
+        prefill after history and its decoding step), round after round: each round's prompt in one prefill,
+        then its reply a token at a time, the last reply token left out of the cache as generation leaves it."""
+        logits: list[torch.Tensor] = []
+        reply = iter(())
+
+        def known_token(step_logits, *_):
+            logits.append(step_logits[0].float())
+            return next(reply).view(1)
+
+        engine = TokenEngine(self.network.llm, self.backend.grouped_query_attention, pick=known_token)
         for (prompt_ids, reply_ids), round_features in zip(rounds, features):
-            embeds = self._fill_slots(prompt_ids.view(1, -1), round_features)
-            logits.append(llm(inputs_embeds=embeds, cache=cache, use_cache=True, logits_to_keep=1).logits[0, -1])
-            for token in reply_ids[:-1]:
-                logits.append(llm(input_ids=token.view(1, 1), cache=cache, use_cache=True).logits[0, -1])
+            reply = iter(reply_ids.to(self.device))
+            prompt_ids = prompt_ids.view(1, -1).to(self.device)
+            engine.generate(self._fill_slots(prompt_ids, round_features), prompt_ids, int(reply_ids[-1]),
+                            len(reply_ids), SamplingSettings(greedy=True), RepetitionPenalties(), None)
         return torch.stack(logits)
 
     @torch.inference_mode()
