@@ -2,7 +2,8 @@
 (the BLAS behind it), measured side by side in one run, alternating, so the machine's drift hits both alike.
 
 Prints, for the projection shapes of CSM-1B and Covo-Audio-Chat's 7B LLM, the weight bytes per second each
-reads at batch 1 (a decode step) and the seconds for a 22-token prompt, with the ratio; with --model, a whole
+reads at batch 1 (a decode step) and the seconds for a 22-token prompt, with the ratio; CSM's codebook heads
+in the checkpoint's layout and in the engine's; with --model, a whole
 CSM generation (prefill and --frames frames) on each kernel, with its ratio.
 
     python benchmarks/cpu_linear.py
@@ -68,6 +69,23 @@ def compare_shapes(repeats: int) -> None:
               f"{best['kernel', 'prompt'] * 1e3:10.2f} {best['blas', 'prompt'] / best['kernel', 'prompt']:6.2f}")
 
 
+def compare_head_layouts(repeats: int) -> None:
+    """CSM's codebook heads as checkpoints store them ([hidden, vocab], read through a transposed view) and as
+    the engine stores them at load (`arrange_weights`: [vocab, hidden] rows, cut to the codec's 2048 ids)."""
+    kernel = backend_for(CPU).linear_kernel(torch.float32)
+    heads = torch.randn(31, 1024, 2051) / 1024**0.5  # CSM-1B's 31 depth heads: 260 MB, past the cache
+    layouts = {"checkpoint view": [head.transpose(0, 1) for head in heads.unbind(0)],
+               "engine rows": [head.t().contiguous()[:2048] for head in heads.unbind(0)]}
+    x = torch.randn(1, 1, 1024)
+    timings = {name: [] for name in layouts}
+    for _ in range(2):
+        for name, weights in layouts.items():
+            timings[name].append(median_seconds(lambda: [kernel(x, weight) for weight in weights], repeats) / 31)
+    view, rows = min(timings["checkpoint view"]), min(timings["engine rows"])
+    print(f"CSM codebook head at batch 1: checkpoint's layout {view * 1e6:.0f} us, engine's rows {rows * 1e6:.0f} us, "
+          f"ratio {view / rows:.2f}")
+
+
 def compare_generation(model: str, frames: int, repeats: int) -> None:
     from voxport.models.csm import CsmSpeech, SynthesisRequest
 
@@ -94,6 +112,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     compare_shapes(args.repeats)
+    compare_head_layouts(args.repeats)
     if args.model:
         compare_generation(args.model, args.frames, args.repeats)
 
