@@ -98,8 +98,8 @@ def test_csm_stages_time_the_stream_and_the_codec(tiny_csm):
 def test_a_probed_bound_takes_the_faster_of_two_probes(monkeypatch):
     monkeypatch.setattr(bandwidth, "probe_bandwidth", lambda device: 30e9)
     slow, fast = bandwidth.Bandwidth(20e9, "cached probe"), bandwidth.Bandwidth(40e9, "probe")
-    assert bandwidth.faster_of_another_probe(CPU, slow) == bandwidth.Bandwidth(30e9, "probe")
-    assert bandwidth.faster_of_another_probe(CPU, fast) == fast
+    assert bandwidth.faster_of_another_probe(CPU, slow) == bandwidth.Bandwidth(30e9, "probe", (20e9, 30e9))
+    assert bandwidth.faster_of_another_probe(CPU, fast) == bandwidth.Bandwidth(40e9, "probe", (40e9, 30e9))
     for fixed in (bandwidth.Bandwidth(5e9, "given"), bandwidth.Bandwidth(4.8e12, "published")):
         assert bandwidth.faster_of_another_probe(CPU, fixed) == fixed
 
@@ -110,11 +110,29 @@ def test_tts_bounds_its_run_by_the_faster_of_probes_before_and_after(before, aft
     """One probe at a slow moment would flatter the run (a fraction above 1 was seen on a shared machine)."""
     from voxport.cli import main
 
-    rates = iter([before, after])
+    rates = iter([before, after, before, after])
     monkeypatch.setattr(bandwidth, "probe_bandwidth", lambda device: next(rates))
     monkeypatch.setenv("VOXPORT_CACHE_DIR", str(tmp_path))
-    assert main(["tts", "Two probes.", "--model", str(tiny_csm_dir), "-o", str(tmp_path / "p.wav"),
-                 "--max-tokens", "2", "--device", "cpu", "--json"]) == 0
+    command = ["tts", "Two probes.", "--model", str(tiny_csm_dir), "-o", str(tmp_path / "p.wav"), "--max-tokens", "2",
+               "--device", "cpu"]
+    assert main([*command, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["bandwidth_bytes_per_second"] == 30e9 and report["bandwidth_source"] == "probe"
+    assert report["bandwidth_probes_bytes_per_second"] == [before, after]  # the drift, for the reader to judge
     assert report["bound_fraction"] == pytest.approx(report["bytes_read"] / 30e9 / report["generation_seconds"])
+    assert main(command) == 0
+    assert f"(probed {before / 1e9:.1f} and {after / 1e9:.1f} GB/s)" in capsys.readouterr().out
+
+
+def test_bench_reports_both_probes_and_its_summary_names_them(tiny_csm_dir, tmp_path, monkeypatch):
+    from voxport.validate.grid import parse_configs
+    from voxport.validate.performance import run_benchmark
+    from voxport.validate.report import performance_table
+
+    rates = iter([20e9, 30e9])
+    monkeypatch.setattr(bandwidth, "probe_bandwidth", lambda device: next(rates))
+    monkeypatch.setenv("VOXPORT_CACHE_DIR", str(tmp_path))
+    result = run_benchmark(str(tiny_csm_dir), CPU, torch.float32, parse_configs("short_4t"), iterations=1,
+                           progress=lambda message: None)
+    assert result["bandwidth_bytes_per_second"] == 30e9 and result["bandwidth_probes_bytes_per_second"] == [20e9, 30e9]
+    assert "30.0 GB/s (probe; the faster of 20.0 and 30.0 GB/s)" in "\n".join(performance_table(result))

@@ -324,6 +324,7 @@ def _bandwidth_bound(tts, report: dict, device, before) -> dict:
     step_bytes = tts.weight_bytes_per_step()
     bytes_read = steps * step_bytes + report.get("chunks", 1) * tts.weight_bytes_per_prompt()
     return {"bandwidth_bytes_per_second": bandwidth.bytes_per_second, "bandwidth_source": bandwidth.source,
+            "bandwidth_probes_bytes_per_second": list(bandwidth.probes),
             "bytes_read_per_step": step_bytes, "bytes_read": bytes_read,
             "bound_fraction": bound_fraction(1, report["generation_seconds"], bytes_read, bandwidth.bytes_per_second)}
 
@@ -338,10 +339,15 @@ def _summary(report: dict) -> str:
             + (f"; first audio after {first * 1000:.0f} ms" if first is not None else "")
             + f" on {report['device']} ({report['device_name']}, {report['dtype']}, {report['engine']} engine)"
             + ("" if report["bound_fraction"] is None else
-               f"; {report['bound_fraction']:.2f} of the memory-bandwidth bound")
+               f"; {report['bound_fraction']:.2f} of the memory-bandwidth bound" + _probes(report))
             + "; "
             f"peak memory {report['peak_memory']['allocated_bytes'] / 2**30:.2f} GiB "
             f"({report['peak_memory']['source']}); seed {report['seed']}")
+
+
+def _probes(report: dict) -> str:
+    probes = report["bandwidth_probes_bytes_per_second"]
+    return f" (probed {' and '.join(f'{rate / 1e9:.1f}' for rate in probes)} GB/s)" if probes else ""
 
 
 def _context_turn(text: str):

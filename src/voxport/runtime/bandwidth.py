@@ -15,7 +15,7 @@ import os
 import platform
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -45,9 +45,7 @@ PROBE_METHOD = "float32 mv or the linear kernel, tall or wide: the fastest"
 class Bandwidth:
     bytes_per_second: float
     source: str  # "given" (--bandwidth-gbs), "published" (the table), "probe" or "cached probe"
-
-    def to_json(self) -> dict:
-        return {"bytes_per_second": self.bytes_per_second, "source": self.source}
+    probes: tuple[float, ...] = ()  # the figures it was picked from (before and after a run): their spread is the drift
 
 
 def published_bandwidth(device_name: str) -> float | None:
@@ -82,7 +80,8 @@ def faster_of_another_probe(device: torch.device, before: Bandwidth) -> Bandwidt
     if before.source not in ("probe", "cached probe"):
         return before
     after = memory_bandwidth(device, fresh=True)
-    return after if after.bytes_per_second > before.bytes_per_second else before
+    faster = after if after.bytes_per_second > before.bytes_per_second else before
+    return replace(faster, probes=(before.bytes_per_second, after.bytes_per_second))
 
 
 def probe_bandwidth(device: torch.device, size_bytes: int = PROBE_BYTES) -> float:

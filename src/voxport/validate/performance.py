@@ -72,6 +72,7 @@ def run_benchmark(source: str, device: torch.device, dtype: torch.dtype, configs
         "load_breakdown_seconds": load, "total_load_seconds": sum(load.values()),
         "weight_bytes_per_step": step_bytes,
         "bandwidth_bytes_per_second": measured_bandwidth.bytes_per_second, "bandwidth_source": measured_bandwidth.source,
+        "bandwidth_probes_bytes_per_second": list(measured_bandwidth.probes),
         "stages": stage_report, "configs": results,
     }
 

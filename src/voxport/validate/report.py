@@ -160,6 +160,12 @@ def reproducibility_table(repro: dict) -> list[str]:
             f"({against['steps_in_top_k']} of {repro['steps']} steps) |"]
 
 
+def _probed(performance: dict) -> str:
+    """The figures a probed bandwidth was picked from: how far the machine drifted around the runs."""
+    probes = performance.get("bandwidth_probes_bytes_per_second") or []
+    return f"; the faster of {' and '.join(f'{rate / 1e9:.1f}' for rate in probes)} GB/s" if probes else ""
+
+
 def performance_table(performance: dict) -> list[str]:
     bandwidth = performance["bandwidth_bytes_per_second"]
     load = performance["load_breakdown_seconds"]
@@ -167,7 +173,7 @@ def performance_table(performance: dict) -> list[str]:
     lines = [f"On {performance['device_name']} ({performance['dtype']}). Load {performance['total_load_seconds']:.2f} s = "
              + " + ".join(f"{name.replace('_', ' ')} {seconds:.2f}" for name, seconds in load.items()) + ".",
              f"{performance['weight_bytes_per_step'] / 1e9:.3f} GB of weights read per {unit}; memory bandwidth "
-             + (f"{bandwidth / 1e9:.1f} GB/s ({performance['bandwidth_source']})" if bandwidth
+             + (f"{bandwidth / 1e9:.1f} GB/s ({performance['bandwidth_source']}{_probed(performance)})" if bandwidth
                 else "unknown (pass --bandwidth-gbs)") + ".", "",
              f"| config | mean s | p50 s | p90 s | {unit}s/s | ms/{unit} | bound ms/{unit} | bound fraction | RTF | "
              "x real time | peak device GiB | peak RSS GiB |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
