@@ -346,8 +346,10 @@ def _summary(report: dict) -> str:
 
 
 def _probes(report: dict) -> str:
+    from voxport.runtime.bandwidth import probes_text
+
     probes = report["bandwidth_probes_bytes_per_second"]
-    return f" (probed {' and '.join(f'{rate / 1e9:.1f}' for rate in probes)} GB/s)" if probes else ""
+    return f" (probed {probes_text(probes)})" if probes else ""
 
 
 def _context_turn(text: str):

@@ -84,6 +84,11 @@ def faster_of_another_probe(device: torch.device, before: Bandwidth) -> Bandwidt
     return replace(faster, probes=(before.bytes_per_second, after.bytes_per_second))
 
 
+def probes_text(rates: list[float]) -> str:
+    """Probed figures (bytes/s) for a summary line: '30.9 and 39.5 GB/s'."""
+    return " and ".join(f"{rate / 1e9:.1f}" for rate in rates) + " GB/s"
+
+
 def probe_bandwidth(device: torch.device, size_bytes: int = PROBE_BYTES) -> float:
     """Bytes/s at which float32 matrix-vector products read their matrix on `device`: the median of samples, by
     the fastest of torch.mv and the linear kernel the engines call (`DeviceBackend.linear_kernel`) over a tall

@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
+from voxport.runtime.bandwidth import probes_text  # noqa: E402
 from voxport.runtime.files import replaced_atomically  # noqa: E402
 
 VERDICT_COLOURS = {"PASS": "tab:green", "WARN": "tab:orange", "FAIL": "tab:red"}
@@ -162,8 +163,8 @@ def reproducibility_table(repro: dict) -> list[str]:
 
 def _probed(performance: dict) -> str:
     """The figures a probed bandwidth was picked from: how far the machine drifted around the runs."""
-    probes = performance.get("bandwidth_probes_bytes_per_second") or []
-    return f"; the faster of {' and '.join(f'{rate / 1e9:.1f}' for rate in probes)} GB/s" if probes else ""
+    probes = performance.get("bandwidth_probes_bytes_per_second")
+    return f"; the faster of {probes_text(probes)}" if probes else ""
 
 
 def performance_table(performance: dict) -> list[str]:
