@@ -246,15 +246,14 @@ class CovoAudioChat:
         prefill after history and its decoding step), round after round: each round's prompt in one prefill,
         then its reply a token at a time, the last reply token left out of the cache as generation leaves it."""
         logits: list[torch.Tensor] = []
-        reply = iter(())
+        known = iter(torch.cat([reply_ids for _, reply_ids in rounds]).to(self.device))  # each round takes its own
 
         def known_token(step_logits, *_):
             logits.append(step_logits[0].float())
-            return next(reply).view(1)
+            return next(known).view(1)
 
         engine = TokenEngine(self.network.llm, self.backend.grouped_query_attention, pick=known_token)
         for (prompt_ids, reply_ids), round_features in zip(rounds, features):
-            reply = iter(reply_ids.to(self.device))
             prompt_ids = prompt_ids.view(1, -1).to(self.device)
             engine.generate(self._fill_slots(prompt_ids, round_features), prompt_ids, int(reply_ids[-1]),
                             len(reply_ids), SamplingSettings(greedy=True), RepetitionPenalties(), None)
