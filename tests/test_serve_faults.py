@@ -36,6 +36,14 @@ def wait_until(condition, what: str) -> None:
         time.sleep(0.2)
 
 
+def wait_for_start(server, model: str, batches_before: float) -> None:
+    """Until the model's worker has started a batch since `batches_before`. A streamed reply's first bytes go
+    out before its job runs, so a client that left on them could be skipped in the queue (another test's case)
+    instead of stopped while running."""
+    wait_until(lambda: server.metric("voxport_batch_size_count", model=model) > batches_before,
+               f"the {model} job did not start")
+
+
 def wait_for_cancel(server, model: str, cancelled_before: float) -> None:
     wait_until(lambda: server.metric("voxport_cancelled_jobs_total", model=model, stage="running") > cancelled_before,
                f"the {model} job was not cancelled")
@@ -88,11 +96,13 @@ def test_a_queued_chat_request_whose_client_left_is_skipped(live_server, voice_c
 
 
 def test_a_streamed_chat_reply_stops_when_its_client_leaves(live_server, voice_clip_b64):
+    batches = live_server.metric("voxport_batch_size_count", model="chat")
     with counting(live_server, "chat") as seen:
         with httpx.stream("POST", f"{live_server.base}/v1/chat/completions", timeout=60, json=chat_body(
                 voice_clip_b64, max_tokens=LONG_CHAT_TOKENS, stream=True)) as reply:
             first = next(reply.iter_lines())
             assert json.loads(first.removeprefix("data: "))["object"] == "chat.completion.chunk"
+            wait_for_start(live_server, "chat", batches)
     assert seen["cancelled"] == 1 and 0 < seen["steps"] < LONG_CHAT_TOKENS
 
 
@@ -105,10 +115,12 @@ def test_whole_speech_stops_when_its_client_leaves(live_server):
 
 
 def test_streamed_speech_stops_when_its_client_leaves(live_server):
+    batches = live_server.metric("voxport_batch_size_count", model="tts")
     with counting(live_server, "tts") as seen:
         with httpx.stream("POST", f"{live_server.base}/v1/audio/speech", timeout=60, json={
                 "model": "tts", "input": LONG_SENTENCE, "stream": True}) as reply:
             assert next(reply.iter_raw())[:4] == b"RIFF"
+            wait_for_start(live_server, "tts", batches)
     assert seen["cancelled"] == 1 and 0 < seen["steps"] < LONG_SENTENCE_FRAMES
 
 
