@@ -4,7 +4,7 @@ import pytest
 from huggingface_hub import constants
 
 from voxport.errors import CheckpointError
-from voxport.runtime.checkpoints import resolve_checkpoint
+from voxport.runtime.checkpoints import require_tokenizer_files, resolve_checkpoint
 
 
 def put_in_hub_cache(checkpoint, cache, repo_id):
@@ -51,3 +51,17 @@ def test_offline_hub_id_from_cache(tiny_csm_dir, tmp_path, monkeypatch):
     snapshot = put_in_hub_cache(tiny_csm_dir, tmp_path, "someone/tiny-csm")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
     assert resolve_checkpoint("someone/tiny-csm").resolve() == snapshot.resolve()
+
+
+QWEN2_TOKENIZER = (("tokenizer.json",), ("vocab.json", "merges.txt"))
+
+
+def test_a_tokenizer_in_either_layout_is_found(tmp_path):
+    (tmp_path / "tokenizer.json").write_text("{}")
+    require_tokenizer_files(tmp_path, QWEN2_TOKENIZER)
+    (tmp_path / "tokenizer.json").unlink()
+    (tmp_path / "vocab.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="has no tokenizer: expected tokenizer.json or vocab.json with merges.txt"):
+        require_tokenizer_files(tmp_path, QWEN2_TOKENIZER)
+    (tmp_path / "merges.txt").write_text("")
+    require_tokenizer_files(tmp_path, QWEN2_TOKENIZER)

@@ -209,6 +209,13 @@ def test_unexpected_key_and_missing_shard(tiny_covo_dir, tmp_path):
         CovoAudioChat.load(gap, CPU, torch.float32)
 
 
+def test_a_checkpoint_without_its_tokenizer_names_the_files(tiny_covo_dir, tmp_path):
+    partial = copy_checkpoint(tiny_covo_dir, tmp_path / "partial")
+    (partial / "tokenizer.json").unlink()
+    with pytest.raises(CheckpointError, match="has no tokenizer: expected tokenizer.json or vocab.json with merges.txt"):
+        CovoAudioChat.load(partial, CPU, torch.float32)
+
+
 def test_loaded_weights_are_the_files_weights(tiny_covo, tiny_covo_dir):
     index = json.loads((tiny_covo_dir / "model.safetensors.index.json").read_text())
     name = "audio_adapter.downsample_layers.2.linear2.weight"

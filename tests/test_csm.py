@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -207,6 +208,13 @@ def test_strict_loading_names_a_missing_weight(tiny_csm_dir, tmp_path):
     save_file(weights, broken / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(CheckpointError, match="missing lm_head.weight"):
         CsmSpeech.load(broken, CPU, torch.float32)
+
+
+def test_a_checkpoint_without_its_tokenizer_names_the_file(tiny_csm_dir, tmp_path):
+    partial = shutil.copytree(tiny_csm_dir, tmp_path / "partial")
+    (partial / "tokenizer.json").unlink()  # an interrupted download
+    with pytest.raises(CheckpointError, match="has no tokenizer: expected tokenizer.json"):
+        CsmSpeech.load(partial, CPU, torch.float32)
 
 
 def test_wrong_model_type(tiny_csm_dir, tmp_path):

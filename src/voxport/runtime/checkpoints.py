@@ -36,6 +36,16 @@ def resolve_checkpoint(source: str | Path, allow_patterns: list[str] | None = No
     return _download(text, allow_patterns)
 
 
+def require_tokenizer_files(path: Path, layouts: tuple[tuple[str, ...], ...]) -> None:
+    """Fail, naming the files, when `path` holds none of the tokenizer `layouts` (each a set of files that
+    together make one): an interrupted download or a partial copy. The tokenizer libraries' own errors do not
+    say which file is missing, and some build an empty tokenizer without complaint."""
+    if any(all((path / name).is_file() for name in layout) for layout in layouts):
+        return
+    expected = " or ".join(" with ".join(layout) for layout in layouts)
+    raise CheckpointError(f"{path} has no tokenizer: expected {expected}")
+
+
 def _is_repo_id(text: str) -> bool:
     if text.startswith((".", "/", "~")) or text.count("/") != 1:
         return False

@@ -24,7 +24,7 @@ from voxport.models.covo.network import CovoAudioNetwork
 from voxport.models.covo.prompt import AUDIO_END, AUDIO_SLOT, AUDIO_START, round_prompt
 from voxport.models.covo.token2wav import Token2Wav
 from voxport.models.sampling import SamplingSettings
-from voxport.runtime.checkpoints import resolve_checkpoint
+from voxport.runtime.checkpoints import require_tokenizer_files, resolve_checkpoint
 from voxport.runtime.devices import backend_for
 from voxport.runtime.seeding import make_generator
 from voxport.runtime.timing import timed
@@ -430,6 +430,7 @@ def _voice_like(seconds: float) -> np.ndarray:
 
 
 def _load_tokenizer(path: Path, config: CovoConfig):
+    require_tokenizer_files(path, (("tokenizer.json",), ("vocab.json", "merges.txt")))  # Qwen2's fast or BPE files
     try:
         tokenizer = Qwen2Tokenizer.from_pretrained(path)
     except (OSError, ValueError) as error:

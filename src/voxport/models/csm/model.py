@@ -27,7 +27,7 @@ from voxport.models.csm.generation import (
 from voxport.models.csm.prompt import render_prompt
 from voxport.models.csm.synthesis import SynthesisRequest, SynthesisResult
 from voxport.models.sampling import SamplingSettings
-from voxport.runtime.checkpoints import resolve_checkpoint
+from voxport.runtime.checkpoints import require_tokenizer_files, resolve_checkpoint
 from voxport.runtime.devices import backend_for
 from voxport.runtime.timing import timed
 
@@ -400,6 +400,7 @@ def _decode_latents(speech: CsmSpeech, inputs: dict) -> torch.Tensor:
 
 
 def _load_processor(path: Path) -> CsmProcessor:
+    require_tokenizer_files(path, (("tokenizer.json",),))  # Llama 3's tokenizer comes in this one file
     try:
         return CsmProcessor.from_pretrained(path)
     except _LOAD_ERRORS as error:
