@@ -2,6 +2,7 @@
 gigabytes (configs, tokenizers and the shard writer on small shapes; the big writes are stubbed)."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -90,6 +91,22 @@ def test_layers_only_cut_a_full_size_model(tmp_path):
     for size, layers in [("tiny", 2), ("full", 0), ("huge", None)]:
         with pytest.raises(InputError):
             tiny.make_tiny_csm(tmp_path / "x", size=size, layers=layers)
+
+
+@pytest.mark.parametrize("make, depth", [(tiny.make_tiny_csm, 16), (tiny.make_tiny_covo, 28)])
+def test_layers_never_exceed_the_released_depth(tmp_path, make, depth):
+    """99 layers of Covo's LLM would be 48 GB of disk: refused before anything is built."""
+    with pytest.raises(InputError, match=f"layers={depth + 1}: expected 1 to {depth}"):
+        make(tmp_path / "x", size="full", layers=depth + 1)
+    assert not (tmp_path / "x").exists()
+
+
+def test_full_size_weights_that_the_disk_cannot_hold_are_refused_before_writing(tmp_path, monkeypatch):
+    free = 2 * 2**30  # less than one full-size Covo LLM layer and Whisper large-v3's encoder
+    monkeypatch.setattr(tiny.shutil, "disk_usage", lambda path: SimpleNamespace(total=free, used=0, free=free))
+    with pytest.raises(InputError, match=r"the weights need \d+\.\d GB but .* has 2\.1 GB free"):
+        tiny.write_tiny_checkpoint(tiny.make_tiny_covo, tmp_path / "x", size="full", layers=1)
+    assert list(tmp_path.iterdir()) == []  # no shard, and no staging directory left behind
 
 
 def test_command_line_refuses_layers_without_the_full_size(tmp_path, capsys):

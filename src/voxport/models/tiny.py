@@ -12,6 +12,7 @@ but every byte a step reads is there, so speed and memory are the real model's.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,6 +61,8 @@ _CORPUS = [
 SIZES = ("tiny", "full")
 FULL_DTYPE = torch.bfloat16  # what the released checkpoints store
 SHARD_BYTES = 2 * 2**30  # full-size weights are written (and generated) one shard of this size at a time
+CSM_BACKBONE_LAYERS = CsmConfig().num_hidden_layers  # 16: transformers' defaults are CSM-1B's
+COVO_LLM_LAYERS = 28  # Qwen2-7B
 INIT_STD = 0.02  # matrices of full-size Covo: transformers' initializer_range
 
 # Qwen2's chat specials, then the audio-feature markers Covo-Audio adds, in the real tokenizer's order.
@@ -118,7 +121,7 @@ def make_tiny_csm(directory: str | Path, seed: int = 0, size: str = "tiny", laye
     size="full": CSM-1B's dimensions (transformers' CsmConfig defaults, Llama-3's vocabulary size) in
     bfloat16, `layers` backbone layers (default all 16); the model is built in bfloat16 (3.6 GB at full depth)."""
     directory = Path(directory)
-    full = _check_size(size, layers)
+    full = _check_size(size, layers, CSM_BACKBONE_LAYERS)
     tokenizer = _llama3_tokenizer(full)
     processor = CsmProcessor(
         feature_extractor=EncodecFeatureExtractor(feature_size=1, sampling_rate=24000, padding_value=0.0),
@@ -162,12 +165,13 @@ def realistic_weights(network: nn.Module, seed: int) -> None:
                 module._embed = None
 
 
-def _check_size(size: str, layers: int | None) -> bool:
-    """Whether `size` asks for the full-size model; `layers` only cuts a full-size one."""
+def _check_size(size: str, layers: int | None, full_depth: int) -> bool:
+    """Whether `size` asks for the full-size model; `layers` only cuts a full-size one (of `full_depth` layers)."""
     if size not in SIZES:
         raise InputError(f"unknown checkpoint size '{size}': expected {' or '.join(SIZES)}")
-    if layers is not None and (size != "full" or layers < 1):
-        raise InputError(f"layers={layers}: expected a positive number, with the full size only")
+    if layers is not None and (size != "full" or not 1 <= layers <= full_depth):
+        raise InputError(f"layers={layers}: expected 1 to {full_depth} (the released model's depth), "
+                         f"with the full size only")
     return size == "full"
 
 
@@ -186,7 +190,7 @@ def _full_csm_config(tokenizer: PreTrainedTokenizerFast, layers: int | None) -> 
     """CSM-1B as transformers' CsmConfig defaults describe it (Llama-3.2-1B backbone, Mimi codec)."""
     ids = tokenizer.convert_tokens_to_ids
     return CsmConfig(
-        num_hidden_layers=layers or CsmConfig().num_hidden_layers, bos_token_id=ids(BOS), pad_token_id=ids(AUDIO),
+        num_hidden_layers=layers or CSM_BACKBONE_LAYERS, bos_token_id=ids(BOS), pad_token_id=ids(AUDIO),
         audio_token_id=ids(AUDIO), audio_eos_token_id=ids(AUDIO_EOS),
     )
 
@@ -274,7 +278,7 @@ def make_tiny_covo(directory: str | Path, seed: int = 0, size: str = "tiny", lay
     size="full": Qwen2-7B LLM (`layers` of its 28 layers), Whisper large-v3 encoder, full token2wav, in
     bfloat16, generated one 2 GiB shard at a time (about 16 GB at full depth, 0.47 GB per LLM layer)."""
     directory = Path(directory)
-    full = _check_size(size, layers)
+    full = _check_size(size, layers, COVO_LLM_LAYERS)
     tokenizer = _qwen2_tokenizer(full)
     config = _covo_config(len(tokenizer), tokenizer.convert_tokens_to_ids("<|endoftext|>"), full, layers)
     if full:
@@ -297,8 +301,8 @@ def _covo_config(text_vocab: int, end_of_text: int, full: bool, layers: int | No
     """Tiny widths, or Covo-Audio-Chat's (Qwen2-7B: hidden 3584, ffn 18944, 28 heads over 4 KV heads;
     Whisper large-v3's encoder: d_model 1280, 32 layers, 20 heads, ffn 5120)."""
     if full:
-        llm = dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=layers or 28, num_attention_heads=28,
-                   num_key_value_heads=4, max_position_embeddings=32768)
+        llm = dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=layers or COVO_LLM_LAYERS,
+                   num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=32768)
         encoder = dict(d_model=1280, encoder_layers=32, encoder_attention_heads=20, encoder_ffn_dim=5120)
     else:
         llm = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
@@ -326,6 +330,7 @@ def write_random_shards(network: nn.Module, directory: Path, seed: int,
     initialise = initialise or normal_weights
     holders = [(prefix, module, _own_tensors(module)) for prefix, module in network.named_modules()]
     holders = [holder for holder in holders if holder[2]]
+    _check_room(directory, sum(tensor.numel() for *_, own in holders for tensor in own.values()) * FULL_DTYPE.itemsize)
     shards: list[list] = [[]]
     filled = 0
     for holder in holders:
@@ -351,6 +356,14 @@ def write_random_shards(network: nn.Module, directory: Path, seed: int,
             module.to_empty(device="meta", recurse=False)
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+
+
+def _check_room(directory: Path, needed: int) -> None:
+    """Refuse at once, rather than after minutes of writing, when the disk cannot hold the weights."""
+    free = shutil.disk_usage(directory).free
+    if needed > free:
+        raise InputError(f"the weights need {needed / 1e9:.1f} GB but {directory.parent} has {free / 1e9:.1f} GB "
+                         f"free: free some space, write elsewhere, or cut the depth with --layers")
 
 
 def _own_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
