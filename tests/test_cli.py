@@ -70,6 +70,20 @@ def test_help_explains_every_option():
         assert option in run.stdout
 
 
+@pytest.mark.parametrize("command", [["tts", "hi"], ["chat", "--audio", "a.wav"], ["batch", "tts", "lines.txt",
+                                                                                    "--output-dir", "out"]])
+def test_temperature_zero_is_greedy_as_in_the_http_api(command):
+    from voxport.cli import build_parser
+    from voxport.cli.common import sampling_options
+
+    def options(*flags):
+        return sampling_options(build_parser().parse_args([*command, *flags]))
+
+    assert options("--temperature", "0") == {"temperature": 1.0, "greedy": True}  # the temperature goes unused
+    assert options("--greedy")["greedy"] and not options()["greedy"]
+    assert options("--temperature", "0.7") == {"temperature": 0.7, "greedy": False}
+
+
 def bad_input_cases(tmp_path, tiny_csm_dir):
     not_audio = tmp_path / "notes.wav"
     not_audio.write_text("plain text")
@@ -95,6 +109,8 @@ def bad_input_cases(tmp_path, tiny_csm_dir):
         "malformed context": (["tts", "hi", *model, "--context", "Before.wav"], "expected SPK:TEXT:AUDIO"),
         "zero max tokens": (["tts", "hi", *model, "--max-tokens", "0"], "--max-tokens: expected a positive"),
         "negative max tokens": (["tts", "hi", *model, "--max-tokens", "-4"], "--max-tokens: expected a positive"),
+        "negative temperature": (["tts", "hi", *model, "--temperature", "-1"], "--temperature: expected 0 (greedy)"),
+        "NaN temperature": (["tts", "hi", *model, "--temperature", "nan"], "--temperature: expected 0 (greedy)"),
         "unwritable output": (["tts", "hi", *model, "-o", str(not_audio / "out.wav")], "is not a directory"),
         "output is a directory": (["tts", "hi", *model, "-o", str(tmp_path)], "is a directory"),
         "unknown family": (["make-tiny", "whisper", str(tmp_path / "x")], "invalid choice"),
@@ -127,7 +143,7 @@ def bad_audio(tmp_path):
 BAD_INPUTS = [
     "empty text", "unknown device", "absent device", "missing model", "corrupt config", "truncated weights",
     "offline hub id", "unreadable context", "missing context", "malformed context", "zero max tokens",
-    "negative max tokens", "unwritable output", "output is a directory", "unknown family", "output in /proc",
+    "negative max tokens", "negative temperature", "NaN temperature", "unwritable output", "output is a directory", "unknown family", "output in /proc",
     "NaN context", "truncated context", "10 ms context", "silent context",
 ]
 

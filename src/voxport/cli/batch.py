@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from voxport.cli.chat import DEFAULT_COVO
-from voxport.cli.common import non_negative_int, positive_int
+from voxport.cli.common import non_negative_int, positive_int, sampling_options, temperature
 from voxport.cli.tts import DEFAULT_CSM
 from voxport.runtime.kinds import DEVICE_KINDS
 
@@ -28,7 +28,8 @@ def add_parser(commands) -> None:
                      help="speaker id for rows without a speaker column (default: 0)")
     tts.add_argument("--max-tokens", type=positive_int, default=125,
                      help="most 80 ms frames a row may make, for rows without max_tokens (default: 125 = 10 s)")
-    tts.add_argument("--temperature", type=float, default=0.9, help="sampling temperature (default: 0.9)")
+    tts.add_argument("--temperature", type=temperature, default=0.9,
+                     help="sampling temperature; 0 picks the most likely id, as --greedy (default: 0.9)")
     tts.add_argument("--top-k", type=non_negative_int, default=50, help="sample among the K best ids (default: 50)")
     tts.add_argument("--greedy", action="store_true", help="always pick the most likely id (no sampling)")
     chat = _job_parser(kinds, "chat", DEFAULT_COVO, "audio",
@@ -84,7 +85,7 @@ def run(kind: str, args: argparse.Namespace) -> int:
 
     if kind == "tts":
         defaults = {"speaker": args.speaker, "max_tokens": args.max_tokens, "seed": args.seed}
-        options = {"temperature": args.temperature, "top_k": args.top_k, "greedy": args.greedy}
+        options = {"top_k": args.top_k, **sampling_options(args)}
     else:
         defaults, options = {"max_tokens": args.max_tokens, "seed": args.seed}, {"mode": args.mode}
     job = BatchJob(kind=kind, input=args.input, model=args.model, output_dir=args.output_dir, device=args.device,

@@ -13,6 +13,8 @@ from voxport.cli.common import (
     positive_int,
     progress_bar,
     quiet_library_progress,
+    sampling_options,
+    temperature,
 )
 from voxport.runtime.files import check_output_dir
 
@@ -42,7 +44,8 @@ def add_parser(commands) -> None:
                              "default: <model>/token2wav/prompt")
     parser.add_argument("--max-new-tokens", type=positive_int, default=2048,
                         help="most tokens a round may generate (default: 2048)")
-    parser.add_argument("--temperature", type=float, default=0.5, help="sampling temperature after round 0 (default: 0.5)")
+    parser.add_argument("--temperature", type=temperature, default=0.5,
+                        help="sampling temperature after round 0; 0 is greedy, as --greedy (default: 0.5)")
     parser.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling mass after round 0 (default: 0.9)")
     parser.add_argument("--top-k", type=non_negative_int, default=50, help="sample among the K best after round 0 (default: 50)")
     parser.add_argument("--system", metavar="TEXT",
@@ -60,9 +63,8 @@ def run(args: argparse.Namespace) -> int:
     from voxport.models.covo.frontend import prepare_clip
     from voxport.runtime.devices import backend_for, dtype_name, resolve_device, resolve_dtype
 
-    settings = ChatSettings(mode=args.mode, max_new_tokens=args.max_new_tokens, greedy=args.greedy,
-                            temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed,
-                            persona=args.system)
+    settings = ChatSettings(mode=args.mode, max_new_tokens=args.max_new_tokens, top_p=args.top_p, top_k=args.top_k,
+                            seed=args.seed, persona=args.system, **sampling_options(args))
     clips = [prepare_clip(path) for path in args.audio]
     speaking = args.mode == "a2ta"
     if speaking:

@@ -64,6 +64,23 @@ def positive_float(text: str) -> float:
     return value
 
 
+def temperature(text: str) -> float:
+    """A sampling temperature: a finite number, 0 or more (0 is greedy: see `sampling_options`)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected 0 (greedy) or a positive number, got {text}")
+    return value
+
+
+def sampling_options(args: argparse.Namespace) -> dict:
+    """temperature and greedy for a request: --temperature 0 picks the most likely id, as --greedy does and as
+    the HTTP API reads a temperature of 0 (the temperature then goes unused)."""
+    return {"temperature": args.temperature or 1.0, "greedy": args.greedy or args.temperature == 0}
+
+
 def _integer(text: str) -> int:
     try:
         return int(text)

@@ -16,6 +16,8 @@ from voxport.cli.common import (
     positive_int,
     progress_bar,
     quiet_library_progress,
+    sampling_options,
+    temperature,
 )
 from voxport.runtime.files import check_output_dir, check_output_path
 
@@ -61,7 +63,8 @@ def add_parser(commands) -> None:
                              "of the chunk's words, 2 s + 0.12 s a character)")
     parser.add_argument("--min-tokens", type=non_negative_int, default=0,
                         help="frames to generate before the model may end the speech (default: 0)")
-    parser.add_argument("--temperature", type=float, default=0.9, help="sampling temperature (default: 0.9)")
+    parser.add_argument("--temperature", type=temperature, default=0.9,
+                        help="sampling temperature; 0 picks the most likely id, as --greedy (default: 0.9)")
     parser.add_argument("--top-k", type=non_negative_int, default=50, help="sample among the K best ids (default: 50)")
     parser.add_argument("--seed", type=int, help="seed for sampling; the same seed gives the same audio, alone or "
                                                  "in a batch (every --batch-file line uses it)")
@@ -154,7 +157,7 @@ def _requests(args: argparse.Namespace) -> list:
     return [  # max_frames: the real budget is set once the model (and its frame rate) is known
         SynthesisRequest(text=text, speaker=args.speaker, context=tuple(args.context),
                          max_frames=args.max_tokens or max(args.min_tokens, 1), min_frames=args.min_tokens,
-                         temperature=args.temperature, top_k=args.top_k, seed=seed, greedy=args.greedy)
+                         top_k=args.top_k, seed=seed, **sampling_options(args))
         for text in texts
     ]
 
