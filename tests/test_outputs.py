@@ -24,11 +24,18 @@ def existing_output(tmp_path):
 
 
 def start_streaming(model_dir, target):
-    """A streamed run long enough to be stopped while it writes (it is always stopped)."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "voxport", "tts", "Long enough to be cut short.", "--model", str(model_dir),
-         "-o", str(target), "--stream", "--max-tokens", "1500", "--min-tokens", "1500", "--seed", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    """A streamed run long enough to be stopped while it writes (it is always stopped).
+
+    It must hear Ctrl-C even where the tests themselves run with SIGINT ignored (a background job of a script):
+    an ignored SIGINT is inherited, a handled one starts out as the default, so one is handled while it starts."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "voxport", "tts", "Long enough to be cut short.", "--model", str(model_dir),
+             "-o", str(target), "--stream", "--max-tokens", "1500", "--min-tokens", "1500", "--seed", "1"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def wait_for_audio(partial, process):
