@@ -70,8 +70,8 @@ def test_help_explains_every_option():
         assert option in run.stdout
 
 
-@pytest.mark.parametrize("command", [["tts", "hi"], ["chat", "--audio", "a.wav"], ["batch", "tts", "lines.txt",
-                                                                                    "--output-dir", "out"]])
+@pytest.mark.parametrize("command", [
+    ["tts", "hi"], ["chat", "--audio", "a.wav"], ["batch", "tts", "lines.txt", "--output-dir", "out"]])
 def test_temperature_zero_is_greedy_as_in_the_http_api(command):
     from voxport.cli import build_parser
     from voxport.cli.common import sampling_options
@@ -143,8 +143,8 @@ def bad_audio(tmp_path):
 BAD_INPUTS = [
     "empty text", "unknown device", "absent device", "missing model", "corrupt config", "truncated weights",
     "offline hub id", "unreadable context", "missing context", "malformed context", "zero max tokens",
-    "negative max tokens", "negative temperature", "NaN temperature", "unwritable output", "output is a directory", "unknown family", "output in /proc",
-    "NaN context", "truncated context", "10 ms context", "silent context",
+    "negative max tokens", "negative temperature", "NaN temperature", "unwritable output", "output is a directory",
+    "unknown family", "output in /proc", "NaN context", "truncated context", "10 ms context", "silent context",
 ]
 
 

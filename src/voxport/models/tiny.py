@@ -330,11 +330,11 @@ def write_random_shards(network: nn.Module, directory: Path, seed: int,
     initialise = initialise or normal_weights
     holders = [(prefix, module, _own_tensors(module)) for prefix, module in network.named_modules()]
     holders = [holder for holder in holders if holder[2]]
-    _check_room(directory, sum(tensor.numel() for *_, own in holders for tensor in own.values()) * FULL_DTYPE.itemsize)
+    sizes = [sum(tensor.numel() for tensor in own.values()) * FULL_DTYPE.itemsize for *_, own in holders]
+    _check_room(directory, sum(sizes))
     shards: list[list] = [[]]
     filled = 0
-    for holder in holders:
-        size = sum(tensor.numel() for tensor in holder[2].values()) * FULL_DTYPE.itemsize
+    for holder, size in zip(holders, sizes):
         if shards[-1] and filled + size > shard_bytes:
             shards.append([])
             filled = 0
