@@ -77,8 +77,11 @@ def temperature(text: str) -> float:
 
 def sampling_options(args: argparse.Namespace) -> dict:
     """temperature and greedy for a request: --temperature 0 picks the most likely id, as --greedy does and as
-    the HTTP API reads a temperature of 0 (the temperature then goes unused)."""
-    return {"temperature": args.temperature or 1.0, "greedy": args.greedy or args.temperature == 0}
+    the HTTP API reads it."""
+    from voxport.models.sampling import zero_means_greedy
+
+    chosen = zero_means_greedy(args.temperature, 1.0)
+    return chosen | {"greedy": chosen["greedy"] or args.greedy}
 
 
 def _integer(text: str) -> int:

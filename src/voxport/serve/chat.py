@@ -18,6 +18,7 @@ from voxport.audio.io import resample
 from voxport.errors import VoxportError
 from voxport.models.covo import ChatSettings
 from voxport.models.covo.frontend import INPUT_RATE, SpeechClip, prepare_clip
+from voxport.models.sampling import zero_means_greedy
 from voxport.serve.audio_formats import decode_base64_audio, encode, read_audio_bytes, supported_formats
 from voxport.serve.chat_body import AssistantMessage, AudioOutput, AudioPart, ChatBody, SystemMessage, UserMessage
 from voxport.serve.errors import APIError
@@ -75,8 +76,8 @@ def chat_job(body: ChatBody, model_name: str, replies: ReplyStore, max_audio_byt
         settings = ChatSettings(
             mode="a2ta" if speaking else "a2t",
             max_new_tokens=body.max_completion_tokens or body.max_tokens or DEFAULT_MAX_TOKENS,
-            greedy=body.temperature == 0, temperature=body.temperature or ChatSettings.temperature,
             top_p=body.top_p or ChatSettings.top_p, seed=body.seed, persona=persona,
+            **zero_means_greedy(body.temperature, ChatSettings.temperature),
         )
     except VoxportError as error:
         raise APIError(400, str(error), "messages" if persona is not None else None) from None

@@ -17,6 +17,7 @@ from voxport.audio.speed import MAX_SPEED, MIN_SPEED, change_speed
 from voxport.errors import VoxportError
 from voxport.models.base import SpeechSpec, SpokenAudio
 from voxport.models.longform import chunk_seconds, speak_long, split_text
+from voxport.models.sampling import zero_means_greedy
 from voxport.serve.audio_formats import STREAMABLE, encode, pcm16, streaming_wav_header, supported_formats
 from voxport.serve.errors import APIError
 from voxport.serve.fields import FiniteFloat, Seed
@@ -97,8 +98,7 @@ def speech_job(body: SpeechBody, model, model_name: str, voices: VoiceBook, max_
     chunks = split_text(body.input)
     spec = SpeechSpec(text=body.input, speaker=voice.speaker, context=voice.context,
                       max_seconds=chunk_seconds(chunks[0], body.max_seconds),
-                      temperature=body.temperature or 1.0, top_k=body.top_k, seed=body.seed,
-                      greedy=body.temperature == 0)
+                      top_k=body.top_k, seed=body.seed, **zero_means_greedy(body.temperature, 1.0))
     return SpeechJob(spec, body.max_seconds, body.streamed is not None, len(chunks))
 
 
