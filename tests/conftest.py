@@ -1,9 +1,15 @@
 """Shared fixtures: tiny random checkpoints written by voxport itself; nothing touches the network."""
 
 import os
+import sys
 import tempfile
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # before huggingface_hub reads its settings
+# A package of two model families from outside voxport (tests/plugins), installed for this session the way
+# pip would (a dist-info with entry points on the path): this process, subprocesses and Ray workers find it.
+PLUGINS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "plugins")
+sys.path.insert(0, PLUGINS)
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [PLUGINS, os.environ.get("PYTHONPATH")]))
 # Bandwidth probes made by tests (subprocesses included) go to a scratch cache, never the user's.
 os.environ["VOXPORT_CACHE_DIR"] = tempfile.mkdtemp(prefix="voxport-test-cache-")
 

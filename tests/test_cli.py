@@ -70,20 +70,6 @@ def test_help_explains_every_option():
         assert option in run.stdout
 
 
-@pytest.mark.parametrize("command", [
-    ["tts", "hi"], ["chat", "--audio", "a.wav"], ["batch", "tts", "lines.txt", "--output-dir", "out"]])
-def test_temperature_zero_is_greedy_as_in_the_http_api(command):
-    from voxport.cli import build_parser
-    from voxport.cli.common import sampling_options
-
-    def options(*flags):
-        return sampling_options(build_parser().parse_args([*command, *flags]))
-
-    assert options("--temperature", "0") == {"temperature": 1.0, "greedy": True}  # the temperature goes unused
-    assert options("--greedy")["greedy"] and not options()["greedy"]
-    assert options("--temperature", "0.7") == {"temperature": 0.7, "greedy": False}
-
-
 def bad_input_cases(tmp_path, tiny_csm_dir):
     not_audio = tmp_path / "notes.wav"
     not_audio.write_text("plain text")

@@ -14,7 +14,8 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from voxport.cli import main
 from voxport.errors import CheckpointError, InputError
-from voxport.models.covo import ChatSettings, CovoAudioChat
+from voxport.models.base import ChatSettings
+from voxport.models.covo import CovoAudioChat
 from voxport.models.covo.frontend import prepare_clip
 from voxport.models.covo.generation import RepetitionPenalties, TokenEngine
 from voxport.models.covo.prompt import SYSTEM_PROMPT
@@ -269,7 +270,7 @@ def test_chat_cli_end_to_end(tiny_covo_dir, speech_clips):
 def test_chat_cli_prints_each_round(tiny_covo_dir, speech_clips, capsys):
     assert main(["chat", "--model", str(tiny_covo_dir), "--audio", str(speech_clips[1]), "--max-new-tokens", "4"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("model init") and "weight load" in lines[0]
+    assert lines[0].startswith("model load") and "weights" in lines[0]
     assert lines[1].startswith(f"round 0 [{speech_clips[1]}, 5.2 s, 33 features;")
 
 
@@ -284,7 +285,7 @@ def test_chat_bad_input_is_one_clear_line(case, tmp_path, tiny_covo_dir, tiny_cs
         "silent audio": (["--model", str(tiny_covo_dir), "--audio", str(tmp_path / "quiet.wav")], "is silent"),
         "unknown mode": (["--model", str(tiny_covo_dir), "--audio", speech, "--mode", "t2t"], "invalid choice"),
         "missing shard": (["--model", str(gap), "--audio", speech], "missing shard model-00001-of-00003"),
-        "not covo": (["--model", str(tiny_csm_dir), "--audio", speech], "expected model_type 'covo_audio'"),
+        "not covo": (["--model", str(tiny_csm_dir), "--audio", speech], "expected a model that answers audio"),
     }[case]
     try:
         code = main(["chat", *argv])

@@ -7,7 +7,8 @@ import torch
 from transformers import RepetitionPenaltyLogitsProcessor
 
 from voxport.errors import InputError
-from voxport.models.covo import ChatSettings, CovoAudioChat
+from voxport.models.base import ChatSettings
+from voxport.models.covo import CovoAudioChat
 from voxport.models.covo.generation import CHECK_EVERY, RepetitionPenalties, TokenEngine, penalize, penalty_state
 from voxport.models.sampling import SamplingSettings
 

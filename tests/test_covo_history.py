@@ -4,7 +4,7 @@ model had: the cache, and so the next reply, are the same as if the rounds had r
 import json
 
 import numpy as np
-from voxport.models.covo import ChatSettings
+from voxport.models.base import ChatSettings
 from voxport.models.covo.frontend import prepare_clip
 from voxport.models.covo.prompt import PERSONA, SYSTEM_PROMPT
 

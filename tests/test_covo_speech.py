@@ -13,7 +13,8 @@ import torch
 from conftest import shared_data
 from voxport.cli.chat import save_spoken_reply
 from voxport.errors import CheckpointError, InputError
-from voxport.models.covo import ChatRound, ChatSettings, CovoAudioChat
+from voxport.models.base import ChatRound, ChatSettings
+from voxport.models.covo import CovoAudioChat
 from voxport.models.covo.token2wav import SpeakerPrompt, Token2Wav, Token2WavConfig
 
 CPU = torch.device("cpu")

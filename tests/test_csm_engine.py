@@ -65,15 +65,34 @@ def test_each_row_ends_on_its_own(tiny_csm):
     embeds, greedy = torch.zeros(3, 4, tiny_csm.config.hidden_size), SamplingSettings(greedy=True)
     calls = []
     chunks = list(CsmEngine(tiny_csm.model, batch=3).run(
-        embeds, torch.zeros(3, dtype=torch.long), greedy, 12, 0, None, lambda done: 4,
+        embeds, torch.zeros(3, dtype=torch.long), greedy, [12] * 3, [0] * 3, None, lambda done: 4,
         scripted_step(torch.tensor([3, 10, 99]), calls)))  # row 2 never ends: max 12 frames
     assert [chunk.lengths.tolist() for chunk in chunks] == [[3, 4, 4], [3, 8, 8], [3, 10, 12]]
-    assert [chunk.finished for chunk in chunks] == [False, False, False] and len(calls) == 12
+    assert [chunk.finished for chunk in chunks] == [False, False, True] and len(calls) == 12
     calls.clear()
     chunks = list(CsmEngine(tiny_csm.model, batch=2).run(
-        embeds[:2], torch.zeros(2, dtype=torch.long), greedy, 40, 0, None, lambda done: 4,
+        embeds[:2], torch.zeros(2, dtype=torch.long), greedy, [40, 40], [0, 0], None, lambda done: 4,
         scripted_step(torch.tensor([3, 5]), calls)))
     assert chunks[-1].finished and chunks[-1].lengths.tolist() == [3, 5] and len(calls) == 8  # stopped early
+
+
+def test_each_row_has_its_own_frame_limits(tiny_csm):
+    """Rows of different lengths share a batch: each stops at its own limit, none ends before its own minimum."""
+    embeds, greedy = torch.zeros(3, 4, tiny_csm.config.hidden_size), SamplingSettings(greedy=True)
+    calls = []
+    chunks = list(CsmEngine(tiny_csm.model, batch=3).run(
+        embeds, torch.zeros(3, dtype=torch.long), greedy, [2, 7, 12], [0, 0, 0], None, lambda done: 4,
+        scripted_step(torch.tensor([99, 99, 5]), calls)))
+    assert chunks[-1].lengths.tolist() == [2, 7, 5] and chunks[-1].finished and len(calls) == 8
+
+
+def test_a_batch_of_texts_of_different_lengths_matches_each_text_alone(tiny_csm):
+    requests = [SynthesisRequest(text=text, max_frames=frames, min_frames=low, seed=3)
+                for text, frames, low in (("Short.", 3, 0), ("A longer line than that.", 9, 4), ("Mid.", 6, 6))]
+    alone = [tiny_csm.generate(request) for request in requests]
+    for index, result in enumerate(tiny_csm.generate_batch(requests)):
+        np.testing.assert_array_equal(result.codes, alone[index].codes)
+        assert len(result.codes) <= requests[index].max_frames and len(result.codes) >= requests[index].min_frames
 
 
 def test_both_engines_end_the_audio_on_the_official_rule(fresh_tiny_csm, monkeypatch):
@@ -87,7 +106,7 @@ def test_both_engines_end_the_audio_on_the_official_rule(fresh_tiny_csm, monkeyp
 
     chunks = list(CsmEngine(fresh_tiny_csm.model, batch=1).run(
         torch.zeros(1, 4, fresh_tiny_csm.config.hidden_size), torch.zeros(1, dtype=torch.long),
-        SamplingSettings(greedy=True), 6, 0, None, lambda done: 6, step))
+        SamplingSettings(greedy=True), [6], [0], None, lambda done: 6, step))
     assert chunks[-1].lengths.tolist() == [4]
     monkeypatch.setattr(fresh_tiny_csm.model, "generate", lambda **inputs: frames.unsqueeze(0))
     result = fresh_tiny_csm.generate_with_transformers(SynthesisRequest(text="Ends.", max_frames=6, greedy=True))
@@ -117,9 +136,9 @@ def test_frame_step_is_one_graph(tiny_csm):
     for greedy in (True, False):
         settings = SamplingSettings(greedy=greedy)
         generator = torch.Generator().manual_seed(0)
-        eager = list(engine.run(embeds, starts, settings, 3, 3, [generator], lambda done: 3))
+        eager = list(engine.run(embeds, starts, settings, [3], [3], [generator], lambda done: 3))
         generator = torch.Generator().manual_seed(0)
-        graph = list(engine.run(embeds, starts, settings, 3, 3, [generator], lambda done: 3, captured))
+        graph = list(engine.run(embeds, starts, settings, [3], [3], [generator], lambda done: 3, captured))
         assert torch.equal(eager[0].codes, graph[0].codes)
 
 

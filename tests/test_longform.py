@@ -1,5 +1,5 @@
-"""Long texts: split without losing a word, spoken chunk by chunk with the chunks before as context;
-speed changes that keep the pitch."""
+"""Long texts: split without losing a word, spoken chunk by chunk (by the speech service) with the chunks
+before as context; speed changes that keep the pitch."""
 
 import json
 import re
@@ -8,9 +8,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from voxport.errors import InputError
+
 from voxport.audio.speed import change_speed
-from voxport.models.base import SpeechSpec, SpokenAudio, VoiceSample
-from voxport.models.longform import CONTEXT_CHUNKS, chunk_seconds, speak_long, split_text
+from voxport.models.base import SpeechDefaults, SpokenAudio, VoiceSample
+from voxport.models.sampling import SamplingSettings
+from voxport.services.longform import split_text
+from voxport.services.speech import SpeechRequest, SpeechService
+
+DEFAULTS = SpeechDefaults(sampling=SamplingSettings(temperature=0.9, top_k=50), max_chunk_chars=30)
 
 
 def words(text):
@@ -39,10 +45,12 @@ def test_split_prefers_sentence_then_clause_boundaries():
 
 
 class RecordingModel:
-    """Speaks one 100-sample piece per character of its text, in two pieces; records what it was asked."""
+    """Speaks one sample per character of its text, in two pieces; records what it was asked."""
 
     speaks_text = True
+    speech_defaults = DEFAULTS
     sample_rate = 1000
+    step_rate = 12.5
 
     def __init__(self):
         self.specs = []
@@ -59,23 +67,26 @@ class RecordingModel:
 
 def test_each_chunk_hears_the_voice_and_the_chunks_before():
     model, voice = RecordingModel(), VoiceSample(np.zeros(5, np.float32), "The voice sample.")
+    service = SpeechService(model)
     text = " ".join(f"Sentence number {index} is here." for index in range(4))
-    pieces = list(speak_long(model, SpeechSpec(text, context=(voice,)), max_chars=30))
+    pieces = list(service.pieces(service.plan(SpeechRequest(text, voice=(voice,)))))
     assert [spec.text for spec in model.specs] == split_text(text, 30) and len(model.specs) == 4
     assert [piece.chunk for piece in pieces] == [0, 0, 1, 1, 2, 2, 3, 3]  # streamed: two pieces a chunk
     for index, spec in enumerate(model.specs):
-        earlier = model.specs[max(0, index - CONTEXT_CHUNKS):index]
+        earlier = model.specs[max(0, index - DEFAULTS.context_chunks):index]
         assert [sample.text for sample in spec.context] == [voice.text] + [chunk.text for chunk in earlier]
-        for sample, chunk_index in zip(spec.context[1:], range(max(0, index - CONTEXT_CHUNKS), index)):
+        for sample, chunk_index in zip(spec.context[1:], range(max(0, index - DEFAULTS.context_chunks), index)):
             assert np.all(sample.audio == chunk_index + 1) and len(sample.audio) == len(model.specs[chunk_index].text)
 
 
-def test_chunk_budget_grows_with_the_text_and_respects_a_cap():
-    assert chunk_seconds("a" * 100, None) > chunk_seconds("a" * 10, None) > 1.0
-    assert chunk_seconds("a" * 100, 0.5) == 0.5
-    spec = SpeechSpec("Hello there.", max_seconds=99)
-    list(speak_long(model := RecordingModel(), spec, cap_seconds=0.32, stream=False))
-    assert model.specs[0].max_seconds == 0.32
+def test_chunk_budget_grows_with_the_text_and_a_cap_replaces_it():
+    service = SpeechService(RecordingModel())
+    short, long = (service.plan(SpeechRequest(text)).max_steps[0] for text in ("a" * 10, "a" * 29))
+    assert long > short >= 12.5 * DEFAULTS.base_seconds  # steps at 12.5 a second
+    assert service.plan(SpeechRequest("Hello there.", max_seconds=0.32)).max_steps == (4,)
+    assert service.plan(SpeechRequest("Hello there.", max_steps=99, max_seconds=0.32)).max_steps == (4,)
+    with pytest.raises(InputError, match="min steps is 200"):
+        service.plan(SpeechRequest("Hello there.", max_steps=99, min_steps=200))
 
 
 @pytest.mark.parametrize("speed", [0.25, 0.5, 2.0, 4.0])
@@ -97,7 +108,7 @@ def test_cli_speaks_a_long_input_file_whole(tiny_csm_dir, tmp_path, capsys):
     code = main(["tts", "--input-file", str(text), "--model", str(tiny_csm_dir), "-o", str(output),
                  "--max-tokens", "2", "--seed", "1", "--device", "cpu", "--json"])
     report = json.loads(capsys.readouterr().out)
-    chunks = len(split_text(text.read_text()))
+    chunks = len(split_text(text.read_text(), 200))
     assert code == 0 and chunks == report["chunks"] == 3 and report["frames"] == 2 * chunks
     assert 0 < report["time_to_first_audio_seconds"] < report["generation_seconds"]
     samples, rate = sf.read(output)
@@ -105,12 +116,11 @@ def test_cli_speaks_a_long_input_file_whole(tiny_csm_dir, tmp_path, capsys):
     assert not [path for path in tmp_path.iterdir() if path.name.startswith(".")]  # no temporary left behind
 
 
-def test_cli_refuses_what_a_long_text_cannot_take(tiny_csm_dir, tmp_path, capsys):
+def test_cli_refuses_what_the_reference_engine_cannot_do(tiny_csm_dir, capsys):
     from voxport.cli import main
 
-    lines = tmp_path / "lines.txt"
-    lines.write_text("Short line.\n" + "A sentence in a very long line. " * 10 + "\n", encoding="utf-8")
-    assert main(["tts", "--batch-file", str(lines), "--model", str(tiny_csm_dir)]) == 1
-    assert "--batch-file line 2 is longer than one chunk" in capsys.readouterr().err
     assert main(["tts", "hi", "--engine", "transformers", "--compile", "--model", str(tiny_csm_dir)]) == 1
     assert "does not stream, batch, compile" in capsys.readouterr().err
+    assert main(["tts", "A sentence in a very long text. " * 10, "--engine", "transformers", "--model",
+                 str(tiny_csm_dir), "--device", "cpu"]) == 1
+    assert "the reference engine speaks one chunk of text" in capsys.readouterr().err

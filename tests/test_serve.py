@@ -17,7 +17,8 @@ from serving import Server
 from voxport.serve.app import Limits, ServedModel, ServerState, create_app
 from voxport.serve.speech import SpeechJob, run_speech
 from voxport.serve.workers import Job, JobCancelled, ModelWorker
-from voxport.models.base import SpeechSpec
+from voxport.services.chat import ChatService
+from voxport.services.speech import SpeechRequest, SpeechService
 
 
 @pytest.fixture(scope="module")
@@ -248,7 +249,7 @@ def test_api_key(locked_server):
 
 def test_full_queue_is_429_with_retry_after(tiny_csm):
     worker = ModelWorker("tts", lambda jobs: None, max_queue=0)
-    app = create_app(ServerState(models={"tts": ServedModel("tts", "csm", tiny_csm, worker)}))
+    app = create_app(ServerState(models={"tts": ServedModel("tts", "csm", SpeechService(tiny_csm), worker)}))
     reply = TestClient(app).post("/v1/audio/speech", json={"model": "tts", "input": "Busy?"})
     assert reply.status_code == 429 and reply.headers["retry-after"] == "2"
     assert reply.json()["error"]["type"] == "rate_limit_error"
@@ -267,11 +268,12 @@ class LeavingClient(SimpleQueue):
 
 def test_a_cancelled_stream_stops_generating(tiny_csm):
     holder = []
-    job = Job(SpeechJob(SpeechSpec(text="Stop me.", max_seconds=5.12, seed=0), cap_seconds=5.12, streamed=True,
-                        chunks=1), chunks=LeavingClient(holder))
+    service = SpeechService(tiny_csm)
+    job = Job(SpeechJob(service.plan(SpeechRequest("Stop me.", max_seconds=5.12, seed=0)), streamed=True),
+              chunks=LeavingClient(holder))
     holder.append(job)
     with pytest.raises(JobCancelled):
-        run_speech(tiny_csm, [job])
+        run_speech(service, [job])
     pieces = []
     while not job.chunks.empty():
         pieces.append(job.chunks.get().spoken.audio)
@@ -292,10 +294,10 @@ def test_cancelled_queued_jobs_are_skipped():
     assert [job.payload for job in ran] == ["first", "third"] and first.future.result() == 1
 
 
-def test_the_audio_limit_counts_every_turn_of_a_request(voice_clip_b64):
+def test_the_audio_limit_counts_every_turn_of_a_request(voice_clip_b64, tiny_covo):
     one_clip = len(base64.b64decode(voice_clip_b64))
     worker = ModelWorker("chat", lambda jobs: None, max_queue=4)
-    listener = type("Listener", (), {"answers_audio": True})()  # answers audio; never reached past the limit
+    listener = ChatService(tiny_covo)  # its worker never runs: the request is refused before
     state = ServerState(models={"chat": ServedModel("chat", "covo", listener, worker)},
                         limits=Limits(max_audio_bytes=one_clip + 10))
     turn = {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": voice_clip_b64}}]}

@@ -10,7 +10,7 @@ import openai
 import pytest
 import soundfile as sf
 
-from voxport.models.covo import ChatSettings
+from voxport.models.base import ChatSettings
 from voxport.models.covo.frontend import INPUT_RATE, prepare_clip
 from voxport.serve.audio_formats import read_audio_bytes
 from voxport.serve.replies import ReplyStore

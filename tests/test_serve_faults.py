@@ -16,7 +16,9 @@ import pytest
 import uvicorn
 
 from voxport.models.base import SpokenAudio
-from voxport.models.longform import LongPiece, chunk_seconds
+from voxport.models.csm.synthesis import SPEECH_DEFAULTS
+from voxport.services.chat import ChatService
+from voxport.services.speech import SpeechPiece, SpeechService
 from voxport.serve.app import ServedModel, ServerState, create_app
 from voxport.serve.server import bind
 from voxport.serve.workers import ModelWorker
@@ -25,7 +27,7 @@ LONG_CHAT_TOKENS = 3800  # the tiny Covo's context is 4096 positions
 # One chunk of text whose speech budget (2 s + 0.12 s a character, about 300 frames) far outlasts the client
 LONG_SENTENCE = ("Nobody will hear the end of this sentence because the client that asked for it leaves long before "
                  "the model could possibly finish speaking all of these many words out loud in the tiny voice")
-LONG_SENTENCE_FRAMES = chunk_seconds(LONG_SENTENCE, None) / 0.08
+LONG_SENTENCE_FRAMES = SPEECH_DEFAULTS.budget_seconds(LONG_SENTENCE) / 0.08
 CANCEL_WAIT_SECONDS = 120
 
 
@@ -150,9 +152,10 @@ def fails_after_one_piece(piece):
 @pytest.fixture(scope="module")
 def failing_server(tiny_csm, tiny_covo):
     models = {
-        "tts": ServedModel("tts", "csm", tiny_csm, ModelWorker("tts", fails_after_one_piece(
-            LongPiece(0, 1, "Cut short.", SpokenAudio(np.full(1920, 0.1, np.float32), 24000, 1))), 4)),
-        "chat": ServedModel("chat", "covo", tiny_covo, ModelWorker("chat", fails_after_one_piece("Hel"), 4)),
+        "tts": ServedModel("tts", "csm", SpeechService(tiny_csm), ModelWorker("tts", fails_after_one_piece(
+            SpeechPiece(0, 1, "Cut short.", SpokenAudio(np.full(1920, 0.1, np.float32), 24000, 1))), 4)),
+        "chat": ServedModel("chat", "covo", ChatService(tiny_covo), ModelWorker("chat", fails_after_one_piece("Hel"),
+                                                                                4)),
     }
     with serving(ServerState(models=models)) as base:
         yield base

@@ -23,3 +23,9 @@ class AudioError(VoxportError):
 
 class InputError(VoxportError):
     """A request parameter is out of range or malformed."""
+
+
+def first_line(error: BaseException) -> str:
+    """An exception's message as one line for an error report; its type's name where the message is empty."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__

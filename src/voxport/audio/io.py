@@ -18,7 +18,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from voxport.errors import AudioError
+from voxport.errors import AudioError, first_line
 from voxport.runtime.files import check_output_path, replaced_atomically
 
 MIN_SECONDS = 0.1  # the shortest clip taken: a bit over one 80 ms CSM codec frame
@@ -44,7 +44,7 @@ def read_audio(source: Path | bytes, name: str | None = None) -> tuple[np.ndarra
     try:
         samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as error:
-        reason = getattr(error, "error_string", None) or str(error).splitlines()[0] or type(error).__name__
+        reason = getattr(error, "error_string", None) or first_line(error)
         raise AudioError(f"{name} is not audio soundfile can read ({reason.rstrip('.')}): expected wav, flac, "
                          f"ogg, mp3 or another format it reads") from None
     return check_samples(samples.mean(axis=1, dtype=np.float32), rate, name), rate

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
-from voxport.errors import InputError, VoxportError
+from voxport.errors import InputError, VoxportError, first_line
 from voxport.runtime.devices import BACKENDS
 from voxport.runtime.kinds import DEVICE_KINDS
 
@@ -61,7 +61,7 @@ def start(cluster: str | None = None, cpus: int | None = None) -> None:
                      **settings)
     except (ConnectionError, RuntimeError, ValueError) as error:
         where = f"cluster {cluster}" if cluster else "a local Ray runtime"
-        raise VoxportError(f"cannot start or reach {where}: {str(error).splitlines()[0]}") from None
+        raise VoxportError(f"cannot start or reach {where}: {first_line(error)}") from None
 
 
 def _quiet_ray_data(ray) -> None:

@@ -24,14 +24,14 @@ from voxport.batch.manifest import MANIFEST, error_record, is_done, read_manifes
 from voxport.batch.rows import read_rows
 from voxport.batch.workers import ChatWorker, SpeechWorker
 from voxport.errors import InputError, VoxportError
-from voxport.models.registry import FAMILIES, family_of
+from voxport.models.registry import family_of
 from voxport.runtime.files import check_output_dir
 from voxport.runtime.seeding import fresh_seed
 
 MANIFEST_EVERY_SECONDS = 5.0
-TASKS = {  # kind -> (the model family it needs, the column every row needs, its worker)
-    "tts": ("csm", "text", SpeechWorker),
-    "chat": ("covo", "audio", ChatWorker),
+TASKS = {  # kind -> (the capability its model needs, the column every row needs, its worker)
+    "tts": ("speaks_text", "text", SpeechWorker),
+    "chat": ("answers_audio", "audio", ChatWorker),
 }
 
 
@@ -73,12 +73,13 @@ def run_batch(job: BatchJob, on_record: Callable[[dict], None] = lambda record: 
     once the runtime is up and `on_record` each row as it finishes."""
     start = time.perf_counter()
     require_ray()  # before any work, so a missing install is one line, not a traceback halfway
-    family, required, worker = TASKS[job.kind]
+    capability, required, worker = TASKS[job.kind]
     check_output_dir(job.output_dir, "--output-dir")  # also clears temporaries a killed run left there
     rows = read_rows(job.input, required)
-    if family_of(job.model).name != family:
-        raise InputError(f"--model {job.model} is not a {FAMILIES[family].description} checkpoint, which "
-                         f"batch {job.kind} needs")
+    family = family_of(job.model)
+    if family.capability != capability:
+        raise InputError(f"--model {job.model} is a {family.description} checkpoint, which cannot do batch "
+                         f"{job.kind}: expected a model that {capability.replace('_', ' ')}")
     ledger = Ledger(job, rows)
     seed = job.row_defaults.get("seed")
     defaults = {**job.row_defaults, "seed": fresh_seed() if seed is None else seed}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from voxport.errors import InputError
+from voxport.errors import InputError, first_line
 from voxport.runtime.files import replaced_atomically
 
 MANIFEST = "manifest.parquet"
@@ -41,7 +41,7 @@ def read_manifest(directory: Path) -> dict[str, dict]:
     try:
         records = pq.read_table(path).to_pylist()
     except (OSError, pa.ArrowException) as error:
-        raise InputError(f"cannot read {path} from an earlier run ({str(error).splitlines()[0]}): "
+        raise InputError(f"cannot read {path} from an earlier run ({first_line(error)}): "
                          "move it away to start over") from None
     return {record["id"]: record for record in records}
 

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from voxport.errors import InputError
+from voxport.errors import InputError, first_line
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet",
            ".txt": "text"}
@@ -73,7 +73,7 @@ def _parquet(path: Path, required: str) -> list[dict]:
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowException) as error:
-        raise InputError(f"cannot read input {path}: {str(error).splitlines()[0]}") from None
+        raise InputError(f"cannot read input {path}: {first_line(error)}") from None
     return [{key: value for key, value in record.items() if value is not None} for record in table.to_pylist()]
 
 

@@ -10,11 +10,10 @@ import json
 import os
 import socket
 import time
-from collections import defaultdict
 from pathlib import Path
 
 from voxport.batch.manifest import error_record
-from voxport.errors import VoxportError
+from voxport.errors import VoxportError, first_line
 
 
 class RowWorker:
@@ -53,68 +52,73 @@ class RowWorker:
 
 
 class SpeechWorker(RowWorker):
-    """CSM text to speech: rows that can share an engine batch (same sampling settings) run together."""
+    """Text to speech through the speech service: every row spoken whole, as `voxport tts` speaks it; rows
+    that can share an engine batch run together."""
 
     def load(self, model: str, device, dtype):
-        from voxport.models.csm import CsmSpeech
+        from voxport.models.registry import load_model
+        from voxport.services.speech import SpeechService
 
-        return CsmSpeech.load(model, device, dtype)
+        return SpeechService(load_model(model, device, dtype, capability="speaks_text"))
 
     def run(self, rows: list[dict]) -> list[dict]:
-        records, groups = [], defaultdict(list)
+        records, planned = [], []
         for row in rows:
             try:
-                request = self.request(row)
+                planned.append((row, self.model.plan(self.request(row))))
             except VoxportError as error:
                 records.append(error_record(row["id"], str(error)))
-                continue
-            groups[_batch_key(request)].append((row, request))
-        for group in groups.values():
-            records += self.speak(group)
-        return records
+        return records + self.speak(planned)
 
     def request(self, row: dict):
-        from voxport.models.csm import ContextTurn, SynthesisRequest
+        from voxport.services.speech import SpeechRequest
 
-        context = tuple(ContextTurn(**turn) for turn in row.get("context", ()))
-        return SynthesisRequest(text=row["text"], speaker=row["speaker"], context=context,
-                                max_frames=row["max_tokens"], seed=row["seed"], **self.options)
+        voice = tuple(self.model.sample(turn["audio"], turn["text"], turn["speaker"]) for turn in row.get("context", ()))
+        return SpeechRequest(text=row["text"], speaker=row.get("speaker"), voice=voice, seed=row["seed"],
+                             max_steps=row.get("max_tokens"), temperature=self.options.get("temperature"),
+                             top_k=self.options.get("top_k"), greedy=self.options.get("greedy", False))
 
-    def speak(self, group: list[tuple[dict, object]]) -> list[dict]:
-        """The group as one engine batch; when that fails, each row alone, so only the bad row is lost."""
+    def speak(self, planned: list[tuple[dict, object]]) -> list[dict]:
+        """The rows as one batch; when that fails, each row alone, so only the bad row is lost."""
+        if not planned:
+            return []
         try:
-            return self.synthesize(group)
+            return self.synthesize(planned)
         except Exception as error:  # noqa: BLE001 (the rows are retried alone below)
-            if len(group) == 1:
-                return [error_record(group[0][0]["id"], _one_line(error))]
+            if len(planned) == 1:
+                return [error_record(planned[0][0]["id"], _one_line(error))]
         records = []
-        for member in group:
+        for member in planned:
             records += self.speak([member])
         return records
 
-    def synthesize(self, group: list[tuple[dict, object]]) -> list[dict]:
+    def synthesize(self, planned: list[tuple[dict, object]]) -> list[dict]:
         from voxport.audio.io import write_audio
 
         start = time.perf_counter()
-        results = self.model.generate_batch([request for _, request in group])
-        for (row, _), result in zip(group, results):
+        results = self.model.speak_plans([plan for _, plan in planned])
+        for (row, _), result in zip(planned, results):
             write_audio(self.path(row, ".wav"), result.audio, result.sample_rate)
-        seconds = (time.perf_counter() - start) / len(group)
-        return [{"id": row["id"], "status": "ok", "output": f"{row['id']}.wav", "frames": result.frames,
+        seconds = (time.perf_counter() - start) / len(planned)
+        return [{"id": row["id"], "status": "ok", "output": f"{row['id']}.wav", "frames": result.steps,
                  "audio_seconds": result.audio_seconds, "seconds": seconds, "seed": result.seed}
-                for (row, _), result in zip(group, results)]
+                for (row, _), result in zip(planned, results)]
 
 
 class ChatWorker(RowWorker):
-    """Covo-Audio-Chat, one clip a row: the reply's text (DIR/<id>.txt), and in a2ta its speech (DIR/<id>.wav)."""
+    """One clip a row through the chat service: the reply's text (DIR/<id>.txt), and in a2ta its speech
+    (DIR/<id>.wav)."""
 
     def load(self, model: str, device, dtype):
-        from voxport.models.covo import CovoAudioChat
+        from voxport.models.registry import load_model
+        from voxport.services.chat import ChatService
 
-        chat = CovoAudioChat.load(model, device, dtype)
+        service = ChatService(load_model(model, device, dtype, capability="answers_audio"))
         if self.options["mode"] == "a2ta":
-            chat.load_speech_decoder()
-        return chat
+            error = service.prepare_speech()
+            if error:
+                raise VoxportError(f"mode a2ta: {error}")
+        return service
 
     def run(self, rows: list[dict]) -> list[dict]:
         records = []
@@ -127,17 +131,20 @@ class ChatWorker(RowWorker):
 
     def answer(self, row: dict) -> dict:
         from voxport.audio.io import write_audio
-        from voxport.models.covo import ChatSettings
+        from voxport.models.base import ChatSettings
         from voxport.runtime.files import replaced_atomically
+        from voxport.services.chat import ChatRequest
 
         start = time.perf_counter()
-        settings = ChatSettings(max_new_tokens=row["max_tokens"], seed=row["seed"], **self.options)
-        turn = self.model.chat(settings).say(row["audio"])
+        settings = ChatSettings(mode=self.options["mode"], max_new_tokens=row.get("max_tokens"), seed=row["seed"],
+                                temperature=self.options.get("temperature"), top_k=self.options.get("top_k"),
+                                greedy=self.options.get("greedy", False))
+        turn = self.model.answer(ChatRequest(self.model.clip(row["audio"]), settings))
         record = {"id": row["id"], "status": "ok", "reply": turn.text, "reply_file": f"{row['id']}.txt",
                   "tokens": len(turn.text_token_ids) + len(turn.audio_codes), "audio_seconds": 0.0,
                   "seed": row["seed"]}
         if turn.speech is not None:
-            rate = self.model.speech_decoder().sample_rate
+            rate = self.model.speech_rate
             write_audio(self.path(row, ".wav"), turn.speech, rate)
             record |= {"output": f"{row['id']}.wav", "audio_seconds": len(turn.speech) / rate}
         with replaced_atomically(self.path(row, ".txt")) as temporary:
@@ -145,13 +152,8 @@ class ChatWorker(RowWorker):
         return record | {"seconds": time.perf_counter() - start}
 
 
-def _batch_key(request) -> tuple:
-    """Requests the engine can run as one batch: the sampling settings a batch shares (each row samples from
-    its own seed, so a row gives the same audio in any batch)."""
-    return request.max_frames, request.min_frames, request.temperature, request.top_k, request.greedy
-
-
 def _one_line(error: BaseException) -> str:
-    text = str(error).strip()
-    first = text.splitlines()[0] if text else ""
-    return first if isinstance(error, VoxportError) else f"{type(error).__name__}: {first}".rstrip(": ")
+    """A row's failure as one line: a voxport error's message, anything else with its type."""
+    if isinstance(error, VoxportError) or not str(error).strip():
+        return first_line(error)
+    return f"{type(error).__name__}: {first_line(error)}"

@@ -7,9 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from voxport.cli.chat import DEFAULT_COVO
-from voxport.cli.common import non_negative_int, positive_int, sampling_options, temperature
-from voxport.cli.tts import DEFAULT_CSM
+from voxport.cli.common import add_sampling_options, non_negative_int, positive_int
+from voxport.models.registry import default_source
 from voxport.runtime.kinds import DEVICE_KINDS
 
 INPUTS = "JSON Lines (.jsonl), CSV, Parquet or plain text (.txt, one line a row)"
@@ -23,25 +22,26 @@ def add_parser(commands) -> None:
                     "row: status ok or error with its reason. A rerun skips rows already done. Exits 1 when "
                     "any row failed.")
     kinds = parser.add_subparsers(title="jobs", required=True, metavar="JOB")
-    tts = _job_parser(kinds, "tts", DEFAULT_CSM, "text", "speak every row's text with Sesame CSM-1B")
-    tts.add_argument("--speaker", type=non_negative_int, default=0,
-                     help="speaker id for rows without a speaker column (default: 0)")
-    tts.add_argument("--max-tokens", type=positive_int, default=125,
-                     help="most 80 ms frames a row may make, for rows without max_tokens (default: 125 = 10 s)")
-    tts.add_argument("--temperature", type=temperature, default=0.9,
-                     help="sampling temperature; 0 picks the most likely id, as --greedy (default: 0.9)")
-    tts.add_argument("--top-k", type=non_negative_int, default=50, help="sample among the K best ids (default: 50)")
-    tts.add_argument("--greedy", action="store_true", help="always pick the most likely id (no sampling)")
-    chat = _job_parser(kinds, "chat", DEFAULT_COVO, "audio",
-                       "answer every row's audio clip with Covo-Audio-Chat (one round each)")
+    tts = _job_parser(kinds, "tts", default_source("speaks_text"), "text",
+                      "speak every row's text, whole, as `voxport tts` speaks it")
+    tts.add_argument("--speaker", type=non_negative_int,
+                     help="speaker id for rows without a speaker column (default: the model's)")
+    tts.add_argument("--max-tokens", type=positive_int,
+                     help="most generation steps each chunk of a row's text may take, for rows without max_tokens "
+                          "(default: enough for slow speech of the chunk's words, as `voxport tts`)")
+    add_sampling_options(tts, "code")
+    chat = _job_parser(kinds, "chat", default_source("answers_audio"), "audio",
+                       "answer every row's audio clip (one round each)")
     chat.add_argument("--mode", default="a2t", choices=["a2t", "a2ta"],
                       help="a2t: reply in text (DIR/<id>.txt); a2ta: text and speech (DIR/<id>.wav too) "
                            "(default: a2t)")
-    chat.add_argument("--max-tokens", type=positive_int, default=2048,
-                      help="most tokens a reply may have, for rows without max_tokens (default: 2048)")
+    chat.add_argument("--max-tokens", type=positive_int,
+                      help="most tokens a reply may have, for rows without max_tokens (default: the model's)")
+    add_sampling_options(chat, "token")
 
 
-def _job_parser(kinds, name: str, default_model: str, column: str, help_text: str) -> argparse.ArgumentParser:
+def _job_parser(kinds, name: str, default_model: str | None, column: str, help_text: str
+                ) -> argparse.ArgumentParser:
     extra = ("speaker, seed, max_tokens, context (a list of {speaker, text, audio}: earlier turns whose voice "
              "to continue)" if name == "tts" else "seed, max_tokens")
     parser = kinds.add_parser(
@@ -56,7 +56,7 @@ def _job_parser(kinds, name: str, default_model: str, column: str, help_text: st
     )
     parser.add_argument("input", type=Path, metavar="INPUT", help=INPUTS)
     parser.add_argument("--model", default=default_model,
-                        help=f"local checkpoint directory or hub id (default: {default_model}); on a cluster, "
+                        help="local checkpoint directory or hub id (default: %(default)s); on a cluster, "
                              "a path every node can read")
     parser.add_argument("--output-dir", type=Path, required=True, metavar="DIR",
                         help="where the outputs and manifest.parquet go (created if missing)")
@@ -83,11 +83,12 @@ def _job_parser(kinds, name: str, default_model: str, column: str, help_text: st
 def run(kind: str, args: argparse.Namespace) -> int:
     from voxport.batch.jobs import BatchJob, run_batch
 
+    defaults = {"max_tokens": args.max_tokens, "seed": args.seed}
+    options = {"temperature": args.temperature, "top_k": args.top_k, "greedy": args.greedy}
     if kind == "tts":
-        defaults = {"speaker": args.speaker, "max_tokens": args.max_tokens, "seed": args.seed}
-        options = {"top_k": args.top_k, **sampling_options(args)}
+        defaults["speaker"] = args.speaker
     else:
-        defaults, options = {"max_tokens": args.max_tokens, "seed": args.seed}, {"mode": args.mode}
+        options["mode"] = args.mode
     job = BatchJob(kind=kind, input=args.input, model=args.model, output_dir=args.output_dir, device=args.device,
                    dtype=args.dtype, workers=args.workers, batch_size=args.batch_size, cluster=args.cluster,
                    row_defaults=defaults, options=options)

@@ -1,4 +1,5 @@
-"""voxport chat: Tencent Covo-Audio-Chat, speech in, text (and speech) out."""
+"""voxport chat: speech in, text (and speech) out (Tencent Covo-Audio-Chat by default), through the chat
+service."""
 
 from __future__ import annotations
 
@@ -9,29 +10,28 @@ from pathlib import Path
 
 from voxport.cli.common import (
     add_device_options,
-    non_negative_int,
+    add_sampling_options,
     positive_int,
     progress_bar,
     quiet_library_progress,
-    sampling_options,
-    temperature,
 )
+from voxport.audio.io import check_readable, write_audio
+from voxport.errors import InputError
+from voxport.models.registry import default_source
 from voxport.runtime.files import check_output_dir
-
-DEFAULT_COVO = "tencent/Covo-Audio-Chat"
 
 
 def add_parser(commands) -> None:
     parser = commands.add_parser(
-        "chat", help="talk to Tencent Covo-Audio-Chat: speech in, text out",
-        description="Multi-round speech chat with Covo-Audio-Chat. Each --audio is one user turn; the model's "
-                    "memory of earlier rounds is kept (its KV cache), so a round only processes its own audio. "
-                    "Round 0 is greedy with the reference's repetition penalties; later rounds sample with "
+        "chat", help="talk to a model that answers speech (Tencent Covo-Audio-Chat by default)",
+        description="Multi-round speech chat. Each --audio is one user turn; the model's memory of earlier rounds "
+                    "is kept (its KV cache), so a round only processes its own audio. Covo-Audio-Chat's round 0 "
+                    "is greedy with the reference's repetition penalties; later rounds sample with "
                     "--temperature/--top-p/--top-k unless --greedy.",
         epilog="example: voxport chat --audio question.wav --audio follow-up.wav --device npu:0",
     )
-    parser.add_argument("--model", default=DEFAULT_COVO,
-                        help=f"local checkpoint directory or hub id (default: {DEFAULT_COVO})")
+    parser.add_argument("--model", default=default_source("answers_audio"),
+                        help="local checkpoint directory or hub id (default: %(default)s)")
     parser.add_argument("--audio", action="append", required=True, type=Path, metavar="FILE",
                         help="one user turn (wav, flac, ogg, ...; any rate, mono or stereo); repeat for more rounds")
     parser.add_argument("--mode", default="a2t", choices=["a2t", "a2ta"],
@@ -42,56 +42,60 @@ def add_parser(commands) -> None:
     parser.add_argument("--prompt-dir", type=Path,
                         help="a2ta: the voice (prompt_token.npy, prompt_latent.npy, speaker_embed.npy); "
                              "default: <model>/token2wav/prompt")
-    parser.add_argument("--max-new-tokens", type=positive_int, default=2048,
-                        help="most tokens a round may generate (default: 2048)")
-    parser.add_argument("--temperature", type=temperature, default=0.5,
-                        help="sampling temperature after round 0; 0 is greedy, as --greedy (default: 0.5)")
-    parser.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling mass after round 0 (default: 0.9)")
-    parser.add_argument("--top-k", type=non_negative_int, default=50, help="sample among the K best after round 0 (default: 50)")
+    parser.add_argument("--max-new-tokens", type=positive_int,
+                        help="most tokens a round may generate (default: the model's, 2048 for Covo-Audio-Chat)")
+    add_sampling_options(parser, "token")
+    parser.add_argument("--top-p", type=float, help="nucleus sampling mass (default: the model's)")
     parser.add_argument("--system", metavar="TEXT",
                         help="a system prompt replacing the reference's persona (its output-format line stays: "
                              "the model was trained to follow it); default: the reference's")
     parser.add_argument("--seed", type=int, help="seed for the sampled rounds; the same seed gives the same replies")
-    parser.add_argument("--greedy", action="store_true", help="greedy in every round, not only round 0")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the transcript")
     add_device_options(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from voxport.models.covo import ChatSettings, CovoAudioChat
-    from voxport.models.covo.frontend import prepare_clip
+    from voxport.models.base import ChatSettings
+    from voxport.models.registry import load_model
     from voxport.runtime.devices import backend_for, dtype_name, resolve_device, resolve_dtype
+    from voxport.services.chat import ChatService
 
     settings = ChatSettings(mode=args.mode, max_new_tokens=args.max_new_tokens, top_p=args.top_p, top_k=args.top_k,
-                            seed=args.seed, persona=args.system, **sampling_options(args))
-    clips = [prepare_clip(path) for path in args.audio]
-    speaking = args.mode == "a2ta"
+                            seed=args.seed, persona=args.system, temperature=args.temperature, greedy=args.greedy)
+    for path in args.audio:
+        check_readable(path)
+    speaking = settings.speaks
     if speaking:
         check_output_dir(args.output_dir, "--output-dir")
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     quiet_library_progress()
 
-    model = CovoAudioChat.load(args.model, device, dtype)
+    model = load_model(args.model, device, dtype, capability="answers_audio")
+    service = ChatService(model)  # type: ignore[arg-type]
+    clips = [service.clip(path) for path in args.audio]
     if speaking:
-        model.load_speech_decoder(args.prompt_dir)
+        error = service.prepare_speech(args.prompt_dir)
+        if error:
+            raise InputError(f"--mode a2ta: {error}")
         args.output_dir.mkdir(parents=True, exist_ok=True)
-    conversation = model.chat(settings)
+    conversation = service.open(settings)
     if not args.json:
-        print(f"model init {model.init_seconds:.2f} s, weight load {model.load_seconds:.2f} s"
-              + (f", token2wav load {model.speech_load_seconds:.2f} s" if speaking else "")
+        print(f"model load {model.load_seconds:.2f} s"
+              + "".join(f", {name} {seconds:.2f} s" for name, seconds in model.load_timings.items())
               + f" on {device} ({backend_for(device).device_name(device)}, {dtype_name(dtype)}); seed {conversation.seed}")
     rounds = []
-    for clip in clips:
-        with progress_bar(settings.max_new_tokens, "tokens", f"round {len(conversation.rounds)}") as update:
+    limit = settings.with_defaults(model.chat_defaults).max_new_tokens
+    for path, clip in zip(args.audio, clips):
+        with progress_bar(limit, "tokens", f"round {len(conversation.rounds)}") as update:
             turn = conversation.say(clip, on_token=lambda ids: update(len(ids)))
-        report = {**turn.to_json(), "audio": clip.source}
+        report = {**turn.to_json(), "audio": str(path)}
         if speaking:
-            report.update(save_spoken_reply(turn, args.output_dir, model.speech_decoder().sample_rate))
+            report.update(save_spoken_reply(turn, args.output_dir, service.speech_rate))
         rounds.append(report)
         if not args.json:
-            print(f"round {turn.index} [{clip.source}, {clip.seconds:.1f} s, {turn.audio_features} features; "
+            print(f"round {turn.index} [{path}, {turn.audio_features} features; "
                   f"{turn.generation_seconds:.2f} s, {len(turn.text_token_ids)} text tokens, "
                   f"{len(turn.audio_codes)} audio codes]: {turn.text}")
             if report.get("wav"):
@@ -100,15 +104,15 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({
             "model": str(args.model), "mode": args.mode, "device": str(device), "dtype": dtype_name(dtype),
-            "seed": conversation.seed, "init_seconds": model.init_seconds, "load_seconds": model.load_seconds,
-            "speech_load_seconds": model.speech_load_seconds, "rounds": rounds,
+            "seed": conversation.seed, "load_seconds": model.load_seconds, "load_timings": model.load_timings,
+            "init_seconds": model.load_timings.get("init"),
+            "speech_load_seconds": model.load_timings.get("token2wav"), "rounds": rounds,
         }, ensure_ascii=False))
     return 0
 
 
 def save_spoken_reply(turn, directory: Path, sample_rate: int) -> dict:
     """Write turn_N.wav when the round produced speech; say so on stderr when it did not."""
-    from voxport.audio.io import write_audio
 
     if turn.speech is None:
         print(f"voxport: round {turn.index} has no audio codes in its reply, so no turn_{turn.index}.wav was "

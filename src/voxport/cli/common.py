@@ -75,13 +75,13 @@ def temperature(text: str) -> float:
     return value
 
 
-def sampling_options(args: argparse.Namespace) -> dict:
-    """temperature and greedy for a request: --temperature 0 picks the most likely id, as --greedy does and as
-    the HTTP API reads it."""
-    from voxport.models.sampling import zero_means_greedy
-
-    chosen = zero_means_greedy(args.temperature, 1.0)
-    return chosen | {"greedy": chosen["greedy"] or args.greedy}
+def add_sampling_options(parser: argparse.ArgumentParser, unit: str) -> None:
+    """--temperature, --top-k, --greedy and --seed, each defaulting to the model family's own choice."""
+    parser.add_argument("--temperature", type=temperature,
+                        help="sampling temperature; 0 picks the most likely id, as --greedy (default: the model's)")
+    parser.add_argument("--top-k", type=non_negative_int, help=f"sample among the K most likely {unit} "
+                                                                "(default: the model's)")
+    parser.add_argument("--greedy", action="store_true", help=f"always pick the most likely {unit} (no sampling)")
 
 
 def _integer(text: str) -> int:

@@ -9,7 +9,7 @@ from voxport.cli.common import positive_int, progress, quiet_library_progress
 
 
 def add_parser(commands) -> None:
-    from voxport.models.registry import FAMILIES
+    from voxport.models.registry import families
 
     parser = commands.add_parser(
         "make-tiny", help="write a random checkpoint (tiny, or at the real size) for tests, demos and benchmarks",
@@ -22,7 +22,7 @@ def add_parser(commands) -> None:
                "          voxport make-tiny covo /tmp/covo-4l --size full --layers 4",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("family", choices=sorted(FAMILIES), help="model family")
+    parser.add_argument("family", choices=sorted(families()), help="model family")
     parser.add_argument("directory", type=Path, help="where to write the checkpoint")
     parser.add_argument("--size", choices=["tiny", "full"], default="tiny",
                         help="tiny widths (default), or the released model's dimensions in bfloat16")
@@ -36,13 +36,13 @@ def add_parser(commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from voxport.errors import InputError
-    from voxport.models.registry import FAMILIES
+    from voxport.models.registry import family_named
     from voxport.models.tiny import write_tiny_checkpoint
 
     if args.layers is not None and args.size != "full":
         raise InputError("--layers cuts a full-size model: add --size full")
     quiet_library_progress()
-    family = FAMILIES[args.family]
+    family = family_named(args.family)
     if args.size == "full":
         progress(f"building a full-size random {family.description} checkpoint in bfloat16 (this takes a while)")
     directory = write_tiny_checkpoint(family.make_tiny, args.directory, seed=args.seed, overwrite=args.force,

@@ -1,5 +1,7 @@
-"""Every model family voxport knows: adding one is a folder under models/ and one line here.
+"""Every model family voxport knows: its own, and those installed packages declare.
 
+A family is declared by a `ModelFamily` in the `voxport.models` entry-point group (voxport's own come through
+the same group, from its pyproject.toml), so a family can live in a package of its own with no edit to voxport.
 Families name their classes by import path, so listing them (as `--help` does) loads no model code.
 """
 
@@ -9,15 +11,20 @@ import importlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
+from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from voxport.errors import CheckpointError
+from voxport.errors import CheckpointError, InputError
 
 if TYPE_CHECKING:
     import torch
 
     from voxport.models.base import SpeechModel
+
+ENTRY_POINTS = "voxport.models"
+CAPABILITIES = ("speaks_text", "answers_audio")  # the class flags a family's model may declare
 
 
 @dataclass(frozen=True)
@@ -27,25 +34,43 @@ class ModelFamily:
     description: str
     model_path: str  # "module:Class" of the SpeechModel
     make_tiny_path: str  # "module:function" writing a random checkpoint (directory, seed, size=, layers=)
+    capability: str  # what the model does: one of CAPABILITIES
+    default_source: str | None = None  # the hub id a door loads when none is named
 
     @property
     def model(self) -> type[SpeechModel]:
-        return _resolve(self.model_path)
+        return _resolve(self.model_path)  # type: ignore[no-any-return]
 
     @property
     def make_tiny(self) -> Callable[..., Path]:
-        return _resolve(self.make_tiny_path)
+        return _resolve(self.make_tiny_path)  # type: ignore[no-any-return]
 
 
-FAMILIES = {
-    family.name: family
-    for family in [
-        ModelFamily("csm", "csm", "Sesame CSM-1B text-to-speech", "voxport.models.csm:CsmSpeech",
-                    "voxport.models.tiny:make_tiny_csm"),
-        ModelFamily("covo", "covo_audio", "Tencent Covo-Audio-Chat speech chat", "voxport.models.covo:CovoAudioChat",
-                    "voxport.models.tiny:make_tiny_covo"),
-    ]
-}
+@cache
+def families() -> dict[str, ModelFamily]:
+    """Every declared family by name: voxport's own first, then those of installed packages."""
+    found: dict[str, ModelFamily] = {}
+    for point in sorted(entry_points(group=ENTRY_POINTS), key=lambda point: (not point.value.startswith("voxport."),
+                                                                               point.name)):
+        family = point.load()
+        if not isinstance(family, ModelFamily) or family.capability not in CAPABILITIES:
+            raise CheckpointError(f"entry point {point.name} = {point.value} in {ENTRY_POINTS} is not a voxport "
+                                  f"ModelFamily with a capability of {', '.join(CAPABILITIES)}")
+        found.setdefault(family.name, family)
+    return found
+
+
+def family_named(name: str) -> ModelFamily:
+    known = families()
+    if name not in known:
+        raise InputError(f"unknown model family '{name}': expected one of {', '.join(known)}")
+    return known[name]
+
+
+def default_source(capability: str) -> str | None:
+    """The hub id a door loads for `capability` when the user names no model: the first family's that has one."""
+    return next((family.default_source for family in families().values()
+                 if family.capability == capability and family.default_source), None)
 
 
 def family_of(source: str | Path) -> ModelFamily:
@@ -57,17 +82,24 @@ def family_of(source: str | Path) -> ModelFamily:
         model_type = json.loads((path / "config.json").read_text()).get("model_type")
     except (OSError, ValueError) as error:
         raise CheckpointError(f"cannot read {path / 'config.json'}: {error}") from None
-    for family in FAMILIES.values():
+    for family in families().values():
         if family.model_type == model_type:
             return family
-    known = ", ".join(family.model_type for family in FAMILIES.values())
+    known = ", ".join(family.model_type for family in families().values())
     raise CheckpointError(f"{source} is a '{model_type}' model, which voxport cannot handle (it knows {known})")
 
 
-def load_model(source: str | Path, device: torch.device, dtype: torch.dtype) -> SpeechModel:
-    return family_of(source).model.load(source, device, dtype)
+def load_model(source: str | Path, device: torch.device, dtype: torch.dtype, capability: str | None = None
+               ) -> SpeechModel:
+    """The model at `source`; with `capability`, refused before loading unless its family has it."""
+    family = family_of(source)
+    if capability is not None and family.capability != capability:
+        able = [other.description for other in families().values() if other.capability == capability]
+        raise InputError(f"{source} is a {family.description} checkpoint, which cannot do this: expected a model "
+                         f"that {capability.replace('_', ' ')} ({', '.join(able) or 'none installed'})")
+    return family.model.load(source, device, dtype)
 
 
-def _resolve(path: str):
+def _resolve(path: str) -> Any:
     module, _, name = path.partition(":")
     return getattr(importlib.import_module(module), name)

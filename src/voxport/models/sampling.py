@@ -17,12 +17,6 @@ class SamplingSettings:
     greedy: bool = False
 
 
-def zero_means_greedy(temperature: float | None, default: float) -> dict:
-    """temperature and greedy for a request whose temperature 0 means greedy, as OpenAI's API reads it (the
-    temperature then goes unused, so `default` stands in, as it does for None)."""
-    return {"temperature": temperature or default, "greedy": temperature == 0}
-
-
 def pick_tokens(logits: torch.Tensor, settings: SamplingSettings, generator: torch.Generator | None = None,
                 gumbel: torch.Tensor | None = None) -> torch.Tensor:
     """One id per row of `logits` [..., vocab].

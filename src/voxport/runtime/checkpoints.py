@@ -18,7 +18,7 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import validate_repo_id
 
-from voxport.errors import CheckpointError
+from voxport.errors import CheckpointError, first_line
 
 
 def resolve_checkpoint(source: str | Path, allow_patterns: list[str] | None = None) -> Path:
@@ -75,5 +75,4 @@ def _download(repo_id: str, allow_patterns: list[str] | None) -> Path:
             f"{repo_id} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and {where}: {how_to_get}"
         ) from None
     except (HfHubHTTPError, OSError) as error:
-        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise CheckpointError(f"cannot fetch {repo_id} from the hub ({first_line}): {how_to_get}") from None
+        raise CheckpointError(f"cannot fetch {repo_id} from the hub ({first_line(error)}): {how_to_get}") from None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
@@ -16,7 +15,6 @@ from starlette.exceptions import HTTPException
 
 from voxport import __version__
 from voxport.errors import VoxportError
-from voxport.models.base import answers_audio, speaks_text
 from voxport.serve.audio_formats import MEDIA_TYPES
 from voxport.serve.bodies import json_object
 from voxport.serve.chat import chat_job, completion, completion_events
@@ -30,6 +28,8 @@ from voxport.serve.streams import AsyncChunks
 from voxport.serve.voice_api import voice_routes
 from voxport.serve.voices import VoiceBook
 from voxport.serve.workers import Job, ModelWorker, QueueFull
+from voxport.services.chat import ChatService
+from voxport.services.speech import SpeechService
 
 RETRY_AFTER_SECONDS = 2
 
@@ -45,9 +45,9 @@ class Limits:
 class ServedModel:
     name: str
     family: str  # the registry's family name, for listings; routing goes by the model's capabilities
-    model: object
+    service: SpeechService | ChatService  # what the model does, as every door does it
     worker: ModelWorker
-    speech_error: str | None = None  # covo: why spoken replies are unavailable, if they are
+    speech_error: str | None = None  # a model that answers audio: why spoken replies are unavailable, if they are
     created: int = field(default_factory=lambda: int(time.time()))
 
 
@@ -97,7 +97,7 @@ def create_app(state: ServerState) -> FastAPI:
     async def models():
         return {"object": "list", "data": [
             {"id": served.name, "object": "model", "created": served.created, "owned_by": "voxport",
-             "family": served.family, "capabilities": _capabilities(served.model)}
+             "family": served.family, "capabilities": [_CAPABILITIES[type(served.service)]]}
             for served in state.models.values()]}
 
     @app.get("/metrics")
@@ -107,17 +107,18 @@ def create_app(state: ServerState) -> FastAPI:
     @app.post("/v1/audio/speech")
     async def speech(request: Request):
         body = parse_speech_body(await json_object(request))
-        served = _model(state, body.model, speaks_text, "speak text")
-        model, limits = served.model, state.limits
-        job = Job(speech_job(body, model, served.name, state.voices, limits.max_input_chars, limits.max_seconds))
+        served = _model(state, body.model, SpeechService, "speak text")
+        service, limits = served.service, state.limits
+        assert isinstance(service, SpeechService)
+        job = Job(speech_job(body, service, served.name, state.voices, limits.max_input_chars, limits.max_seconds))
         media_type = MEDIA_TYPES[body.response_format]
         if body.streamed:
             job.chunks = AsyncChunks()
             _submit(served, job)
             if body.streamed == "sse":
-                events = sse_events(job, model.sample_rate, body, model.count_text_tokens(body.input))
+                events = sse_events(job, service.sample_rate, body, service.model.count_text_tokens(body.input))
                 return StreamingResponse(events, media_type="text/event-stream")
-            return StreamingResponse(audio_stream(job, model.sample_rate, body), media_type=media_type)
+            return StreamingResponse(audio_stream(job, service.sample_rate, body), media_type=media_type)
         result = await _answer(_submit(served, job), request)
         if result.audio_seconds:
             state.metrics.rtf.labels(served.name).observe(result.compute_seconds / result.audio_seconds)
@@ -127,12 +128,14 @@ def create_app(state: ServerState) -> FastAPI:
 
     @app.post("/v1/chat/completions")
     async def chat(body: ChatBody, request: Request):
-        served = _model(state, body.model, answers_audio, "answer audio")
-        job_spec = chat_job(body, served.name, state.replies, state.limits.max_audio_bytes)
+        served = _model(state, body.model, ChatService, "answer audio")
+        service = served.service
+        assert isinstance(service, ChatService)
+        job_spec = chat_job(body, service, served.name, state.replies, state.limits.max_audio_bytes)
         speaking = job_spec.audio_format is not None
         if speaking and served.speech_error:
             raise APIError(400, f"model {served.name} cannot speak: {served.speech_error}", "modalities")
-        rate = served.model.speech_decoder().sample_rate if speaking else None
+        rate = service.speech_rate if speaking else None
         if job_spec.stream:
             job = _submit(served, Job(job_spec, chunks=AsyncChunks()))
             return StreamingResponse(completion_events(job, served.name, rate, state.replies),
@@ -143,21 +146,20 @@ def create_app(state: ServerState) -> FastAPI:
     return app
 
 
-def _model(state: ServerState, name: str, capable: Callable[[object], bool], task: str) -> ServedModel:
-    """The served model `name`, if it can do what the endpoint asks (its declared capability)."""
+_CAPABILITIES = {SpeechService: "speech", ChatService: "audio_chat"}
+
+
+def _model(state: ServerState, name: str, service: type, task: str) -> ServedModel:
+    """The served model `name`, if it can do what the endpoint asks (the service of its declared capability)."""
     served = state.models.get(name)
     if served is None:
         raise APIError(404, f"model '{name}' is not served here: expected one of {', '.join(sorted(state.models))}",
                        "model", code="model_not_found")
-    if not capable(served.model):
-        able = [other for other, entry in sorted(state.models.items()) if capable(entry.model)]
+    if not isinstance(served.service, service):
+        able = [other for other, entry in sorted(state.models.items()) if isinstance(entry.service, service)]
         raise APIError(400, f"model '{name}' does not serve this endpoint: it cannot {task}"
                             + (f"; {', '.join(able)} can" if able else ""), "model")
     return served
-
-
-def _capabilities(model) -> list[str]:
-    return [name for name, capable in (("speech", speaks_text), ("audio_chat", answers_audio)) if capable(model)]
 
 
 def _submit(served: ServedModel, job: Job) -> Job:

@@ -1,4 +1,4 @@
-"""POST /v1/chat/completions (Covo-Audio-Chat) in OpenAI's audio-chat shape, whole or streamed.
+"""POST /v1/chat/completions (models that answer audio) in OpenAI's audio-chat shape, whole or streamed.
 
 Every request carries the conversation so far; it is replayed into the model's cache (user audio and the
 replies given then), and the last user audio is answered. A spoken reply gets an `audio.id`: a later request
@@ -14,20 +14,20 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from voxport.audio.io import resample
+from typing import Any
+
 from voxport.errors import VoxportError
-from voxport.models.covo import ChatSettings
-from voxport.models.covo.frontend import INPUT_RATE, SpeechClip, prepare_clip
-from voxport.models.sampling import zero_means_greedy
+from voxport.models.base import ChatSettings
 from voxport.serve.audio_formats import decode_base64_audio, encode, read_audio_bytes, supported_formats
 from voxport.serve.chat_body import AssistantMessage, AudioOutput, AudioPart, ChatBody, SystemMessage, UserMessage
 from voxport.serve.errors import APIError
 from voxport.serve.replies import ReplyStore
 from voxport.serve.streams import StreamFailed, job_pieces
 from voxport.serve.workers import Job, step_boundary
+from voxport.services.chat import ChatRequest, ChatService
 
-DEFAULT_MAX_TOKENS = ChatSettings().max_new_tokens  # the same default as `voxport chat --max-new-tokens`
-# Covo-Audio-Chat speaks in one voice (its checkpoint's speaker prompt): OpenAI's names and "default" all get it.
+# The models that answer audio speak in one voice (their checkpoint's speaker prompt): OpenAI's names and
+# "default" all get it.
 VOICES = ("default", "alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer", "verse",
           "marin", "cedar")
 AUDIO_FORMAT_ALIASES = {"pcm16": "pcm"}  # OpenAI's name for raw 16-bit samples
@@ -36,14 +36,13 @@ STREAM_AUDIO_BYTES = 48000  # base64 audio per streamed chunk: one second of 24 
 
 @dataclass(frozen=True)
 class ChatJob:
-    history: list[tuple[SpeechClip, str | tuple[int, ...]]]  # earlier user clips and the replies given then
-    clip: SpeechClip  # the turn to answer
-    settings: ChatSettings
+    request: ChatRequest
     audio_format: str | None  # spoken replies' format; None when the reply is text only
     stream: bool
 
 
-def chat_job(body: ChatBody, model_name: str, replies: ReplyStore, max_audio_bytes: int) -> ChatJob:
+def chat_job(body: ChatBody, service: ChatService, model_name: str, replies: ReplyStore, max_audio_bytes: int
+             ) -> ChatJob:
     if set(body.modalities) not in ({"text"}, {"text", "audio"}):
         raise APIError(400, 'modalities must be ["text"] or ["text", "audio"]', "modalities")
     speaking = "audio" in body.modalities
@@ -64,7 +63,7 @@ def chat_job(body: ChatBody, model_name: str, replies: ReplyStore, max_audio_byt
             if pending is not None:
                 raise APIError(400, f"messages[{index}]: two user turns in a row; put the reply between them",
                                "messages")
-            pending = _user_clip(message, index, audio_bytes)
+            pending = _user_clip(service, message, index, audio_bytes)
         elif isinstance(message, AssistantMessage):
             if pending is None:
                 raise APIError(400, f"messages[{index}]: an assistant reply needs a user turn before it", "messages")
@@ -73,54 +72,29 @@ def chat_job(body: ChatBody, model_name: str, replies: ReplyStore, max_audio_byt
     if pending is None:
         raise APIError(400, "messages must end with a user message holding input_audio", "messages")
     try:
-        settings = ChatSettings(
-            mode="a2ta" if speaking else "a2t",
-            max_new_tokens=body.max_completion_tokens or body.max_tokens or DEFAULT_MAX_TOKENS,
-            top_p=body.top_p or ChatSettings.top_p, seed=body.seed, persona=persona,
-            **zero_means_greedy(body.temperature, ChatSettings.temperature),
-        )
+        settings = ChatSettings(mode="a2ta" if speaking else "a2t",
+                                max_new_tokens=body.max_completion_tokens or body.max_tokens, top_p=body.top_p,
+                                seed=body.seed, persona=persona, temperature=body.temperature)
     except VoxportError as error:
         raise APIError(400, str(error), "messages" if persona is not None else None) from None
-    return ChatJob(history, pending, settings, audio_format, body.stream)
+    return ChatJob(ChatRequest(pending, settings, tuple(history)), audio_format, body.stream)
 
 
-def run_chat(model, jobs: list[Job]) -> None:
-    """The worker's side: replay the history, answer the last clip; stream the reply's text as it comes."""
+def run_chat(service: ChatService, jobs: list[Job]) -> None:
+    """The worker's side: the conversation answered by the service; the reply's text streamed as it comes."""
     job = jobs[0]
-    request: ChatJob = job.payload
-    conversation = model.chat(request.settings)
-    for clip, reply in request.history:
-        conversation.remember(clip, reply)
-    text = TextDeltas(model)
+    chat: ChatJob = job.payload
+    text = service.reply_text()
 
     def on_token(ids: list[int]) -> None:
         step_boundary(jobs, len(ids))
         if job.chunks is not None and (delta := text.add(ids)):
             job.chunks.put(delta)
 
-    turn = conversation.say(request.clip, on_token=on_token)
+    turn = service.answer(chat.request, on_token=on_token)
     if job.chunks is not None:
         job.chunks.put(None)
     job.future.set_result(turn)
-
-
-class TextDeltas:
-    """New reply text after each token: the text ids so far decoded again, less what was sent (a character
-    split across tokens waits until it is whole)."""
-
-    def __init__(self, model):
-        self.model, self.sent, self._text_ids = model, "", 0
-
-    def add(self, ids: list[int]) -> str:
-        text_ids, _ = self.model.split_output(ids)
-        if len(text_ids) == self._text_ids:
-            return ""
-        self._text_ids = len(text_ids)
-        text = self.model.decode_text(text_ids)
-        if text.endswith("\ufffd") or not text.startswith(self.sent):
-            return ""
-        delta, self.sent = text[len(self.sent):], text
-        return delta
 
 
 def completion(model_name: str, turn, request: ChatJob, sample_rate: int | None, replies: ReplyStore) -> dict:
@@ -203,7 +177,7 @@ def _system_text(messages: list) -> str | None:
         if isinstance(message, SystemMessage):
             if any(isinstance(earlier, UserMessage) for earlier in messages[:index]):
                 raise APIError(400, f"messages[{index}]: a {message.role} message must come before the first user "
-                                    "turn (Covo-Audio-Chat reads its system prompt once, at the start)", "messages")
+                                    "turn (the model reads its system prompt once, at the start)", "messages")
             texts.append(_plain_text(message.content))
     return "\n".join(texts) if texts else None
 
@@ -227,17 +201,17 @@ class AudioBudget:
         return raw
 
 
-def _user_clip(message: UserMessage, index: int, budget: AudioBudget) -> SpeechClip:
+def _user_clip(service: ChatService, message: UserMessage, index: int, budget: AudioBudget) -> Any:
     audios = [part for part in message.content if isinstance(part, AudioPart)] \
         if isinstance(message.content, list) else []
     if len(audios) != 1 or len(audios) != len(message.content):
-        raise APIError(400, f"messages[{index}]: a user turn needs exactly one input_audio part (Covo-Audio-Chat "
+        raise APIError(400, f"messages[{index}]: a user turn needs exactly one input_audio part (the model "
                             f"listens; it takes no typed text)", f"messages[{index}].content")
     param = f"messages[{index}].content[0].input_audio.data"
     raw = budget.take(audios[0].input_audio.data, param)
     samples, rate = read_audio_bytes(raw, param)
     try:
-        return prepare_clip(resample(samples, rate, INPUT_RATE))
+        return service.clip(samples, rate)
     except VoxportError as error:
         raise APIError(400, f"{param}: {error}", param) from None
 

@@ -8,14 +8,15 @@ from pathlib import Path
 
 import torch
 
-from voxport.errors import InputError, VoxportError
-from voxport.models.base import answers_audio, speaks_text
+from voxport.errors import InputError
 from voxport.models.registry import family_of
 from voxport.serve.app import ServedModel
 from voxport.serve.chat import run_chat
 from voxport.serve.speech import batch_key, run_speech
 from voxport.serve.voices import VoiceBook, parse_named_voice
 from voxport.serve.workers import ModelWorker
+from voxport.services.chat import ChatService
+from voxport.services.speech import SpeechService
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -46,19 +47,17 @@ def load_models(specs: list[str], device: torch.device, dtype: torch.dtype, max_
         family = family_of(source)
         progress(f"loading {family.description} '{name}' from {source} on {device}")
         model = family.model.load(source, device, dtype)
+        service: SpeechService | ChatService
         speech_error = None
-        if speaks_text(model):
-            worker = ModelWorker(name, lambda jobs, tts=model: run_speech(tts, jobs), max_queue, max_batch, batch_key)
-        elif answers_audio(model):
-            worker = ModelWorker(name, lambda jobs, chat=model: run_chat(chat, jobs), max_queue)
-            try:
-                model.load_speech_decoder()
-            except VoxportError as error:
-                speech_error = str(error)
+        if family.capability == "speaks_text":
+            service = SpeechService(model)  # type: ignore[arg-type]
+            worker = ModelWorker(name, lambda jobs, tts=service: run_speech(tts, jobs), max_queue, max_batch,
+                                 batch_key)
         else:
-            raise InputError(f"model '{name}' ({family.description}) neither speaks text nor answers audio: "
-                             f"there is no endpoint to serve it on")
-        served[name] = ServedModel(name, family.name, model, worker, speech_error)
+            service = ChatService(model)  # type: ignore[arg-type]
+            worker = ModelWorker(name, lambda jobs, chat=service: run_chat(chat, jobs), max_queue)
+            speech_error = service.prepare_speech()
+        served[name] = ServedModel(name, family.name, service, worker, speech_error)
     return served
 
 

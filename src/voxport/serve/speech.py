@@ -15,15 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from voxport.audio.speed import MAX_SPEED, MIN_SPEED, change_speed
 from voxport.errors import VoxportError
-from voxport.models.base import SpeechSpec, SpokenAudio
-from voxport.models.longform import chunk_seconds, speak_long, split_text
-from voxport.models.sampling import zero_means_greedy
 from voxport.serve.audio_formats import STREAMABLE, encode, pcm16, streaming_wav_header, supported_formats
 from voxport.serve.errors import APIError
 from voxport.serve.fields import FiniteFloat, Seed
 from voxport.serve.streams import StreamFailed, job_pieces
 from voxport.serve.voices import VoiceBook
 from voxport.serve.workers import Job, step_boundary
+from voxport.services.speech import SpeechPlan, SpeechRequest, SpeechResult, SpeechService
 
 class VoiceId(BaseModel):
     """A custom voice by id, as OpenAI's SDK sends it: {"id": "voice_..."}."""
@@ -39,13 +37,13 @@ class SpeechBody(BaseModel):
     model: str
     input: str
     voice: str | VoiceId = "alloy"
-    instructions: str | None = None  # refused: CSM takes no style instructions
+    instructions: str | None = None  # refused: no served model takes style instructions
     response_format: str = "wav"
     speed: Annotated[FiniteFloat, Field(ge=MIN_SPEED, le=MAX_SPEED)] = 1.0
     stream_format: Literal["audio", "sse"] | None = None  # None: the whole file at once
     stream: bool = False  # voxport's earlier switch, the same as stream_format "audio"
-    temperature: Annotated[FiniteFloat, Field(ge=0, le=2)] = 0.9  # 0: greedy
-    top_k: Annotated[int, Field(ge=0, le=2**31 - 1)] = 50  # 0: no top-k filter
+    temperature: Annotated[FiniteFloat, Field(ge=0, le=2)] | None = None  # 0: greedy; None: the model's
+    top_k: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = None  # 0: no top-k filter; None: the model's
     seed: Seed | None = None
     max_seconds: Annotated[FiniteFloat, Field(gt=0)] | None = None  # per chunk; None: from its text
 
@@ -56,10 +54,8 @@ class SpeechBody(BaseModel):
 
 @dataclass(frozen=True)
 class SpeechJob:
-    spec: SpeechSpec  # for a one-chunk text, max_seconds is already that chunk's budget
-    cap_seconds: float | None  # the client's cap on each chunk
+    plan: SpeechPlan
     streamed: bool  # hand out pieces as they are made
-    chunks: int
 
 
 def parse_speech_body(raw: object) -> SpeechBody:
@@ -79,7 +75,7 @@ def parse_speech_body(raw: object) -> SpeechBody:
         raise APIError(400, f"{where + ': ' if where else ''}{problems[0]['msg']}", where) from None
 
 
-def speech_job(body: SpeechBody, model, model_name: str, voices: VoiceBook, max_input_chars: int,
+def speech_job(body: SpeechBody, service: SpeechService, model_name: str, voices: VoiceBook, max_input_chars: int,
                max_seconds: float) -> SpeechJob:
     """Every check that can be made before the work: a request that passes is spoken whole."""
     if body.instructions is not None:
@@ -94,46 +90,38 @@ def speech_job(body: SpeechBody, model, model_name: str, voices: VoiceBook, max_
                             f"{', '.join(supported_formats())}", "response_format")
     if body.max_seconds is not None and body.max_seconds > max_seconds:
         raise APIError(400, f"max_seconds must be in (0, {max_seconds}]", "max_seconds")
-    voice = voices.resolve(body.voice if isinstance(body.voice, str) else {"id": body.voice.id}, model.sample_rate)
-    chunks = split_text(body.input)
-    spec = SpeechSpec(text=body.input, speaker=voice.speaker, context=voice.context,
-                      max_seconds=chunk_seconds(chunks[0], body.max_seconds),
-                      top_k=body.top_k, seed=body.seed, **zero_means_greedy(body.temperature, 1.0))
-    return SpeechJob(spec, body.max_seconds, body.streamed is not None, len(chunks))
+    voice = voices.resolve(body.voice if isinstance(body.voice, str) else {"id": body.voice.id}, service.sample_rate)
+    request = SpeechRequest(text=body.input, speaker=voice.speaker, voice=voice.context, seed=body.seed,
+                            temperature=body.temperature, top_k=body.top_k, max_seconds=body.max_seconds)
+    return SpeechJob(service.plan(request), body.streamed is not None)
 
 
 def batch_key(job: Job):
-    """Jobs with this key in common can share one batch; streams and long texts run alone."""
+    """Jobs with this key in common can share one batch (each with its own length and seed); streams run alone."""
     speech: SpeechJob = job.payload
-    return None if speech.streamed or speech.chunks > 1 else speech.spec.sampling_key()
+    return None if speech.streamed else speech.plan.batch_key
 
 
-def run_speech(model, jobs: list[Job]) -> None:
-    """The worker's side: one stream, one long text, or one batch of one-chunk texts."""
+def run_speech(service: SpeechService, jobs: list[Job]) -> None:
+    """The worker's side: one stream, or one batch of whole texts."""
     first: SpeechJob = jobs[0].payload
     if first.streamed:
         job, made = jobs[0], 0
-        for piece in speak_long(model, first.spec, first.cap_seconds):
+        for piece in service.pieces(first.plan):
             made += piece.spoken.output_tokens
             step_boundary(jobs, made)
             job.chunks.put(piece)
-        job.future.set_result(SpokenAudio(np.zeros(0, np.float32), model.sample_rate, made))
+        job.future.set_result(SpeechResult(np.zeros(0, np.float32), service.sample_rate, made, first.plan.seed,
+                                           len(first.plan.chunks), None))
         job.chunks.put(None)
-    elif first.chunks > 1:
-        pieces = []
-        for piece in speak_long(model, first.spec, first.cap_seconds, stream=False):
-            pieces.append(piece.spoken)
-            step_boundary(jobs, sum(spoken.output_tokens for spoken in pieces))
-        jobs[0].future.set_result(SpokenAudio(np.concatenate([piece.audio for piece in pieces]), model.sample_rate,
-                                              sum(piece.output_tokens for piece in pieces),
-                                              sum(piece.compute_seconds for piece in pieces)))
     else:
-        specs = [job.payload.spec for job in jobs]
-        for job, result in zip(jobs, model.speak(specs, on_step=lambda steps: step_boundary(jobs, steps))):
+        results = service.speak_plans([job.payload.plan for job in jobs],
+                                      on_step=lambda steps: step_boundary(jobs, steps))
+        for job, result in zip(jobs, results):
             job.future.set_result(result)
 
 
-async def whole_audio(result: SpokenAudio, body: SpeechBody) -> bytes:
+async def whole_audio(result: SpeechResult, body: SpeechBody) -> bytes:
     audio = await asyncio.to_thread(change_speed, result.audio, body.speed)
     return encode(audio, result.sample_rate, body.response_format)
 
@@ -178,7 +166,7 @@ async def sse_events(job: Job, sample_rate: int, body: SpeechBody, input_tokens:
         yield _event({"type": "error", "error": {"message": message, "type": kind, "param": None, "code": None}},
                      "error")
         return
-    made = job.future.result().output_tokens
+    made = job.future.result().steps
     yield _event({"type": "speech.audio.done",
                   "usage": {"input_tokens": input_tokens, "output_tokens": made, "total_tokens": input_tokens + made}})
 

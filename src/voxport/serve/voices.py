@@ -70,7 +70,7 @@ class CustomVoice:
 class ResolvedVoice:
     """What a speech request's voice comes to: a speaker id and, for recorded voices, the sample to continue."""
 
-    speaker: int
+    speaker: int | None  # None: the model's default speaker
     context: tuple[VoiceSample, ...] = ()
 
 
@@ -96,14 +96,14 @@ class VoiceBook:
         """A request's `voice`: a built-in name, a speaker id, a --voice name, or {"id": custom voice id}."""
         key = voice.get("id") if isinstance(voice, dict) else voice
         if isinstance(voice, dict) and key in self.voices:
-            return ResolvedVoice(0, (self._sample(key, sample_rate),))
+            return ResolvedVoice(None, (self._sample(key, sample_rate),))
         if isinstance(voice, str):
             if voice in OPENAI_VOICES:
                 return ResolvedVoice(OPENAI_VOICES[voice])
             if voice.isdigit():
                 return ResolvedVoice(int(voice))
             if voice in self.named:
-                return ResolvedVoice(0, (self._sample(voice, sample_rate),))
+                return ResolvedVoice(None, (self._sample(voice, sample_rate),))
         raise APIError(400, f"unknown voice {key!r}: expected one of {', '.join(self.names())}, a speaker id, "
                             f"or {{\"id\": ...}} of a custom voice"
                             + (f" ({', '.join(sorted(self.voices))})" if self.voices else ""),

@@ -11,6 +11,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 
+from voxport.errors import first_line
 from voxport.models.base import SpeechModel
 from voxport.runtime.devices import BACKENDS
 from voxport.validate.verdicts import ORDER
@@ -142,7 +143,7 @@ def replay_accuracy(recorder: OpRecorder, device: torch.device, worst: int = 10)
                 outputs.append([_replay(func, args, kwargs, *where) for where in
                                 ((cpu, torch.float32), (cpu, None), (device, None))])
         except Exception as error:  # noqa: BLE001 (an op the target cannot run is reported with the reason)
-            judged.append({**entry, "verdict": "FAIL", "reason": f"{type(error).__name__}: {str(error).splitlines()[0]}"})
+            judged.append({**entry, "verdict": "FAIL", "reason": f"{type(error).__name__}: {first_line(error)}"})
             continue
         if any(output is None for triple in outputs for output in triple):
             skipped.append({"op": key[0], "input_dtypes": list(key[1]), "reason": "no tensor output to compare"})

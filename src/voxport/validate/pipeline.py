@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from voxport.errors import InputError
+from voxport.errors import InputError, first_line
 from voxport.runtime.devices import dtype_name
 from voxport.validate.accuracy import run_accuracy
 from voxport.validate.environment import environment
@@ -57,7 +57,7 @@ def run_stages(source: str, device: torch.device, dtype: torch.dtype, configs, i
         try:
             results[name] = stages[name]()
         except Exception as error:  # noqa: BLE001 (a failed stage is reported, the others still run)
-            results[name] = {"error": f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"}
+            results[name] = {"error": f"{type(error).__name__}: {first_line(error)}"}
             progress(f"[{number}/{len(names)}] {name} did not complete: {results[name]['error']}")
         on_stage(name, results[name])
     return results

@@ -1,6 +1,6 @@
 """Tencent Covo-Audio-Chat: speech in, text (and speech codes) out, over many rounds."""
 
-from voxport.models.covo.chat import ChatRound, ChatSettings, CovoChat
-from voxport.models.covo.model import ChatRequest, CovoAudioChat
+from voxport.models.covo.chat import CHAT_DEFAULTS, CovoChat
+from voxport.models.covo.model import CovoAudioChat
 
-__all__ = ["ChatRequest", "ChatRound", "ChatSettings", "CovoAudioChat", "CovoChat"]
+__all__ = ["CHAT_DEFAULTS", "CovoAudioChat", "CovoChat"]

@@ -2,86 +2,45 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from voxport.errors import InputError
+from voxport.models.base import ChatRound, ChatSettings
 from voxport.models.covo.frontend import SpeechClip, prepare_clip
 from voxport.models.covo.generation import RepetitionPenalties
 from voxport.models.sampling import SamplingSettings
-from voxport.runtime.seeding import check_seed, fresh_seed, make_generator
+from voxport.runtime.seeding import fresh_seed, make_generator
 from voxport.runtime.timing import timed
 
 STOP_TOKENS = {"a2t": "<|endoftext|>", "a2ta": "<|im_end|>"}
 
 
-@dataclass(frozen=True)
-class ChatSettings:
-    """Round 0 is greedy, as in the reference; later rounds sample (T 0.5, top-p 0.9, top-k 50) unless greedy."""
-
-    mode: str = "a2t"
-    max_new_tokens: int = 2048
-    greedy: bool = False
-    temperature: float = 0.5
-    top_p: float = 0.9
-    top_k: int = 50
-    seed: int | None = None
-    penalties: RepetitionPenalties = field(default_factory=RepetitionPenalties)
-    persona: str | None = None  # replaces the reference's persona in the system turn (None: the reference's)
-
-    def __post_init__(self):
-        if self.mode not in STOP_TOKENS:
-            raise InputError(f"unknown mode '{self.mode}': expected {' or '.join(STOP_TOKENS)}")
-        if self.max_new_tokens < 1:
-            raise InputError(f"max new tokens is {self.max_new_tokens}: expected a positive number")
-        if not 0 < self.temperature < math.inf:  # NaN fails this too
-            raise InputError(f"temperature is {self.temperature}: expected a positive finite number")
-        check_seed(self.seed)
-        if not 0 < self.top_p <= 1:
-            raise InputError(f"top-p is {self.top_p}: expected a number in (0, 1]")
-        if self.top_k < 0:
-            raise InputError(f"top-k is {self.top_k}: expected 0 (off) or a positive number")
-        if self.persona is not None and not self.persona.strip():
-            raise InputError("the system prompt is empty: expected text, or none for the reference's")
-
-    def sampling_for(self, round_index: int) -> SamplingSettings:
-        greedy = self.greedy or round_index == 0
-        return SamplingSettings(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, greedy=greedy)
+# What Covo-Audio-Chat does where a request leaves the choice open, as the reference does: round 0 greedy,
+# later rounds sampled at temperature 0.5 among the top-p 0.9 of the 50 best, with two repetition penalties.
+CHAT_DEFAULTS = ChatSettings(max_new_tokens=2048, temperature=0.5, top_p=0.9, top_k=50)
+PENALTIES = RepetitionPenalties()
 
 
-@dataclass
-class ChatRound:
-    index: int
-    text: str
-    text_token_ids: list[int]
-    audio_codes: list[int]  # ids minus the audio-code offset, kept for speech synthesis
-    reply_ids: list[int]  # what the cache holds of the reply: every id generated but the last (text and audio)
-    audio_features: int  # N: encoder features the user's clip filled
-    generation_seconds: float  # encoder, adapter and LLM, device synchronized
-    prefill_positions: int  # prompt positions this round added before generating
-    cache_positions_before: int  # history the round started from
-    stopped: bool  # the stop token ended the round (else max new tokens did)
-    speech: np.ndarray | None = field(default=None, repr=False)  # a2ta: the spoken reply, float32 mono
-    decode_seconds: float | None = None  # a2ta: token2wav time, device synchronized
-
-    def to_json(self) -> dict:
-        """Everything but the waveform itself."""
-        return {key: value for key, value in asdict(self).items() if key != "speech"}
+def round_sampling(settings: ChatSettings, round_index: int) -> SamplingSettings:
+    """How round `round_index` picks its tokens: round 0 is greedy, as in the reference; later rounds sample
+    unless the settings are greedy."""
+    chosen = settings.with_defaults(CHAT_DEFAULTS)
+    assert chosen.temperature is not None and chosen.top_k is not None and chosen.top_p is not None
+    return SamplingSettings(temperature=chosen.temperature, top_k=chosen.top_k, top_p=chosen.top_p,
+                            greedy=chosen.greedy or round_index == 0)
 
 
 class CovoChat:
     """A conversation with one loaded model. Round N prefills only its own prompt: history stays cached."""
 
     def __init__(self, model, settings: ChatSettings):
-        if settings.mode == "a2ta":
+        if settings.speaks:
             model.speech_decoder()  # fail before the first round, not after it
         self.model = model
-        self.settings = settings
+        self.settings = settings.with_defaults(CHAT_DEFAULTS)
         self.seed = settings.seed if settings.seed is not None else fresh_seed()
         self.generator = make_generator(model.device, self.seed)
         self.engine = model.token_engine()
@@ -126,11 +85,11 @@ class CovoChat:
             prompt_embeds = self.model.prompt_embeds(prompt_ids, clip)
             run = self.engine.generate(
                 prompt_embeds, prompt_ids, self.stop_id, self.settings.max_new_tokens,
-                self.settings.sampling_for(index), self.settings.penalties, self.generator, on_token,
+                round_sampling(self.settings, index), PENALTIES, self.generator, on_token,
             )
         text_ids, codes = self.model.split_output(run.ids)
         speech = None
-        if self.settings.mode == "a2ta" and codes:
+        if self.settings.speaks and codes:
             with timed(self.model.device, timings, "decode_seconds"):
                 speech = self.model.speech_decoder().render(codes, seed=self.seed)
         self.rounds.append(ChatRound(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,11 +12,12 @@ from accelerate import init_empty_weights
 from torch import nn
 from transformers import Qwen2Tokenizer
 
-from voxport.errors import CheckpointError, InputError
+from voxport.errors import CheckpointError, InputError, first_line
 from voxport.audio.features import whisper_log_mel
 from voxport.models.base import Stage, repeated_blocks
 from voxport.models.cached_stack import fuse_projections
-from voxport.models.covo.chat import STOP_TOKENS, ChatSettings, CovoChat
+from voxport.models.base import ChatSettings
+from voxport.models.covo.chat import CHAT_DEFAULTS, PENALTIES, STOP_TOKENS, CovoChat, round_sampling
 from voxport.models.covo.config import CovoConfig
 from voxport.models.covo.frontend import INPUT_RATE, SpeechClip, clip_log_mels, prepare_clip
 from voxport.models.covo.generation import RepetitionPenalties, TokenEngine
@@ -34,14 +35,6 @@ CHECKPOINT_FILES = ["*.json", "*.safetensors", "*.txt", "*.jinja", "token2wav/*"
 BENCH_SECONDS = {"short": 3.0, "medium": 10.0, "long": 25.0}
 NEVER = -1  # a stop id no token has: fixed-length runs
 REQUIRED_TOKENS = [AUDIO_START, AUDIO_SLOT, AUDIO_END, "<|im_start|>", *STOP_TOKENS.values()]
-
-
-@dataclass(frozen=True)
-class ChatRequest:
-    """One conversation: a user clip per round, in order."""
-
-    audios: tuple[SpeechClip | str | Path | np.ndarray, ...]
-    settings: ChatSettings = ChatSettings()
 
 
 @dataclass(frozen=True)
@@ -67,6 +60,8 @@ class CovoAudioChat:
     family = "covo"
     step_unit = "token"
     answers_audio = True
+    chat_defaults = CHAT_DEFAULTS
+    input_rate = INPUT_RATE
 
     def __init__(self, network: CovoAudioNetwork, tokenizer, config: CovoConfig, device: torch.device,
                  dtype: torch.dtype, timings: dict[str, float], directory: Path):
@@ -123,9 +118,18 @@ class CovoAudioChat:
     def chat(self, settings: ChatSettings = ChatSettings()) -> CovoChat:
         return CovoChat(self, settings)
 
-    def generate(self, request: ChatRequest) -> list:
-        conversation = self.chat(request.settings)
-        return [conversation.say(audio) for audio in request.audios]
+    def prepare_clip(self, audio: np.ndarray | str | Path) -> SpeechClip:
+        """AnswersAudio: a user turn from a file or from samples at 16 kHz."""
+        return prepare_clip(audio)
+
+    def reply_text(self, ids: Sequence[int]) -> str:
+        """AnswersAudio: the text of a reply's ids so far."""
+        return self.decode_text(self.split_output(list(ids))[0])
+
+    @property
+    def speech_rate(self) -> int:
+        """AnswersAudio: the sample rate of spoken replies."""
+        return self.speech_decoder().sample_rate
 
     def token_id(self, token: str) -> int:
         return self.tokenizer.convert_tokens_to_ids(token)
@@ -306,7 +310,7 @@ class CovoAudioChat:
     def sampled_tokens(self, inputs: CovoExample, steps: int, seed: int | None) -> torch.Tensor:
         """`steps` tokens after the round-0 prompt, sampled as later rounds are from `seed` (None: greedy);
         no penalties, the stop token ignored."""
-        sampling = SamplingSettings(greedy=True) if seed is None else ChatSettings().sampling_for(1)
+        sampling = SamplingSettings(greedy=True) if seed is None else round_sampling(CHAT_DEFAULTS, 1)
         generator = None if seed is None else make_generator(self.device, seed)
         run = self._fixed_run(inputs, steps, sampling, RepetitionPenalties(1.0, 1.0, 1), generator)
         return torch.tensor(run.ids)
@@ -317,7 +321,7 @@ class CovoAudioChat:
 
     def run_fixed(self, inputs: CovoExample, steps: int) -> None:
         """A round-0 reply of exactly `steps` tokens: encoder, prefill, then greedy decoding with penalties."""
-        self._fixed_run(inputs, steps, ChatSettings().sampling_for(0), RepetitionPenalties())
+        self._fixed_run(inputs, steps, round_sampling(CHAT_DEFAULTS, 0), PENALTIES)
         return None
 
     def weight_bytes_per_step(self) -> int:
@@ -325,6 +329,10 @@ class CovoAudioChat:
         llm = self.network.llm
         return sum(p.numel() * p.element_size() for module in (llm.model.layers, llm.model.norm, llm.lm_head)
                    for p in module.parameters())
+
+    def weight_bytes_per_prompt(self) -> int:
+        """Weight bytes a prompt's prefill reads, whatever its length: the LLM's layers once."""
+        return sum(p.numel() * p.element_size() for p in self.network.llm.model.layers.parameters())
 
     def _fixed_run(self, inputs: CovoExample, steps: int, sampling, penalties, generator=None):
         prompt_ids = self.prompt_ids(inputs.clip.placeholders, first_round=True)
@@ -434,7 +442,7 @@ def _load_tokenizer(path: Path, config: CovoConfig):
     try:
         tokenizer = Qwen2Tokenizer.from_pretrained(path)
     except (OSError, ValueError) as error:
-        raise CheckpointError(f"cannot load the tokenizer of {path}: {str(error).splitlines()[0]}") from None
+        raise CheckpointError(f"cannot load the tokenizer of {path}: {first_line(error)}") from None
     vocabulary = tokenizer.get_vocab()
     missing = [token for token in REQUIRED_TOKENS if token not in vocabulary]
     if missing:

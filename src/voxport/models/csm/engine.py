@@ -104,13 +104,13 @@ class CsmEngine:
               ) -> tuple[torch.Tensor, torch.Tensor]:
         """One frame from the backbone state: codes [batch, codebooks] and the backbone state after them.
 
-        `slot` is the cache row this frame's input goes to, `early` whether end of audio is still forbidden,
+        `slot` is the cache row this frame's input goes to, `early` [batch] whether end of audio is still forbidden,
         `noise` the frame's pre-drawn (temperature-scaled) Gumbel noise [codebooks, batch, candidates], None
         when greedy. `visible` (slot + 1, eager runs only: a captured graph keeps fixed shapes) limits the
         backbone's attention to the cache rows written so far instead of the whole context.
         """
         first = self.linear(hidden, self.lm_head)
-        first = first + torch.where(early, self.eos_blocked, self.nothing_blocked)
+        first = first + torch.where(early.unsqueeze(-1), self.eos_blocked, self.nothing_blocked)
         codes = [self.pick(first, settings, noise, 0).unsqueeze(1)]  # [batch, 1] each: the depth steps' shape
         table, rope, slots = self.depth_first
         inputs = torch.cat([hidden.unsqueeze(1), F.embedding(codes[0], table)], dim=1)
@@ -133,13 +133,14 @@ class CsmEngine:
         return pick_tokens(logits if logits.dtype == torch.float32 else logits.float(), settings, gumbel=gumbel)
 
     @torch.inference_mode()
-    def run(self, embeds: torch.Tensor, starts: torch.Tensor, settings: SamplingSettings, max_frames: int,
-            min_frames: int, generators: list[torch.Generator] | None, chunk_frames: Callable[[int], int],
+    def run(self, embeds: torch.Tensor, starts: torch.Tensor, settings: SamplingSettings, max_frames: list[int],
+            min_frames: list[int], generators: list[torch.Generator] | None, chunk_frames: Callable[[int], int],
             step: Callable | None = None) -> Iterator[FrameChunk]:
-        """Generate frame chunks until every row has ended or `max_frames`; `chunk_frames(done)` sizes each chunk.
+        """Generate frame chunks until every row has ended; `chunk_frames(done)` sizes each chunk.
 
-        `generators` holds one generator per row (None when greedy): row r samples from its own, so its codes
-        do not depend on the other rows of the batch.
+        Row r ends at its end of audio or after `max_frames[r]` frames, and cannot end before `min_frames[r]`,
+        so rows of different lengths share one batch. `generators` holds one generator per row (None when
+        greedy): row r samples from its own, so its codes do not depend on the other rows of the batch.
         """
         step = step or self.frame
         eager = step == self.frame  # attends over the rows written so far; a captured graph keeps fixed shapes
@@ -147,15 +148,17 @@ class CsmEngine:
         batch, prompt = embeds.shape[0], embeds.shape[1]
         eos = self.config.codebook_eos_token_id
         hidden = self.prefill(embeds, starts)
-        slots = torch.arange(prompt, prompt + max_frames, device=device)  # indexed per frame: no host copies
-        early = torch.arange(max_frames, device=device) < min_frames
+        longest = max(max_frames)
+        limits = torch.tensor(max_frames, device=device)
+        slots = torch.arange(prompt, prompt + longest, device=device)  # indexed per frame: no host copies
+        early = torch.arange(longest, device=device)[:, None] < torch.tensor(min_frames, device=device)[None, :]
         ended = torch.zeros(batch, dtype=torch.bool, device=device)
-        lengths = torch.full((batch,), max_frames, dtype=torch.long, device=device)
+        lengths = limits.clone()
         noise_source = None if settings.greedy else RowNoise(
             generators, self.config.num_codebooks, candidates(settings, self.codebook_size), settings, device)
         done = 0
-        while done < max_frames:
-            size = min(chunk_frames(done), max_frames - done)
+        while done < longest:
+            size = min(chunk_frames(done), longest - done)
             noise = None if noise_source is None else noise_source.take(size)
             frames = []
             for offset in range(size):
@@ -165,7 +168,7 @@ class CsmEngine:
                                      **({"visible": prompt + index + 1} if eager else {}))
                 at_end = ends_audio(frame, eos) & ~ended
                 lengths = torch.where(at_end, index, lengths)
-                ended = ended | at_end
+                ended = ended | at_end | (limits <= index + 1)
                 frames.append(frame.clone())  # a captured graph's next replay overwrites its outputs
             done += size
             finished = bool(ended.all())  # the one host sync of a chunk

@@ -30,15 +30,15 @@ class StreamChunk:
 @torch.inference_mode()
 def synthesize(tts, requests: list[SynthesisRequest], on_frame: Callable[[int], None] | None = None
                ) -> list[SynthesisResult]:
-    """Speech for every request, generated as one batch; each row stops at its own end of audio and samples
-    from its own seed, so a request gives the same codes alone or batched."""
-    settings = _shared_settings(requests)
+    """Speech for every request, generated as one batch; each row stops at its own end of audio (or frame
+    limit) and samples from its own seed, so a request gives the same codes alone or batched."""
+    _check_shared_sampling(requests)
     seeds = [request.seed if request.seed is not None else fresh_seed() for request in requests]
     timings: dict[str, float] = {}
     with timed(tts.device, timings, "prompt_seconds"):
         embeds, starts = _batched_prompts(tts, requests)
     with timed(tts.device, timings, "generation_seconds"):
-        codes, lengths = generate_codes(tts, embeds, starts, settings, seeds, on_frame)
+        codes, lengths = generate_codes(tts, embeds, starts, requests, seeds, on_frame)
     with timed(tts.device, timings, "decode_seconds"):
         audio = [tts.decode(codes[row, :length]) for row, length in enumerate(lengths)]
     return [
@@ -49,12 +49,12 @@ def synthesize(tts, requests: list[SynthesisRequest], on_frame: Callable[[int], 
 
 
 @torch.inference_mode()
-def generate_codes(tts, embeds: torch.Tensor, starts: torch.Tensor, settings: SynthesisRequest, seeds: list[int],
-                   on_frame: Callable[[int], None] | None = None) -> tuple[torch.Tensor, list[int]]:
-    """Codes [batch, frames, codebooks] for prompts already embedded (row r sampled from seeds[r]), and each
-    row's length before its end."""
+def generate_codes(tts, embeds: torch.Tensor, starts: torch.Tensor, requests: list[SynthesisRequest],
+                   seeds: list[int], on_frame: Callable[[int], None] | None = None) -> tuple[torch.Tensor, list[int]]:
+    """Codes [batch, frames, codebooks] for prompts already embedded (row r as requests[r] asks, sampled from
+    seeds[r]), and each row's length before its end."""
     chunks, done = [], 0
-    for chunk in _run(tts, embeds, starts, settings, seeds, lambda frames: CHECK_EVERY):
+    for chunk in _run(tts, embeds, starts, requests, seeds, lambda frames: CHECK_EVERY):
         chunks.append(chunk)
         done += chunk.codes.shape[1]
         if on_frame is not None:
@@ -78,7 +78,7 @@ def stream(tts, request: SynthesisRequest, first_chunk: int = 2, chunk: int = CH
     def sizes(done: int) -> int:
         return first_chunk if done == 0 else chunk
 
-    for piece in _run(tts, embeds, starts, request, [seed], sizes):
+    for piece in _run(tts, embeds, starts, [request], [seed], sizes):
         new = piece.codes[0, : int(piece.lengths[0]) - decoded]
         if new.shape[0]:
             audio = codec.decode(new.transpose(0, 1).unsqueeze(0))[0, 0].float().cpu().numpy()
@@ -119,19 +119,19 @@ def synthesize_with_transformers(tts, request: SynthesisRequest) -> SynthesisRes
                            timings=timings)
 
 
-def _run(tts, embeds, starts, settings: SynthesisRequest, seeds: list[int], sizes):
+def _run(tts, embeds, starts, requests: list[SynthesisRequest], seeds: list[int], sizes):
     engine, step = tts.engine(embeds.shape[0])
     generators = [make_generator(tts.device, seed) for seed in seeds]
-    return engine.run(embeds, starts, settings.sampling(), settings.max_frames, settings.min_frames, generators,
-                      sizes, step)
+    return engine.run(embeds, starts, requests[0].sampling(), [request.max_frames for request in requests],
+                      [request.min_frames for request in requests], generators, sizes, step)
 
 
 def _batched_prompts(tts, requests: list[SynthesisRequest]) -> tuple[torch.Tensor, torch.Tensor]:
     """Prompt embeddings left-padded to one length [batch, T, hidden], and where each row's prompt starts."""
     prompts = [tts.prompt_embeds(request)[0] for request in requests]
     length = max(prompt.shape[0] for prompt in prompts)
-    for prompt in prompts:
-        tts.check_context_length(prompt.shape[0], requests[0].max_frames)
+    for prompt, request in zip(prompts, requests):
+        tts.check_context_length(prompt.shape[0], request.max_frames)
     embeds = prompts[0].new_zeros(len(prompts), length, prompts[0].shape[-1])
     for row, prompt in enumerate(prompts):
         embeds[row, length - prompt.shape[0]:] = prompt
@@ -139,14 +139,10 @@ def _batched_prompts(tts, requests: list[SynthesisRequest]) -> tuple[torch.Tenso
     return embeds, starts
 
 
-def _shared_settings(requests: list[SynthesisRequest]) -> SynthesisRequest:
-    """A batch samples with one set of settings: the first request's, which the others must share (seeds may
-    differ: each row has its own)."""
+def _check_shared_sampling(requests: list[SynthesisRequest]) -> None:
+    """A batch samples with one set of settings (seeds and frame limits are each row's own)."""
     if not requests:
         raise InputError("no texts to speak: expected at least one")
-    first = requests[0]
-    fields = ("max_frames", "min_frames", "temperature", "top_k", "greedy")
-    for request in requests[1:]:
-        if any(getattr(request, name) != getattr(first, name) for name in fields):
-            raise InputError(f"a batch shares {', '.join(fields)}: every request must use the same values")
-    return first
+    if len({request.sampling() for request in requests}) > 1:
+        raise InputError("a batch shares its sampling (temperature, top-k, greedy): every request must use the "
+                         "same values")

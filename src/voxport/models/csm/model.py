@@ -14,7 +14,7 @@ from torch import nn
 from transformers import CsmForConditionalGeneration, CsmProcessor
 
 from voxport.audio.io import check_samples, load_audio
-from voxport.errors import CheckpointError, InputError
+from voxport.errors import CheckpointError, InputError, first_line
 from voxport.models.base import SpeechSpec, SpokenAudio, Stage, repeated_blocks
 from voxport.models.csm.engine import CsmEngine, arrange_weights
 from voxport.models.csm.generation import (
@@ -25,7 +25,7 @@ from voxport.models.csm.generation import (
     synthesize_with_transformers,
 )
 from voxport.models.csm.prompt import render_prompt
-from voxport.models.csm.synthesis import SynthesisRequest, SynthesisResult
+from voxport.models.csm.synthesis import SPEECH_DEFAULTS, SynthesisRequest, SynthesisResult
 from voxport.models.sampling import SamplingSettings
 from voxport.runtime.checkpoints import require_tokenizer_files, resolve_checkpoint
 from voxport.runtime.devices import backend_for
@@ -69,6 +69,7 @@ class CsmSpeech:
     family = "csm"
     step_unit = "frame"
     speaks_text = True
+    speech_defaults = SPEECH_DEFAULTS
     engine_type = CsmEngine  # the static-cache engine class teacher-forced accuracy runs
 
     def __init__(self, model: CsmForConditionalGeneration, processor: CsmProcessor, load_seconds: float,
@@ -106,6 +107,11 @@ class CsmSpeech:
         return speech
 
     @property
+    def step_rate(self) -> float:
+        """Codec frames (generation steps) per second of audio: 12.5."""
+        return self.config.codec_config.frame_rate
+
+    @property
     def frame_samples(self) -> int:
         """Audio samples per codec frame (1920 at 24 kHz and 12.5 frames a second)."""
         return round(self.sample_rate / self.config.codec_config.frame_rate)
@@ -138,21 +144,25 @@ class CsmSpeech:
 
     def speak(self, specs: list[SpeechSpec], on_step: Callable[[int], None] | None = None) -> list[SpokenAudio]:
         """SpeaksText: one batch of family-independent specs."""
-        results = self.generate_batch([self._request(spec) for spec in specs], on_step)
-        return [SpokenAudio(r.audio, r.sample_rate, r.frames, r.compute_seconds) for r in results]
+        results = self.generate_batch([SynthesisRequest.from_spec(spec) for spec in specs], on_step)
+        return [SpokenAudio(r.audio, r.sample_rate, r.frames, r.compute_seconds, r.codes, r.timings) for r in results]
 
     def speak_stream(self, spec: SpeechSpec) -> Iterator[SpokenAudio]:
         """SpeaksText: pieces of one spec's speech as they are made."""
         started = 0.0
-        for chunk in self.stream(self._request(spec)):
-            yield SpokenAudio(chunk.audio, self.sample_rate, len(chunk.codes), chunk.seconds_since_start - started)
+        for chunk in self.stream(SynthesisRequest.from_spec(spec)):
+            yield SpokenAudio(chunk.audio, self.sample_rate, len(chunk.codes), chunk.seconds_since_start - started,
+                              chunk.codes)
             started = chunk.seconds_since_start
+
+    def speak_reference(self, spec: SpeechSpec) -> SpokenAudio:
+        """The same chunk through transformers' own generate(), for comparison (no min steps there)."""
+        result = self.generate_with_transformers(SynthesisRequest.from_spec(spec))
+        return SpokenAudio(result.audio, result.sample_rate, result.frames, result.compute_seconds, result.codes,
+                           result.timings)
 
     def count_text_tokens(self, text: str) -> int:
         return len(self.processor.tokenizer(text, add_special_tokens=False).input_ids)
-
-    def _request(self, spec: SpeechSpec) -> SynthesisRequest:
-        return SynthesisRequest.from_spec(spec, self.config.codec_config.frame_rate)
 
     def generate_with_transformers(self, request: SynthesisRequest) -> SynthesisResult:
         """The same job through transformers' CsmForConditionalGeneration.generate, for comparison."""
@@ -304,7 +314,8 @@ class CsmSpeech:
         """`steps` frames [steps, codebooks], sampled with the default settings from `seed` (None: greedy)."""
         request = replace(inputs.request, max_frames=steps, min_frames=steps, greedy=seed is None, seed=seed or 0)
         embeds = self.prompt_embeds(request)
-        codes, _ = generate_codes(self, embeds, torch.zeros(1, dtype=torch.long, device=self.device), request, [0])
+        codes, _ = generate_codes(self, embeds, torch.zeros(1, dtype=torch.long, device=self.device), [request],
+                                  [request.seed])
         return codes[0]
 
     def tokens_to_audio(self, tokens: torch.Tensor) -> np.ndarray:
@@ -404,7 +415,7 @@ def _load_processor(path: Path) -> CsmProcessor:
     try:
         return CsmProcessor.from_pretrained(path)
     except _LOAD_ERRORS as error:
-        raise CheckpointError(f"cannot load CSM checkpoint {path}: {_first_line(error)}") from None
+        raise CheckpointError(f"cannot load CSM checkpoint {path}: {first_line(error)}") from None
 
 
 def _load_weights(path: Path, device: torch.device, dtype: torch.dtype) -> CsmForConditionalGeneration:
@@ -414,7 +425,7 @@ def _load_weights(path: Path, device: torch.device, dtype: torch.dtype) -> CsmFo
             path, dtype=dtype, device_map=device, output_loading_info=True
         )
     except _LOAD_ERRORS as error:
-        raise CheckpointError(f"cannot load CSM checkpoint {path}: {_first_line(error)}") from None
+        raise CheckpointError(f"cannot load CSM checkpoint {path}: {first_line(error)}") from None
     _expect_all_weights(path, info)
     model.codec_model.float()
     return model.eval()
@@ -424,7 +435,7 @@ def _expect_model_type(path: Path, model_type: str) -> None:
     try:
         found = json.loads((path / "config.json").read_text()).get("model_type")
     except (OSError, ValueError) as error:
-        raise CheckpointError(f"cannot read {path / 'config.json'}: {_first_line(error)}") from None
+        raise CheckpointError(f"cannot read {path / 'config.json'}: {first_line(error)}") from None
     if found != model_type:
         raise CheckpointError(f"{path} holds a '{found}' checkpoint: expected model_type '{model_type}'")
 
@@ -438,8 +449,3 @@ def _expect_all_weights(path: Path, info: dict) -> None:
 
 def _bytes(module: nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in module.parameters())
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

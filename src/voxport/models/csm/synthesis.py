@@ -9,9 +9,13 @@ from pathlib import Path
 import numpy as np
 
 from voxport.errors import InputError
-from voxport.models.base import SpeechSpec
+from voxport.models.base import SpeechDefaults, SpeechSpec
 from voxport.models.sampling import SamplingSettings
 from voxport.runtime.seeding import check_seed
+
+# What CSM does where a request leaves the choice open: every door's default (the reference samples at
+# temperature 0.9 among the 50 best codes).
+SPEECH_DEFAULTS = SpeechDefaults(sampling=SamplingSettings(temperature=0.9, top_k=50))
 
 
 @dataclass(frozen=True)
@@ -30,8 +34,8 @@ class SynthesisRequest:
     context: tuple[ContextTurn, ...] = ()
     max_frames: int = 125  # 80 ms each: 10 s
     min_frames: int = 0
-    temperature: float = 0.9
-    top_k: int = 50
+    temperature: float = SPEECH_DEFAULTS.sampling.temperature
+    top_k: int = SPEECH_DEFAULTS.sampling.top_k
     seed: int | None = None
     greedy: bool = False
 
@@ -55,13 +59,14 @@ class SynthesisRequest:
         return SamplingSettings(temperature=self.temperature, top_k=self.top_k, greedy=self.greedy)
 
     @classmethod
-    def from_spec(cls, spec: SpeechSpec, frame_rate: float) -> SynthesisRequest:
-        """The CSM request for a family-independent spec: context samples speak as the spec's speaker."""
-        context = tuple(ContextTurn(spec.speaker, sample.text, sample.audio) for sample in spec.context)
-        return cls(text=spec.text, speaker=spec.speaker, context=context,
-                   max_frames=max(1, math.ceil(spec.max_seconds * frame_rate - 1e-9)),
-                   temperature=1.0 if spec.greedy else spec.temperature, top_k=spec.top_k, seed=spec.seed,
-                   greedy=spec.greedy)
+    def from_spec(cls, spec: SpeechSpec) -> SynthesisRequest:
+        """The CSM request for a family-independent spec: a context sample without a speaker speaks as the
+        spec's speaker."""
+        context = tuple(ContextTurn(spec.speaker if sample.speaker is None else sample.speaker, sample.text,
+                                    sample.audio) for sample in spec.context)
+        return cls(text=spec.text, speaker=spec.speaker, context=context, max_frames=spec.max_steps,
+                   min_frames=spec.min_steps, temperature=spec.sampling.temperature, top_k=spec.sampling.top_k,
+                   seed=spec.seed, greedy=spec.sampling.greedy)
 
 
 @dataclass

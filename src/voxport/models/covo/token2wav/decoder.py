@@ -16,7 +16,7 @@ import torch
 from accelerate import init_empty_weights
 from torch import nn
 
-from voxport.errors import CheckpointError, InputError
+from voxport.errors import CheckpointError, InputError, first_line
 from voxport.models.covo.token2wav.config import Token2WavConfig
 from voxport.models.covo.token2wav.dit import Token2Latent
 from voxport.models.covo.token2wav.vocoder import BigVGAN
@@ -176,7 +176,7 @@ def _load_weights(network: Token2WavNetwork, path: Path, device: torch.device, d
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as error:
-        raise CheckpointError(f"cannot read token2wav weights {path}: {str(error).splitlines()[0]}") from None
+        raise CheckpointError(f"cannot read token2wav weights {path}: {first_line(error)}") from None
     state = state.get("model", state) if isinstance(state, dict) else state
     if not isinstance(state, dict):
         raise CheckpointError(f"token2wav weights {path} hold {type(state).__name__}: expected a state dict")

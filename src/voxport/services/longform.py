@@ -1,0 +1,47 @@
+"""Texts of any length, cut where speech pauses: sentence boundaries, then clauses, then words.
+
+Nothing is dropped: every character of the text is in exactly one chunk, and a chunk too long for the limit is
+cut at clause boundaries, then between words, and only a single over-long "word" is cut inside.
+"""
+
+from __future__ import annotations
+
+import re
+
+_SENTENCE_END = re.compile(r"(?<=[.!?…。！？])[\"'”’)\]]*\s+")
+_CLAUSE_END = re.compile(r"(?<=[,;:—–、，；：])\s+")
+
+
+def split_text(text: str, max_chars: int) -> list[str]:
+    """Chunks of at most `max_chars` characters that together hold every word of `text`, in order; sentences
+    are kept whole where they fit, then clauses, then words."""
+    chunks: list[str] = []
+    for sentence in _split(text.strip(), _SENTENCE_END):
+        pieces = _pieces(sentence, max_chars)
+        if len(pieces) > 1:
+            chunks.append(pieces.pop(0))  # a sentence cut in pieces starts a chunk: chunks end where sentences do
+        for piece in pieces:
+            if chunks and len(chunks[-1]) + 1 + len(piece) <= max_chars:
+                chunks[-1] = f"{chunks[-1]} {piece}"
+            else:
+                chunks.append(piece)
+    return chunks
+
+
+def _split(text: str, boundary: re.Pattern[str]) -> list[str]:
+    return [part for part in boundary.split(text) if part.strip()]
+
+
+def _pieces(sentence: str, max_chars: int) -> list[str]:
+    """A sentence whole if it fits, else its clauses, else the words of a clause too long (a single word longer
+    than `max_chars` is cut into parts)."""
+    if len(sentence) <= max_chars:
+        return [sentence]
+    pieces = []
+    for clause in _split(sentence, _CLAUSE_END):
+        if len(clause) <= max_chars:
+            pieces.append(clause)
+        else:
+            pieces += [word[start:start + max_chars] for word in clause.split()
+                       for start in range(0, len(word), max_chars)]
+    return pieces

@@ -1,0 +1,250 @@
+"""Speech from text, the one implementation every door calls: `voxport tts` (one text, a file, a batch file,
+a stream), `voxport batch tts` on Ray, POST /v1/audio/speech and Python.
+
+A request leaves any choice open (None) that the family's `SpeechDefaults` then makes. A text of any length is
+spoken whole, chunk by chunk, each chunk hearing the voice sample and the chunks before it; each chunk's length
+budget, the seed, and batching (requests of different lengths share one batch, each row with its own limits)
+are decided here and nowhere else, so the same request gives the same audio through every door.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from voxport.audio.io import check_samples, load_audio
+from voxport.errors import InputError
+from voxport.models.base import SpeaksText, SpeechSpec, SpokenAudio, VoiceSample
+from voxport.models.sampling import SamplingSettings
+from voxport.runtime.seeding import check_seed, fresh_seed
+from voxport.services.longform import split_text
+
+
+@dataclass(frozen=True)
+class SpeechRequest:
+    """What to say and how, as any door asks it; None is the family's default."""
+
+    text: str
+    speaker: int | None = None  # a speaker id of the model's own
+    voice: tuple[VoiceSample, ...] = ()  # earlier speech to continue, oldest first (see `SpeechService.sample`)
+    seed: int | None = None  # None: a fresh seed, reported in the result
+    temperature: float | None = None  # 0: greedy, as OpenAI's API reads it
+    top_k: int | None = None  # 0: no top-k filter
+    greedy: bool = False
+    max_steps: int | None = None  # the most steps (frames) each chunk of text may take; None: its budget
+    max_seconds: float | None = None  # the same cap in seconds of audio (the smaller counts if both are given)
+    min_steps: int = 0  # steps each chunk makes before its end may come
+    reference_engine: bool = False  # the upstream library's own generation, for comparison (one chunk, no batch)
+
+
+@dataclass(frozen=True)
+class SpeechPlan:
+    """A request with every choice made and checked: what will be spoken, chunk by chunk."""
+
+    request: SpeechRequest
+    chunks: tuple[str, ...]
+    speaker: int
+    sampling: SamplingSettings
+    seed: int
+    max_steps: tuple[int, ...]  # each chunk's limit
+
+    @property
+    def batch_key(self) -> tuple[Any, ...]:
+        """Plans equal in this key can be spoken in one batch (seeds and lengths are each row's own)."""
+        return (self.sampling, self.request.reference_engine)
+
+
+@dataclass
+class SpeechPiece:
+    """Audio of one chunk of a text, whole or one streamed part of it."""
+
+    chunk: int
+    chunks: int
+    text: str  # the chunk's words
+    spoken: SpokenAudio
+
+
+@dataclass
+class SpeechResult:
+    """The whole speech of one request."""
+
+    audio: np.ndarray  # float32 mono
+    sample_rate: int
+    steps: int  # generation steps (frames) made, all chunks together
+    seed: int
+    chunks: int
+    codes: np.ndarray | None  # every chunk's ids, in order, where the family has them
+    timings: dict[str, float] = field(default_factory=dict)  # seconds of each phase, all chunks together
+
+    @property
+    def audio_seconds(self) -> float:
+        return len(self.audio) / self.sample_rate
+
+    @property
+    def compute_seconds(self) -> float:
+        return sum(self.timings.values())
+
+    @property
+    def rtf(self) -> float | None:
+        """Real-time factor: compute seconds per second of audio (lower is better)."""
+        return self.compute_seconds / self.audio_seconds if self.audio_seconds else None
+
+
+class SpeechService:
+    """Speech from one loaded text-speaking model."""
+
+    def __init__(self, model: SpeaksText):
+        if not getattr(model, "speaks_text", False):
+            raise InputError(f"{type(model).__name__} does not speak text")
+        self.model = model
+        self.defaults = model.speech_defaults
+
+    @property
+    def sample_rate(self) -> int:
+        return self.model.sample_rate
+
+    def sample(self, audio: np.ndarray | str | Path, text: str, speaker: int | None = None) -> VoiceSample:
+        """A voice sample at the model's rate from samples at that rate or any audio file (the audio policy
+        checks it either way)."""
+        if isinstance(audio, np.ndarray):
+            samples = check_samples(audio, self.sample_rate, "voice sample")
+        else:
+            samples = load_audio(audio, self.sample_rate)
+        if not text.strip():
+            raise InputError("a voice sample's words are empty: expected the words spoken in it")
+        return VoiceSample(samples, text, speaker)
+
+    def plan(self, request: SpeechRequest) -> SpeechPlan:
+        """Every choice made and every check passed, before any work: a plan that passes is spoken whole."""
+        if not request.text.strip():
+            raise InputError("text is empty: expected words to speak")
+        speaker = self.defaults.speaker if request.speaker is None else request.speaker
+        for who in (speaker, *(sample.speaker for sample in request.voice if sample.speaker is not None)):
+            if who < 0:
+                raise InputError(f"speaker id is {who}: expected a non-negative integer")
+        check_seed(request.seed)
+        chunks = tuple(split_text(request.text, self.defaults.max_chunk_chars))
+        if request.reference_engine and len(chunks) > 1:
+            raise InputError(f"the reference engine speaks one chunk of text (up to {self.defaults.max_chunk_chars} "
+                             "characters): use the default engine for longer texts")
+        limits = tuple(self._steps(chunk, request) for chunk in chunks)
+        if request.min_steps < 0 or request.min_steps > min(limits):
+            raise InputError(f"min steps is {request.min_steps}: expected 0..the chunk's max steps ({min(limits)})")
+        seed = fresh_seed() if request.seed is None else request.seed
+        return SpeechPlan(request, chunks, speaker, self._sampling(request), seed, limits)
+
+    def speak(self, request: SpeechRequest, on_step: Callable[[int], None] | None = None) -> SpeechResult:
+        return self.speak_plans([self.plan(request)], on_step)[0]
+
+    def speak_batch(self, requests: list[SpeechRequest],
+                    on_step: Callable[[int], None] | None = None) -> list[SpeechResult]:
+        return self.speak_plans([self.plan(request) for request in requests], on_step)
+
+    def speak_plans(self, plans: list[SpeechPlan], on_step: Callable[[int], None] | None = None) -> list[SpeechResult]:
+        """Every plan spoken whole, batched: plans that share a `batch_key` run together, chunk k of each in
+        one batch (each row with its own seed and limits, so a plan gives the same audio alone or batched).
+        `on_step(n)` hears the steps done so far, all batches together (it may raise to stop)."""
+        spoken: list[list[SpokenAudio]] = [[] for _ in plans]
+        done = 0
+        groups: dict[tuple[Any, ...], list[int]] = {}
+        for index, plan in enumerate(plans):
+            groups.setdefault(plan.batch_key, []).append(index)
+        for members in groups.values():
+            for chunk in range(max(len(plans[index].chunks) for index in members)):
+                rows = [index for index in members if chunk < len(plans[index].chunks)]
+                specs = [self._spec(plans[index], chunk, spoken[index]) for index in rows]
+
+                def heard(steps: int, before: int = done) -> None:
+                    if on_step is not None:
+                        on_step(before + steps)
+
+                made = self._speak_chunk(specs, plans[rows[0]].request.reference_engine, heard)
+                for index, audio in zip(rows, made):
+                    spoken[index].append(audio)
+                done += max(audio.output_tokens for audio in made)
+        return [self._result(plan, pieces) for plan, pieces in zip(plans, spoken)]
+
+    def pieces(self, plan: SpeechPlan, streamed: bool = True) -> Iterator[SpeechPiece]:
+        """The speech of one plan as it is made: each chunk whole (`streamed` False) or in the parts the model
+        streams. Joined, the pieces are the plan's speech."""
+        spoken: list[SpokenAudio] = []
+        for chunk, text in enumerate(plan.chunks):
+            spec = self._spec(plan, chunk, spoken)
+            parts = self.model.speak_stream(spec) if streamed else iter(self._speak_chunk([spec], False, None))
+            made = []
+            for part in parts:
+                made.append(part)
+                yield SpeechPiece(chunk, len(plan.chunks), text, part)
+            spoken.append(_joined(made, self.sample_rate))
+
+    def _speak_chunk(self, specs: list[SpeechSpec], reference: bool,
+                     on_step: Callable[[int], None] | None) -> list[SpokenAudio]:
+        if not reference:
+            return self.model.speak(specs, on_step)
+        speak_reference = getattr(self.model, "speak_reference", None)
+        if speak_reference is None:
+            raise InputError(f"{type(self.model).__name__} has no reference engine to compare with")
+        return [speak_reference(spec) for spec in specs]
+
+    def _spec(self, plan: SpeechPlan, chunk: int, spoken: list[SpokenAudio]) -> SpeechSpec:
+        """Chunk `chunk` of `plan`, hearing the voice sample and the last chunks spoken before it."""
+        heard = tuple(VoiceSample(audio.audio, plan.chunks[index]) for index, audio in enumerate(spoken))
+        context = plan.request.voice + heard[len(heard) - self.defaults.context_chunks:] if heard \
+            else plan.request.voice
+        return SpeechSpec(text=plan.chunks[chunk], speaker=plan.speaker, context=context,
+                          max_steps=plan.max_steps[chunk], min_steps=plan.request.min_steps, sampling=plan.sampling,
+                          seed=plan.seed)
+
+    def _steps(self, chunk: str, request: SpeechRequest) -> int:
+        """A chunk's step limit: the request's cap where it gives one, else the family's budget for its text."""
+        caps = []
+        if request.max_steps is not None:
+            if request.max_steps < 1:
+                raise InputError(f"max steps is {request.max_steps}: expected a positive number")
+            caps.append(request.max_steps)
+        if request.max_seconds is not None:
+            if not 0 < request.max_seconds < math.inf:
+                raise InputError(f"max seconds is {request.max_seconds}: expected a positive finite number")
+            caps.append(self._seconds_to_steps(request.max_seconds))
+        if caps:
+            return min(caps)
+        return max(self._seconds_to_steps(self.defaults.budget_seconds(chunk)), request.min_steps)
+
+    def _seconds_to_steps(self, seconds: float) -> int:
+        return max(1, math.ceil(seconds * self.model.step_rate - 1e-9))
+
+    def _sampling(self, request: SpeechRequest) -> SamplingSettings:
+        """The family's sampling with the request's choices; greedy rows share one key whatever they asked for
+        the (then unused) temperature and top-k."""
+        defaults = self.defaults.sampling
+        if request.temperature is not None and not 0 <= request.temperature < math.inf:  # NaN fails this too
+            raise InputError(f"temperature is {request.temperature}: expected 0 (greedy) or a positive finite number")
+        if request.top_k is not None and request.top_k < 0:
+            raise InputError(f"top-k is {request.top_k}: expected 0 (off) or a positive number")
+        if request.greedy or request.temperature == 0:
+            return replace(defaults, greedy=True)
+        return replace(defaults, temperature=request.temperature or defaults.temperature,
+                       top_k=defaults.top_k if request.top_k is None else request.top_k, greedy=False)
+
+    def _result(self, plan: SpeechPlan, pieces: list[SpokenAudio]) -> SpeechResult:
+        whole = _joined(pieces, self.sample_rate)
+        return SpeechResult(whole.audio, self.sample_rate, whole.output_tokens, plan.seed, len(plan.chunks),
+                            whole.codes, whole.timings)
+
+
+def _joined(pieces: list[SpokenAudio], sample_rate: int) -> SpokenAudio:
+    """Pieces of speech as one: audio and ids end to end, steps and timings added up."""
+    codes = [piece.codes for piece in pieces if piece.codes is not None]
+    timings: dict[str, float] = {}
+    for piece in pieces:
+        for name, seconds in (piece.timings or {"compute_seconds": piece.compute_seconds}).items():
+            timings[name] = timings.get(name, 0.0) + seconds
+    audio = np.concatenate([piece.audio for piece in pieces]) if pieces else np.zeros(0, np.float32)
+    return SpokenAudio(audio, sample_rate, sum(piece.output_tokens for piece in pieces),
+                       sum(piece.compute_seconds for piece in pieces),
+                       np.concatenate(codes) if len(codes) == len(pieces) and codes else None, timings)
