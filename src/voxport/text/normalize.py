@@ -58,6 +58,8 @@ _MONTHS.update({name[:3].lower(): index + 1 for index, name in enumerate(english
 _UNITS = "|".join(re.escape(name) for name in sorted(english.UNITS, key=len, reverse=True))
 _SCALES = "|".join(sorted(english.SCALES, key=len, reverse=True))
 _ABBREVIATIONS = "|".join(english.ABBREVIATIONS)
+_TIME = re.compile(r"(?<![A-Za-z0-9_.,:])(?P<hour>[0-9]{1,2})(?::(?P<minute>[0-9]{2})(?::(?P<second>[0-9]{2}))?"
+                   r"|(?=\s?[AaPp]\.?[Mm]))(?![0-9:])(?:\s?(?P<meridiem>[AaPp])\.?[Mm]\.?(?![A-Za-z]))?")  # 10:30, 7 pm
 
 
 def _whole(match: re.Match[str], spoken: str) -> list[Part]:
@@ -164,9 +166,7 @@ RULES: tuple[Rule, ...] = (  # on a tie (two matches starting at one place) the 
     Rule("date", re.compile(rf"(?<![A-Za-z])(?P<month>{'|'.join(english.MONTHS)}|(?:Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sept?"
                             rf"|Oct|Nov|Dec)\.?)\s+(?P<dayall>(?P<day>[0-9]{{1,2}})(?:st|nd|rd|th)?)(?![0-9A-Za-z])"
                             rf"(?:,?\s+(?P<year>[0-9]{{4}})(?![0-9]))?"), _read_month_date),
-    Rule("time", re.compile(r"(?<![A-Za-z0-9_.,:])(?P<hour>[0-9]{1,2})(?::(?P<minute>[0-9]{2})(?::(?P<second>[0-9]{2}))?"
-                            r"|(?=\s?[AaPp]\.?[Mm]))(?![0-9:])(?:\s?(?P<meridiem>[AaPp])\.?[Mm]\.?(?![A-Za-z]))?"),
-         _read_time),
+    Rule("time", _TIME, _read_time),
     Rule("telephone", re.compile(r"(?<![A-Za-z0-9_.,+-])(?:\+[0-9]{1,3}[\s-]?)?(?:\(?[0-9]{3}\)?[\s.-]?[0-9]{3}[\s.-]"
                                  r"[0-9]{4}|1[3-9][0-9]{9}|0[0-9]{2,3}-[0-9]{7,8})(?![0-9])"), _read_telephone),
     Rule("currency", re.compile(rf"(?P<symbol>[$€£¥￥])\s?(?P<whole>{_NUM})(?:\.(?P<cents>[0-9]+))?{_END}"
@@ -275,7 +275,7 @@ def interpret(text: str, interpret_as: str, reader: ModuleType, format: str = ""
     if interpret_as == "date":
         return _interpret_date(text, reader, format)
     if interpret_as == "time":
-        match = RULES[5].pattern.fullmatch(text)
+        match = _TIME.fullmatch(text)
         spoken = _read_time(match, reader) if match else None
         if not spoken:
             raise ValueError("a time like 10:30, 9:05:30 or 7 pm")

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from xml.parsers import expat
 
 from voxport.errors import InputError
-from voxport.text.normalize import INTERPRETATIONS, Forced, interpret
 from voxport.text import english
+from voxport.text.normalize import INTERPRETATIONS, Forced, interpret
 from voxport.text.script import Language
 from voxport.text.segments import Break
 from voxport.text.spoken import Spoken, SpokenBuilder
