@@ -182,7 +182,8 @@ RULES: tuple[Rule, ...] = (  # on a tie (two matches starting at one place) the 
     Rule("year", re.compile(r"(?i:\b(?:in|since|until|by|from|of|year|during|before|after|around|circa))\s+"
                             r"(?P<year>1[1-9][0-9]{2}|20[0-9]{2})(?![0-9]|[.,][0-9])"), _read_year),
     Rule("year", re.compile(r"(?<![A-Za-z0-9_.,])(?:[0-9]{4}(?=\s?年)|[0-9]{2}(?=年代))"), _read_chinese_year),
-    Rule("number", re.compile(rf"(?<![A-Za-z0-9_.,-])-?(?:{_NUM})(?:\.[0-9]+)?{_END}|{_START}(?:{_NUM})(?:\.[0-9]+)?{_END}"),
+    Rule("number", re.compile(rf"(?<![A-Za-z0-9_.,-])-?(?:{_NUM})(?:\.[0-9]+)?{_END}"  # -5 only after a space
+                              rf"|{_START}(?:{_NUM})(?:\.[0-9]+)?{_END}"),
          _read_number),
     Rule("abbreviation", re.compile(rf"(?<![A-Za-z.])(?P<abbreviation>{_ABBREVIATIONS})\.(?=\s|$)"),
          _read_abbreviation),

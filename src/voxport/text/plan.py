@@ -6,7 +6,6 @@ from voxport.text.normalize import normalize as normalize_text
 from voxport.text.script import Language
 from voxport.text.segments import Break, Speech, TextPlan
 from voxport.text.ssml import is_ssml, parse_ssml
-from voxport.text.spoken import Spoken
 
 
 def plan_text(text: str, ssml: bool | None = None, normalize: bool = True, language: Language = "en") -> TextPlan:
