@@ -49,6 +49,7 @@ CHINESE = [
     ("1.5亿，3万", "一点五亿，三万"),
     ("第3名，90年代", "第三名，九零年代"),
     ("第10-20页", "第十到二十页"),
+    ("增长１２．５％，时间：１０：３０", "增长百分之十二点五，时间：十点三十分"),
 ]
 
 
@@ -103,6 +104,7 @@ def test_switched_off_copies_everything():
     ("in 2026", (3, 7), "en"), ("2026年", (0, 4), "zh"), ("价格 $5 dollars", (3, 5), "zh"),  # a tie: the letter before
     ("价格：  $5 dollars", (5, 7), "en"),
     ("价格$5，", (2, 4), "zh"), ("42", (0, 2), "en"), ("跑了5km", (2, 5), "zh"), ("（3）", (1, 2), "zh"),
+    ("Москва 5 km", (7, 8), "en"), ("ｉｎ 5", (3, 4), "zh"),
 ])
 def test_language_is_the_nearest_letters(text, span, language):
     assert language_at(text, *span) == language

@@ -25,14 +25,14 @@ import torch
 from voxport.audio.io import resample
 from voxport.audio.join import Joined
 from voxport.runtime.checkpoints import resolve_checkpoint
-from voxport.text.script import is_cjk
+from voxport.text.script import CJK_MARK, IDEOGRAPH, is_cjk
 from voxport.text.segments import Speech, TextPlan
 from voxport.text.spoken import Spoken
 
 ALIGNER_MODEL = "MahmoudAshraf/mms-300m-1130-forced-aligner"  # MMS-300M forced-alignment weights, transformers layout
 ALIGNER_FILES = ["*.json", "*.safetensors", "*.bin", "*.txt"]
 MMS_LETTERS = "aienoutsrmkldghybpwcvjzf'qx"  # the MMS_FA characters, most frequent first
-_WORD = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[^\s\u3000-\u303f\uff01-\uff60\u3400-\u9fff\uf900-\ufaff]+")
+_WORD = re.compile(rf"[{IDEOGRAPH}]|[^\s{CJK_MARK}{IDEOGRAPH}]+")  # each Chinese character, or a run between spaces
 _EDGE_PUNCTUATION = ".,;:!?\"'()[]{}«»“”‘’—–-…"
 
 
@@ -142,10 +142,12 @@ class Aligner:
 
         path = resolve_checkpoint(source, ALIGNER_FILES)
         vocabulary = json.loads((path / "vocab.json").read_text())
-        features = json.loads((path / "preprocessor_config.json").read_text())
+        features_file = path / "preprocessor_config.json"
+        features = json.loads(features_file.read_text()) if features_file.is_file() else {}
         model = Wav2Vec2ForCTC.from_pretrained(path).to(device or torch.device("cpu"))
-        blank = vocabulary.get("<blank>", model.config.pad_token_id)
-        return cls(model, vocabulary, blank, features["sampling_rate"], features.get("do_normalize", True))
+        blank = vocabulary.get("<blank>", model.config.pad_token_id)  # as ctc-forced-aligner finds it
+        # without a preprocessor config: 16 kHz, waveform normalized, as torchaudio's MMS_FA bundle feeds it
+        return cls(model, vocabulary, blank, features.get("sampling_rate", 16000), features.get("do_normalize", True))
 
     @torch.inference_mode()
     def log_probs(self, audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, float]:

@@ -28,6 +28,9 @@ READERS: dict[Language, ModuleType] = {"en": english, "zh": chinese}
 SPELLED_WORDS = {"http", "https", "www", "ftp"}  # said letter by letter inside addresses
 INTERPRETATIONS = ("characters", "cardinal", "ordinal", "date", "time", "telephone")  # SSML say-as
 
+# full-width digits and number signs (１２．５％) read as their ASCII twins
+_FOLD = str.maketrans({chr(0xFF10 + digit): str(digit) for digit in range(10)}
+                      | {"％": "%", "．": ".", "＋": "+", "－": "-", "／": "/"})
 Part = tuple[int, int, str]  # [start, end) of the text and what is said in its place
 
 
@@ -58,8 +61,8 @@ _MONTHS.update({name[:3].lower(): index + 1 for index, name in enumerate(english
 _UNITS = "|".join(re.escape(name) for name in sorted(english.UNITS, key=len, reverse=True))
 _SCALES = "|".join(sorted(english.SCALES, key=len, reverse=True))
 _ABBREVIATIONS = "|".join(english.ABBREVIATIONS)
-_TIME = re.compile(r"(?<![A-Za-z0-9_.,:])(?P<hour>[0-9]{1,2})(?::(?P<minute>[0-9]{2})(?::(?P<second>[0-9]{2}))?"
-                   r"|(?=\s?[AaPp]\.?[Mm]))(?![0-9:])(?:\s?(?P<meridiem>[AaPp])\.?[Mm]\.?(?![A-Za-z]))?")  # 10:30, 7 pm
+_TIME = re.compile(r"(?<![A-Za-z0-9_.,:])(?P<hour>[0-9]{1,2})(?:[:：](?P<minute>[0-9]{2})(?:[:：](?P<second>[0-9]{2}))?"
+                   r"|(?=\s?[AaPp]\.?[Mm]))(?![0-9:：])(?:\s?(?P<meridiem>[AaPp])\.?[Mm]\.?(?![A-Za-z]))?")  # 10:30, 7 pm
 
 
 def _whole(match: re.Match[str], spoken: str) -> list[Part]:
@@ -200,20 +203,23 @@ def normalize(written: Spoken | str, default: Language = "en", forced: Sequence[
     if isinstance(written, str):
         written = Spoken.verbatim(written)
     text = written.text
+    folded = text.translate(_FOLD)  # what the rules read; same length, so offsets are the same
     builder = SpokenBuilder()
     position = 0
     for span in sorted(forced, key=lambda span: span.start):
-        _apply_rules(text, position, span.start, default, builder, rules)
-        reader = READERS[language_at(text, span.start, span.end, default)]
-        builder.say(interpret(text[span.start:span.end], span.interpret_as, reader, span.format), span.start, span.end)
+        _apply_rules(text, folded, position, span.start, default, builder, rules)
+        reader = READERS[language_at(folded, span.start, span.end, default)]
+        builder.say(interpret(folded[span.start:span.end], span.interpret_as, reader, span.format), span.start,
+                    span.end)
         position = span.end
-    _apply_rules(text, position, len(text), default, builder, rules)
+    _apply_rules(text, folded, position, len(text), default, builder, rules)
     return compose(builder.build(), written)
 
 
-def _apply_rules(text: str, start: int, end: int, default: Language, builder: SpokenBuilder, rules: bool) -> None:
+def _apply_rules(text: str, folded: str, start: int, end: int, default: Language, builder: SpokenBuilder,
+                 rules: bool) -> None:
     position = start
-    while rules and (found := _next_match(text, position, end, default)) is not None:
+    while rules and (found := _next_match(folded, position, end, default)) is not None:
         match, parts = found
         for part_start, part_end, spoken in parts:
             builder.copy(text[position:part_start], position)

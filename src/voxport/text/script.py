@@ -4,33 +4,39 @@ character, English where it is a Latin one. Digits, spaces and symbols say nothi
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Literal
 
 Language = Literal["en", "zh"]
 LANGUAGES: tuple[Language, ...] = ("en", "zh")
 
-_CJK_RANGES = (
-    (0x3000, 0x303F),  # CJK punctuation: 。、「」
-    (0x3400, 0x4DBF),  # extension A
-    (0x4E00, 0x9FFF),  # unified ideographs
-    (0xF900, 0xFAFF),  # compatibility ideographs
-    (0xFF01, 0xFF60),  # full-width forms: ，：！（）
-    (0x20000, 0x2FA1F),  # extensions B and later
-)
+_IDEOGRAPHS = ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x2FA1F))  # 汉字 and extensions
+_CJK_MARKS = ((0x3000, 0x303F), (0xFF01, 0xFF0F), (0xFF1A, 0xFF20), (0xFF3B, 0xFF40), (0xFF5B, 0xFF60))  # 。、，：！（）
+_FULL_WIDTH = ((0xFF01, 0xFF60),)  # full-width forms (１２３ＡＢ，：) are written in Chinese text
+_HINT_RANGES = _IDEOGRAPHS + _CJK_MARKS + _FULL_WIDTH
+
+
+def _regex_class(ranges: tuple[tuple[int, int], ...]) -> str:
+    return "".join(f"{chr(low)}-{chr(high)}" for low, high in ranges)
+
+
+IDEOGRAPH = _regex_class(_IDEOGRAPHS)  # the inside of a regex [...] class: one Chinese character
+CJK_MARK = _regex_class(_CJK_MARKS)  # CJK punctuation, not part of a word
 
 
 def is_cjk(char: str) -> bool:
     code = ord(char)
-    return any(low <= code <= high for low, high in _CJK_RANGES)
+    return any(low <= code <= high for low, high in _HINT_RANGES)
 
 
 def hint(char: str) -> Language | None:
-    """The language a character points to, or None for digits, spaces, symbols and ASCII punctuation."""
+    """The language a character points to: CJK characters Chinese, Latin letters English, else None (digits,
+    spaces, symbols, punctuation)."""
     if is_cjk(char):
         return "zh"
-    if char.isalpha():
+    if char.isalpha() and unicodedata.name(char, "").startswith("LATIN"):
         return "en"
-    return None
+    return None  # other scripts (kana, Hangul, Cyrillic...) are read neither way: they do not decide
 
 
 def language_at(text: str, start: int, end: int, default: Language = "en") -> Language:
