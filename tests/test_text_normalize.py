@@ -1,6 +1,8 @@
 """Normalization: a table of written inputs per language with the spoken form expected, and offsets that lead
 every spoken piece back to exactly the characters it says."""
 
+import random
+
 import pytest
 
 from voxport.text.normalize import normalize
@@ -31,6 +33,8 @@ ENGLISH = [
     ("salt & pepper", "salt and pepper"),
     ("a < b, plain text", "a < b, plain text"),
     ("version v1.2 of H2O", "version v1.2 of H2O"),
+    ("5G and 1e5", "five G and one e5"),
+    ("card 4111111111111111", "card four one one one one one one one one one one one one one one one"),
 ]
 
 CHINESE = [
@@ -91,6 +95,17 @@ def test_chinese_spans_lead_back():
     assert written[slice(*spoken.source_span(start, start + 2))] == "¥3.50"
     start = spoken.text.index("价")
     assert written[slice(*spoken.source_span(start, start + 1))] == "价"
+
+
+def test_any_text_is_tiled_by_its_pieces():
+    """Random mixes of digits, symbols, letters and Chinese never fail and always map back exactly."""
+    alphabet = list("0123456789" * 3 + " .,:-/$€£¥%@+()&abcKMkmgsth年月日个点，。价格１．％") + [
+        "Dr. ", "etc.", "www.", "https://", " am", " pm", "°C"]
+    rng = random.Random(0)
+    for _ in range(3000):
+        written = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 25)))
+        spoken = normalize(written)
+        assert "".join(written[p.source_start:p.source_end] for p in spoken.pieces) == written
 
 
 def test_switched_off_copies_everything():

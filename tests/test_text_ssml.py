@@ -1,5 +1,7 @@
 """The SSML subset: breaks, say-as, sub, p/s; offsets into the markup; everything else refused with its place."""
 
+import random
+
 import pytest
 
 from voxport.errors import InputError
@@ -119,3 +121,26 @@ def test_malformed_or_unknown_markup_is_refused_with_its_place(text, message):
 def test_no_ssml_gives_no_segments_for_blank_text():
     assert plan_text("   ").segments == ()
     assert plan_text('<speak><break time="1s"/></speak>').segments == (Break(1.0),)
+
+
+def test_any_markup_is_read_or_refused_and_pieces_point_into_it():
+    """Random mixes of the subset, entities, comments, stray tags and angle brackets: either an InputError, or
+    a plan whose copied pieces are exactly the input's characters."""
+    parts = ["Hi ", "there", " $3.50", "&amp;", "&lt;", '<break time="1s"/>', "<break/>", "<s>", "</s>", "<p>",
+             "</p>", '<sub alias="X Y">', "</sub>", '<say-as interpret-as="cardinal">', "</say-as>", "12", "价格",
+             "\n", "<!-- c -->", "<bad>", "<", ">", "ü"]
+    rng = random.Random(1)
+    read = 0
+    for _ in range(2000):
+        text = "<speak>" + "".join(rng.choice(parts) for _ in range(rng.randint(0, 10))) + "</speak>"
+        try:
+            plan = plan_text(text)
+        except InputError:
+            continue
+        read += 1
+        for speech in plan.speech:
+            for piece in speech.spoken.pieces:
+                assert 0 <= piece.source_start <= piece.source_end <= len(text)
+                if piece.verbatim:
+                    assert speech.text[piece.spoken_start:piece.spoken_end] == text[piece.source_start:piece.source_end]
+    assert read > 200

@@ -6,6 +6,8 @@ from __future__ import annotations
 from num2words import num2words
 
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+MAX_CARDINAL_DIGITS = 15  # longer digit strings (card numbers, ids) are read digit by digit
+MAX_GROUPED_DIGITS = 27  # and so is anything past num2words' largest names, even with grouping commas
 RANGE = " to "  # between the two ends of "3-5"
 MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
           "November", "December")
@@ -42,8 +44,13 @@ SYMBOLS = {".": "dot", "@": "at", "/": "slash", ":": "colon", "-": "dash", "_": 
 
 
 def cardinal(number: str) -> str:
-    """'1,234' -> 'one thousand, two hundred and thirty-four'; '-5' -> 'minus five'."""
-    return num2words(int(number.replace(",", "")))
+    """'1,234' -> 'one thousand, two hundred and thirty-four'; '-5' -> 'minus five'; more than
+    MAX_CARDINAL_DIGITS digits without grouping commas (a card or an id) digit by digit."""
+    plain = number.replace(",", "")
+    body = plain.lstrip("-")
+    if ("," not in number and len(body) > MAX_CARDINAL_DIGITS) or len(body) > MAX_GROUPED_DIGITS:
+        return ("minus " if plain.startswith("-") else "") + digits(body)
+    return num2words(int(plain))
 
 
 def decimal(whole: str, fraction: str) -> str:

@@ -154,7 +154,8 @@ def _read_number(match: re.Match[str], reader: ModuleType) -> list[Part]:
     text = match.group(0)
     if reader is chinese and text == "2" and match.string[match.end():match.end() + 1] in chinese.MEASURE_WORDS:
         return _whole(match, "两")
-    return _whole(match, reader.number(text))
+    gap = " " if reader is english and match.string[match.end():match.end() + 1].isalpha() else ""  # 5G: five G
+    return _whole(match, reader.number(text) + gap)
 
 
 RULES: tuple[Rule, ...] = (  # on a tie (two matches starting at one place) the earlier rule wins

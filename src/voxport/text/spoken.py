@@ -3,6 +3,8 @@ it says, so a span of what the model speaks maps back exactly to the words the u
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -47,6 +49,34 @@ class Spoken:
         if not begins:
             raise ValueError(f"spoken span {start}:{end} is outside the text (length {len(self.text)})")
         return min(begins), max(ends)
+
+
+    def slice(self, start: int, end: int) -> Spoken:
+        """text[start:end] (a chunk of a long text) with its own pieces, still pointing into the same source."""
+        builder = SpokenBuilder()
+        for piece in self.pieces:
+            low, high = max(start, piece.spoken_start), min(end, piece.spoken_end)
+            if low >= high:
+                continue
+            if piece.verbatim:
+                builder.copy(self.text[low:high], piece.source_start + low - piece.spoken_start)
+            else:  # part of a replaced stretch still says all of its source
+                builder.say(self.text[low:high], piece.source_start, piece.source_end)
+        return builder.build()
+
+
+def locate_chunks(text: str, chunks: Sequence[str]) -> list[tuple[int, int]]:
+    """Where each chunk of `text` is, in order: chunks cut from it with runs of white space made single spaces
+    (as longform's split_text does); ValueError if a chunk is not there."""
+    spans, position = [], 0
+    for chunk in chunks:
+        pattern = r"\s+".join(re.escape(word) for word in chunk.split())
+        match = re.compile(pattern).search(text, position)
+        if not chunk.strip() or match is None:
+            raise ValueError(f"chunk {chunk!r} is not in the text after offset {position}")
+        spans.append(match.span())
+        position = match.end()
+    return spans
 
 
 class SpokenBuilder:
