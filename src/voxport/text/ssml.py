@@ -60,7 +60,6 @@ class _Parser:
         self.document = f"{_WRAP[0]}{source}{_WRAP[1]}" if wrapped else source
         self.byte_ends = list(itertools.accumulate(len(char.encode()) for char in self.document))
         self.parser = expat.ParserCreate("utf-8")
-        self.parser.ordered_attributes = False
         self.items: list[Written | Break] = []
         self.builder = SpokenBuilder()
         self.forced: list[Forced] = []
