@@ -19,7 +19,13 @@ from voxport.errors import VoxportError
 from voxport.models.covo import ChatSettings
 from voxport.models.covo.frontend import INPUT_RATE, SpeechClip, prepare_clip
 from voxport.models.sampling import zero_means_greedy
-from voxport.serve.audio_formats import decode_base64_audio, encode, read_audio_bytes, supported_formats
+from voxport.serve.audio_formats import (
+    check_declared_format,
+    decode_base64_audio,
+    encode,
+    read_audio_bytes,
+    supported_formats,
+)
 from voxport.serve.chat_body import AssistantMessage, AudioOutput, AudioPart, ChatBody, SystemMessage, UserMessage
 from voxport.serve.errors import APIError
 from voxport.serve.replies import ReplyStore
@@ -235,6 +241,7 @@ def _user_clip(message: UserMessage, index: int, budget: AudioBudget) -> SpeechC
                             f"listens; it takes no typed text)", f"messages[{index}].content")
     param = f"messages[{index}].content[0].input_audio.data"
     raw = budget.take(audios[0].input_audio.data, param)
+    check_declared_format(raw, audios[0].input_audio.format, f"messages[{index}].content[0].input_audio.format")
     samples, rate = read_audio_bytes(raw, param)
     try:
         return prepare_clip(resample(samples, rate, INPUT_RATE))
