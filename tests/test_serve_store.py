@@ -66,14 +66,14 @@ def killed_mid_write(target) -> None:
               "with replaced_atomically(sys.argv[1]) as temporary:\n"
               "    temporary.write_bytes(b'x' * 2**20)\n"
               "    os.kill(os.getpid(), signal.SIGKILL)\n")
-    result = subprocess.run([sys.executable, "-c", script, str(target)])
+    result = subprocess.run([sys.executable, "-c", script, str(target)], check=False)
     assert result.returncode == -signal.SIGKILL
 
 
 def namespaced(*commands: str) -> tuple[str, ...]:
     """A prefix that runs the server in its own mount namespace after `commands` (mounts of "$0"), or a skip
     where this machine gives none."""
-    probe = subprocess.run(["unshare", "-rm", "true"], capture_output=True)
+    probe = subprocess.run(["unshare", "-rm", "true"], capture_output=True, check=False)
     if probe.returncode != 0:
         pytest.skip(f"needs a user and mount namespace (unshare -rm) for a real read-only or full directory: "
                     f"{probe.stderr.decode().strip()}")
@@ -95,9 +95,14 @@ def test_a_consent_deleted_while_a_voice_is_made_from_it_never_leaves_a_voice_wi
     for _ in range(15):
         consent = add_consent(base).json()["id"]
         replies = {}
-        threads = [threading.Thread(target=lambda: replies.update(voice=add_voice(base, consent, sample))),
-                   threading.Thread(target=lambda: replies.update(
-                       delete=httpx.delete(f"{base}/v1/audio/voice_consents/{consent}", timeout=120)))]
+
+        def make(consent=consent, replies=replies):
+            replies["voice"] = add_voice(base, consent, sample)
+
+        def delete(consent=consent, replies=replies):
+            replies["delete"] = httpx.delete(f"{base}/v1/audio/voice_consents/{consent}", timeout=120)
+
+        threads = [threading.Thread(target=make), threading.Thread(target=delete)]
         for thread in threads:
             thread.start()
             time.sleep(0.01)

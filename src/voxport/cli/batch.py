@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from voxport.batch.journal import MAX_RETRIES
 from voxport.cli.chat import DEFAULT_COVO
 from voxport.cli.common import non_negative_int, positive_int, sampling_options, temperature
 from voxport.cli.tts import DEFAULT_CSM
@@ -73,6 +74,9 @@ def _job_parser(kinds, name: str, default_model: str, column: str, help_text: st
                         help="device kind of the workers; auto: the best the Ray runtime has (default: auto)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                         help="weights and activations; auto = bfloat16 on accelerators, float32 on CPU")
+    parser.add_argument("--max-retries", type=non_negative_int, default=MAX_RETRIES,
+                        help="runs of a row again after its worker died under it (a segfault, out of memory); "
+                             f"then it is recorded as an error (default: {MAX_RETRIES})")
     parser.add_argument("--seed", type=int,
                         help="seed for rows without a seed column (default: one fresh seed for the run, "
                              "recorded per row in the manifest)")
@@ -90,7 +94,7 @@ def run(kind: str, args: argparse.Namespace) -> int:
         defaults, options = {"max_tokens": args.max_tokens, "seed": args.seed}, {"mode": args.mode}
     job = BatchJob(kind=kind, input=args.input, model=args.model, output_dir=args.output_dir, device=args.device,
                    dtype=args.dtype, workers=args.workers, batch_size=args.batch_size, cluster=args.cluster,
-                   row_defaults=defaults, options=options)
+                   row_defaults=defaults, options=options, max_retries=args.max_retries)
     with RowProgress() as progress:
         summary = run_batch(job, on_record=progress.record, on_start=progress.start)
     print(_summary(kind, summary))
