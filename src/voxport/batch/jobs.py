@@ -144,7 +144,7 @@ class Ledger:
             same_failure = bool(earlier and record["status"] == earlier["status"] == "error"
                                 and record["error"] == earlier["error"])
             self.records[record["id"]] = earlier if same_failure else record
-        self.on_record(record)
+            self.on_record(record)  # under the lock: the journal's follower and the blocks take turns
 
     def absorb(self, pending: set[str]) -> None:
         """Take the records the workers journaled for the rows in `pending`, as if their blocks had come back."""
@@ -159,8 +159,7 @@ class Ledger:
         with self._lock:
             if time.monotonic() - self.saved_at < every:
                 return
-            current = [self.records.get(row.id) or self.earlier[row.id] for row in self.rows
-                       if row.id in self.records or row.id in self.earlier]
+            current = [self.records[row.id] for row in self.rows if row.id in self.records]
             if not same_records(self.job.kind, current, self.written):
                 self.job.output_dir.mkdir(parents=True, exist_ok=True)
                 write_manifest(self.job.output_dir, self.job.kind, current)
