@@ -20,7 +20,7 @@ import pytest
 import soundfile as sf
 from serving import Server
 
-from voxport.serve.voices import MAX_TRANSCRIPT_CHARS, MAX_UPLOAD_BYTES
+from voxport.serve.voices import MAX_TRANSCRIPT_CHARS, MAX_UPLOAD_BYTES, ORPHAN_SECONDS
 
 
 def wav_bytes(seconds: float, rate: int = 24000) -> bytes:
@@ -135,11 +135,17 @@ def test_temporaries_of_killed_writes_are_swept_and_never_read_as_records(tiny_c
     stale_record.write_bytes(b"")  # a kill between creating the temporary and writing it
     live_record = directory / "voices" / f".voice_{uuid.uuid4().hex}.json.voxport-{os.getpid()}-wr1t3.json"
     live_record.write_bytes(b"")  # a live process's write in progress: kept, and not a voice
+    orphan = consents / f"cons_{uuid.uuid4().hex}.audio"  # killed after the recording's rename, before its record
+    orphan.write_bytes(b"x" * 2**20)
+    os.utime(orphan, (time.time() - ORPHAN_SECONDS - 1,) * 2)
+    fresh_orphan = consents / f"cons_{uuid.uuid4().hex}.audio"  # as old as another server's write in progress
+    fresh_orphan.write_bytes(b"x")
     assert len(list(consents.glob(".*.voxport-*"))) == 2
 
     server = Server("--model", f"tts={tiny_csm_dir}", "--voices-dir", str(directory))
     try:
         assert not list(consents.glob(".*.voxport-*")) and live_record.exists()
+        assert not orphan.exists() and fresh_orphan.exists()
         listed = httpx.get(f"{server.base}/v1/audio/voice_consents").json()["data"]
         assert [item["id"] for item in listed] == [consent]
         assert [voice for voice in httpx.get(f"{server.base}/v1/audio/voices").json()["voices"]

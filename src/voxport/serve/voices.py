@@ -4,9 +4,9 @@ outlive a restart.
 
 On disk (`--voices-dir`): consents/<id>.json with the recording beside it as <id>.audio (the bytes uploaded),
 voices/<id>.json with the sample as <id>.wav (mono float32 at the rate uploaded). The JSON is written last, so
-a file set without its JSON is an interrupted upload and is ignored. Every file is written through a temporary
-(runtime/files.py); those a killed server left are swept when the store opens and before each write, and no
-temporary's name can pass for a record's.
+a file set without its JSON is an interrupted upload: it is ignored, and removed when the store next opens.
+Every file is written through a temporary (runtime/files.py); those a killed server left are swept when the
+store opens and before each write, and no temporary's name can pass for a record's.
 
 Every check and the write it allows happen under one lock: a consent cannot be deleted between a voice's
 check that it exists and that voice's write. A storage failure (a full disk, a read-only directory, a sample
@@ -24,7 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -50,8 +50,11 @@ MAX_TRANSCRIPT_CHARS = 1000  # 30 s of speech is some 500 characters; every use 
 MAX_NAME_CHARS = 256  # names and languages
 MAX_LISTED_VOICES = 10  # custom voice ids an unknown voice's error lists (GET /v1/audio/voices lists them all)
 _KINDS = {"consents": ".audio", "voices": ".wav"}  # the data file's suffix beside each record
-# The only names read as records: temporaries (.NAME.voxport-PID-XXXX.json) and strays never pass
-_RECORDS = {"consents": re.compile(r"cons_[0-9a-f]{32}\.json"), "voices": re.compile(r"voice_[0-9a-f]{32}\.json")}
+# The only names read as records and their data: temporaries (.NAME.voxport-PID-XXXX.json) and strays never pass
+_IDS = {"consents": r"cons_[0-9a-f]{32}", "voices": r"voice_[0-9a-f]{32}"}
+_RECORDS = {kind: re.compile(rf"{_IDS[kind]}\.json") for kind in _KINDS}
+_DATA = {kind: re.compile(rf"{_IDS[kind]}{re.escape(suffix)}") for kind, suffix in _KINDS.items()}
+ORPHAN_SECONDS = 60  # a data file this old without its record is an upload killed before the record was written
 
 
 def default_voices_dir() -> Path:
@@ -107,6 +110,7 @@ class VoiceBook:
                 for kind in _KINDS:
                     (directory / kind).mkdir(parents=True, exist_ok=True)
                 self._sweep()
+                self._sweep_orphans()
                 self.consents = {item.id: item for item in self._read_all("consents", Consent)}
                 self.voices = {item.id: item for item in self._read_all("voices", CustomVoice)}
             except OSError as error:
@@ -273,6 +277,16 @@ class VoiceBook:
         """Remove the temporaries of writes whose process was killed (a server's, or an earlier one's)."""
         for kind in _KINDS:
             sweep_stale(self.directory / kind)
+
+    def _sweep_orphans(self) -> None:
+        """Remove data files whose record never came (an upload killed between the two renames), once they
+        are old enough not to be another server's write in progress."""
+        for kind in _KINDS:
+            for path in (self.directory / kind).iterdir():
+                if _DATA[kind].fullmatch(path.name) and not path.with_suffix(".json").exists():
+                    with suppress(OSError):
+                        if time.time() - path.stat().st_mtime > ORPHAN_SECONDS:
+                            path.unlink()
 
     def _read_all(self, kind: str, record: type) -> list:
         items = []
