@@ -16,11 +16,12 @@ STARTUP_SECONDS = 180
 
 
 class Server:
-    def __init__(self, *args: str):
+    def __init__(self, *args: str, prefix: tuple[str, ...] = ()):
+        """`prefix`: a command the server runs under (e.g. unshare, to give it a read-only or full disk)."""
         if "--voices-dir" not in args:  # never the user's own voices directory
             args = (*args, "--voices-dir", tempfile.mkdtemp(prefix="voxport-voices-"))
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "voxport", "serve", "--port", "0", "--device", "cpu", *args],
+            [*prefix, sys.executable, "-m", "voxport", "serve", "--port", "0", "--device", "cpu", *args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
         )
         self.lines: SimpleQueue = SimpleQueue()

@@ -146,6 +146,17 @@ def test_inputs_in_every_format(tmp_path):
         ("000001", "line 2 is not a JSON object"), ("5", "speaker is 1.5: expected an integer")]
 
 
+def test_ids_and_numbers_are_read_strictly(tmp_path):
+    write_jsonl(tmp_path / "e.jsonl", [{"id": "nl\n", "text": "x"}, {"id": "sup", "text": "x", "seed": "²"},
+                                       {"id": "long", "text": "x", "speaker": "1" * 5000},
+                                       {"id": "spaced", "text": "x", "seed": " 7"}])
+    assert [(row.id, row.problem) for row in read_rows(tmp_path / "e.jsonl", "text")] == [
+        ("000000", "id 'nl\\n' cannot name a file: expected letters, digits, '.', '_' or '-'"),
+        ("sup", "seed is '²': expected an integer"),
+        ("long", f"speaker is '{'1' * 56}...: expected an integer"),  # a one-line reason, not 5000 digits
+        ("spaced", None)]
+
+
 @pytest.mark.parametrize("name, content, message", [
     ("rows.xlsx", "", "unknown format: expected .jsonl, .csv, .parquet or .txt"),
     ("rows.jsonl", '{"id": "a", "text": "x"}\n{"id": "a", "text": "y"}\n', "id 'a' is used by rows 0 and 1"),

@@ -16,7 +16,8 @@ from voxport.errors import InputError, first_line
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet",
            ".txt": "text"}
-_SAFE_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
+_INTEGER = re.compile(r"-?[0-9]{1,18}")  # ASCII digits ("²" and "٣" are digits to int()), at most 18 of them
+_SAFE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")  # whole: fullmatch (a "$" would let "id\n" through)
 
 
 @dataclass
@@ -96,8 +97,8 @@ def _row(index: int, record: dict | str, required: str, base: Path) -> Row:
         return Row(id=f"{index:06d}", problem=record)
     raw_id = record.get("id")
     row_id = f"{index:06d}" if raw_id is None else str(raw_id)
-    if not _SAFE_ID.match(row_id):
-        return Row(id=f"{index:06d}", problem=f"id {row_id!r} cannot name a file: expected letters, digits, "
+    if not _SAFE_ID.fullmatch(row_id):
+        return Row(id=f"{index:06d}", problem=f"id {_brief(row_id)} cannot name a file: expected letters, digits, "
                                               "'.', '_' or '-'")
     try:
         return Row(id=row_id, fields=_fields(record, required, base))
@@ -120,13 +121,14 @@ def _fields(record: dict, required: str, base: Path) -> dict:
 
 def _integer(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise InputError(f"{name} is {value!r}: expected an integer")
-    try:
+        raise InputError(f"{name} is {_brief(value)}: expected an integer")
+    if isinstance(value, str):
+        text = value.strip(" \t")
+        number = int(text) if _INTEGER.fullmatch(text) else None
+    else:
         number = int(value) if not isinstance(value, float) or value.is_integer() else None
-    except ValueError:
-        number = None
     if number is None:
-        raise InputError(f"{name} is {value!r}: expected an integer")
+        raise InputError(f"{name} is {_brief(value)}: expected an integer")
     return number
 
 
@@ -146,6 +148,12 @@ def _context(value, base: Path) -> list[dict]:
         turns.append({"speaker": _integer(turn.get("speaker", 0), "context speaker"), "text": turn["text"],
                       "audio": str(base / turn["audio"])})
     return turns
+
+
+def _brief(value) -> str:
+    """A value as a message shows it: its repr, cut short when long (a manifest's error is one line)."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
 
 
 def _check_unique(rows: list[Row], path: Path) -> None:

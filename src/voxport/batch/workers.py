@@ -1,7 +1,9 @@
 """Model-holding workers: each loads its model once on its own device, then turns batches of rows into files
 and manifest records. Ray Data runs one per device (an actor pool); they know nothing of Ray themselves.
 
-A row that fails becomes an error record with a one-line reason; the other rows of its batch go on.
+A row that fails becomes an error record with a one-line reason; the other rows of its batch go on. Every
+record goes to the job's journal (journal.py) as soon as its row is done, so a finished row stays finished
+whatever becomes of its batch; a row whose worker died under it is run alone after, a bounded number of times.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import socket
 import time
 from pathlib import Path
 
+from voxport.batch.journal import Journal
 from voxport.batch.manifest import error_record
 from voxport.errors import VoxportError, first_line
 
@@ -19,11 +22,12 @@ from voxport.errors import VoxportError, first_line
 class RowWorker:
     """Loads the model on the device Ray gave this process; `__call__` takes and gives Ray Data batches."""
 
-    def __init__(self, model: str, kind: str, dtype: str, output_dir: str, options: dict):
+    def __init__(self, model: str, kind: str, dtype: str, output_dir: str, options: dict, max_retries: int):
         from voxport.runtime.devices import resolve_device, resolve_dtype
 
         self.output_dir = Path(output_dir)
         self.options = options
+        self.journal, self.max_retries = Journal(output_dir), max_retries
         self.name = f"{socket.gethostname()}/{os.getpid()} {kind}"
         # A model that cannot load is reported with the first batch: Ray retries failed constructors forever.
         self.failure: VoxportError | None = None
@@ -37,9 +41,28 @@ class RowWorker:
     def __call__(self, batch: dict) -> dict:
         if self.failure is not None:
             raise self.failure
-        rows = [json.loads(text) for text in batch["row"]]
-        records = [{**record, "worker": self.name} for record in self.run(rows)]
+        records, fresh, suspects = [], [], []
+        for row in (json.loads(text) for text in batch["row"]):
+            if (done := self.journal.done(row["id"])) is not None:
+                records.append(done)  # finished before its worker died and Ray ran the batch again
+            elif (deaths := self.journal.deaths(row["id"])) is None:
+                fresh.append(row)
+            elif deaths > self.max_retries:
+                records += self.kept([self.journal.given_up(row["id"], deaths, self.max_retries)])
+            else:
+                suspects.append(row)
+        # Rows begun before and not finished run alone: a row that kills its worker takes no other row with it.
+        for group in ([fresh] if fresh else []) + [[row] for row in suspects]:
+            self.journal.begin([row["id"] for row in group])
+            records += self.run(group)
         return {"record": [json.dumps(record) for record in records]}
+
+    def kept(self, records: list[dict]) -> list[dict]:
+        """`records` signed by this worker, each in the journal once its row's files are written."""
+        signed = [{**record, "worker": self.name} for record in records]
+        for record in signed:
+            self.journal.finished(record)
+        return signed
 
     def load(self, model: str, device, dtype):
         raise NotImplementedError
@@ -67,8 +90,8 @@ class SpeechWorker(RowWorker):
             try:
                 planned.append((row, self.model.plan(self.request(row))))
             except VoxportError as error:
-                records.append(error_record(row["id"], str(error)))
-        return records + self.speak(planned)
+                records += self.kept([error_record(row["id"], str(error))])
+        return records + self.kept(self.speak(planned))
 
     def request(self, row: dict):
         from voxport.services.speech import SpeechRequest
@@ -124,9 +147,10 @@ class ChatWorker(RowWorker):
         records = []
         for row in rows:
             try:
-                records.append(self.answer(row))
+                record = self.answer(row)
             except Exception as error:  # noqa: BLE001 (one bad clip must not stop the others)
-                records.append(error_record(row["id"], _one_line(error)))
+                record = error_record(row["id"], _one_line(error))
+            records += self.kept([record])
         return records
 
     def answer(self, row: dict) -> dict:

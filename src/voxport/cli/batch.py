@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from voxport.batch.journal import MAX_RETRIES
 from voxport.cli.common import add_sampling_options, non_negative_int, positive_int
 from voxport.models.registry import default_source
 from voxport.runtime.kinds import DEVICE_KINDS
@@ -73,6 +74,9 @@ def _job_parser(kinds, name: str, default_model: str | None, column: str, help_t
                         help="device kind of the workers; auto: the best the Ray runtime has (default: auto)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                         help="weights and activations; auto = bfloat16 on accelerators, float32 on CPU")
+    parser.add_argument("--max-retries", type=non_negative_int, default=MAX_RETRIES,
+                        help="runs of a row again after its worker died under it (a segfault, out of memory); "
+                             f"then it is recorded as an error (default: {MAX_RETRIES})")
     parser.add_argument("--seed", type=int,
                         help="seed for rows without a seed column (default: one fresh seed for the run, "
                              "recorded per row in the manifest)")
@@ -91,7 +95,7 @@ def run(kind: str, args: argparse.Namespace) -> int:
         options["mode"] = args.mode
     job = BatchJob(kind=kind, input=args.input, model=args.model, output_dir=args.output_dir, device=args.device,
                    dtype=args.dtype, workers=args.workers, batch_size=args.batch_size, cluster=args.cluster,
-                   row_defaults=defaults, options=options)
+                   row_defaults=defaults, options=options, max_retries=args.max_retries)
     with RowProgress() as progress:
         summary = run_batch(job, on_record=progress.record, on_start=progress.start)
     print(_summary(kind, summary))

@@ -65,7 +65,7 @@ def positive_float(text: str) -> float:
 
 
 def temperature(text: str) -> float:
-    """A sampling temperature: a finite number, 0 or more (0 is greedy: see `sampling_options`)."""
+    """A sampling temperature: a finite number, 0 or more (0 is greedy, as OpenAI's API reads it)."""
     try:
         value = float(text)
     except ValueError:

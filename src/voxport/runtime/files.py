@@ -13,7 +13,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from voxport.errors import InputError
@@ -113,7 +113,8 @@ def _prefix(path: Path) -> str:
 
 
 def sweep_stale(directory: Path) -> None:
-    """Remove the temporaries in `directory` left by runs that were killed (their process no longer exists)."""
+    """Remove the temporaries in `directory` left by runs that were killed (their process no longer exists),
+    as far as it can: a directory it may read but not write keeps them."""
     for entry in directory.iterdir():
         match = _TEMPORARY.match(entry.name)
         if match is None or _running(int(match.group(1))):
@@ -121,7 +122,8 @@ def sweep_stale(directory: Path) -> None:
         if entry.is_dir():
             shutil.rmtree(entry, ignore_errors=True)
         else:
-            entry.unlink(missing_ok=True)
+            with suppress(OSError):
+                entry.unlink(missing_ok=True)
 
 
 def _running(pid: int) -> bool:

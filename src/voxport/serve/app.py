@@ -39,6 +39,11 @@ class Limits:
     max_input_chars: int = 4096
     max_audio_bytes: int = 25 * 2**20
     max_seconds: float = 60.0  # the most a speech request may set max_seconds (each text chunk's cap) to
+    max_json_bytes: int = 2**20  # a JSON body besides its audio
+
+    def chat_body_bytes(self) -> int:
+        """A chat body's limit: its audio as base64 (4 bytes for every 3), and the rest."""
+        return -(-self.max_audio_bytes // 3) * 4 + self.max_json_bytes
 
 
 @dataclass
@@ -106,7 +111,7 @@ def create_app(state: ServerState) -> FastAPI:
 
     @app.post("/v1/audio/speech")
     async def speech(request: Request):
-        body = parse_speech_body(await json_object(request))
+        body = parse_speech_body(await json_object(request, state.limits.max_json_bytes))
         served = _model(state, body.model, SpeechService, "speak text")
         service, limits = served.service, state.limits
         assert isinstance(service, SpeechService)
@@ -127,7 +132,8 @@ def create_app(state: ServerState) -> FastAPI:
     app.include_router(voice_routes(state.voices))
 
     @app.post("/v1/chat/completions")
-    async def chat(body: ChatBody, request: Request):
+    async def chat(request: Request):
+        body = ChatBody.model_validate(await json_object(request, state.limits.chat_body_bytes()))
         served = _model(state, body.model, ChatService, "answer audio")
         service = served.service
         assert isinstance(service, ChatService)

@@ -17,6 +17,9 @@ from voxport.serve.errors import APIError
 MEDIA_TYPES = {"wav": "audio/wav", "pcm": "audio/pcm", "flac": "audio/flac", "mp3": "audio/mpeg", "opus": "audio/ogg"}
 _CONTAINERS = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"), "mp3": ("MP3", None), "opus": ("OGG", "OPUS")}
 STREAMABLE = ("wav", "pcm")
+# A chat turn's input_audio.format, and the containers libsndfile reports for bytes of that format
+INPUT_FORMATS = {"wav": ("WAV", "WAVEX", "RF64", "W64"), "mp3": ("MP3",), "flac": ("FLAC",), "ogg": ("OGG",),
+                 "opus": ("OGG",)}
 
 
 def supported_formats() -> list[str]:
@@ -66,3 +69,17 @@ def read_audio_bytes(raw: bytes, param: str) -> tuple[np.ndarray, int]:
         return read_audio(raw, param)
     except AudioError as error:
         raise APIError(400, str(error), param) from None
+
+
+def check_declared_format(raw: bytes, declared: str | None, param: str) -> None:
+    """A format the client named must be what its bytes are: a mismatch is the client's mistake, shown rather
+    than hidden (bytes that are no audio at all are refused by read_audio_bytes, saying why)."""
+    if declared is None:
+        return
+    try:
+        container = sf.info(io.BytesIO(raw)).format
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError):
+        return
+    if container not in INPUT_FORMATS[declared]:
+        raise APIError(400, f"{param} is '{declared}' but the audio is {container.lower()}: give the format the "
+                            "data is in, or leave format out", param)

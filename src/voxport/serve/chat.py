@@ -18,7 +18,13 @@ from typing import Any
 
 from voxport.errors import VoxportError
 from voxport.models.base import ChatSettings
-from voxport.serve.audio_formats import decode_base64_audio, encode, read_audio_bytes, supported_formats
+from voxport.serve.audio_formats import (
+    check_declared_format,
+    decode_base64_audio,
+    encode,
+    read_audio_bytes,
+    supported_formats,
+)
 from voxport.serve.chat_body import AssistantMessage, AudioOutput, AudioPart, ChatBody, SystemMessage, UserMessage
 from voxport.serve.errors import APIError
 from voxport.serve.replies import ReplyStore
@@ -209,6 +215,7 @@ def _user_clip(service: ChatService, message: UserMessage, index: int, budget: A
                             f"listens; it takes no typed text)", f"messages[{index}].content")
     param = f"messages[{index}].content[0].input_audio.data"
     raw = budget.take(audios[0].input_audio.data, param)
+    check_declared_format(raw, audios[0].input_audio.format, f"messages[{index}].content[0].input_audio.format")
     samples, rate = read_audio_bytes(raw, param)
     try:
         return service.clip(samples, rate)

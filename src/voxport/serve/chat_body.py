@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
+from voxport.serve.audio_formats import INPUT_FORMATS
 from voxport.serve.fields import FiniteFloat, Seed
 
 
@@ -23,7 +24,7 @@ class TextPart(Strict):
 
 class InputAudio(Strict):
     data: str  # base64 audio in any format soundfile reads
-    format: str | None = None  # a hint only: the bytes say what they are
+    format: Literal[tuple(INPUT_FORMATS)] | None = None  # when given, the bytes must be in it
 
 
 class AudioPart(Strict):

@@ -7,7 +7,7 @@ import asyncio
 
 from fastapi import APIRouter, Request
 
-from voxport.serve.bodies import form_fields, json_object
+from voxport.serve.bodies import FORM_TEXT_BYTES, form_fields, json_object
 from voxport.serve.errors import APIError
 from voxport.serve.voices import MAX_UPLOAD_BYTES, VoiceBook
 
@@ -29,7 +29,7 @@ def voice_routes(book: VoiceBook) -> APIRouter:
     async def list_consents(after: str | None = None, limit: int = 20):
         if not 1 <= limit <= MAX_LIST:
             raise APIError(400, f"limit is {limit}: expected 1 to {MAX_LIST}", "limit")
-        consents = sorted(book.consents.values(), key=lambda consent: (consent.created_at, consent.id))
+        consents = book.consent_list()
         if after is not None:
             ids = [consent.id for consent in consents]
             if after not in ids:
@@ -45,15 +45,15 @@ def voice_routes(book: VoiceBook) -> APIRouter:
 
     @router.post("/voice_consents/{consent_id}")
     async def rename_consent(consent_id: str, request: Request):
-        body = await json_object(request)
+        body = await json_object(request, FORM_TEXT_BYTES)
         unknown = sorted(set(body) - {"name"})
         if unknown:
             raise APIError(400, f"unknown field {', '.join(unknown)}: a consent update takes only name", unknown[0])
-        return book.rename_consent(consent_id, body.get("name")).to_api()
+        return (await asyncio.to_thread(book.rename_consent, consent_id, body.get("name"))).to_api()
 
     @router.delete("/voice_consents/{consent_id}")
     async def delete_consent(consent_id: str):
-        book.delete_consent(consent_id)
+        await asyncio.to_thread(book.delete_consent, consent_id)
         return {"id": consent_id, "deleted": True, "object": "audio.voice_consent"}
 
     @router.post("/voices")
