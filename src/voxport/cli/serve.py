@@ -50,6 +50,14 @@ def add_parser(commands) -> None:
     parser.add_argument("--max-input-chars", type=positive_int, default=4096,
                         help="longest text one speech request may send (default: 4096)")
     parser.add_argument("--max-audio-mb", type=positive_float, default=25.0, help="largest audio one chat request may send")
+    parser.add_argument("--replicas", type=replica_count, metavar="N|auto",
+                        help="serve each model from N replicas on Ray Serve, one device each (default with "
+                             "--cluster: one per device of the --device kind; auto: Ray Serve adds and removes "
+                             "replicas by queue length, from 1 to one per device); without --replicas or "
+                             "--cluster the server is this one process")
+    parser.add_argument("--cluster", metavar="ADDRESS",
+                        help="deploy the replicas on the running Ray cluster at ADDRESS (e.g. ray://head:10001 or "
+                             "auto); --voices-dir must then be a directory every node sees")
     add_device_options(parser)
     parser.set_defaults(run=run)
 
@@ -61,7 +69,13 @@ def port_number(text: str) -> int:
     return value
 
 
+def replica_count(text: str) -> int | str:
+    return "auto" if text.strip().lower() == "auto" else positive_int(text)
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.replicas is not None or args.cluster:
+        return run_replicas(args)
     import uvicorn
 
     from voxport.runtime.devices import resolve_device, resolve_dtype
@@ -82,4 +96,50 @@ def run(args: argparse.Namespace) -> int:
     progress(f"serving {', '.join(models)} on http://{host if ':' not in host else f'[{host}]'}:{port}"
              + (" (API key required)" if args.api_key else ""))
     uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listening])
+    return 0
+
+
+def run_replicas(args: argparse.Namespace) -> int:
+    """The models as replicas on Ray Serve (embedded, or the cluster at --cluster) behind this process's entry."""
+    import uvicorn
+
+    from voxport.batch.cluster import device_kind, devices_offered, model_for_workers, ray_runtime
+    from voxport.errors import InputError
+    from voxport.models.registry import family_of
+    from voxport.serve.app import Limits
+    from voxport.serve.replicas import ReplicaBoard, ReplicaSettings, deploy, entry_app, require_serve
+    from voxport.serve.server import bind, load_voices, model_specs
+    from voxport.serve.voices import default_voices_dir
+
+    serve = require_serve()  # one line when Ray Serve is missing, before anything starts
+    listening = bind(args.host, args.port)
+    voices_dir = (args.voices_dir or default_voices_dir()).expanduser().resolve()
+    voices = load_voices(args.voice, voices_dir)
+    models = {name: (model_for_workers(source), family.name, family.capability)
+              for name, source in model_specs(args.model).items() for family in [family_of(source)]}
+    limits = Limits(max_input_chars=args.max_input_chars, max_audio_bytes=int(args.max_audio_mb * 2**20),
+                    max_seconds=args.max_seconds)
+    fixed = args.replicas if isinstance(args.replicas, int) else None
+    with ray_runtime(args.cluster, cpus=(fixed or 1) * len(models) + 1) as ray:
+        kind = device_kind(args.device, ray)
+        offered = devices_offered(ray, kind)
+        each = fixed or (1 if kind == "cpu" and args.replicas is None else max(1, offered // len(models)))
+        if each * len(models) > offered:
+            raise InputError(f"--replicas {each} for {len(models)} model(s) on {kind} needs {each * len(models)} "
+                             f"devices but the Ray runtime has {offered}: lower --replicas or add nodes")
+        settings = ReplicaSettings(kind, args.dtype, args.max_queue, args.max_batch, limits, voices_dir,
+                                   {name: (str(Path(audio).resolve()), words)
+                                    for name, (audio, words) in voices.named.items()})
+        board = ray.remote(ReplicaBoard).options(num_cpus=0).remote()
+        progress(f"starting {each if fixed or args.replicas is None else f'1 to {each}'} replica(s) of "
+                 f"{', '.join(models)} on {kind} with Ray Serve")
+        deployed = deploy(serve, models, settings, f"auto:{each}" if args.replicas == "auto" else each, board)
+        app = entry_app(deployed, voices, args.api_key, limits, board, serve)
+        host, port = listening.getsockname()[:2]
+        progress(f"serving {', '.join(models)} on http://{host if ':' not in host else f'[{host}]'}:{port}"
+                 + (" (API key required)" if args.api_key else "") + f" (replicas on {kind})")
+        try:
+            uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listening])
+        finally:
+            serve.shutdown()
     return 0

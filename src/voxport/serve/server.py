@@ -40,10 +40,7 @@ def load_models(specs: list[str], device: torch.device, dtype: torch.dtype, max_
                 progress=print) -> dict[str, ServedModel]:
     """`NAME=SOURCE` or `SOURCE` (then the name is the source) for each model to serve."""
     served = {}
-    for spec in specs:
-        name, source = spec.split("=", 1) if "=" in spec and not Path(spec).exists() else (spec, spec)
-        if name in served:
-            raise InputError(f"model name '{name}' is given twice: name them NAME=SOURCE")
+    for name, source in model_specs(specs).items():
         family = family_of(source)
         progress(f"loading {family.description} '{name}' from {source} on {device}")
         model = family.model.load(source, device, dtype)
@@ -59,6 +56,17 @@ def load_models(specs: list[str], device: torch.device, dtype: torch.dtype, max_
             speech_error = service.prepare_speech()
         served[name] = ServedModel(name, family.name, service, worker, speech_error)
     return served
+
+
+def model_specs(specs: list[str]) -> dict[str, str]:
+    """Each model's name and source, from `NAME=SOURCE` or `SOURCE` (then the name is the source)."""
+    named: dict[str, str] = {}
+    for spec in specs:
+        name, source = spec.split("=", 1) if "=" in spec and not Path(spec).exists() else (spec, spec)
+        if name in named:
+            raise InputError(f"model name '{name}' is given twice: name them NAME=SOURCE")
+        named[name] = source
+    return named
 
 
 def load_voices(specs: list[str], directory: Path | None) -> VoiceBook:

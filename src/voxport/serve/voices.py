@@ -160,6 +160,7 @@ class VoiceBook:
     def _sample(self, key: str, sample_rate: int) -> VoiceSample | None:
         """A custom or --voice voice's sample at `sample_rate` (None when there is no such voice)."""
         with self._lock:
+            self._sync_voice(key)
             cached = self._samples.get((key, sample_rate))
             if cached is None:
                 if key in self.voices:
@@ -176,6 +177,22 @@ class VoiceBook:
                                    code="voice_unavailable") from None
                 cached = self._samples[(key, sample_rate)] = VoiceSample(audio, words)
             return cached
+
+    def _sync_voice(self, key: str) -> None:
+        """Follow the directory for one custom voice id: another server on it (replicas: the entry) may have made
+        or deleted it since this one read the directory. Under the lock."""
+        if self.directory is None or not re.fullmatch(_IDS["voices"], key):
+            return
+        record = self._path("voices", key, ".json")
+        try:
+            exists = record.exists()
+            if exists and key not in self.voices:
+                self.voices[key] = CustomVoice(**json.loads(record.read_text()))
+        except (OSError, ValueError, TypeError):
+            return  # unreadable now (being written): the voice is as this server last knew it
+        if not exists and key in self.voices:
+            del self.voices[key]
+            self._samples = {cached: value for cached, value in self._samples.items() if cached[0] != key}
 
     # --- consents and custom voices -----------------------------------------------------------------------
 
