@@ -8,12 +8,15 @@ reply store, a replica killed mid-stream, cancellation through Ray Serve, /healt
 import base64
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import httpx
 import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
 from serving import Server
 from test_serve_chat import (  # noqa: F401  (the chat tests, run here against the replicas)
     first_reply,
@@ -40,10 +43,7 @@ from test_serve_openai import (  # noqa: F401  (the speech tests, run here again
     test_the_same_seeded_request_alone_and_batched,
 )
 from test_serve_store import add_consent, add_voice
-
 from voxport.serve.replicas import REPLICA_HEADER
-
-pytest.importorskip("ray.serve", reason="Ray Serve is not installed (pip install 'voxport[serve]')")
 
 LONG_TEXT = "A long stream that is still being spoken when its replica is killed. " * 4
 
@@ -71,6 +71,7 @@ class Replicas:
 
 @pytest.fixture(scope="module")
 def replicas(tiny_csm_dir, tiny_covo_dir, speech_wav, voices_dir):
+    pytest.importorskip("ray.serve", reason="Ray Serve is not installed (pip install 'voxport[serve]')")
     served = Replicas("--model", f"tts={tiny_csm_dir}", "--model", f"chat={tiny_covo_dir}", "--replicas", "2",
                       "--voice", f"narrator={speech_wav}:A short recorded line.", "--voices-dir", str(voices_dir),
                       "--max-batch", "4")
@@ -94,10 +95,31 @@ def client(replicas):
 
 
 @pytest.fixture(scope="module")
-def single_process(tiny_csm_dir):
-    server = Server("--model", f"tts={tiny_csm_dir}")
+def no_ray(tmp_path_factory) -> str:
+    """A PYTHONPATH whose `ray` fails on import: a process under it shows it never needed Ray."""
+    folder = tmp_path_factory.mktemp("no-ray")
+    (folder / "ray").mkdir()
+    (folder / "ray" / "__init__.py").write_text("raise ImportError('ray is not installed here')\n")
+    return os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")])
+
+
+@pytest.fixture(scope="module")
+def single_process(tiny_csm_dir, no_ray):
+    """The single-process server, started where Ray cannot be imported: without --replicas it needs none."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTHONPATH", no_ray)
+        server = Server("--model", f"tts={tiny_csm_dir}")
     yield server.base
     server.stop()
+
+
+def test_replicas_without_ray_serve_is_one_line(tiny_csm_dir, no_ray):
+    run = subprocess.run([sys.executable, "-m", "voxport", "serve", "--model", f"tts={tiny_csm_dir}", "--device",
+                          "cpu", "--port", "0", "--replicas", "2"], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": no_ray, "HF_HUB_OFFLINE": "1"})
+    assert run.returncode != 0
+    assert run.stderr.splitlines() == ["voxport: error: Ray Serve is not installed (needed for --replicas and "
+                                       "--cluster): pip install 'voxport[serve]' (or 'ray[serve]>=2.40')"]
 
 
 def answered_by_each(ask, tries: int = 12) -> dict[str, object]:

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import threading
 import time
 from collections.abc import AsyncIterator
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -38,6 +40,7 @@ from voxport.errors import VoxportError
 from voxport.serve.app import Limits, ServerState, _client_gone, create_app
 from voxport.serve.bodies import json_object
 from voxport.serve.errors import APIError
+from voxport.serve.metrics import Metrics
 from voxport.serve.replies import ReplyStore
 from voxport.serve.voices import VoiceBook
 
@@ -111,10 +114,8 @@ class ModelReplica:
 
     def _post_metrics(self) -> None:
         while True:
-            try:
+            with suppress(Exception):  # the board is gone (the entry is restarting): the next post tries again
                 self.board.post.remote(self.name, self.label, self.state.metrics.render())
-            except Exception:  # noqa: BLE001 (the entry is restarting: the next post reaches the new board)
-                pass
             time.sleep(POST_SECONDS)
 
     async def exchange(self, method: str, path: str, query: str, headers: list[tuple[str, str]], body: bytes
@@ -165,6 +166,7 @@ def deploy(serve: ModuleType, models: dict[str, tuple[str, str, str]], settings:
     from voxport.batch.cluster import device_request
 
     serve.start(proxy_location="Disabled")  # the entry is voxport's own server: Ray Serve opens no port
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)  # voxport says what starts; failures still show
     deployed = {}
     for name, (source, family, capability) in models.items():
         scaling: dict[str, Any]
@@ -216,7 +218,7 @@ def entry_app(deployed: dict[str, Deployed], voices: VoiceBook, api_key: str | N
     async def metrics():
         posts = await asyncio.wrap_future(board.read.remote().future())
         registry = CollectorRegistry()
-        registry.register(_Gathered(state.metrics.registry, posts))
+        registry.register(_Gathered(state.metrics, posts))
         return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @router.post("/v1/audio/speech")
@@ -246,7 +248,7 @@ def entry_app(deployed: dict[str, Deployed], voices: VoiceBook, api_key: str | N
             raise APIError(499, "client closed the request")
         try:
             head = start.result()
-        except Exception as error:  # noqa: BLE001 (a replica that died, or could not be reached)
+        except Exception as error:  # a replica that died, or could not be reached
             raise APIError(503, f"model {model.name}: its replica failed before answering ({type(error).__name__}); "
                                 "try again", kind="server_error", code="replica_failed") from None
         return StreamingResponse(_rest(pieces, request), status_code=head["status"], headers=dict(head["headers"]))
@@ -285,16 +287,17 @@ def _model(deployed: dict[str, Deployed], name: object, capability: str) -> Depl
 
 
 class _Gathered:
-    """The entry's metrics of HTTP traffic, then every live replica's metrics of the work, labelled by replica
-    (a family the entry reports itself is not taken from the replicas, which saw the same requests)."""
+    """The entry's metrics of HTTP traffic (it sees every request), then every live replica's metrics of the work,
+    labelled by replica (their own count of the same requests is left out)."""
 
-    def __init__(self, entry: CollectorRegistry, posts: list[tuple[str, str, bytes]]):
+    def __init__(self, entry: Metrics, posts: list[tuple[str, str, bytes]]):
         self.entry, self.posts = entry, posts
 
     def collect(self):
-        own = [family for family in self.entry.collect() if family.samples]
-        yield from own
-        taken, merged = {family.name for family in own}, {}
+        traffic = [family for metric in (self.entry.requests, self.entry.errors, self.entry.latency)
+                   for family in metric.collect()]
+        yield from traffic
+        taken, merged = {family.name for family in traffic}, {}
         for _, replica, text in sorted(self.posts):
             for family in text_string_to_metric_families(text.decode()):
                 if family.name in taken:
