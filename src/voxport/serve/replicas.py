@@ -165,8 +165,8 @@ def deploy(serve: ModuleType, models: dict[str, tuple[str, str, str]], settings:
     autoscaled from one to `replicas` ("auto:N"), each asking for one device of the settings' kind."""
     from voxport.batch.cluster import device_request
 
-    serve.start(proxy_location="Disabled")  # the entry is voxport's own server: Ray Serve opens no port
     logging.getLogger("ray.serve").setLevel(logging.WARNING)  # voxport says what starts; failures still show
+    serve.start(proxy_location="Disabled")  # the entry is voxport's own server: Ray Serve opens no port
     deployed = {}
     for name, (source, family, capability) in models.items():
         scaling: dict[str, Any]
