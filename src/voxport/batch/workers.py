@@ -22,9 +22,14 @@ from voxport.errors import VoxportError, first_line
 class RowWorker:
     """Loads the model on the device Ray gave this process; `__call__` takes and gives Ray Data batches."""
 
-    def __init__(self, model: str, kind: str, dtype: str, output_dir: str, options: dict, max_retries: int):
+    def __init__(self, model: str, kind: str, dtype: str, output_dir: str, options: dict, max_retries: int,
+                 threads: int | None = None):
+        import torch
+
         from voxport.runtime.devices import resolve_device, resolve_dtype
 
+        if threads:  # a CPU worker's share of the cores (Ray would give it one thread)
+            torch.set_num_threads(threads)
         self.output_dir = Path(output_dir)
         self.options = options
         self.journal, self.max_retries = Journal(output_dir), max_retries

@@ -21,6 +21,7 @@ from voxport.serve.chat import chat_job, completion, completion_events
 from voxport.serve.chat_body import ChatBody
 from voxport.serve.errors import APIError, validation_error
 from voxport.serve.guard import GuardAndCount
+from voxport.serve.limits import Limits
 from voxport.serve.metrics import Metrics
 from voxport.serve.replies import ReplyStore
 from voxport.serve.speech import audio_stream, parse_speech_body, speech_job, sse_events, whole_audio
@@ -32,18 +33,6 @@ from voxport.services.chat import ChatService
 from voxport.services.speech import SpeechService
 
 RETRY_AFTER_SECONDS = 2
-
-
-@dataclass
-class Limits:
-    max_input_chars: int = 4096
-    max_audio_bytes: int = 25 * 2**20
-    max_seconds: float = 60.0  # the most a speech request may set max_seconds (each text chunk's cap) to
-    max_json_bytes: int = 2**20  # a JSON body besides its audio
-
-    def chat_body_bytes(self) -> int:
-        """A chat body's limit: its audio as base64 (4 bytes for every 3), and the rest."""
-        return -(-self.max_audio_bytes // 3) * 4 + self.max_json_bytes
 
 
 @dataclass
