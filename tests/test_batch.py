@@ -13,16 +13,6 @@ from voxport.errors import InputError, VoxportError
 pq = pytest.importorskip("pyarrow.parquet")
 
 
-@pytest.fixture(scope="module")
-def ray_runtime():
-    ray = pytest.importorskip("ray")
-    from voxport.batch.cluster import start
-
-    start(cpus=2)
-    yield ray
-    ray.shutdown()
-
-
 def manifest(directory) -> dict[str, dict]:
     return {record["id"]: record for record in pq.read_table(directory / "manifest.parquet").to_pylist()}
 
