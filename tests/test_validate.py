@@ -200,6 +200,24 @@ def test_cpu_kernels_are_found(tiny_csm_dir):
     assert "aten::convolution" in {op["op"] for op in result["ops"]}  # the codec was traced (only it convolves)
 
 
+def test_ops_exits_3_when_its_replay_fails(tiny_csm_dir, monkeypatch, capsys):
+    """The replay's verdict is the command's: a CI job stops on an op the target computes wrongly."""
+    from voxport.validate import ops
+
+    argv = ["ops", "--model", str(tiny_csm_dir), "--device", "cpu", "--dtype", "float32", "--check-accuracy"]
+    assert main(argv) == 0
+    replay = ops.replay_accuracy
+
+    def one_op_wrong(recorder, device, worst=10):
+        result = replay(recorder, device, worst)
+        wrong = {**result["worst"][0], "verdict": "FAIL", "reason": "differs from the CPU's output in the same dtypes"}
+        return {**result, "verdict": "FAIL", "failed": [wrong]}
+
+    monkeypatch.setattr(ops, "replay_accuracy", one_op_wrong)
+    assert main(argv) == 3
+    assert "verdict **FAIL**" in capsys.readouterr().out
+
+
 def test_run_all_writes_every_file(tiny_csm_dir, tmp_path):
     summary = pipeline.run_all(str(tiny_csm_dir), CPU, torch.bfloat16, tmp_path / "report",
                                parse_configs("short_4t"), iterations=1, steps=4, progress=quiet)
@@ -236,7 +254,7 @@ def test_validation_cli_prints_tables(tiny_covo_dir, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("case", ["unknown config", "absent device", "unknown model", "out is a file",
-                                  "json-out unwritable"])
+                                  "json-out unwritable", "audio absent"])
 def test_validation_bad_input_is_one_clear_line(case, tiny_csm_dir, tmp_path, capsys):
     other = tmp_path / "bert"
     other.mkdir()
@@ -250,6 +268,8 @@ def test_validation_bad_input_is_one_clear_line(case, tiny_csm_dir, tmp_path, ca
         "unknown model": (["repro", "--model", str(other)], "'bert' model, which voxport cannot handle"),
         "out is a file": (["run-all", *model, "--out", str(taken)], "is a file: expected a directory"),
         "json-out unwritable": (["bench", *model, "--json-out", str(tmp_path / "no" / "b.json")], "does not exist"),
+        "audio absent": (["accuracy", *model, "--audio", str(tmp_path / "nonexistent.wav")],
+                         "nonexistent.wav is not a file: expected a speech recording"),
     }[case]
     assert main(argv) == 1
     errors = capsys.readouterr().err.strip().splitlines()

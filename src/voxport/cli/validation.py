@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from voxport.cli.common import add_device_options, positive_float, positive_int, progress, quiet_library_progress
+from voxport.errors import InputError
 from voxport.runtime.files import check_output_dir, check_output_path
 from voxport.runtime.kinds import DEVICE_KINDS
 
@@ -76,7 +77,7 @@ def add_parsers(commands) -> None:
     ops = command("ops", "which aten ops the model uses and whether a device has them",
                   "Trace every aten op (with dtypes) of one forward and a short generation on --device; report for "
                   "--target whether each has a kernel (when that backend is installed) and which known gaps it hits, "
-                  "with the fix voxport applies.", _run_ops)
+                  "with the fix voxport applies. With --check-accuracy, exits 3 when the replay's verdict is FAIL.", _run_ops)
     ops.add_argument("--target", choices=DEVICE_KINDS,
                      help="device kind to judge coverage for (default: the kind of --device)")
     ops.add_argument("--check-accuracy", action="store_true",

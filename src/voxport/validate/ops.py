@@ -245,6 +245,7 @@ def run_ops(source: str, trace_device: torch.device, dtype: torch.dtype, target:
         kept = sum(len(samples) for samples in recorder.samples.values())
         progress(f"ops: replaying {kept} recorded calls of {len(recorder.samples)} ops on {replay_device}")
         result["replay"] = replay_accuracy(recorder, replay_device)
+        result["verdict"] = result["replay"]["verdict"]  # the check's answer, where the CLI's exit code reads it
     return result
 
 
