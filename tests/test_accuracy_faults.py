@@ -41,12 +41,16 @@ def test_a_planted_fault_fails_at_its_block(planted, dtype, request, tmp_path):
     assert named["verdict"] == "FAIL"
 
 
-def test_a_shape_change_is_a_fail_naming_the_block(tiny_covo_dir, tmp_path):
-    result = run_fault(fault("adapter stride 1 for 2", "covo"), tiny_covo_dir, tmp_path, torch.bfloat16, **QUICK)
+def test_a_shape_change_is_a_fail_naming_the_block_and_op(tiny_covo_dir, tmp_path):
+    result = run_fault(fault("adapter stride 1 for 2", "covo"), tiny_covo_dir, tmp_path, torch.bfloat16,
+                       example_names=["english"])
     assert result["verdict"] == "FAIL" and result["first_drift_module"] == "audio_adapter.downsample_layers.0"
     named = next(block for block in result["blocks"] if block["module"] == "audio_adapter.downsample_layers.0")
     assert "shape" in named["reason"]
     assert any("reason" in entry for name, entry in result["outputs"].items())  # the whole model's outputs too
+    op = result["first_diverging_op"]  # the strided convolution makes the other shape: it is the answer
+    assert op["block"] == "audio_adapter.downsample_layers.0" and op["op"] == "aten::convolution"
+    assert "output shape" in op["reason"] and "benchmark's" in op["reason"]
 
 
 def test_the_first_diverging_op_is_named(tiny_csm_dir, tmp_path):

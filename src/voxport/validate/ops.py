@@ -298,10 +298,15 @@ def first_diverging_op(block: str, call, sources: tuple[str, str], device: torch
         if name != bench_name:
             return {"index": index, "op": name,
                     "reason": f"the target runs {name} where the benchmark runs {bench_name}"}
-        if index >= len(reference) or reference[index][0] != name or got is None or expected_bench is None:
+        if got is None or expected_bench is None:
+            continue
+        if got.shape != expected_bench.shape:  # a wrong shape is the answer, not an op to skip
+            return {"index": index, "op": name, "verdict": "FAIL",
+                    "reason": f"output shape {tuple(got.shape)} where the benchmark's is {tuple(expected_bench.shape)}"}
+        if index >= len(reference) or reference[index][0] != name:
             continue
         expected = reference[index][1]
-        if expected is None or expected.shape != got.shape or expected.shape != expected_bench.shape:
+        if expected is None or expected.shape != got.shape:
             continue
         verdict = judge(errors(expected, got), errors(expected, expected_bench), dtype)
         if verdict["verdict"] != "PASS":
