@@ -407,16 +407,24 @@ def _load_processor(path: Path) -> CsmProcessor:
         raise CheckpointError(f"cannot load CSM checkpoint {path}: {_first_line(error)}") from None
 
 
+class _CsmWithFloat32Codec(CsmForConditionalGeneration):
+    """CSM whose Mimi codec is read from the checkpoint in float32 whatever the model dtype (transformers' plan for
+    modules kept in float32), rather than rounded to the dtype and upcast: the codec runs in float32, so a
+    checkpoint's float32 codec weights are used as stored."""
+
+    _keep_in_fp32_modules_strict = ["codec_model"]
+
+
 def _load_weights(path: Path, device: torch.device, dtype: torch.dtype) -> CsmForConditionalGeneration:
     """The model, strictly: every weight of the architecture must be in the files."""
     try:
-        model, info = CsmForConditionalGeneration.from_pretrained(
+        model, info = _CsmWithFloat32Codec.from_pretrained(
             path, dtype=dtype, device_map=device, output_loading_info=True
         )
     except _LOAD_ERRORS as error:
         raise CheckpointError(f"cannot load CSM checkpoint {path}: {_first_line(error)}") from None
     _expect_all_weights(path, info)
-    model.codec_model.float()
+    model.codec_model.float()  # buffers the codec computes rather than stores
     return model.eval()
 
 
