@@ -158,7 +158,9 @@ def reproducibility_table(repro: dict) -> list[str]:
             f"{step(against['greedy_parts_at_step'], 'no step')}) |",
             f"| sampled stream against {reference} | parts at {step(against['sampled_parts_at_step'], 'no step')} |",
             f"| reference in target top-{against['top_k']} | until {step(against['agree_until_step'], 'every step')} "
-            f"({against['steps_in_top_k']} of {repro['steps']} steps) |"]
+            f"({against['steps_in_top_k']} of {repro['steps']} steps) |",
+            f"| teacher-forced logits against {reference} (through the engine) | largest difference "
+            f"{against['logits_gap']:.2e} of the largest logit |"]
 
 
 def _probed(performance: dict) -> str:

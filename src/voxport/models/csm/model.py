@@ -69,7 +69,7 @@ class CsmSpeech:
     family = "csm"
     step_unit = "frame"
     speaks_text = True
-    engine_type = CsmEngine  # the static-cache engine class teacher-forced accuracy runs
+    engine_type = CsmEngine  # the static-cache engine class generation and every teacher-forced check run
 
     def __init__(self, model: CsmForConditionalGeneration, processor: CsmProcessor, load_seconds: float,
                  load_timings: dict[str, float] | None = None):
@@ -100,7 +100,7 @@ class CsmSpeech:
         with timed(device, timings, "weight_layout"):  # the engine's layout, set once here, not in a first call
             arrange_weights(model)
         with timed(device, timings, "engine"):  # static caches for one row, allocated here, not in a first call
-            engine = CsmEngine(model, 1)
+            engine = cls.engine_type(model, 1)
         speech = cls(model, processor, sum(timings.values()), timings)
         speech._engine = (engine, engine.frame)
         return speech
@@ -116,9 +116,10 @@ class CsmSpeech:
         self._engine = None
 
     def engine(self, batch: int) -> tuple[CsmEngine, Callable]:
-        """The static-cache engine for `batch` rows and the frame step it runs (compiled or eager)."""
-        if self._engine is None or self._engine[0].batch != batch:
-            engine = CsmEngine(self.model, batch)
+        """The static-cache engine (of `engine_type`) for `batch` rows and the frame step it runs (compiled or
+        eager)."""
+        if self._engine is None or self._engine[0].batch != batch or type(self._engine[0]) is not self.engine_type:
+            engine = self.engine_type(self.model, batch)
             step = self.backend.compile_step(engine.frame) if self._compile else None
             self._engine = (engine, step or engine.frame)
         return self._engine
@@ -292,9 +293,9 @@ class CsmSpeech:
         return {"backbone_logits": first.float(), "depth_logits": rest.float()}
 
     def token_logits(self, inputs: CsmExample, tokens: torch.Tensor) -> torch.Tensor:
-        """Logits [frames, codebooks, vocab] predicting each code of `tokens` [frames, codebooks]."""
-        logits = self.forward_logits(CsmExample(inputs.request, tokens))
-        return torch.cat([logits["backbone_logits"].unsqueeze(1), logits["depth_logits"]], dim=1)
+        """Logits [frames, codebooks, codebook_size] predicting each code of `tokens` [frames, codebooks], through
+        the engine that generates them (its prefill and frame step, each pick replaced by the known code)."""
+        return self.teacher_forced_engine(self.prompt_embeds(inputs.request), tokens.to(self.device))
 
     def greedy_tokens(self, inputs: CsmExample, steps: int) -> torch.Tensor:
         """`steps` frames [steps, codebooks] of greedy codes, end of audio ignored."""
