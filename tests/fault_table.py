@@ -3,7 +3,9 @@ the correct ports (a clean copy, other attention kernels) over several seeds -> 
 
     PYTHONPATH=src python tests/fault_table.py [--dtypes bfloat16,float16] [--family csm|covo] [--only SUBSTRING]
     PYTHONPATH=src python tests/fault_table.py --clean --seeds 0,1,2
-Writes tiny checkpoints into a temporary directory; prints one Markdown row per run as it finishes.
+    PYTHONPATH=src python tests/fault_table.py --size full --layers 4 --family csm --examples english  # real widths
+Writes the checkpoints (tiny, or --size full) into a temporary directory; prints one Markdown row per run as it
+finishes, with the run's peak RSS.
 """
 
 import argparse
@@ -31,14 +33,15 @@ def main() -> None:
     parser.add_argument("--clean", action="store_true", help="run the correct ports instead of the faults")
     parser.add_argument("--seeds", default="0,1,2", help="checkpoint seeds for --clean")
     parser.add_argument("--examples", help="default examples to run, e.g. english (default: all)")
+    parser.add_argument("--size", choices=["tiny", "full"], default="tiny", help="checkpoint size (make-tiny's)")
+    parser.add_argument("--layers", type=int, help="with --size full: language-model layers (make-tiny's)")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="voxport-faults-"))
     if args.clean:
         return clean_table(root, args)
-    clean = {"csm": write_tiny_checkpoint(make_tiny_csm, root / "csm", seed=args.seed),
-             "covo": write_tiny_checkpoint(make_tiny_covo, root / "covo", seed=args.seed)}
-    print("| fault | family | dtype | expected block | verdict | named block | first op | ratio | seconds |")
-    print("|---|---|---|---|---|---|---|---|---|", flush=True)
+    clean = checkpoints(root, args, args.seed)
+    print("| fault | family | dtype | expected block | verdict | named block | first op | ratio | seconds | peak RSS GiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
     for index, fault in enumerate(FAULTS):
         wanted = (not args.family or fault.family == args.family) and args.only in fault.name
         if not wanted or (args.in_code and not fault.in_code):
@@ -47,7 +50,8 @@ def main() -> None:
             started = time.perf_counter()
             workdir = root / f"run{index}-{dtype_name}"
             workdir.mkdir()
-            result = run_fault(fault, clean[fault.family], workdir, getattr(torch, dtype_name))
+            result = run_fault(fault, clean[fault.family], workdir, getattr(torch, dtype_name),
+                               example_names=args.examples.split(",") if args.examples else None)
             named = result["first_drift_module"]
             block = next((b for b in result["blocks"] if b["module"] == named), {})
             op = result["first_diverging_op"] or {}
@@ -55,15 +59,14 @@ def main() -> None:
             print(f"| {fault.name} | {fault.family} | {dtype_name} | {fault.block} | {result['verdict']} | {named} "
                   f"{'(right)' if named == fault.block else '(WRONG)'} | {op.get('op') or ''} | "
                   f"{'' if ratio is None else f'{ratio:.1f}'} {block.get('reason', '')} | "
-                  f"{time.perf_counter() - started:.0f} |", flush=True)
+                  f"{time.perf_counter() - started:.0f} | {_peak(result):.2f} |", flush=True)
 
 
 def clean_table(root: Path, args) -> None:
     print("| port | family | seed | dtype | verdict | named block | largest relative ratio | largest max ratio |")
     print("|---|---|---|---|---|---|---|---|", flush=True)
     for seed in (int(value) for value in args.seeds.split(",")):
-        clean = {"csm": write_tiny_checkpoint(make_tiny_csm, root / f"csm{seed}", seed=seed),
-                 "covo": write_tiny_checkpoint(make_tiny_covo, root / f"covo{seed}", seed=seed)}
+        clean = checkpoints(root / f"seed{seed}", args, seed)
         for variant in CLEAN_VARIANTS:
             if args.family and variant.family != args.family:
                 continue
@@ -77,6 +80,18 @@ def clean_table(root: Path, args) -> None:
                 largest = max(entry.get("max_ratio") or 0.0 for entry in judged)
                 print(f"| {variant.name} | {variant.family} | {seed} | {dtype_name} | {result['verdict']} | "
                       f"{result['first_drift_module']} | {relative:.3f} | {largest:.3f} |", flush=True)
+
+
+def checkpoints(root: Path, args, seed: int) -> dict[str, Path]:
+    """A clean checkpoint of each family asked for (only --family's where given), at --size."""
+    size = {"size": args.size, **({"layers": args.layers} if args.layers else {})}
+    builds = {"csm": make_tiny_csm, "covo": make_tiny_covo}
+    return {family: write_tiny_checkpoint(build, root / family, seed=seed, **size)
+            for family, build in builds.items() if not args.family or family == args.family}
+
+
+def _peak(result: dict) -> float:
+    return max(entry["peak_rss_bytes"] for entry in result["phases"].values()) / 2**30
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 import json
 import math
 import shutil
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +14,7 @@ from voxport.errors import InputError
 from voxport.validate import pipeline
 from voxport.validate.accuracy import run_accuracy
 from voxport.validate.metrics import compare
+from voxport.validate.phases import phase
 from voxport.validate.ops import KnownGap, OpRecorder, coverage, run_ops
 from voxport.validate.grid import parse_configs
 from voxport.runtime.bandwidth import published_bandwidth
@@ -42,6 +45,17 @@ def test_metrics_on_known_tensors():
         compare(torch.zeros(3), torch.zeros(4))
 
 
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's resettable peak RSS")
+def test_each_phase_has_its_own_peak_memory():
+    phases = {}
+    with phase("large", phases):
+        block = torch.ones(2**26 // 4)  # 64 MiB, written
+        del block
+    with phase("small", phases):
+        pass
+    assert phases["large"]["peak_rss_bytes"] - phases["small"]["peak_rss_bytes"] > 2**25
+
+
 def test_verdicts_judge_the_error_against_the_benchmarks():
     benchmark = Errors(relative=0.01, max_relative=0.05)
     assert judge(Errors(0.011, 0.06), benchmark, torch.bfloat16)["verdict"] == "PASS"
@@ -63,9 +77,20 @@ def test_verdicts_judge_the_error_against_the_benchmarks():
 def test_accuracy_covers_every_stage_and_passes_clean(checkpoint, request, tmp_path):
     clean = request.getfixturevalue(checkpoint)
     copy = shutil.copytree(clean, tmp_path / "copy")  # a checkpoint copy: the target runs apart from the benchmark
+    bars = []
+
+    @contextmanager
+    def bar(total, unit, label):
+        seen = bars.append([label, total, 0]) or bars[-1]
+        yield lambda done: seen.__setitem__(2, done)
+
     result = run_accuracy(str(copy), CPU, torch.bfloat16, reference_source=str(clean), example_names=["english"],
-                          progress=quiet)
+                          progress=quiet, bar=bar)
     assert result["verdict"] == "PASS" and result["first_drift_module"] is None
+    blocks = len(result["blocks"])  # every block and stage of the one example, each replayed once per pass
+    assert bars == [["benchmark", blocks, blocks], ["target", blocks, blocks]]
+    assert list(result["phases"]) == ["reference", "benchmark", "target"]
+    assert all(entry["seconds"] > 0 and entry["peak_rss_bytes"] > 2**20 for entry in result["phases"].values())
     assert result["examples"] == {"english": {"verdict": "PASS", "first_drift_module": None}}
     stages = {block["stage"] for block in result["blocks"]}
     expected = ({"backbone_model", "depth_decoder", "engine", "codec_model.quantizer", "codec_model.decoder"}

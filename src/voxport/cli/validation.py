@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from voxport.cli.common import add_device_options, positive_float, positive_int, progress, quiet_library_progress
+from voxport.cli.common import (add_device_options, positive_float, positive_int, progress, progress_bar,
+                                quiet_library_progress)
 from voxport.errors import InputError
 from voxport.runtime.files import check_output_dir, check_output_path
 from voxport.runtime.kinds import DEVICE_KINDS
@@ -146,7 +147,7 @@ def _run_accuracy(args: argparse.Namespace) -> int:
             raise InputError(f"--audio {audio} is not a file: expected a speech recording")
     result = run_accuracy(args.model, device, dtype, args.reference_model, texts=args.text,
                           audios=[str(audio) for audio in args.audio or []] or None,
-                          locate_ops=not args.no_op_search, progress=progress,
+                          locate_ops=not args.no_op_search, progress=progress, bar=progress_bar,
                           example_names=[name.strip() for name in args.examples.split(",") if name.strip()]
                           if args.examples else None)
     return _report(result, accuracy_tables, args.json_out)

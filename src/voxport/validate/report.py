@@ -112,6 +112,10 @@ def accuracy_tables(accuracy: dict) -> list[str]:
     if op:
         where = f"op {op['index']} ({op['op']})" if op.get("op") else "no op"
         lines.append(f"First op inside it that parts from the reference: {where}; {op.get('reason', '')}".rstrip("; "))
+    if accuracy.get("phases"):
+        lines.append("Phases: " + ", ".join(f"{name.replace('_', ' ')} {entry['seconds']:.1f} s (peak RSS "
+                                            f"{entry['peak_rss_bytes'] / 2**30:.2f} GiB)"
+                                            for name, entry in accuracy["phases"].items()) + ".")
     lines += ["", "| example | verdict | first block not PASS |", "|---|---|---|"]
     lines += [f"| {name} | {entry['verdict']} | {entry['first_drift_module'] or ''} |"
               for name, entry in accuracy["examples"].items()]
