@@ -40,7 +40,8 @@ def main() -> None:
     if args.clean:
         return clean_table(root, args)
     clean = checkpoints(root, args, args.seed)
-    print("| fault | family | dtype | expected block | verdict | named block | first op | ratio | seconds | peak RSS GiB |")
+    print("| fault | family | dtype | expected block | verdict | named block | first op | ratio | seconds | "
+          "peak RSS GiB per phase |")
     print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
     for index, fault in enumerate(FAULTS):
         wanted = (not args.family or fault.family == args.family) and args.only in fault.name
@@ -59,7 +60,7 @@ def main() -> None:
             print(f"| {fault.name} | {fault.family} | {dtype_name} | {fault.block} | {result['verdict']} | {named} "
                   f"{'(right)' if named == fault.block else '(WRONG)'} | {op.get('op') or ''} | "
                   f"{'' if ratio is None else f'{ratio:.1f}'} {block.get('reason', '')} | "
-                  f"{time.perf_counter() - started:.0f} | {_peak(result):.2f} |", flush=True)
+                  f"{time.perf_counter() - started:.0f} | {_peak(result)} |", flush=True)
 
 
 def clean_table(root: Path, args) -> None:
@@ -90,8 +91,8 @@ def checkpoints(root: Path, args, seed: int) -> dict[str, Path]:
             for family, build in builds.items() if not args.family or family == args.family}
 
 
-def _peak(result: dict) -> float:
-    return max(entry["peak_rss_bytes"] for entry in result["phases"].values()) / 2**30
+def _peak(result: dict) -> str:
+    return " / ".join(f"{name} {entry['peak_rss_bytes'] / 2**30:.1f}" for name, entry in result["phases"].items())
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ op's output on the target compares with CPU float32 when replayed on the recorde
 
 from __future__ import annotations
 
+import gc
 from collections import Counter
 from dataclasses import dataclass
 
@@ -293,6 +294,8 @@ def first_diverging_op(block: str, call, sources: tuple[str, str], device: torch
             traces.append(trace_block(load_model(source, on, in_dtype), block, call))
         except Exception as error:  # noqa: BLE001 (a block that cannot run has no first op to name)
             return {"op": None, "reason": f"could not trace it: {type(error).__name__}: {error}"}
+        finally:
+            gc.collect()  # the model just traced is garbage (in reference cycles): one model in memory at a time
     reference, benchmark, target = traces
     for index, ((name, got), (bench_name, expected_bench)) in enumerate(zip(target, benchmark)):
         if name != bench_name:
