@@ -9,6 +9,7 @@ finishes, with the run's peak RSS.
 """
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -36,7 +37,11 @@ def main() -> None:
     parser.add_argument("--size", choices=["tiny", "full"], default="tiny", help="checkpoint size (make-tiny's)")
     parser.add_argument("--layers", type=int, help="with --size full: language-model layers (make-tiny's)")
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="voxport-faults-"))
+    with tempfile.TemporaryDirectory(prefix="voxport-faults-") as folder:  # full-size copies are GBs each
+        run_table(Path(folder), args)
+
+
+def run_table(root: Path, args) -> None:
     if args.clean:
         return clean_table(root, args)
     clean = checkpoints(root, args, args.seed)
@@ -53,13 +58,15 @@ def main() -> None:
             workdir.mkdir()
             result = run_fault(fault, clean[fault.family], workdir, getattr(torch, dtype_name),
                                example_names=args.examples.split(",") if args.examples else None)
+            shutil.rmtree(workdir)
             named = result["first_drift_module"]
-            block = next((b for b in result["blocks"] if b["module"] == named), {})
+            # the named block's numbers; where none is named, the expected block's (how far the fault stayed in)
+            block = next((b for b in result["blocks"] if b["module"] == (named or fault.block)), {})
             op = result["first_diverging_op"] or {}
             ratio = block.get("relative_ratio")
             print(f"| {fault.name} | {fault.family} | {dtype_name} | {fault.block} | {result['verdict']} | {named} "
                   f"{'(right)' if named == fault.block else '(WRONG)'} | {op.get('op') or ''} | "
-                  f"{'' if ratio is None else f'{ratio:.1f}'} {block.get('reason', '')} | "
+                  f"{'' if ratio is None else f'{ratio:.2f}'} {block.get('reason', '')} | "
                   f"{time.perf_counter() - started:.0f} | {_peak(result)} |", flush=True)
 
 
@@ -76,6 +83,7 @@ def clean_table(root: Path, args) -> None:
                 workdir.mkdir()
                 result = run_fault(variant, clean[variant.family], workdir, getattr(torch, dtype_name),
                                    example_names=args.examples.split(",") if args.examples else None)
+                shutil.rmtree(workdir)
                 judged = [*result["blocks"], *result["outputs"].values()]
                 relative = max(entry.get("relative_ratio") or 0.0 for entry in judged)
                 largest = max(entry.get("max_ratio") or 0.0 for entry in judged)
