@@ -112,6 +112,10 @@ def accuracy_tables(accuracy: dict) -> list[str]:
     if op:
         where = f"op {op['index']} ({op['op']})" if op.get("op") else "no op"
         lines.append(f"First op inside it that parts from the reference: {where}; {op.get('reason', '')}".rstrip("; "))
+    if accuracy.get("phases"):
+        lines.append("Phases: " + ", ".join(f"{name.replace('_', ' ')} {entry['seconds']:.1f} s (peak RSS "
+                                            f"{entry['peak_rss_bytes'] / 2**30:.2f} GiB)"
+                                            for name, entry in accuracy["phases"].items()) + ".")
     lines += ["", "| example | verdict | first block not PASS |", "|---|---|---|"]
     lines += [f"| {name} | {entry['verdict']} | {entry['first_drift_module'] or ''} |"
               for name, entry in accuracy["examples"].items()]
@@ -158,7 +162,9 @@ def reproducibility_table(repro: dict) -> list[str]:
             f"{step(against['greedy_parts_at_step'], 'no step')}) |",
             f"| sampled stream against {reference} | parts at {step(against['sampled_parts_at_step'], 'no step')} |",
             f"| reference in target top-{against['top_k']} | until {step(against['agree_until_step'], 'every step')} "
-            f"({against['steps_in_top_k']} of {repro['steps']} steps) |"]
+            f"({against['steps_in_top_k']} of {repro['steps']} steps) |",
+            f"| teacher-forced logits against {reference} (through the engine) | largest difference "
+            f"{against['logits_gap']:.2e} of the largest logit |"]
 
 
 def _probed(performance: dict) -> str:
