@@ -104,6 +104,10 @@ def test_fleet_report_compares_targets_side_by_side(ray_runtime, tiny_csm_dir, t
                  "--configs", "short_2t", "--iterations", "1", "--steps", "2"])
     assert code == 0 and "fleet.json" in capsys.readouterr().out
     report = json.loads((out / "fleet.json").read_text())
+    jsonschema = pytest.importorskip("jsonschema")
+    from voxport.cli.schemas import schema
+
+    jsonschema.Draft202012Validator(schema("fleet")).validate(report)  # docs/schemas/fleet.schema.json
     assert list(report["targets"]) == ["cpu:bfloat16", "cpu:float16"]
     for name, result in report["targets"].items():
         assert result["accuracy"]["target"]["dtype"] == name.split(":")[1]

@@ -126,14 +126,16 @@ def _check_reference_model(args: argparse.Namespace) -> None:
 FAILED_CHECK = 3  # the exit code of a check whose verdict is FAIL, so scripts and CI can stop on it
 
 
-def _report(result: dict, tables, json_out: Path | None) -> int:
-    """Write and print the result; exit FAILED_CHECK where its verdict is FAIL (WARN and PASS exit 0)."""
-    from voxport.validate.report import write_json
+def _report(stage: str, result: dict, tables, json_out: Path | None) -> int:
+    """Type, write and print a validator's result; exit FAILED_CHECK where its verdict is FAIL (WARN and PASS
+    exit 0; ops has no verdict)."""
+    from voxport.validate.reports import REPORTS, write_report
 
+    report = REPORTS[stage].model_validate(result)
     if json_out is not None:
-        write_json(json_out, result)
-    print("\n".join(tables(result)))
-    return FAILED_CHECK if result.get("verdict") == "FAIL" else 0
+        write_report(json_out, report)
+    print("\n".join(tables(report)))
+    return FAILED_CHECK if getattr(report, "verdict", None) == "FAIL" else 0
 
 
 def _run_accuracy(args: argparse.Namespace) -> int:
@@ -150,7 +152,7 @@ def _run_accuracy(args: argparse.Namespace) -> int:
                           locate_ops=not args.no_op_search, progress=progress, bar=progress_bar,
                           example_names=[name.strip() for name in args.examples.split(",") if name.strip()]
                           if args.examples else None)
-    return _report(result, accuracy_tables, args.json_out)
+    return _report("accuracy", result, accuracy_tables, args.json_out)
 
 
 def _run_repro(args: argparse.Namespace) -> int:
@@ -164,7 +166,7 @@ def _run_repro(args: argparse.Namespace) -> int:
     reference_dtype = resolve_dtype(args.reference_dtype, reference_device)
     result = run_reproducibility(args.model, device, dtype, args.steps, args.top_k, reference_device, reference_dtype,
                                  progress=progress, reference_source=args.reference_model)
-    return _report(result, reproducibility_table, args.json_out)
+    return _report("reproducibility", result, reproducibility_table, args.json_out)
 
 
 def _run_bench(args: argparse.Namespace) -> int:
@@ -177,7 +179,7 @@ def _run_bench(args: argparse.Namespace) -> int:
     bandwidth = args.bandwidth_gbs * 1e9 if args.bandwidth_gbs else None
     result = run_benchmark(args.model, device, dtype, configs, args.iterations, bandwidth, progress=progress,
                            remeasure_bandwidth=args.remeasure_bandwidth, stages=args.stages)
-    return _report(result, performance_table, args.json_out)
+    return _report("performance", result, performance_table, args.json_out)
 
 
 def _run_ops(args: argparse.Namespace) -> int:
@@ -193,7 +195,7 @@ def _run_ops(args: argparse.Namespace) -> int:
         dtype = torch.bfloat16  # trace in the dtype the target would run
     replay = resolve_device(target) if args.check_accuracy else None
     result = run_ops(args.model, device, dtype, target, replay_device=replay, progress=progress)
-    return _report(result, ops_table, args.json_out)
+    return _report("ops", result, ops_table, args.json_out)
 
 
 def _run_run_all(args: argparse.Namespace) -> int:
