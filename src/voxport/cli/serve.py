@@ -54,6 +54,9 @@ def add_parser(commands) -> None:
                         help="longest text one speech request may send (default: %(default)s)")
     parser.add_argument("--max-audio-mb", type=positive_float, default=LIMITS.max_audio_bytes / 2**20,
                         help="largest audio one chat request may send (default: %(default)s)")
+    parser.add_argument("--aligner", metavar="SOURCE",
+                        help="forced aligner for speech requests with \"timestamps\": true, a local directory or hub "
+                             "id, loaded at the first such request (default: MMS-300M, see docs/text.md)")
     add_device_options(parser)
     parser.set_defaults(run=run)
 
@@ -78,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     quiet_library_progress()
-    models = load_models(args.model, device, dtype, args.max_queue, args.max_batch, progress=progress)
+    models = load_models(args.model, device, dtype, args.max_queue, args.max_batch, progress=progress,
+                         aligner=args.aligner)
     limits = Limits(max_input_chars=args.max_input_chars, max_audio_bytes=int(args.max_audio_mb * 2**20),
                     max_seconds=args.max_seconds)
     app = create_app(ServerState(models=models, voices=voices, api_key=args.api_key, limits=limits))

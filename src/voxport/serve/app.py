@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
@@ -24,7 +24,7 @@ from voxport.serve.guard import GuardAndCount
 from voxport.serve.limits import Limits
 from voxport.serve.metrics import Metrics
 from voxport.serve.replies import ReplyStore
-from voxport.serve.speech import audio_stream, parse_speech_body, speech_job, sse_events, whole_audio
+from voxport.serve.speech import audio_stream, parse_speech_body, speech_job, speech_response, sse_events
 from voxport.serve.streams import AsyncChunks
 from voxport.serve.voice_api import voice_routes
 from voxport.serve.voices import VoiceBook
@@ -116,7 +116,7 @@ def create_app(state: ServerState) -> FastAPI:
         result = await _answer(_submit(served, job), request)
         if result.audio_seconds:
             state.metrics.rtf.labels(served.name).observe(result.compute_seconds / result.audio_seconds)
-        return Response(await whole_audio(result, body), media_type=media_type)
+        return await speech_response(result, body, job.payload.plan)
 
     app.include_router(voice_routes(state.voices))
 
