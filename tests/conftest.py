@@ -79,6 +79,17 @@ def speech_clips() -> list[Path]:
     return [shared_data("003000298.wav"), shared_data("003000297.wav")]
 
 
+@pytest.fixture(scope="module")
+def ray_runtime():
+    """An embedded Ray runtime of 2 CPUs for one test module (`voxport batch` joins it rather than start its own)."""
+    ray = pytest.importorskip("ray")
+    from voxport.batch.cluster import start
+
+    start(cpus=2)
+    yield ray
+    ray.shutdown()
+
+
 @pytest.fixture(scope="session")
 def live_server(tiny_csm_dir, tiny_covo_dir, speech_wav):
     """One `voxport serve` process for every HTTP test: CSM as tts, Covo as chat, a named voice."""

@@ -3,10 +3,13 @@ the correct ports (a clean copy, other attention kernels) over several seeds -> 
 
     PYTHONPATH=src python tests/fault_table.py [--dtypes bfloat16,float16] [--family csm|covo] [--only SUBSTRING]
     PYTHONPATH=src python tests/fault_table.py --clean --seeds 0,1,2
-Writes tiny checkpoints into a temporary directory; prints one Markdown row per run as it finishes.
+    PYTHONPATH=src python tests/fault_table.py --size full --layers 4 --family csm --examples english  # real widths
+Writes the checkpoints (tiny, or --size full) into a temporary directory; prints one Markdown row per run as it
+finishes, with the run's peak RSS.
 """
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -31,14 +34,20 @@ def main() -> None:
     parser.add_argument("--clean", action="store_true", help="run the correct ports instead of the faults")
     parser.add_argument("--seeds", default="0,1,2", help="checkpoint seeds for --clean")
     parser.add_argument("--examples", help="default examples to run, e.g. english (default: all)")
+    parser.add_argument("--size", choices=["tiny", "full"], default="tiny", help="checkpoint size (make-tiny's)")
+    parser.add_argument("--layers", type=int, help="with --size full: language-model layers (make-tiny's)")
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="voxport-faults-"))
+    with tempfile.TemporaryDirectory(prefix="voxport-faults-") as folder:  # full-size copies are GBs each
+        run_table(Path(folder), args)
+
+
+def run_table(root: Path, args) -> None:
     if args.clean:
         return clean_table(root, args)
-    clean = {"csm": write_tiny_checkpoint(make_tiny_csm, root / "csm", seed=args.seed),
-             "covo": write_tiny_checkpoint(make_tiny_covo, root / "covo", seed=args.seed)}
-    print("| fault | family | dtype | expected block | verdict | named block | first op | ratio | seconds |")
-    print("|---|---|---|---|---|---|---|---|---|", flush=True)
+    clean = checkpoints(root, args, args.seed)
+    print("| fault | family | dtype | expected block | verdict | named block | first op | ratio | seconds | "
+          "peak RSS GiB per phase |")
+    print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
     for index, fault in enumerate(FAULTS):
         wanted = (not args.family or fault.family == args.family) and args.only in fault.name
         if not wanted or (args.in_code and not fault.in_code):
@@ -47,23 +56,25 @@ def main() -> None:
             started = time.perf_counter()
             workdir = root / f"run{index}-{dtype_name}"
             workdir.mkdir()
-            result = run_fault(fault, clean[fault.family], workdir, getattr(torch, dtype_name))
+            result = run_fault(fault, clean[fault.family], workdir, getattr(torch, dtype_name),
+                               example_names=args.examples.split(",") if args.examples else None)
+            shutil.rmtree(workdir)
             named = result["first_drift_module"]
-            block = next((b for b in result["blocks"] if b["module"] == named), {})
+            # the named block's numbers; where none is named, the expected block's (how far the fault stayed in)
+            block = next((b for b in result["blocks"] if b["module"] == (named or fault.block)), {})
             op = result["first_diverging_op"] or {}
             ratio = block.get("relative_ratio")
             print(f"| {fault.name} | {fault.family} | {dtype_name} | {fault.block} | {result['verdict']} | {named} "
                   f"{'(right)' if named == fault.block else '(WRONG)'} | {op.get('op') or ''} | "
-                  f"{'' if ratio is None else f'{ratio:.1f}'} {block.get('reason', '')} | "
-                  f"{time.perf_counter() - started:.0f} |", flush=True)
+                  f"{'' if ratio is None else f'{ratio:.2f}'} {block.get('reason', '')} | "
+                  f"{time.perf_counter() - started:.0f} | {_peak(result)} |", flush=True)
 
 
 def clean_table(root: Path, args) -> None:
     print("| port | family | seed | dtype | verdict | named block | largest relative ratio | largest max ratio |")
     print("|---|---|---|---|---|---|---|---|", flush=True)
     for seed in (int(value) for value in args.seeds.split(",")):
-        clean = {"csm": write_tiny_checkpoint(make_tiny_csm, root / f"csm{seed}", seed=seed),
-                 "covo": write_tiny_checkpoint(make_tiny_covo, root / f"covo{seed}", seed=seed)}
+        clean = checkpoints(root / f"seed{seed}", args, seed)
         for variant in CLEAN_VARIANTS:
             if args.family and variant.family != args.family:
                 continue
@@ -72,11 +83,24 @@ def clean_table(root: Path, args) -> None:
                 workdir.mkdir()
                 result = run_fault(variant, clean[variant.family], workdir, getattr(torch, dtype_name),
                                    example_names=args.examples.split(",") if args.examples else None)
+                shutil.rmtree(workdir)
                 judged = [*result["blocks"], *result["outputs"].values()]
                 relative = max(entry.get("relative_ratio") or 0.0 for entry in judged)
                 largest = max(entry.get("max_ratio") or 0.0 for entry in judged)
                 print(f"| {variant.name} | {variant.family} | {seed} | {dtype_name} | {result['verdict']} | "
                       f"{result['first_drift_module']} | {relative:.3f} | {largest:.3f} |", flush=True)
+
+
+def checkpoints(root: Path, args, seed: int) -> dict[str, Path]:
+    """A clean checkpoint of each family asked for (only --family's where given), at --size."""
+    size = {"size": args.size, **({"layers": args.layers} if args.layers else {})}
+    builds = {"csm": make_tiny_csm, "covo": make_tiny_covo}
+    return {family: write_tiny_checkpoint(build, root / family, seed=seed, **size)
+            for family, build in builds.items() if not args.family or family == args.family}
+
+
+def _peak(result: dict) -> str:
+    return " / ".join(f"{name} {entry['peak_rss_bytes'] / 2**30:.1f}" for name, entry in result["phases"].items())
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Checkpoint faults change only the target's files (weights with ~2 % noise on one block, a RoPE base changed in
 config.json). Code faults patch the target model's instances only (the reference and the benchmark load clean):
 RMSNorm eps or its float32 upcast, softmax in half precision, attention scale, an activation swapped, the mel
-front end in float16, the KV cache written one row late, the adapter's stride. Each fault names the block
+front end in float16, the engine's KV cache written one row late or its RoPE sign dropped, the adapter's stride. Each fault names the block
 accuracy must point to. Used by tests/test_accuracy_faults.py and tests/fault_table.py.
 """
 
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -23,8 +25,7 @@ from transformers import AttentionInterface
 
 from voxport.audio.features import N_FFT, HOP_LENGTH, _pad_or_trim, mel_filters, CHUNK_SAMPLES
 from voxport.models import registry
-from voxport.models.csm.engine import CsmEngine
-from voxport.validate import accuracy
+from voxport.validate import accuracy, reproducibility
 
 NOISE = 0.02  # of each weight's RMS
 
@@ -174,22 +175,41 @@ def mel_in_float16(model):
     model.log_mels = log_mels
 
 
-class LateKVEngine(CsmEngine):
-    """The backbone's KV cache written one row after the slot it belongs to."""
+def _engine_fault(change_call: Callable):
+    """A code fault in the model's generating engine (CSM's backbone stack, Covo's LLM stack): the target's
+    `engine_type` replaced by one whose stack calls `change_call(original_call, stack, x, rope, slots, mask,
+    visible)`. Generation, repro's teacher forcing and accuracy's engine stages all run it."""
+    def plant(model):
+        base = type(model).engine_type
 
-    def __init__(self, model, batch, **options):
-        super().__init__(model, batch, **options)
-        stack = self.backbone
-        original = type(stack).__call__
+        class Faulty(base):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                stack = self.backbone if hasattr(self, "backbone") else self.stack
+                original = type(stack).__call__
 
-        class Late(type(stack)):
-            def __call__(self, x, rope, slots, mask, visible=None):
-                return original(self, x, rope, slots + 1, mask, visible)
-        stack.__class__ = Late
+                class Changed(type(stack)):
+                    def __call__(self, x, rope, slots, mask, visible=None):
+                        return change_call(original, self, x, rope, slots, mask, visible)
+                stack.__class__ = Changed
+        model.engine_type = Faulty
+    return plant
 
 
-def kv_cache_late(model):
-    model.engine_type = LateKVEngine
+def _late_rows(original, stack, x, rope, slots, mask, visible):
+    """The KV cache written one row after the slot it belongs to."""
+    return original(stack, x, rope, slots + 1, mask, visible)
+
+
+def _rope_sign_dropped(original, stack, x, rope, slots, mask, visible):
+    """RoPE's rotate-half without its minus sign: the first half of the sine table taken positive."""
+    cos, sin = rope
+    half = sin.shape[-1] // 2
+    return original(stack, x, (cos, torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)), slots, mask, visible)
+
+
+kv_cache_late = _engine_fault(_late_rows)
+rope_sign_dropped = _engine_fault(_rope_sign_dropped)
 
 
 FAULTS = [
@@ -216,6 +236,7 @@ FAULTS = [
     Fault("attention scale x1.25", "csm", "backbone_model.layers.1", attention_scale("backbone_model.layers.1"), True),
     Fault("SiLU swapped for GELU", "csm", "backbone_model.layers.0", activation_swap("backbone_model.layers.0"), True),
     Fault("KV cache written one row late", "csm", "engine", kv_cache_late, True),
+    Fault("engine RoPE sign dropped", "csm", "engine", rope_sign_dropped, True),
     Fault("RMSNorm eps 1e-2", "covo", "llm.model.layers.0", rms_norm_eps("llm.model.layers.0.input_layernorm"), True),
     Fault("RMSNorm without float32 upcast", "covo", "llm.model.layers.1",
           rms_norm_without_upcast("llm.model.layers.1.post_attention_layernorm"), True),
@@ -225,15 +246,32 @@ FAULTS = [
     Fault("mel front end in float16", "covo", "mel", mel_in_float16, True),
     Fault("adapter stride 1 for 2", "covo", "audio_adapter.downsample_layers.0",
           adapter_stride("audio_adapter.downsample_layers.0"), True),
+    Fault("KV cache written one row late", "covo", "generation", kv_cache_late, True),
+    Fault("engine RoPE sign dropped", "covo", "generation", rope_sign_dropped, True),
 ]
 
 
 def run_fault(fault: Fault, clean: Path, workdir: Path, dtype: torch.dtype, monkeypatch=None, **options) -> dict:
     """accuracy with the fault in the target only (a checkpoint copy, or code patched into the target's load)."""
-    if not fault.in_code:
-        faulty = fault.plant(clean, workdir / "faulty")
-        return accuracy.run_accuracy(str(faulty), torch.device("cpu"), dtype, reference_source=str(clean),
+    with planted(fault, clean, workdir) as target:
+        return accuracy.run_accuracy(str(target), torch.device("cpu"), dtype, reference_source=str(clean),
                                      progress=lambda message: None, **options)
+
+
+def run_repro_fault(fault: Fault, clean: Path, workdir: Path, dtype: torch.dtype = torch.float32, **options) -> dict:
+    """repro on the CPU with the fault in the target only; the reference streams come from the clean checkpoint."""
+    with planted(fault, clean, workdir) as target:
+        return reproducibility.run_reproducibility(str(target), torch.device("cpu"), dtype,
+                                                   reference_source=str(clean), progress=lambda message: None,
+                                                   **options)
+
+
+@contextmanager
+def planted(fault: Fault, clean: Path, workdir: Path) -> Iterator[Path]:
+    """The target checkpoint: a faulty copy, or a clean copy whose every load gets the code fault."""
+    if not fault.in_code:
+        yield fault.plant(clean, workdir / "faulty")
+        return
     target = workdir / "target"
     shutil.copytree(clean, target)
     load = registry.load_model
@@ -244,13 +282,12 @@ def run_fault(fault: Fault, clean: Path, workdir: Path, dtype: torch.dtype, monk
             fault.plant(model)
         return model
 
-    patches = [(accuracy, "load_model"), (registry, "load_model")]
+    patches = [(accuracy, "load_model"), (reproducibility, "load_model"), (registry, "load_model")]
     saved = [getattr(owner, name) for owner, name in patches]
     for owner, name in patches:
         setattr(owner, name, load_patched)
     try:
-        return accuracy.run_accuracy(str(target), torch.device("cpu"), dtype, reference_source=str(clean),
-                                     progress=lambda message: None, **options)
+        yield target
     finally:
         for (owner, name), value in zip(patches, saved):
             setattr(owner, name, value)

@@ -7,7 +7,7 @@ One short example per run keeps this quick; tests/fault_table.py runs every faul
 import pytest
 import torch
 
-from faults import CLEAN_VARIANTS, FAULTS, run_fault
+from faults import CLEAN_VARIANTS, FAULTS, run_fault, run_repro_fault
 
 QUICK = {"example_names": ["english"], "locate_ops": False}
 
@@ -41,12 +41,16 @@ def test_a_planted_fault_fails_at_its_block(planted, dtype, request, tmp_path):
     assert named["verdict"] == "FAIL"
 
 
-def test_a_shape_change_is_a_fail_naming_the_block(tiny_covo_dir, tmp_path):
-    result = run_fault(fault("adapter stride 1 for 2", "covo"), tiny_covo_dir, tmp_path, torch.bfloat16, **QUICK)
+def test_a_shape_change_is_a_fail_naming_the_block_and_op(tiny_covo_dir, tmp_path):
+    result = run_fault(fault("adapter stride 1 for 2", "covo"), tiny_covo_dir, tmp_path, torch.bfloat16,
+                       example_names=["english"])
     assert result["verdict"] == "FAIL" and result["first_drift_module"] == "audio_adapter.downsample_layers.0"
     named = next(block for block in result["blocks"] if block["module"] == "audio_adapter.downsample_layers.0")
     assert "shape" in named["reason"]
     assert any("reason" in entry for name, entry in result["outputs"].items())  # the whole model's outputs too
+    op = result["first_diverging_op"]  # the strided convolution makes the other shape: it is the answer
+    assert op["block"] == "audio_adapter.downsample_layers.0" and op["op"] == "aten::convolution"
+    assert "output shape" in op["reason"] and "benchmark's" in op["reason"]
 
 
 def test_the_first_diverging_op_is_named(tiny_csm_dir, tmp_path):
@@ -71,3 +75,25 @@ def test_the_command_exits_3_on_a_fail_and_0_on_a_pass(tiny_csm_dir, tmp_path):
                  "--json-out", str(report)]) == 3
     assert json.loads(report.read_text())["verdict"] == "FAIL"
     assert main(["accuracy", "--model", str(tiny_csm_dir), *quick]) == 0
+
+
+@pytest.mark.parametrize("planted", [
+    fault("KV cache written one row late", "csm"),
+    fault("engine RoPE sign dropped", "csm"),
+    fault("KV cache written one row late", "covo"),
+    fault("engine RoPE sign dropped", "covo"),
+], ids=lambda value: f"{value.family}-{value.name}")
+def test_an_engine_fault_fails_repro_in_float32(planted, request, tmp_path):
+    """repro teacher-forces and generates through the engine: a fault there fails it, even in float32."""
+    clean = request.getfixturevalue(f"tiny_{planted.family}_dir")
+    result = run_repro_fault(planted, clean, tmp_path, steps=8)
+    assert result["verdict"] == "FAIL", result["problems"]
+    assert result["repeat"]["first_divergence"] is None  # the fault is deterministic: the repeats agree
+
+
+@pytest.mark.parametrize("family", ["csm", "covo"])
+def test_a_clean_copy_passes_repro_in_float32(family, request, tmp_path):
+    clean = request.getfixturevalue(f"tiny_{family}_dir")
+    variant = next(v for v in CLEAN_VARIANTS if v.family == family and v.name == "clean copy")
+    result = run_repro_fault(variant, clean, tmp_path, steps=8)
+    assert result["verdict"] == "PASS" and result["against_reference"]["token_match_rate"] == 1.0

@@ -13,16 +13,6 @@ from voxport.errors import InputError, VoxportError
 pq = pytest.importorskip("pyarrow.parquet")
 
 
-@pytest.fixture(scope="module")
-def ray_runtime():
-    ray = pytest.importorskip("ray")
-    from voxport.batch.cluster import start
-
-    start(cpus=2)
-    yield ray
-    ray.shutdown()
-
-
 def manifest(directory) -> dict[str, dict]:
     return {record["id"]: record for record in pq.read_table(directory / "manifest.parquet").to_pylist()}
 
@@ -114,6 +104,10 @@ def test_fleet_report_compares_targets_side_by_side(ray_runtime, tiny_csm_dir, t
                  "--configs", "short_2t", "--iterations", "1", "--steps", "2"])
     assert code == 0 and "fleet.json" in capsys.readouterr().out
     report = json.loads((out / "fleet.json").read_text())
+    jsonschema = pytest.importorskip("jsonschema")
+    from voxport.cli.schemas import schema
+
+    jsonschema.Draft202012Validator(schema("fleet")).validate(report)  # docs/schemas/fleet.schema.json
     assert list(report["targets"]) == ["cpu:bfloat16", "cpu:float16"]
     for name, result in report["targets"].items():
         assert result["accuracy"]["target"]["dtype"] == name.split(":")[1]

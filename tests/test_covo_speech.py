@@ -65,6 +65,18 @@ def test_bfloat16_waveform_is_close_to_float32(tiny_covo_dir, speech):
     assert 0 < relative_error < 0.2
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_the_vocoder_loads_its_float32_weights_as_stored(tiny_covo_dir, dtype):
+    """The vocoder runs in float32: its weights come from the file as they are, not rounded to the DiT's dtype."""
+    stored = torch.load(tiny_covo_dir / "token2wav" / "model.pt", weights_only=True)
+    network = Token2Wav.load(tiny_covo_dir / "token2wav", CPU, dtype).network
+    loaded = dict(network.named_parameters())
+    vocoder = [key for key in stored if key.startswith("wavegan.") and key in loaded]
+    assert vocoder and all(stored[key].dtype == torch.float32 for key in vocoder)
+    assert all(torch.equal(loaded[key], stored[key]) for key in vocoder)
+    assert network.token2latent.blocks[0].attn.q_proj.weight.dtype == dtype  # the DiT in the model's dtype
+
+
 def test_bad_codes(speech):
     with pytest.raises(InputError, match="no audio codes"):
         speech.render([])

@@ -27,6 +27,20 @@ def test_tiny_checkpoint_has_the_real_layout(tiny_csm_dir):
     assert ids("<|begin_of_text|>") == config["bos_token_id"]
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_the_codec_loads_its_float32_weights_as_stored(tiny_csm_dir, dtype):
+    """Mimi runs in float32: its weights come from the checkpoint as they are, not rounded to the dtype and upcast."""
+    from safetensors import safe_open
+
+    model = CsmSpeech.load(tiny_csm_dir, CPU, dtype).model
+    loaded = dict(model.named_parameters())
+    with safe_open(tiny_csm_dir / "model.safetensors", "pt") as stored:
+        codec = [key for key in stored.keys() if key.startswith("codec_model.") and key in loaded]
+        assert codec and all(stored.get_tensor(key).dtype == torch.float32 for key in codec)
+        assert all(torch.equal(loaded[key], stored.get_tensor(key)) for key in codec)
+    assert model.lm_head.weight.dtype == dtype
+
+
 def test_synthesis_shapes_and_lengths(tiny_csm):
     result = tiny_csm.generate(SynthesisRequest(text="Hello there.", max_frames=7, seed=1))
     assert result.codes.shape == (7, 32) and result.codes.dtype == np.int64
@@ -150,8 +164,10 @@ def test_teacher_forced_logits_agree_with_greedy_generation(tiny_csm):
     example = CsmExample(request, codes)
     logits = tiny_csm.forward_logits(example)
     assert logits["backbone_logits"].shape == (6, 2051) and logits["depth_logits"].shape == (6, 31, 2051)
-    per_code = tiny_csm.token_logits(example, codes).masked_fill(torch.arange(2051) >= 2048, float("-inf"))
-    assert torch.equal(per_code.argmax(-1), codes)
+    per_code = tiny_csm.token_logits(example, codes)  # through the engine: logits of the codec's 2048 ids only
+    assert per_code.shape == (6, 32, 2048) and torch.equal(per_code.argmax(-1), codes)
+    transformers = torch.cat([logits["backbone_logits"].unsqueeze(1), logits["depth_logits"]], dim=1)[..., :2048]
+    assert torch.allclose(per_code, transformers, atol=1e-4, rtol=1e-4)  # the engine computes transformers' maths
     assert torch.equal(tiny_csm.greedy_tokens(example, 6), codes)
 
 

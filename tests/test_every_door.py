@@ -29,16 +29,6 @@ CAP_FRAMES = 12  # the paragraph's cap per chunk, in each door's own terms: fram
 CASES = {"short": (SHORT, {}), "paragraph": (PARAGRAPH, {"frames": CAP_FRAMES})}
 
 
-@pytest.fixture(scope="module")
-def ray_runtime():
-    ray = pytest.importorskip("ray")
-    from voxport.batch.cluster import start
-
-    start(cpus=2)
-    yield ray
-    ray.shutdown()
-
-
 def cli_cap(case: str) -> list[str]:
     return ["--max-tokens", str(CAP_FRAMES)] if CASES[case][1] else []
 

@@ -65,8 +65,7 @@ def test_the_cli_speaks_and_chats_with_them(toys, clip, tmp_path, capsys):
     assert "cannot do this: expected a model that speaks text" in capsys.readouterr().err
 
 
-def test_voxport_batch_runs_them_on_ray(toys, clip, tmp_path, capsys):
-    pytest.importorskip("ray")
+def test_voxport_batch_runs_them_on_ray(ray_runtime, toys, clip, tmp_path, capsys):
     rows = tmp_path / "rows.jsonl"
     rows.write_text(json.dumps({"id": "a", "text": "One row.", "seed": 1}) + "\n"
                     + json.dumps({"id": "b", "text": "Another row, a little longer.", "seed": 2}) + "\n")

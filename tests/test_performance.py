@@ -128,6 +128,7 @@ def test_bench_reports_both_probes_and_its_summary_names_them(tiny_csm_dir, tmp_
     from voxport.validate.grid import parse_configs
     from voxport.validate.performance import run_benchmark
     from voxport.validate.report import performance_table
+    from voxport.validate.reports import PerformanceReport
 
     rates = iter([20e9, 30e9])
     monkeypatch.setattr(bandwidth, "probe_bandwidth", lambda device: next(rates))
@@ -135,4 +136,5 @@ def test_bench_reports_both_probes_and_its_summary_names_them(tiny_csm_dir, tmp_
     result = run_benchmark(str(tiny_csm_dir), CPU, torch.float32, parse_configs("short_4t"), iterations=1,
                            progress=lambda message: None)
     assert result["bandwidth_bytes_per_second"] == 30e9 and result["bandwidth_probes_bytes_per_second"] == [20e9, 30e9]
-    assert "30.0 GB/s (probe; the faster of 20.0 and 30.0 GB/s)" in "\n".join(performance_table(result))
+    table = performance_table(PerformanceReport.model_validate(result))
+    assert "30.0 GB/s (probe; the faster of 20.0 and 30.0 GB/s)" in "\n".join(table)

@@ -17,7 +17,8 @@ import torch
 import uvicorn
 
 from voxport.models import registry
-from voxport.models.base import SpokenAudio
+from voxport.models.base import SpeechDefaults, SpokenAudio
+from voxport.models.sampling import SamplingSettings
 from voxport.serve.app import ServerState, create_app
 from voxport.serve.server import load_models
 from voxport.serve.voices import VoiceBook
@@ -31,7 +32,9 @@ class StubSpeech:
     family = "stub"
     step_unit = "frame"
     speaks_text = True
+    speech_defaults = SpeechDefaults(sampling=SamplingSettings(temperature=0.9, top_k=50))
     sample_rate = RATE
+    step_rate = 12.5
 
     def __init__(self):
         self.specs = []
@@ -61,8 +64,9 @@ class StubSpeech:
 
 @pytest.fixture
 def stub_server(tmp_path, monkeypatch, speech_wav):
-    family = registry.ModelFamily("stub", "stub_tts", "stub speech", f"{__name__}:StubSpeech", f"{__name__}:StubSpeech")
-    monkeypatch.setitem(registry.FAMILIES, "stub", family)
+    family = registry.ModelFamily("stub", "stub_tts", "stub speech", f"{__name__}:StubSpeech", f"{__name__}:StubSpeech",
+                                  capability="speaks_text")
+    monkeypatch.setattr(registry, "families", lambda: {"stub": family})
     checkpoint = tmp_path / "stub"
     checkpoint.mkdir()
     (checkpoint / "config.json").write_text(json.dumps({"model_type": "stub_tts"}))
@@ -78,7 +82,7 @@ def stub_server(tmp_path, monkeypatch, speech_wav):
     thread.start()
     while not server.started:
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", models["voice-box"].model
+    yield f"http://127.0.0.1:{port}", models["voice-box"].service.model
     server.should_exit = True
     thread.join(timeout=10)
 

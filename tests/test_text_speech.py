@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from voxport.audio.join import join_audio
-from voxport.models.base import SpeechSpec
+from voxport.services.speech import SpeechRequest, SpeechService
 from voxport.text.align import Aligner, chunk_times, source_words, word_times, write_tiny_aligner
 from voxport.text.plan import plan_text
 from voxport.text.segments import Break
@@ -22,13 +22,12 @@ def silent_runs(audio: np.ndarray, rate: int, floor: float = 1e-4, shortest: flo
 @pytest.fixture(scope="module")
 def spoken(tiny_csm):
     plan = plan_text(ISSUE_EXAMPLE)
-    parts = []
+    parts, service = [], SpeechService(tiny_csm)
     for index, segment in enumerate(plan.segments):
         if isinstance(segment, Break):
             parts.append(segment.seconds)
         else:
-            spec = SpeechSpec(segment.text, max_seconds=0.8, seed=index, temperature=0.9)
-            parts.append(tiny_csm.speak([spec])[0].audio)
+            parts.append(service.speak(SpeechRequest(segment.text, max_seconds=0.8, seed=index)).audio)
     return plan, join_audio(parts, tiny_csm.sample_rate)
 
 

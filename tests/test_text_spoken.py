@@ -37,7 +37,7 @@ def test_a_chunk_that_is_not_there_is_an_error():
 
 def test_long_text_chunks_are_found_and_tile_the_spoken_text():
     """The chunks the long-text splitter makes are found again, and their slices say every source word once."""
-    from voxport.models.longform import split_text
+    from voxport.services.longform import split_text
 
     written = ("On 2026-12-05 at 10:30 we paid $3.50 each.\nThen\tthe 3rd team ran 5 km, 50% faster; "
                "see https://example.com. 会议在2026年12月5日，价格是¥3.50。")

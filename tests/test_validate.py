@@ -3,6 +3,8 @@
 import json
 import math
 import shutil
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +14,7 @@ from voxport.errors import InputError
 from voxport.validate import pipeline
 from voxport.validate.accuracy import run_accuracy
 from voxport.validate.metrics import compare
+from voxport.validate.phases import phase
 from voxport.validate.ops import KnownGap, OpRecorder, coverage, run_ops
 from voxport.validate.grid import parse_configs
 from voxport.runtime.bandwidth import published_bandwidth
@@ -42,6 +45,17 @@ def test_metrics_on_known_tensors():
         compare(torch.zeros(3), torch.zeros(4))
 
 
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's resettable peak RSS")
+def test_each_phase_has_its_own_peak_memory():
+    phases = {}
+    with phase("large", phases):
+        block = torch.ones(2**26 // 4)  # 64 MiB, written
+        del block
+    with phase("small", phases):
+        pass
+    assert phases["large"]["peak_rss_bytes"] - phases["small"]["peak_rss_bytes"] > 2**25
+
+
 def test_verdicts_judge_the_error_against_the_benchmarks():
     benchmark = Errors(relative=0.01, max_relative=0.05)
     assert judge(Errors(0.011, 0.06), benchmark, torch.bfloat16)["verdict"] == "PASS"
@@ -63,9 +77,20 @@ def test_verdicts_judge_the_error_against_the_benchmarks():
 def test_accuracy_covers_every_stage_and_passes_clean(checkpoint, request, tmp_path):
     clean = request.getfixturevalue(checkpoint)
     copy = shutil.copytree(clean, tmp_path / "copy")  # a checkpoint copy: the target runs apart from the benchmark
+    bars = []
+
+    @contextmanager
+    def bar(total, unit, label):
+        seen = bars.append([label, total, 0]) or bars[-1]
+        yield lambda done: seen.__setitem__(2, done)
+
     result = run_accuracy(str(copy), CPU, torch.bfloat16, reference_source=str(clean), example_names=["english"],
-                          progress=quiet)
+                          progress=quiet, bar=bar)
     assert result["verdict"] == "PASS" and result["first_drift_module"] is None
+    blocks = len(result["blocks"])  # every block and stage of the one example, each replayed once per pass
+    assert bars == [["benchmark", blocks, blocks], ["target", blocks, blocks]]
+    assert list(result["phases"]) == ["reference", "benchmark", "target"]
+    assert all(entry["seconds"] > 0 and entry["peak_rss_bytes"] > 2**20 for entry in result["phases"].values())
     assert result["examples"] == {"english": {"verdict": "PASS", "first_drift_module": None}}
     stages = {block["stage"] for block in result["blocks"]}
     expected = ({"backbone_model", "depth_decoder", "engine", "codec_model.quantizer", "codec_model.decoder"}
@@ -200,6 +225,24 @@ def test_cpu_kernels_are_found(tiny_csm_dir):
     assert "aten::convolution" in {op["op"] for op in result["ops"]}  # the codec was traced (only it convolves)
 
 
+def test_ops_exits_3_when_its_replay_fails(tiny_csm_dir, monkeypatch, capsys):
+    """The replay's verdict is the command's: a CI job stops on an op the target computes wrongly."""
+    from voxport.validate import ops
+
+    argv = ["ops", "--model", str(tiny_csm_dir), "--device", "cpu", "--dtype", "float32", "--check-accuracy"]
+    assert main(argv) == 0
+    replay = ops.replay_accuracy
+
+    def one_op_wrong(recorder, device, worst=10):
+        result = replay(recorder, device, worst)
+        wrong = {**result["worst"][0], "verdict": "FAIL", "reason": "differs from the CPU's output in the same dtypes"}
+        return {**result, "verdict": "FAIL", "failed": [wrong]}
+
+    monkeypatch.setattr(ops, "replay_accuracy", one_op_wrong)
+    assert main(argv) == 3
+    assert "verdict **FAIL**" in capsys.readouterr().out
+
+
 def test_run_all_writes_every_file(tiny_csm_dir, tmp_path):
     summary = pipeline.run_all(str(tiny_csm_dir), CPU, torch.bfloat16, tmp_path / "report",
                                parse_configs("short_4t"), iterations=1, steps=4, progress=quiet)
@@ -236,7 +279,7 @@ def test_validation_cli_prints_tables(tiny_covo_dir, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("case", ["unknown config", "absent device", "unknown model", "out is a file",
-                                  "json-out unwritable"])
+                                  "json-out unwritable", "audio absent"])
 def test_validation_bad_input_is_one_clear_line(case, tiny_csm_dir, tmp_path, capsys):
     other = tmp_path / "bert"
     other.mkdir()
@@ -250,6 +293,8 @@ def test_validation_bad_input_is_one_clear_line(case, tiny_csm_dir, tmp_path, ca
         "unknown model": (["repro", "--model", str(other)], "'bert' model, which voxport cannot handle"),
         "out is a file": (["run-all", *model, "--out", str(taken)], "is a file: expected a directory"),
         "json-out unwritable": (["bench", *model, "--json-out", str(tmp_path / "no" / "b.json")], "does not exist"),
+        "audio absent": (["accuracy", *model, "--audio", str(tmp_path / "nonexistent.wav")],
+                         "nonexistent.wav is not a file: expected a speech recording"),
     }[case]
     assert main(argv) == 1
     errors = capsys.readouterr().err.strip().splitlines()

@@ -33,16 +33,13 @@ def silence_samples(seconds: float, sample_rate: int) -> int:
 def join_audio(parts: Sequence[np.ndarray | float], sample_rate: int, fade_seconds: float = FADE_SECONDS) -> Joined:
     """Float32 mono `parts` (arrays of samples, or seconds of silence) one after another; speech fades out and in
     over `fade_seconds` where it meets another part, never at the very start or end."""
-    fade = max(int(fade_seconds * sample_rate), 0)
+    joiner = StreamJoin(sample_rate, len(parts), fade_seconds)
     pieces, spans, position = [], [], 0
-    for index, part in enumerate(parts):
+    for part in parts:
         if isinstance(part, np.ndarray):
-            piece = np.array(part, dtype=np.float32, copy=True).reshape(-1)
-            _fade(piece, fade, start=index > 0, end=index < len(parts) - 1)
+            piece = np.concatenate([joiner.speech(part), joiner.end()])
         else:
-            if part < 0:
-                raise ValueError(f"silence of {part} s: expected a length >= 0")
-            piece = np.zeros(silence_samples(part, sample_rate), dtype=np.float32)
+            piece = joiner.silence(part)
         pieces.append(piece)
         spans.append((position, position + len(piece)))
         position += len(piece)
@@ -50,13 +47,43 @@ def join_audio(parts: Sequence[np.ndarray | float], sample_rate: int, fade_secon
     return Joined(audio, tuple(spans), sample_rate)
 
 
-def _fade(piece: np.ndarray, length: int, start: bool, end: bool) -> None:
-    """A raised-cosine fade in at the start and/or out at the end, in place (at most half the piece each)."""
-    length = min(length, len(piece) // 2)
-    if length == 0:
-        return
-    ramp = (0.5 - 0.5 * np.cos(np.pi * (np.arange(length) + 0.5) / length)).astype(np.float32)
-    if start:
-        piece[:length] *= ramp
-    if end:
-        piece[-length:] *= ramp[::-1]
+class StreamJoin:
+    """`join_audio` for parts that come a piece at a time (streamed speech): the same samples out, in order. The
+    last fade's worth of a speech part is held back until `end()` says where the part ends."""
+
+    def __init__(self, sample_rate: int, parts: int, fade_seconds: float = FADE_SECONDS) -> None:
+        fade = max(int(fade_seconds * sample_rate), 0)
+        self.sample_rate, self.parts = sample_rate, parts
+        self._ramp = (0.5 - 0.5 * np.cos(np.pi * (np.arange(fade) + 0.5) / fade)).astype(np.float32)
+        self._index, self._position = 0, 0  # the part being joined, and how many of its samples came so far
+        self._held = np.zeros(0, dtype=np.float32)
+
+    def speech(self, samples: np.ndarray) -> np.ndarray:
+        """More samples of the current speech part: those that can go out now (faded in where they start it)."""
+        piece = np.array(samples, dtype=np.float32, copy=True).reshape(-1)
+        if self._index > 0 and self._position < len(self._ramp):
+            head = min(len(piece), len(self._ramp) - self._position)
+            piece[:head] *= self._ramp[self._position:self._position + head]
+        self._position += len(piece)
+        waiting = np.concatenate([self._held, piece])
+        keep = min(len(waiting), len(self._ramp)) if self._index < self.parts - 1 else 0
+        self._held = waiting[len(waiting) - keep:]
+        return waiting[:len(waiting) - keep]
+
+    def end(self) -> np.ndarray:
+        """The rest of the current speech part, faded out; the next part starts."""
+        tail = self._held
+        if len(tail):
+            tail = tail * self._ramp[:len(tail)][::-1]
+        self._next()
+        return tail
+
+    def silence(self, seconds: float) -> np.ndarray:
+        """The next part: `seconds` of silence."""
+        if seconds < 0:
+            raise ValueError(f"silence of {seconds} s: expected a length >= 0")
+        self._next()
+        return np.zeros(silence_samples(seconds, self.sample_rate), dtype=np.float32)
+
+    def _next(self) -> None:
+        self._index, self._position, self._held = self._index + 1, 0, np.zeros(0, dtype=np.float32)

@@ -12,6 +12,7 @@ from voxport.batch.cluster import device_request, devices_offered, model_for_wor
 from voxport.errors import InputError, VoxportError
 from voxport.runtime.files import check_output_dir
 from voxport.runtime.kinds import DEVICE_KINDS
+from voxport.validate.reports import Environment, FleetTarget
 
 TARGET_STAGES = ("accuracy", "reproducibility", "performance")
 _TARGET = re.compile(rf"^({'|'.join(DEVICE_KINDS)}):(float32|bfloat16|float16)$")
@@ -64,13 +65,13 @@ def run_fleet(source: str, targets: list[Target], out: Path, configs, iterations
             [done], _ = ray.wait(list(pending), num_returns=1)
             name = pending.pop(done)
             results[name] = ray.get(done)
-            progress(f"fleet: {name} done on {results[name]['node']}")
+            progress(f"fleet: {name} done on {results[name].node}")
     return write_fleet_report(out, source, results.pop("reference"),
                               {str(target): results[str(target)] for target in targets})
 
 
 def validate_target(source: str, kind: str, dtype: str, configs, iterations: int, steps: int,
-                    stages: tuple[str, ...]) -> dict:
+                    stages: tuple[str, ...]) -> FleetTarget:
     """One target's stages on the device Ray granted this task (it runs on that device's node)."""
     from voxport.runtime.devices import resolve_device, resolve_dtype
     from voxport.validate.environment import environment
@@ -80,7 +81,8 @@ def validate_target(source: str, kind: str, dtype: str, configs, iterations: int
         device = resolve_device(kind)
         torch_dtype = resolve_dtype(dtype, device)
     except VoxportError as error:
-        return {"node": socket.gethostname(), "error": str(error)}
+        return FleetTarget(node=socket.gethostname(), error=str(error))
     results = run_stages(source, device, torch_dtype, configs, iterations, steps, names=stages,
                          progress=lambda message: None)
-    return {"node": socket.gethostname(), "environment": environment(device), **results}
+    return FleetTarget(node=socket.gethostname(), environment=Environment.model_validate(environment(device)),
+                       **{name: getattr(results, name) for name in results.model_fields_set})

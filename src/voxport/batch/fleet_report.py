@@ -3,17 +3,31 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeVar
 
 import matplotlib.pyplot as plt
+from pydantic import BaseModel
 
 from voxport.runtime.files import replaced_atomically
-from voxport.validate.report import save_figure, write_json  # also selects matplotlib's file-only backend
+from voxport.validate.report import save_figure  # also selects matplotlib's file-only backend
+from voxport.validate.reports import (
+    AccuracyReport,
+    ConfigResult,
+    FleetReport,
+    FleetTarget,
+    PerformanceReport,
+    ReproReport,
+    StageError,
+    write_report,
+)
+
+Report = TypeVar("Report", bound=BaseModel)
 
 
-def write_fleet_report(out: Path, source: str, reference: dict, targets: dict[str, dict]) -> Path:
+def write_fleet_report(out: Path, source: str, reference: FleetTarget, targets: dict[str, FleetTarget]) -> Path:
     """fleet.json, accuracy.png, performance.png and summary.md in `out`; returns summary.md's path."""
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "fleet.json", {"model": str(source), "reference": reference, "targets": targets})
+    write_report(out / "fleet.json", FleetReport(model=str(source), reference=reference, targets=targets))
     plots = {"accuracy by target": plot_accuracy(targets, out / "accuracy.png"),
              "speed by target": plot_speed(reference, targets, out / "performance.png")}
     summary = out / "summary.md"
@@ -22,10 +36,11 @@ def write_fleet_report(out: Path, source: str, reference: dict, targets: dict[st
     return summary
 
 
-def fleet_markdown(source: str, reference: dict, targets: dict[str, dict], plots: dict[str, Path | None]) -> str:
+def fleet_markdown(source: str, reference: FleetTarget, targets: dict[str, FleetTarget],
+                   plots: dict[str, Path | None]) -> str:
     lines = [f"# voxport fleet report: {source}", "",
              f"{len(targets)} targets, each validated on its own node against CPU float32; the reference's "
-             f"benchmark ran once on {reference['node']}.", "",
+             f"benchmark ran once on {reference.node}.", "",
              "| target | node | device | accuracy | first drifting block | worst output error | same tokens twice "
              "| tokens equal to CPU float32 |", "|---|---|---|---|---|---|---|---|"]
     lines += [_target_row(name, result) for name, result in targets.items()]
@@ -41,30 +56,35 @@ def fleet_markdown(source: str, reference: dict, targets: dict[str, dict], plots
     return "\n".join(lines) + "\n"
 
 
-def plot_accuracy(targets: dict[str, dict], path: Path) -> Path | None:
-    """Relative error of every compared output, one group of bars per output, one bar per target."""
-    measured = {name: _stage(result, "accuracy")["outputs"] for name, result in targets.items()
-                if "outputs" in _stage(result, "accuracy")}
+def plot_accuracy(targets: dict[str, FleetTarget], path: Path) -> Path | None:
+    """Relative error of every compared output, one group of bars per output, one bar per target (none where
+    the output could not be compared)."""
+    measured = {name: {output: max(entry.relative_error, 1e-12) for output, entry in accuracy.outputs.items()
+                       if entry.relative_error is not None}
+                for name, accuracy in ((name, _stage(result, "accuracy", AccuracyReport))
+                                       for name, result in targets.items())
+                if isinstance(accuracy, AccuracyReport)}
     if not measured:
         return None
     outputs = sorted({output for entries in measured.values() for output in entries})
     figure, axis = plt.subplots(figsize=(max(6, 1.5 * len(outputs) * len(measured)), 4))
-    _grouped_bars(axis, outputs, {name: [max(entries[output]["relative_error"], 1e-12) if output in entries else 0
-                                         for output in outputs] for name, entries in measured.items()})
+    _grouped_bars(axis, outputs, {name: [entries.get(output, 0.0) for output in outputs]
+                                  for name, entries in measured.items()})
     axis.set_yscale("log")
     axis.set_ylabel("relative L2 error vs CPU float32")
     axis.set_title("Accuracy by target")
     return save_figure(figure, path)
 
 
-def plot_speed(reference: dict, targets: dict[str, dict], path: Path) -> Path | None:
+def plot_speed(reference: FleetTarget, targets: dict[str, FleetTarget], path: Path) -> Path | None:
     """Generation steps per second for every benchmark config, one bar per target and the reference."""
     columns = {"cpu:float32 (reference)": reference, **targets}
     configs = _configs(columns.values())
     if not configs:
         return None
     figure, axis = plt.subplots(figsize=(max(6, 1.2 * len(configs) * len(columns)), 4))
-    _grouped_bars(axis, configs, {name: [_config(result, config).get("steps_per_second", 0) for config in configs]
+    _grouped_bars(axis, configs, {name: [0.0 if entry is None else entry.steps_per_second
+                                         for entry in (_config(result, config) for config in configs)]
                                   for name, result in columns.items()})
     axis.set_ylabel("generation steps per second")
     axis.set_title("Speed by target")
@@ -79,44 +99,51 @@ def _grouped_bars(axis, groups: list[str], series: dict[str, list[float]]) -> No
     axis.legend(fontsize=8)
 
 
-def _target_row(name: str, result: dict) -> str:
-    if "error" in result:
-        return f"| {name} | {result['node']} | | did not run: {result['error']} | | | | |"
-    accuracy, repro = _stage(result, "accuracy"), _stage(result, "reproducibility")
-    if "error" in accuracy:
-        verdict = drift = worst = f"did not complete: {accuracy['error']}"
+def _target_row(name: str, result: FleetTarget) -> str:
+    if result.error is not None:
+        return f"| {name} | {result.node} | | did not run: {result.error} | | | | |"
+    accuracy = _stage(result, "accuracy", AccuracyReport)
+    repro = _stage(result, "reproducibility", ReproReport)
+    if isinstance(accuracy, AccuracyReport):
+        verdict, drift = f"**{accuracy.verdict}**", accuracy.first_drift_module or "none"
+        errors = [entry.relative_error for entry in accuracy.outputs.values() if entry.relative_error is not None]
+        worst = f"{max(errors):.3g}" if errors else ""
     else:
-        verdict, drift = f"**{accuracy['verdict']}**", accuracy["first_drift_module"] or "none"
-        worst = f"{max(entry['relative_error'] for entry in accuracy['outputs'].values()):.3g}"
-    if "error" in repro:
-        twice = equal = f"did not complete: {repro['error']}"
+        verdict = drift = worst = f"did not complete: {accuracy.error}"
+    if isinstance(repro, ReproReport):
+        twice = f"{repro.repeat.token_match_rate:.1%}"
+        equal = f"{repro.against_reference.token_match_rate:.1%}"
     else:
-        twice = f"{repro['repeat']['token_match_rate']:.1%}"
-        equal = f"{repro['against_reference']['token_match_rate']:.1%}"
-    device = f"{result['environment']['device']} ({result['environment']['device_name']})"
-    return f"| {name} | {result['node']} | {device} | {verdict} | {drift} | {worst} | {twice} | {equal} |"
+        twice = equal = f"did not complete: {repro.error}"
+    device = "" if result.environment is None else f"{result.environment.device} ({result.environment.device_name})"
+    return f"| {name} | {result.node} | {device} | {verdict} | {drift} | {worst} | {twice} | {equal} |"
 
 
-def _stage(result: dict, name: str) -> dict:
-    return result.get(name) or {"error": result.get("error", "not run")}
+def _stage(result: FleetTarget, name: str, kind: type[Report]) -> Report | StageError:
+    """A stage's report, or a StageError saying why there is none."""
+    stage = getattr(result, name)
+    return stage if isinstance(stage, (kind, StageError)) else StageError(error=result.error or "not run")
 
 
 def _configs(results) -> list[str]:
-    names = []
+    names: list[str] = []
     for result in results:
-        for entry in _stage(result, "performance").get("configs", []):
-            names += [entry["config"]] if entry["config"] not in names else []
+        performance = _stage(result, "performance", PerformanceReport)
+        for entry in performance.configs if isinstance(performance, PerformanceReport) else []:
+            names += [entry.config] if entry.config not in names else []
     return names
 
 
-def _config(result: dict, config: str) -> dict:
-    return next((entry for entry in _stage(result, "performance").get("configs", []) if entry["config"] == config), {})
+def _config(result: FleetTarget, config: str) -> ConfigResult | None:
+    performance = _stage(result, "performance", PerformanceReport)
+    entries = performance.configs if isinstance(performance, PerformanceReport) else []
+    return next((entry for entry in entries if entry.config == config), None)
 
 
-def _latency(result: dict, config: str) -> str:
+def _latency(result: FleetTarget, config: str) -> str:
     entry = _config(result, config)
-    if not entry:
-        performance = _stage(result, "performance")
-        return f"did not complete: {performance['error']}" if "error" in performance else ""
-    rtf = "" if entry.get("rtf") is None else f" ({entry['rtf']:.3f})"
-    return f"{entry['latency_mean_seconds']:.3f}{rtf}"
+    if entry is None:
+        performance = _stage(result, "performance", PerformanceReport)
+        return f"did not complete: {performance.error}" if isinstance(performance, StageError) else ""
+    rtf = "" if entry.rtf is None else f" ({entry.rtf:.3f})"
+    return f"{entry.latency_mean_seconds:.3f}{rtf}"

@@ -202,13 +202,16 @@ def _run_on_ray(job: BatchJob, worker: type, todo: list[dict], ledger: Ledger, o
         size = min(size, len(todo))  # a worker without rows would only load its model
         on_start(len(todo), size, kind)
         batch = min(job.batch_size, -(-len(todo) // size))  # every worker gets rows, however few there are
+        # A CPU worker gets its share of the cores, as many threads as `voxport tts` would use when alone.
+        threads = max(1, devices_offered(ray, "cpu") // size) if kind == "cpu" else None
+        request = {"num_cpus": threads} if threads else device_request(kind)
         items = [{"row": json.dumps(row)} for row in todo]
         dataset = ray.data.from_items(items, override_num_blocks=-(-len(todo) // batch)).map_batches(
             worker, batch_size=batch, compute=ray.data.ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=1),
             fn_constructor_kwargs={"model": model_for_workers(job.model), "kind": kind, "dtype": job.dtype,
                                    "output_dir": str(job.output_dir.resolve()), "options": job.options,
-                                   "max_retries": job.max_retries},
-            **device_request(kind),
+                                   "max_retries": job.max_retries, "threads": threads},
+            **request,
         )
         with ledger.following({row["id"] for row in todo}, MANIFEST_EVERY_SECONDS):
             try:

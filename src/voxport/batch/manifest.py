@@ -9,7 +9,7 @@ from voxport.errors import InputError, first_line
 from voxport.runtime.files import replaced_atomically
 
 MANIFEST = "manifest.parquet"
-OUTPUT_COLUMNS = ("output", "reply_file")  # files, relative to the output directory
+OUTPUT_COLUMNS = ("output", "reply_file", "timestamps")  # files, relative to the output directory
 
 
 def schema(kind: str):
@@ -18,7 +18,7 @@ def schema(kind: str):
 
     common = [("id", pa.string()), ("status", pa.string()), ("error", pa.string()), ("output", pa.string())]
     specific = {
-        "tts": [("frames", pa.int64())],
+        "tts": [("frames", pa.int64()), ("timestamps", pa.string())],  # timestamps: <id>.json, where asked
         "chat": [("reply", pa.string()), ("reply_file", pa.string()), ("tokens", pa.int64())],
     }[kind]
     timings = [("audio_seconds", pa.float64()), ("seconds", pa.float64()), ("seed", pa.int64()),

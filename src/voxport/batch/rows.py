@@ -114,9 +114,24 @@ def _fields(record: dict, required: str, base: Path) -> dict:
     for name in ("speaker", "seed", "max_tokens"):
         if record.get(name) is not None:
             fields[name] = _integer(record[name], name)
+    for name in ("ssml", "normalize", "timestamps"):
+        if record.get(name) is not None:
+            fields[name] = _boolean(record[name], name)
     if record.get("context") is not None:
         fields["context"] = _context(record["context"], base)
     return fields
+
+
+def _boolean(value, name: str) -> bool:
+    """true/false, also as CSV spells them (true, false, 1, 0)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip(" \t").lower() if isinstance(value, (str, int)) else None
+    if text in ("true", "1"):
+        return True
+    if text in ("false", "0"):
+        return False
+    raise InputError(f"{name} is {_brief(value)}: expected true or false")
 
 
 def _integer(value, name: str) -> int:

@@ -22,9 +22,14 @@ from voxport.errors import VoxportError, first_line
 class RowWorker:
     """Loads the model on the device Ray gave this process; `__call__` takes and gives Ray Data batches."""
 
-    def __init__(self, model: str, kind: str, dtype: str, output_dir: str, options: dict, max_retries: int):
+    def __init__(self, model: str, kind: str, dtype: str, output_dir: str, options: dict, max_retries: int,
+                 threads: int | None = None):
+        import torch
+
         from voxport.runtime.devices import resolve_device, resolve_dtype
 
+        if threads:  # a CPU worker's share of the cores (Ray would give it one thread)
+            torch.set_num_threads(threads)
         self.output_dir = Path(output_dir)
         self.options = options
         self.journal, self.max_retries = Journal(output_dir), max_retries
@@ -82,7 +87,8 @@ class SpeechWorker(RowWorker):
         from voxport.models.registry import load_model
         from voxport.services.speech import SpeechService
 
-        return SpeechService(load_model(model, device, dtype, capability="speaks_text"))
+        aligner = self.options.get("aligner")
+        return SpeechService(load_model(model, device, dtype, capability="speaks_text"), aligner)
 
     def run(self, rows: list[dict]) -> list[dict]:
         records, planned = [], []
@@ -99,7 +105,9 @@ class SpeechWorker(RowWorker):
         voice = tuple(self.model.sample(turn["audio"], turn["text"], turn["speaker"]) for turn in row.get("context", ()))
         return SpeechRequest(text=row["text"], speaker=row.get("speaker"), voice=voice, seed=row["seed"],
                              max_steps=row.get("max_tokens"), temperature=self.options.get("temperature"),
-                             top_k=self.options.get("top_k"), greedy=self.options.get("greedy", False))
+                             top_k=self.options.get("top_k"), greedy=self.options.get("greedy", False),
+                             normalize=row.get("normalize", True), ssml=row.get("ssml"),
+                             timestamps=row.get("timestamps", self.options.get("timestamps", False)))
 
     def speak(self, planned: list[tuple[dict, object]]) -> list[dict]:
         """The rows as one batch; when that fails, each row alone, so only the bad row is lost."""
@@ -117,13 +125,20 @@ class SpeechWorker(RowWorker):
 
     def synthesize(self, planned: list[tuple[dict, object]]) -> list[dict]:
         from voxport.audio.io import write_audio
+        from voxport.runtime.files import replaced_atomically
+        from voxport.services.speech import timestamps_record
 
         start = time.perf_counter()
         results = self.model.speak_plans([plan for _, plan in planned])
-        for (row, _), result in zip(planned, results):
+        for (row, plan), result in zip(planned, results):
             write_audio(self.path(row, ".wav"), result.audio, result.sample_rate)
+            if result.words is not None:  # the row asked for word timings: <id>.json beside its audio
+                with replaced_atomically(self.path(row, ".json")) as temporary:
+                    record = timestamps_record(plan, result.chunk_times, result.words)
+                    temporary.write_text(json.dumps(record, ensure_ascii=False), encoding="utf-8")
         seconds = (time.perf_counter() - start) / len(planned)
         return [{"id": row["id"], "status": "ok", "output": f"{row['id']}.wav", "frames": result.steps,
+                 "timestamps": f"{row['id']}.json" if result.words is not None else None,
                  "audio_seconds": result.audio_seconds, "seconds": seconds, "seed": result.seed}
                 for (row, _), result in zip(planned, results)]
 

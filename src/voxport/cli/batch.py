@@ -30,6 +30,12 @@ def add_parser(commands) -> None:
     tts.add_argument("--max-tokens", type=positive_int,
                      help="most generation steps each chunk of a row's text may take, for rows without max_tokens "
                           "(default: enough for slow speech of the chunk's words, as `voxport tts`)")
+    tts.add_argument("--timestamps", action="store_true",
+                     help="also write DIR/<id>.json: when each chunk and word of the row's text is heard (rows "
+                          "may also say so in a timestamps column)")
+    tts.add_argument("--aligner", metavar="SOURCE",
+                     help="forced aligner for the timings: local directory or hub id (default: MMS-300M, see "
+                          "docs/text.md)")
     add_sampling_options(tts, "code")
     chat = _job_parser(kinds, "chat", default_source("answers_audio"), "audio",
                        "answer every row's audio clip (one round each)")
@@ -91,6 +97,8 @@ def run(kind: str, args: argparse.Namespace) -> int:
     options = {"temperature": args.temperature, "top_k": args.top_k, "greedy": args.greedy}
     if kind == "tts":
         defaults["speaker"] = args.speaker
+        aligner = args.aligner and (str(Path(args.aligner).resolve()) if Path(args.aligner).exists() else args.aligner)
+        options.update(timestamps=args.timestamps, aligner=aligner)  # a local aligner found from any worker
     else:
         options["mode"] = args.mode
     job = BatchJob(kind=kind, input=args.input, model=args.model, output_dir=args.output_dir, device=args.device,

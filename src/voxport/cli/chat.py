@@ -4,10 +4,12 @@ service."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from voxport.audio.io import check_readable, write_audio
 from voxport.cli.common import (
     add_device_options,
     add_sampling_options,
@@ -15,10 +17,48 @@ from voxport.cli.common import (
     progress_bar,
     quiet_library_progress,
 )
-from voxport.audio.io import check_readable, write_audio
 from voxport.errors import InputError
 from voxport.models.registry import default_source
 from voxport.runtime.files import check_output_dir
+
+
+class ChatRoundReport(BaseModel):
+    """One round of `voxport chat --json`: the model's ChatRound (models.base) without the waveform, the user's
+    clip, and in a2ta mode the spoken reply's file."""
+
+    model_config = ConfigDict(extra="allow")  # a field ChatRound gains is reported as it is
+
+    index: int
+    text: str
+    text_token_ids: list[int]
+    audio_codes: list[int] = Field(description="speech codes of a spoken reply")
+    reply_ids: list[int] = Field(description="what the model's cache holds of the reply (text and speech ids)")
+    audio_features: int = Field(description="encoder features the user's clip filled")
+    generation_seconds: float = Field(description="front end, encoder and language model, device synchronized")
+    prefill_positions: int
+    cache_positions_before: int
+    stopped: bool = Field(description="the stop token ended the round (else --max-new-tokens did)")
+    decode_seconds: float | None = Field(description="a2ta: speech synthesis time, device synchronized")
+    audio: str = Field(description="the user's clip")
+    wav: str | None = Field(default=None, description="a2ta only: turn_N.wav, or null where the reply had no speech codes")
+    audio_seconds: float | None = Field(default=None, description="a2ta only: length of the spoken reply")
+
+
+class ChatReport(BaseModel):
+    """What `voxport chat --json` prints."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str
+    mode: str
+    device: str
+    dtype: str
+    seed: int
+    load_seconds: float
+    load_timings: dict[str, float] = Field(description="seconds of each load phase the model times")
+    init_seconds: float | None
+    speech_load_seconds: float | None = Field(description="loading token2wav, where it was loaded")
+    rounds: list[ChatRoundReport]
 
 
 def add_parser(commands) -> None:
@@ -60,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     from voxport.models.registry import load_model
     from voxport.runtime.devices import backend_for, dtype_name, resolve_device, resolve_dtype
     from voxport.services.chat import ChatService
+    from voxport.validate.reports import report_json
 
     settings = ChatSettings(mode=args.mode, max_new_tokens=args.max_new_tokens, top_p=args.top_p, top_k=args.top_k,
                             seed=args.seed, persona=args.system, temperature=args.temperature, greedy=args.greedy)
@@ -85,29 +126,27 @@ def run(args: argparse.Namespace) -> int:
         print(f"model load {model.load_seconds:.2f} s"
               + "".join(f", {name} {seconds:.2f} s" for name, seconds in model.load_timings.items())
               + f" on {device} ({backend_for(device).device_name(device)}, {dtype_name(dtype)}); seed {conversation.seed}")
-    rounds = []
+    rounds: list[ChatRoundReport] = []
     limit = settings.with_defaults(model.chat_defaults).max_new_tokens
     for path, clip in zip(args.audio, clips):
         with progress_bar(limit, "tokens", f"round {len(conversation.rounds)}") as update:
             turn = conversation.say(clip, on_token=lambda ids: update(len(ids)))
-        report = {**turn.to_json(), "audio": str(path)}
-        if speaking:
-            report.update(save_spoken_reply(turn, args.output_dir, service.speech_rate))
+        report = ChatRoundReport(**turn.to_json(), audio=str(path),
+                                 **(save_spoken_reply(turn, args.output_dir, service.speech_rate) if speaking else {}))
         rounds.append(report)
         if not args.json:
             print(f"round {turn.index} [{path}, {turn.audio_features} features; "
                   f"{turn.generation_seconds:.2f} s, {len(turn.text_token_ids)} text tokens, "
                   f"{len(turn.audio_codes)} audio codes]: {turn.text}")
-            if report.get("wav"):
-                print(f"  spoken reply: {report['wav']} ({report['audio_seconds']:.2f} s, "
+            if report.wav:
+                print(f"  spoken reply: {report.wav} ({report.audio_seconds:.2f} s, "
                       f"decoded in {turn.decode_seconds:.2f} s)")
     if args.json:
-        print(json.dumps({
-            "model": str(args.model), "mode": args.mode, "device": str(device), "dtype": dtype_name(dtype),
-            "seed": conversation.seed, "load_seconds": model.load_seconds, "load_timings": model.load_timings,
-            "init_seconds": model.load_timings.get("init"),
-            "speech_load_seconds": model.load_timings.get("token2wav"), "rounds": rounds,
-        }, ensure_ascii=False))
+        print(report_json(ChatReport(
+            model=str(args.model), mode=args.mode, device=str(device), dtype=dtype_name(dtype),
+            seed=conversation.seed, load_seconds=model.load_seconds, load_timings=model.load_timings,
+            init_seconds=model.load_timings.get("init"),
+            speech_load_seconds=model.load_timings.get("token2wav"), rounds=rounds)))
     return 0
 
 

@@ -14,7 +14,10 @@ from voxport.cli.common import (
     progress,
     quiet_library_progress,
 )
+from voxport.serve.limits import Limits
 
+
+LIMITS = Limits()
 
 def add_parser(commands) -> None:
     parser = commands.add_parser(
@@ -44,12 +47,16 @@ def add_parser(commands) -> None:
                         help="requests waiting per model before 429 (default: 64)")
     parser.add_argument("--max-batch", type=positive_int, default=8,
                         help="speech requests generated together (default: 8)")
-    parser.add_argument("--max-seconds", type=positive_float, default=60.0,
+    parser.add_argument("--max-seconds", type=positive_float, default=LIMITS.max_seconds,
                         help="the most audio a speech request may allow each chunk of its text (max_seconds; "
-                             "default: 60); long texts are spoken whole, chunk by chunk")
-    parser.add_argument("--max-input-chars", type=positive_int, default=4096,
-                        help="longest text one speech request may send (default: 4096)")
-    parser.add_argument("--max-audio-mb", type=positive_float, default=25.0, help="largest audio one chat request may send")
+                             "default: %(default)s); long texts are spoken whole, chunk by chunk")
+    parser.add_argument("--max-input-chars", type=positive_int, default=LIMITS.max_input_chars,
+                        help="longest text one speech request may send (default: %(default)s)")
+    parser.add_argument("--max-audio-mb", type=positive_float, default=LIMITS.max_audio_bytes / 2**20,
+                        help="largest audio one chat request may send (default: %(default)s)")
+    parser.add_argument("--aligner", metavar="SOURCE",
+                        help="forced aligner for speech requests with \"timestamps\": true, a local directory or hub "
+                             "id, loaded at the first such request (default: MMS-300M, see docs/text.md)")
     parser.add_argument("--replicas", type=replica_count, metavar="N|auto",
                         help="serve each model from N replicas on Ray Serve, one device each (default with "
                              "--cluster: one per device of the --device kind; auto: Ray Serve adds and removes "
@@ -79,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from voxport.runtime.devices import resolve_device, resolve_dtype
-    from voxport.serve.app import Limits, ServerState, create_app
+    from voxport.serve.app import ServerState, create_app
     from voxport.serve.server import bind, load_models, load_voices
     from voxport.serve.voices import default_voices_dir
 
@@ -88,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     quiet_library_progress()
-    models = load_models(args.model, device, dtype, args.max_queue, args.max_batch, progress=progress)
+    models = load_models(args.model, device, dtype, args.max_queue, args.max_batch, progress=progress,
+                         aligner=args.aligner)
     limits = Limits(max_input_chars=args.max_input_chars, max_audio_bytes=int(args.max_audio_mb * 2**20),
                     max_seconds=args.max_seconds)
     app = create_app(ServerState(models=models, voices=voices, api_key=args.api_key, limits=limits))

@@ -34,7 +34,8 @@ def add_parser(commands) -> None:
         epilog='examples: voxport tts "Hello from voxport." --output hello.wav --device cuda\n'
                '          voxport tts "A long answer..." --stream --output answer.wav\n'
                '          voxport tts --input-file chapter.txt --output chapter.wav\n'
-               '          voxport tts --batch-file lines.txt --output-dir spoken/',
+               '          voxport tts --batch-file lines.txt --output-dir spoken/\n'
+               '          voxport tts \'<speak>Hi.<break time="700ms"/>It is 10:30.</speak>\' --timestamps words.json',
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("text", nargs="?", help="the words to speak (or --input-file, --batch-file)")
@@ -72,6 +73,17 @@ def add_parser(commands) -> None:
     parser.add_argument("--codes-out", type=Path, metavar="CODES.npy",
                         help="also save the audio codes, int64 [frames, codebooks], as a .npy file; with --batch-file "
                              "a directory for 0000.npy, 0001.npy, ...")
+    parser.add_argument("--ssml", action="store_true",
+                        help="read the text as SSML (<break>, <say-as>, <sub>, <p>, <s>; docs/text.md) even without "
+                             "a <speak> root; text starting with <speak> is SSML anyway")
+    parser.add_argument("--no-normalize", dest="normalize", action="store_false",
+                        help="give the model the text as written: numbers, dates, money, ... are not read out")
+    parser.add_argument("--timestamps", type=Path, metavar="WORDS.json",
+                        help="also write when each chunk and each word of the text is heard (seconds, and offsets "
+                             "into the text as given), timed by a forced aligner (see --aligner)")
+    parser.add_argument("--aligner", metavar="SOURCE",
+                        help="the forced aligner for --timestamps: local directory or hub id (default: MMS-300M, "
+                             "see docs/text.md)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
     add_device_options(parser)
     parser.set_defaults(run=run)
@@ -124,6 +136,8 @@ def run(args: argparse.Namespace) -> int:
         check_writable(args.output)
         if args.codes_out is not None:
             check_output_path(args.codes_out)
+        if args.timestamps is not None:
+            check_output_path(args.timestamps)
     else:
         check_output_dir(args.output_dir, "--output-dir")
         if args.codes_out is not None:
@@ -136,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     quiet_library_progress()
 
     model = load_model(args.model, device, dtype, capability="speaks_text")
-    service = SpeechService(model)  # type: ignore[arg-type]
+    service = SpeechService(model, aligner=args.aligner)  # type: ignore[arg-type]
     voice = tuple(service.sample(turn.audio, turn.text, turn.speaker) for turn in args.context)
     plans = [service.plan(_request(args, text, voice)) for text in texts]
     if args.compile:
@@ -150,9 +164,10 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_file is not None:
         report = _speak_batch(service, plans, args.output_dir, args.codes_out)
     elif args.stream or len(plans[0].chunks) > 1:
-        report = _speak_as_made(service, plans[0], args.output, args.codes_out, streamed=args.stream)
+        report = _speak_as_made(service, plans[0], args.output, args.codes_out, args.timestamps,
+                                streamed=args.stream)
     else:
-        report = _speak(service, plans[0], args.output, args.codes_out)
+        report = _speak(service, plans[0], args.output, args.codes_out, args.timestamps)
     peak = backend.peak_memory(device)
     report.load_seconds, report.device, report.device_name = model.load_seconds, str(device), backend.device_name(device)
     report.dtype, report.engine = dtype_name(dtype), args.engine
@@ -179,7 +194,8 @@ def _request(args: argparse.Namespace, text: str, voice: tuple) -> Any:
     return SpeechRequest(text=text, speaker=args.speaker, voice=voice, seed=args.seed,
                          temperature=args.temperature, top_k=args.top_k, greedy=args.greedy,
                          max_steps=args.max_tokens, min_steps=args.min_tokens,
-                         reference_engine=args.engine == "transformers")
+                         reference_engine=args.engine == "transformers", normalize=args.normalize,
+                         ssml=True if args.ssml else None, timestamps=args.timestamps is not None)
 
 
 def _texts(args: argparse.Namespace) -> list[str]:
@@ -214,20 +230,27 @@ def _check_mode(args: argparse.Namespace) -> None:
                          "voxport engine")
     if args.stream and args.batch_file:
         raise InputError("--stream speaks one text: drop --batch-file or --stream")
+    if args.timestamps and args.batch_file:
+        raise InputError("--timestamps times one text: drop --batch-file (voxport batch tts --timestamps times "
+                         "every row)")
 
 
-def _speak(service, plan, output: Path, codes_out: Path | None) -> TtsReport:
+def _speak(service, plan, output: Path, codes_out: Path | None, timestamps: Path | None) -> TtsReport:
     from voxport.audio.io import write_audio
+    from voxport.services.speech import timestamps_record
 
     with progress_bar(sum(plan.max_steps), "frames", "generating") as progress:
         result = service.speak_plans([plan], on_step=progress)[0]
     write_audio(output, result.audio, result.sample_rate)
     if codes_out is not None and result.codes is not None:
         _write_codes(codes_out, result.codes)
+    if timestamps is not None:
+        _write_json(timestamps, timestamps_record(plan, result.chunk_times, result.words))
     return _report(result, [result], output=str(output), codes_out=codes_out)
 
 
-def _speak_as_made(service, plan, output: Path, codes_out: Path | None, streamed: bool) -> TtsReport:
+def _speak_as_made(service, plan, output: Path, codes_out: Path | None, timestamps: Path | None,
+                   streamed: bool) -> TtsReport:
     """One text written while it is made, to OUTPUT.partial.wav (playable so far), which replaces the output
     only when the speech is complete; a failed or interrupted run leaves the output as it was."""
     import time
@@ -235,9 +258,10 @@ def _speak_as_made(service, plan, output: Path, codes_out: Path | None, streamed
     import soundfile as sf
 
     from voxport.runtime.files import growing_file
+    from voxport.services.speech import timestamps_record
 
     start = time.perf_counter()
-    first_audio, pieces = None, []
+    first_audio, pieces, made = None, [], []
     with progress_bar(len(plan.chunks), "chunks", "speaking") as progress, growing_file(output) as partial, \
             sf.SoundFile(partial, "w", samplerate=service.sample_rate, channels=1, subtype="PCM_16") as sink:
         for piece in service.pieces(plan, streamed=streamed):
@@ -245,8 +269,11 @@ def _speak_as_made(service, plan, output: Path, codes_out: Path | None, streamed
             sink.write(np.clip(piece.spoken.audio, -1.0, 1.0))
             sink.flush()  # the header now tells players how much there is
             pieces.append(piece.spoken)
+            made.append(piece)
             progress(piece.chunk)
     seconds = time.perf_counter() - start
+    if timestamps is not None:
+        _write_json(timestamps, timestamps_record(plan, *service.times(plan, made)))
     codes = [piece.codes for piece in pieces if piece.codes is not None]
     if codes_out is not None and codes:
         _write_codes(codes_out, np.concatenate(codes))
@@ -301,6 +328,13 @@ def _write_codes(path: Path, codes: np.ndarray) -> None:
 
     with replaced_atomically(path) as temporary, open(temporary, "wb") as stream:
         np.save(stream, codes)
+
+
+def _write_json(path: Path, record: dict) -> None:
+    from voxport.runtime.files import replaced_atomically
+
+    with replaced_atomically(path) as temporary:
+        temporary.write_text(json.dumps(record, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
 
 
 def _bandwidth_bound(model, report: TtsReport, device, before) -> None:

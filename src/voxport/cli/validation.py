@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from voxport.cli.common import add_device_options, positive_float, positive_int, progress, quiet_library_progress
+from voxport.cli.common import (add_device_options, positive_float, positive_int, progress, progress_bar,
+                                quiet_library_progress)
+from voxport.errors import InputError
 from voxport.runtime.files import check_output_dir, check_output_path
 from voxport.runtime.kinds import DEVICE_KINDS
 
@@ -44,9 +46,11 @@ def add_parsers(commands) -> None:
                     "Greedy and seeded-sampling generation twice each on the device (token match rate, first "
                     "divergence, identical audio), the step where its streams part from the reference device's "
                     "(CPU float32 by default), and whether the reference's tokens stay in the target's top-k under "
-                    "teacher forcing. Verdict FAIL when a repeat differs or a reference token leaves the top-k; "
-                    "the command then exits 3.",
+                    "teacher forcing, all through the engine that generates. Verdict FAIL when a repeat differs, a "
+                    "reference token leaves the top-k, or (both in float32) the teacher-forced logits or greedy "
+                    "streams part beyond a near tie; the command then exits 3.",
                     _run_repro)
+    repro.add_argument("--reference-model", help="checkpoint of the reference streams (default: --model)")
     repro.add_argument("--reference-device", default="cpu", help="device of the reference streams (default: cpu)")
     repro.add_argument("--reference-dtype", default="float32", help="dtype of the reference streams (default: float32)")
     repro.add_argument("--steps", type=positive_int, default=16, help="generation steps (default: 16)")
@@ -76,7 +80,7 @@ def add_parsers(commands) -> None:
     ops = command("ops", "which aten ops the model uses and whether a device has them",
                   "Trace every aten op (with dtypes) of one forward and a short generation on --device; report for "
                   "--target whether each has a kernel (when that backend is installed) and which known gaps it hits, "
-                  "with the fix voxport applies.", _run_ops)
+                  "with the fix voxport applies. With --check-accuracy, exits 3 when the replay's verdict is FAIL.", _run_ops)
     ops.add_argument("--target", choices=DEVICE_KINDS,
                      help="device kind to judge coverage for (default: the kind of --device)")
     ops.add_argument("--check-accuracy", action="store_true",
@@ -111,37 +115,44 @@ def _validation_target(args: argparse.Namespace):
     return device, resolve_dtype(args.dtype, device)
 
 
+def _check_reference_model(args: argparse.Namespace) -> None:
+    """A --reference-model voxport cannot handle fails before any work."""
+    if args.reference_model:
+        from voxport.models.registry import family_of
+
+        family_of(args.reference_model)
+
+
 FAILED_CHECK = 3  # the exit code of a check whose verdict is FAIL, so scripts and CI can stop on it
 
 
-def _report(result: dict, tables, json_out: Path | None) -> int:
-    """Write and print the result; exit FAILED_CHECK where its verdict is FAIL (WARN and PASS exit 0)."""
-    from voxport.validate.report import write_json
+def _report(stage: str, result: dict, tables, json_out: Path | None) -> int:
+    """Type, write and print a validator's result; exit FAILED_CHECK where its verdict is FAIL (WARN and PASS
+    exit 0; ops has no verdict)."""
+    from voxport.validate.reports import REPORTS, write_report
 
+    report = REPORTS[stage].model_validate(result)
     if json_out is not None:
-        write_json(json_out, result)
-    print("\n".join(tables(result)))
-    return FAILED_CHECK if result.get("verdict") == "FAIL" else 0
+        write_report(json_out, report)
+    print("\n".join(tables(report)))
+    return FAILED_CHECK if getattr(report, "verdict", None) == "FAIL" else 0
 
 
 def _run_accuracy(args: argparse.Namespace) -> int:
     from voxport.validate.accuracy import run_accuracy
     from voxport.validate.report import accuracy_tables
 
-    if args.reference_model:
-        from voxport.models.registry import family_of
-
-        family_of(args.reference_model)
+    _check_reference_model(args)
     device, dtype = _validation_target(args)
     for audio in args.audio or []:
         if not audio.is_file():
             raise InputError(f"--audio {audio} is not a file: expected a speech recording")
     result = run_accuracy(args.model, device, dtype, args.reference_model, texts=args.text,
                           audios=[str(audio) for audio in args.audio or []] or None,
-                          locate_ops=not args.no_op_search, progress=progress,
+                          locate_ops=not args.no_op_search, progress=progress, bar=progress_bar,
                           example_names=[name.strip() for name in args.examples.split(",") if name.strip()]
                           if args.examples else None)
-    return _report(result, accuracy_tables, args.json_out)
+    return _report("accuracy", result, accuracy_tables, args.json_out)
 
 
 def _run_repro(args: argparse.Namespace) -> int:
@@ -149,12 +160,13 @@ def _run_repro(args: argparse.Namespace) -> int:
     from voxport.validate.report import reproducibility_table
     from voxport.validate.reproducibility import run_reproducibility
 
+    _check_reference_model(args)
     device, dtype = _validation_target(args)
     reference_device = resolve_device(args.reference_device)
     reference_dtype = resolve_dtype(args.reference_dtype, reference_device)
     result = run_reproducibility(args.model, device, dtype, args.steps, args.top_k, reference_device, reference_dtype,
-                                 progress=progress)
-    return _report(result, reproducibility_table, args.json_out)
+                                 progress=progress, reference_source=args.reference_model)
+    return _report("reproducibility", result, reproducibility_table, args.json_out)
 
 
 def _run_bench(args: argparse.Namespace) -> int:
@@ -167,7 +179,7 @@ def _run_bench(args: argparse.Namespace) -> int:
     bandwidth = args.bandwidth_gbs * 1e9 if args.bandwidth_gbs else None
     result = run_benchmark(args.model, device, dtype, configs, args.iterations, bandwidth, progress=progress,
                            remeasure_bandwidth=args.remeasure_bandwidth, stages=args.stages)
-    return _report(result, performance_table, args.json_out)
+    return _report("performance", result, performance_table, args.json_out)
 
 
 def _run_ops(args: argparse.Namespace) -> int:
@@ -183,7 +195,7 @@ def _run_ops(args: argparse.Namespace) -> int:
         dtype = torch.bfloat16  # trace in the dtype the target would run
     replay = resolve_device(target) if args.check_accuracy else None
     result = run_ops(args.model, device, dtype, target, replay_device=replay, progress=progress)
-    return _report(result, ops_table, args.json_out)
+    return _report("ops", result, ops_table, args.json_out)
 
 
 def _run_run_all(args: argparse.Namespace) -> int:

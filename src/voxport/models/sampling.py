@@ -38,7 +38,7 @@ def pick_tokens(logits: torch.Tensor, settings: SamplingSettings, generator: tor
     return choice if indices is None else indices.gather(-1, choice.unsqueeze(-1)).squeeze(-1)
 
 
-def gumbel_noise(shape, settings: SamplingSettings, generator: torch.Generator | None,
+def gumbel_noise(shape: tuple[int, ...] | torch.Size, settings: SamplingSettings, generator: torch.Generator | None,
                  device: torch.device) -> torch.Tensor:
     """Temperature-scaled Gumbel noise T x G for `pick_tokens`, drawn ahead in one kernel for many picks."""
     noise = torch.empty(shape, device=device).exponential_(1.0, generator=generator)

@@ -50,10 +50,13 @@ def load_weights_strict(model: nn.Module, files: list[Path], device: torch.devic
 
 
 def assign_strict(model: nn.Module, state: dict[str, torch.Tensor], device: torch.device, dtype: torch.dtype,
-                  source: Path) -> None:
-    """Fill every parameter of `model` from `state`; buffers it holds replace the computed ones."""
+                  source: Path, float32_prefixes: tuple[str, ...] = ()) -> None:
+    """Fill every parameter of `model` from `state`; buffers it holds replace the computed ones. Parameters
+    under `float32_prefixes` (modules that run in float32) are placed in float32 straight from `state`."""
     check_keys(model, state.keys(), source)
-    assign(model, state, device, dtype)
+    kept = {key for key in state if key.startswith(float32_prefixes)} if float32_prefixes else set()
+    assign(model, {key: state[key] for key in state.keys() - kept}, device, dtype)
+    assign(model, {key: state[key] for key in kept}, device, torch.float32)
 
 
 def check_keys(model: nn.Module, keys, source: Path) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
@@ -21,9 +21,10 @@ from voxport.serve.chat import chat_job, completion, completion_events
 from voxport.serve.chat_body import ChatBody
 from voxport.serve.errors import APIError, validation_error
 from voxport.serve.guard import GuardAndCount
+from voxport.serve.limits import Limits
 from voxport.serve.metrics import Metrics
 from voxport.serve.replies import ReplyStore
-from voxport.serve.speech import audio_stream, parse_speech_body, speech_job, sse_events, whole_audio
+from voxport.serve.speech import audio_stream, parse_speech_body, speech_job, speech_response, sse_events
 from voxport.serve.streams import AsyncChunks
 from voxport.serve.voice_api import voice_routes
 from voxport.serve.voices import VoiceBook
@@ -32,18 +33,6 @@ from voxport.services.chat import ChatService
 from voxport.services.speech import SpeechService
 
 RETRY_AFTER_SECONDS = 2
-
-
-@dataclass
-class Limits:
-    max_input_chars: int = 4096
-    max_audio_bytes: int = 25 * 2**20
-    max_seconds: float = 60.0  # the most a speech request may set max_seconds (each text chunk's cap) to
-    max_json_bytes: int = 2**20  # a JSON body besides its audio
-
-    def chat_body_bytes(self) -> int:
-        """A chat body's limit: its audio as base64 (4 bytes for every 3), and the rest."""
-        return -(-self.max_audio_bytes // 3) * 4 + self.max_json_bytes
 
 
 @dataclass
@@ -127,7 +116,7 @@ def create_app(state: ServerState) -> FastAPI:
         result = await _answer(_submit(served, job), request)
         if result.audio_seconds:
             state.metrics.rtf.labels(served.name).observe(result.compute_seconds / result.audio_seconds)
-        return Response(await whole_audio(result, body), media_type=media_type)
+        return await speech_response(result, body, job.payload.plan)
 
     app.include_router(voice_routes(state.voices))
 

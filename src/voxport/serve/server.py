@@ -37,8 +37,9 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def load_models(specs: list[str], device: torch.device, dtype: torch.dtype, max_queue: int, max_batch: int,
-                progress=print) -> dict[str, ServedModel]:
-    """`NAME=SOURCE` or `SOURCE` (then the name is the source) for each model to serve."""
+                progress=print, aligner: str | Path | None = None) -> dict[str, ServedModel]:
+    """`NAME=SOURCE` or `SOURCE` (then the name is the source) for each model to serve; `aligner` times words
+    for speech requests that ask (loaded at the first; None: the default one)."""
     served = {}
     for name, source in model_specs(specs).items():
         family = family_of(source)
@@ -47,7 +48,7 @@ def load_models(specs: list[str], device: torch.device, dtype: torch.dtype, max_
         service: SpeechService | ChatService
         speech_error = None
         if family.capability == "speaks_text":
-            service = SpeechService(model)  # type: ignore[arg-type]
+            service = SpeechService(model, aligner)  # type: ignore[arg-type]
             worker = ModelWorker(name, lambda jobs, tts=service: run_speech(tts, jobs), max_queue, max_batch,
                                  batch_key)
         else:

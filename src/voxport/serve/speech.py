@@ -1,5 +1,9 @@
 """POST /v1/audio/speech on any model that speaks text: OpenAI's request shape in; audio out whole, as raw bytes
-while they are made (stream_format "audio"), or as server-sent events (stream_format "sse")."""
+while they are made (stream_format "audio"), or as server-sent events (stream_format "sse").
+
+With "timestamps": true the chunk and word timings come too: as one speech.timestamps event before
+speech.audio.done in the SSE stream, or, for a whole answer, in a JSON envelope (application/json) that holds the
+audio file in base64 beside them. A raw audio stream has no room for them: it is refused."""
 
 from __future__ import annotations
 
@@ -11,17 +15,19 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import numpy as np
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from voxport.audio.speed import MAX_SPEED, MIN_SPEED, change_speed
 from voxport.errors import VoxportError
-from voxport.serve.audio_formats import STREAMABLE, encode, pcm16, streaming_wav_header, supported_formats
+from voxport.serve.audio_formats import MEDIA_TYPES, STREAMABLE, encode, pcm16, streaming_wav_header, supported_formats
 from voxport.serve.errors import APIError
 from voxport.serve.fields import FiniteFloat, Seed
 from voxport.serve.streams import StreamFailed, job_pieces
 from voxport.serve.voices import VoiceBook
 from voxport.serve.workers import Job, step_boundary
-from voxport.services.speech import SpeechPlan, SpeechRequest, SpeechResult, SpeechService
+from voxport.services.speech import SpeechPlan, SpeechRequest, SpeechResult, SpeechService, timestamps_record
+
 
 class VoiceId(BaseModel):
     """A custom voice by id, as OpenAI's SDK sends it: {"id": "voice_..."}."""
@@ -46,6 +52,9 @@ class SpeechBody(BaseModel):
     top_k: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = None  # 0: no top-k filter; None: the model's
     seed: Seed | None = None
     max_seconds: Annotated[FiniteFloat, Field(gt=0)] | None = None  # per chunk; None: from its text
+    normalize: bool = True  # numbers, dates, money, ... read out (docs/text.md)
+    ssml: bool | None = None  # None: SSML when the input starts with <speak>; false: plain text
+    timestamps: bool = False  # chunk and word timings: an SSE event, or a JSON envelope around the audio
 
     @property
     def streamed(self) -> str | None:
@@ -90,9 +99,15 @@ def speech_job(body: SpeechBody, service: SpeechService, model_name: str, voices
                             f"{', '.join(supported_formats())}", "response_format")
     if body.max_seconds is not None and body.max_seconds > max_seconds:
         raise APIError(400, f"max_seconds must be in (0, {max_seconds}]", "max_seconds")
+    if body.timestamps and body.streamed == "audio":
+        raise APIError(400, 'timestamps cannot ride a raw audio stream: use stream_format "sse", or no stream '
+                            "(a JSON envelope)", "timestamps")
+    if body.timestamps and body.speed != 1.0:
+        raise APIError(400, "timestamps are timed at speed 1.0: drop speed or timestamps", "timestamps")
     voice = voices.resolve(body.voice if isinstance(body.voice, str) else {"id": body.voice.id}, service.sample_rate)
     request = SpeechRequest(text=body.input, speaker=voice.speaker, voice=voice.context, seed=body.seed,
-                            temperature=body.temperature, top_k=body.top_k, max_seconds=body.max_seconds)
+                            temperature=body.temperature, top_k=body.top_k, max_seconds=body.max_seconds,
+                            normalize=body.normalize, ssml=body.ssml, timestamps=body.timestamps)
     return SpeechJob(service.plan(request), body.streamed is not None)
 
 
@@ -106,13 +121,17 @@ def run_speech(service: SpeechService, jobs: list[Job]) -> None:
     """The worker's side: one stream, or one batch of whole texts."""
     first: SpeechJob = jobs[0].payload
     if first.streamed:
-        job, made = jobs[0], 0
+        job, made, pieces = jobs[0], 0, []
+        timed = first.plan.request.timestamps
         for piece in service.pieces(first.plan):
             made += piece.spoken.output_tokens
             step_boundary(jobs, made)
             job.chunks.put(piece)
+            if timed:
+                pieces.append(piece)
+        chunk_times, words = service.times(first.plan, pieces) if timed else ([], None)
         job.future.set_result(SpeechResult(np.zeros(0, np.float32), service.sample_rate, made, first.plan.seed,
-                                           len(first.plan.chunks), None))
+                                           len(first.plan.chunks), None, chunk_times=chunk_times, words=words))
         job.chunks.put(None)
     else:
         results = service.speak_plans([job.payload.plan for job in jobs],
@@ -121,9 +140,15 @@ def run_speech(service: SpeechService, jobs: list[Job]) -> None:
             job.future.set_result(result)
 
 
-async def whole_audio(result: SpeechResult, body: SpeechBody) -> bytes:
+async def speech_response(result: SpeechResult, body: SpeechBody, plan: SpeechPlan) -> Response:
+    """The audio file, or with timestamps a JSON envelope: the file in base64 beside the timings."""
     audio = await asyncio.to_thread(change_speed, result.audio, body.speed)
-    return encode(audio, result.sample_rate, body.response_format)
+    data = encode(audio, result.sample_rate, body.response_format)
+    if not body.timestamps:
+        return Response(data, media_type=MEDIA_TYPES[body.response_format])
+    return JSONResponse({"audio": base64.b64encode(data).decode(), "response_format": body.response_format,
+                         "sample_rate": result.sample_rate,
+                         **timestamps_record(plan, result.chunk_times, result.words)})
 
 
 async def audio_stream(job: Job, sample_rate: int, body: SpeechBody) -> AsyncIterator[bytes]:
@@ -166,7 +191,11 @@ async def sse_events(job: Job, sample_rate: int, body: SpeechBody, input_tokens:
         yield _event({"type": "error", "error": {"message": message, "type": kind, "param": None, "code": None}},
                      "error")
         return
-    made = job.future.result().steps
+    result = job.future.result()
+    made = result.steps
+    if body.timestamps:
+        speech: SpeechJob = job.payload
+        yield _event({"type": "speech.timestamps", **timestamps_record(speech.plan, result.chunk_times, result.words)})
     yield _event({"type": "speech.audio.done",
                   "usage": {"input_tokens": input_tokens, "output_tokens": made, "total_tokens": input_tokens + made}})
 

@@ -5,24 +5,35 @@ A request leaves any choice open (None) that the family's `SpeechDefaults` then 
 spoken whole, chunk by chunk, each chunk hearing the voice sample and the chunks before it; each chunk's length
 budget, the seed, and batching (requests of different lengths share one batch, each row with its own limits)
 are decided here and nowhere else, so the same request gives the same audio through every door.
+
+The text goes through the text layer first (`voxport.text`): SSML or plain text, numbers and dates read out, each
+piece of speech cut into chunks that keep their offsets into the input, and breaks spoken as exact silence. So
+every door gets the same pauses, the same spoken words, and chunk and word timings in the input's own words.
 """
 
 from __future__ import annotations
 
 import math
+import re
+import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from voxport.audio.io import check_samples, load_audio
+from voxport.audio.join import Joined, StreamJoin, join_audio
 from voxport.errors import InputError
 from voxport.models.base import SpeaksText, SpeechSpec, SpokenAudio, VoiceSample
 from voxport.models.sampling import SamplingSettings
 from voxport.runtime.seeding import check_seed, fresh_seed
 from voxport.services.longform import split_text
+from voxport.text.align import ALIGNER_MODEL, Aligner, ChunkTime, WordTime, chunk_times, word_times
+from voxport.text.plan import plan_text
+from voxport.text.segments import Break, Segment, Speech, TextPlan
+from voxport.text.spoken import Spoken, SpokenBuilder, locate_chunks
 
 
 @dataclass(frozen=True)
@@ -40,6 +51,9 @@ class SpeechRequest:
     max_seconds: float | None = None  # the same cap in seconds of audio (the smaller counts if both are given)
     min_steps: int = 0  # steps each chunk makes before its end may come
     reference_engine: bool = False  # the upstream library's own generation, for comparison (one chunk, no batch)
+    normalize: bool = True  # numbers, dates, money, ... read out before the model sees the text
+    ssml: bool | None = None  # None: SSML when the text starts with <speak>; False: plain text ("<" is a character)
+    timestamps: bool = False  # time each word of the text in the speech (a forced aligner; chunks are always timed)
 
 
 @dataclass(frozen=True)
@@ -47,11 +61,12 @@ class SpeechPlan:
     """A request with every choice made and checked: what will be spoken, chunk by chunk."""
 
     request: SpeechRequest
-    chunks: tuple[str, ...]
+    chunks: tuple[str, ...]  # what the model reads, chunk by chunk
     speaker: int
     sampling: SamplingSettings
     seed: int
     max_steps: tuple[int, ...]  # each chunk's limit
+    script: TextPlan  # the chunks (with offsets into the input) and the breaks between them, in order
 
     @property
     def batch_key(self) -> tuple[Any, ...]:
@@ -65,8 +80,9 @@ class SpeechPiece:
 
     chunk: int
     chunks: int
-    text: str  # the chunk's words
+    text: str  # the chunk's words ("" for a break's silence)
     spoken: SpokenAudio
+    segment: int = 0  # the part of the plan's script this audio belongs to (a chunk or a break)
 
 
 @dataclass
@@ -80,6 +96,8 @@ class SpeechResult:
     chunks: int
     codes: np.ndarray | None  # every chunk's ids, in order, where the family has them
     timings: dict[str, float] = field(default_factory=dict)  # seconds of each phase, all chunks together
+    chunk_times: list[ChunkTime] = field(default_factory=list)  # when each chunk is heard (exact)
+    words: list[WordTime] | None = None  # with `timestamps`: when each word of the input is heard
 
     @property
     def audio_seconds(self) -> float:
@@ -98,11 +116,16 @@ class SpeechResult:
 class SpeechService:
     """Speech from one loaded text-speaking model."""
 
-    def __init__(self, model: SpeaksText):
+    def __init__(self, model: SpeaksText, aligner: str | Path | None = None):
+        """`aligner`: the forced aligner that times words (a hub id or a local directory; None: ALIGNER_MODEL),
+        loaded at the first request that asks for word timings."""
         if not getattr(model, "speaks_text", False):
             raise InputError(f"{type(model).__name__} does not speak text")
         self.model = model
         self.defaults = model.speech_defaults
+        self.aligner_source = ALIGNER_MODEL if aligner is None else aligner
+        self._aligner: Aligner | None = None
+        self._aligner_lock = threading.Lock()
 
     @property
     def sample_rate(self) -> int:
@@ -128,7 +151,10 @@ class SpeechService:
             if who < 0:
                 raise InputError(f"speaker id is {who}: expected a non-negative integer")
         check_seed(request.seed)
-        chunks = tuple(split_text(request.text, self.defaults.max_chunk_chars))
+        script = self._script(request)
+        chunks = tuple(speech.text for speech in script.speech)
+        if not chunks:
+            raise InputError("the text has no words to speak (only breaks): expected words to speak")
         if request.reference_engine and len(chunks) > 1:
             raise InputError(f"the reference engine speaks one chunk of text (up to {self.defaults.max_chunk_chars} "
                              "characters): use the default engine for longer texts")
@@ -136,7 +162,7 @@ class SpeechService:
         if request.min_steps < 0 or request.min_steps > min(limits):
             raise InputError(f"min steps is {request.min_steps}: expected 0..the chunk's max steps ({min(limits)})")
         seed = fresh_seed() if request.seed is None else request.seed
-        return SpeechPlan(request, chunks, speaker, self._sampling(request), seed, limits)
+        return SpeechPlan(request, chunks, speaker, self._sampling(request), seed, limits, script)
 
     def speak(self, request: SpeechRequest, on_step: Callable[[int], None] | None = None) -> SpeechResult:
         return self.speak_plans([self.plan(request)], on_step)[0]
@@ -171,16 +197,61 @@ class SpeechService:
 
     def pieces(self, plan: SpeechPlan, streamed: bool = True) -> Iterator[SpeechPiece]:
         """The speech of one plan as it is made: each chunk whole (`streamed` False) or in the parts the model
-        streams. Joined, the pieces are the plan's speech."""
+        streams, and each break's silence. Joined end to end, the pieces are the plan's speech, sample for sample
+        (`times` then says when each chunk and word is heard in them)."""
         spoken: list[SpokenAudio] = []
-        for chunk, text in enumerate(plan.chunks):
+        joiner = StreamJoin(self.sample_rate, len(plan.script.segments))
+        count = len(plan.chunks)
+        for index, segment in enumerate(plan.script.segments):
+            chunk = len(spoken)
+            if isinstance(segment, Break):
+                silence = SpokenAudio(joiner.silence(segment.seconds), self.sample_rate, 0)
+                yield SpeechPiece(min(chunk, count - 1), count, "", silence, index)
+                continue
             spec = self._spec(plan, chunk, spoken)
             parts = self.model.speak_stream(spec) if streamed else iter(self._speak_chunk([spec], False, None))
             made = []
             for part in parts:
                 made.append(part)
-                yield SpeechPiece(chunk, len(plan.chunks), text, part)
+                audio = joiner.speech(part.audio)
+                if not streamed:  # the chunk is whole: its end goes out with it
+                    audio = np.concatenate([audio, joiner.end()])
+                yield SpeechPiece(chunk, count, segment.text, replace(part, audio=audio), index)
+            if streamed:
+                tail = SpokenAudio(joiner.end(), self.sample_rate, 0)
+                yield SpeechPiece(chunk, count, segment.text, tail, index)
             spoken.append(_joined(made, self.sample_rate))
+
+    def times(self, plan: SpeechPlan, pieces: list[SpeechPiece]) -> tuple[list[ChunkTime], list[WordTime] | None]:
+        """When each chunk (and, if the plan's request asks, each word) is heard in the pieces of `plan`."""
+        lengths = [0] * len(plan.script.segments)
+        for piece in pieces:
+            lengths[piece.segment] += len(piece.spoken.audio)
+        audio = np.concatenate([piece.spoken.audio for piece in pieces]) if pieces else np.zeros(0, np.float32)
+        ends = np.cumsum(lengths).tolist()
+        spans = tuple((end - length, end) for end, length in zip(ends, lengths, strict=True))
+        return self._times(plan, Joined(audio, spans, self.sample_rate))
+
+    def aligner(self) -> Aligner:
+        """The forced aligner, loaded once, at first use."""
+        with self._aligner_lock:
+            if self._aligner is None:
+                self._aligner = Aligner.load(self.aligner_source, getattr(self.model, "device", None))
+            return self._aligner
+
+    def _script(self, request: SpeechRequest) -> TextPlan:
+        """The request's text as what to speak: each piece of speech cut into chunks the model can take (each
+        keeping its offsets into the input), with the breaks between them."""
+        text = plan_text(request.text, ssml=request.ssml, normalize=request.normalize)
+        segments: list[Segment] = []
+        for segment in text.segments:
+            if isinstance(segment, Break):
+                segments.append(segment)
+                continue
+            chunks = split_text(segment.text, self.defaults.max_chunk_chars)
+            for chunk, (start, end) in zip(chunks, locate_chunks(segment.text, chunks), strict=True):
+                segments.append(Speech(_spaced_as(segment.spoken.slice(start, end), chunk)))
+        return TextPlan(text.source, tuple(segments))
 
     def _speak_chunk(self, specs: list[SpeechSpec], reference: bool,
                      on_step: Callable[[int], None] | None) -> list[SpokenAudio]:
@@ -233,8 +304,41 @@ class SpeechService:
 
     def _result(self, plan: SpeechPlan, pieces: list[SpokenAudio]) -> SpeechResult:
         whole = _joined(pieces, self.sample_rate)
-        return SpeechResult(whole.audio, self.sample_rate, whole.output_tokens, plan.seed, len(plan.chunks),
-                            whole.codes, whole.timings)
+        made = iter(pieces)
+        parts = [segment.seconds if isinstance(segment, Break) else next(made).audio
+                 for segment in plan.script.segments]
+        joined = join_audio(parts, self.sample_rate)
+        chunks, words = self._times(plan, joined)
+        return SpeechResult(joined.audio, self.sample_rate, whole.output_tokens, plan.seed, len(plan.chunks),
+                            whole.codes, whole.timings, chunks, words)
+
+    def _times(self, plan: SpeechPlan, joined: Joined) -> tuple[list[ChunkTime], list[WordTime] | None]:
+        words = word_times(self.aligner(), plan.script, joined) if plan.request.timestamps else None
+        return chunk_times(plan.script, joined), words
+
+
+def timestamps_record(plan: SpeechPlan, chunks: list[ChunkTime], words: list[WordTime] | None) -> dict[str, Any]:
+    """Timings as every door hands them out (JSON): the input as given, each chunk (the text the model read, the
+    stretch of the input it says, its start and end in seconds) and, where asked, each word of the input."""
+    record: dict[str, Any] = {"text": plan.script.source, "chunks": [asdict(chunk) for chunk in chunks]}
+    if words is not None:
+        record["words"] = [asdict(word) for word in words]
+    return record
+
+
+def _spaced_as(spoken: Spoken, chunk: str) -> Spoken:
+    """`spoken` with the white space between its words as `chunk` has it (the chunker makes some runs single
+    spaces); each space still points at the white space it stands for."""
+    if spoken.text == chunk:
+        return spoken
+    builder = SpokenBuilder()
+    words = [match.span() for match in re.finditer(r"\S+", spoken.text)]
+    gaps = re.findall(r"\s+", chunk)
+    for index, (start, end) in enumerate(words):
+        if index:
+            builder.say(gaps[index - 1], *spoken.source_span(words[index - 1][1], start))
+        builder.add(spoken.slice(start, end))
+    return builder.build()
 
 
 def _joined(pieces: list[SpokenAudio], sample_rate: int) -> SpokenAudio:

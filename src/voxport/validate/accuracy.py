@@ -24,6 +24,7 @@ from voxport.models.registry import load_model
 from voxport.runtime.devices import dtype_name
 from voxport.validate.capture import StageRecord, record_stage, replay_call, run_stage
 from voxport.validate.metrics import compare
+from voxport.validate.phases import BarFactory, no_bar, phase
 from voxport.validate.verdicts import LIMITS, errors, judge, worst
 
 CPU = torch.device("cpu")
@@ -32,32 +33,38 @@ MAX_CALLS = 12  # calls of one block replayed per example; more are sampled even
 
 def run_accuracy(source: str, device: torch.device, dtype: torch.dtype, reference_source: str | None = None,
                  texts: list[str] | None = None, audios: list[str] | None = None, locate_ops: bool = True,
-                 example_names: list[str] | None = None, progress=print) -> dict:
-    """Judge `source` on `device`/`dtype` against `reference_source` (default: the same) on the CPU in float32."""
+                 example_names: list[str] | None = None, progress=print, bar: BarFactory = no_bar) -> dict:
+    """Judge `source` on `device`/`dtype` against `reference_source` (default: the same) on the CPU in float32.
+    `bar(total, unit, description)` shows the replay passes' progress over blocks (a terminal's progress bar)."""
     reference_source = reference_source or source
     started = time.perf_counter()
+    phases: dict[str, dict] = {}
     progress(f"accuracy: recording the reference {reference_source} on cpu/float32")
-    reference = load_model(reference_source, CPU, torch.float32)
-    examples = reference.accuracy_examples(texts, audios)
-    if example_names:
-        unknown = [name for name in example_names if name not in examples]
-        if unknown:
-            raise InputError(f"unknown example {', '.join(unknown)}: expected {', '.join(examples)}")
-        examples = {name: examples[name] for name in example_names}
-    naming = getattr(reference, "checkpoint_name", str)
-    records = {name: [record_stage(reference, stage) for stage in reference.accuracy_stages(example)]
-               for name, example in examples.items()}
-    reference_outputs = {name: _outputs(reference, example) for name, example in examples.items()}
-    del reference
-    gc.collect()
+    with phase("reference", phases):
+        reference = load_model(reference_source, CPU, torch.float32)
+        examples = reference.accuracy_examples(texts, audios)
+        if example_names:
+            unknown = [name for name in example_names if name not in examples]
+            if unknown:
+                raise InputError(f"unknown example {', '.join(unknown)}: expected {', '.join(examples)}")
+            examples = {name: examples[name] for name in example_names}
+        naming = getattr(reference, "checkpoint_name", str)
+        records = {name: [record_stage(reference, stage) for stage in reference.accuracy_stages(example)]
+                   for name, example in examples.items()}
+        reference_outputs = {name: _outputs(reference, example) for name, example in examples.items()}
+        del reference
+        gc.collect()
     progress(f"accuracy: benchmark {reference_source} on cpu/{dtype_name(dtype)}")
-    benchmark_results, benchmark_outputs = replay_pass(reference_source, CPU, dtype, records, examples)
+    with phase("benchmark", phases):
+        benchmark_results, benchmark_outputs = replay_pass(reference_source, CPU, dtype, records, examples,
+                                                           bar, "benchmark")
     if str(source) == str(reference_source) and device.type == "cpu":
         progress("accuracy: the target is the benchmark (same checkpoint, device and dtype)")
         target_results, target_outputs = benchmark_results, benchmark_outputs
     else:
         progress(f"accuracy: target {source} on {device}/{dtype_name(dtype)}")
-        target_results, target_outputs = replay_pass(source, device, dtype, records, examples)
+        with phase("target", phases):
+            target_results, target_outputs = replay_pass(source, device, dtype, records, examples, bar, "target")
 
     per_example = {name: judge_blocks(records[name], benchmark_results[name], target_results[name], naming)
                    for name in examples}
@@ -88,32 +95,45 @@ def run_accuracy(source: str, device: torch.device, dtype: torch.dtype, referenc
         example = next(name for name, judged in per_example.items()
                        if any(b["module"] == first["module"] and b["verdict"] != "PASS" for b in judged))
         call = next(record.calls[first["path"]][0] for record in records[example] if first["path"] in record.calls)
-        result["first_diverging_op"] = {"block": first["module"], **first_diverging_op(
-            first["path"], call, (reference_source, source), device, dtype)}
+        with phase("op_search", phases):
+            result["first_diverging_op"] = {"block": first["module"], **first_diverging_op(
+                first["path"], call, (reference_source, source), device, dtype)}
     result["seconds"] = time.perf_counter() - started
+    result["phases"] = phases  # seconds and peak process RSS of each
     return result
 
 
-def replay_pass(source: str, device: torch.device, dtype: torch.dtype, records: dict, examples: dict) -> tuple:
+def replay_pass(source: str, device: torch.device, dtype: torch.dtype, records: dict, examples: dict,
+                bar: BarFactory = no_bar, label: str = "replay") -> tuple:
     """Load `source` on `device`/`dtype`, replay every stage and block, run its outputs; free it."""
     model = load_model(source, device, dtype)
-    results = replay(model, records)
+    results = replay(model, records, bar, label)
     outputs = {name: _outputs(model, example) for name, example in examples.items()}
     del model
     gc.collect()
     return results, outputs
 
 
-def replay(model, records: dict[str, list[StageRecord]]) -> dict[str, dict[str, list[torch.Tensor] | str]]:
-    """Every stage and every recorded block call, alone on `model`: outputs per block, or why it failed."""
+def replay(model, records: dict[str, list[StageRecord]], bar: BarFactory = no_bar, label: str = "replay"
+           ) -> dict[str, dict[str, list[torch.Tensor] | str]]:
+    """Every stage and every recorded block call, alone on `model`: outputs per block, or why it failed.
+    `bar(total, unit, label)` hears the progress over blocks (a terminal's progress bar)."""
     results = {}
-    for example, stages in records.items():
-        outcome: dict[str, list[torch.Tensor] | str] = {}
-        for record in stages:
-            outcome[record.name] = _attempt(lambda: [run_stage(model, record.run, record.inputs)])
-            for name, calls in record.calls.items():
-                outcome[name] = _attempt(lambda: [replay_call(model, name, calls[i]) for i in sampled(len(calls))])
-        results[example] = outcome
+    total = sum(1 + len(record.calls) for stages in records.values() for record in stages)
+    done = 0
+    with bar(total, "block", label) as update:
+        for example, stages in records.items():
+            outcome: dict[str, list[torch.Tensor] | str] = {}
+            for record in stages:
+                outcome[record.name] = _attempt(lambda: [run_stage(model, record.run, record.inputs)])
+                for name, calls in record.calls.items():
+                    outcome[name] = _attempt(lambda: [replay_call(model, name, calls[i])
+                                                      for i in sampled(len(calls))])
+                    done += 1
+                    update(done)
+                done += 1
+                update(done)
+            results[example] = outcome
     return results
 
 

@@ -4,6 +4,7 @@ op's output on the target compares with CPU float32 when replayed on the recorde
 
 from __future__ import annotations
 
+import gc
 from collections import Counter
 from dataclasses import dataclass
 
@@ -246,6 +247,7 @@ def run_ops(source: str, trace_device: torch.device, dtype: torch.dtype, target:
         kept = sum(len(samples) for samples in recorder.samples.values())
         progress(f"ops: replaying {kept} recorded calls of {len(recorder.samples)} ops on {replay_device}")
         result["replay"] = replay_accuracy(recorder, replay_device)
+        result["verdict"] = result["replay"]["verdict"]  # the check's answer, where the CLI's exit code reads it
     return result
 
 
@@ -293,15 +295,22 @@ def first_diverging_op(block: str, call, sources: tuple[str, str], device: torch
             traces.append(trace_block(load_model(source, on, in_dtype), block, call))
         except Exception as error:  # noqa: BLE001 (a block that cannot run has no first op to name)
             return {"op": None, "reason": f"could not trace it: {type(error).__name__}: {error}"}
+        finally:
+            gc.collect()  # the model just traced is garbage (in reference cycles): one model in memory at a time
     reference, benchmark, target = traces
     for index, ((name, got), (bench_name, expected_bench)) in enumerate(zip(target, benchmark)):
         if name != bench_name:
             return {"index": index, "op": name,
                     "reason": f"the target runs {name} where the benchmark runs {bench_name}"}
-        if index >= len(reference) or reference[index][0] != name or got is None or expected_bench is None:
+        if got is None or expected_bench is None:
+            continue
+        if got.shape != expected_bench.shape:  # a wrong shape is the answer, not an op to skip
+            return {"index": index, "op": name, "verdict": "FAIL",
+                    "reason": f"output shape {tuple(got.shape)} where the benchmark's is {tuple(expected_bench.shape)}"}
+        if index >= len(reference) or reference[index][0] != name:
             continue
         expected = reference[index][1]
-        if expected is None or expected.shape != got.shape or expected.shape != expected_bench.shape:
+        if expected is None or expected.shape != got.shape:
             continue
         verdict = judge(errors(expected, got), errors(expected, expected_bench), dtype)
         if verdict["verdict"] != "PASS":

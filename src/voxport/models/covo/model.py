@@ -62,6 +62,7 @@ class CovoAudioChat:
     answers_audio = True
     chat_defaults = CHAT_DEFAULTS
     input_rate = INPUT_RATE
+    engine_type = TokenEngine  # the LLM state every reply and every teacher-forced check runs through
 
     def __init__(self, network: CovoAudioNetwork, tokenizer, config: CovoConfig, device: torch.device,
                  dtype: torch.dtype, timings: dict[str, float], directory: Path):
@@ -112,8 +113,8 @@ class CovoAudioChat:
 
     def token_engine(self) -> TokenEngine:
         """A fresh LLM state (static KV cache) for one conversation, its step compiled if `compile()` was asked."""
-        return TokenEngine(self.network.llm, self.backend.grouped_query_attention,
-                           compile_step=self.backend.compile_step if self._compile else None)
+        return self.engine_type(self.network.llm, self.backend.grouped_query_attention,
+                                compile_step=self.backend.compile_step if self._compile else None)
 
     def chat(self, settings: ChatSettings = ChatSettings()) -> CovoChat:
         return CovoChat(self, settings)
@@ -256,10 +257,10 @@ class CovoAudioChat:
             logits.append(step_logits[0].float())
             return next(known).view(1)
 
-        engine = TokenEngine(self.network.llm, self.backend.grouped_query_attention, pick=known_token)
+        engine = self.engine_type(self.network.llm, self.backend.grouped_query_attention, pick=known_token)
         for (prompt_ids, reply_ids), round_features in zip(rounds, features):
             prompt_ids = prompt_ids.view(1, -1).to(self.device)
-            engine.generate(self._fill_slots(prompt_ids, round_features), prompt_ids, int(reply_ids[-1]),
+            engine.generate(self._fill_slots(prompt_ids, round_features), prompt_ids, NEVER,  # every known id runs
                             len(reply_ids), SamplingSettings(greedy=True), RepetitionPenalties(), None)
         return torch.stack(logits)
 
@@ -294,14 +295,12 @@ class CovoAudioChat:
         logits = self.network.llm(inputs_embeds=self._fill_slots(prompt_ids, adapted.flatten(0, 1))).logits
         return {"mel": mels, "encoder": encoded.float(), "adapter": adapted.float(), "logits": logits.float()}
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def token_logits(self, inputs: CovoExample, tokens: torch.Tensor) -> torch.Tensor:
-        """Logits [tokens, vocab] predicting each of `tokens` after the round-0 prompt of `inputs`."""
+        """Logits [tokens, vocab] predicting each of `tokens` after the round-0 prompt of `inputs`, through the
+        token engine that generates them (its prefill and decoding step, each pick replaced by the known id)."""
         prompt_ids = self.prompt_ids(inputs.clip.placeholders, first_round=True)
-        prompt = self.prompt_embeds(prompt_ids, inputs.clip)
-        replies = self.network.llm.get_input_embeddings()(tokens[:-1].to(self.device).view(1, -1))
-        logits = self.network.llm(inputs_embeds=torch.cat([prompt, replies], dim=1)).logits
-        return logits[0, prompt_ids.shape[1] - 1 :].float()
+        return self.cached_round_logits([(prompt_ids, tokens.view(-1))], [self.audio_features(inputs.clip)])
 
     def greedy_tokens(self, inputs: CovoExample, steps: int) -> torch.Tensor:
         """`steps` plain greedy tokens after the round-0 prompt (no penalties, the stop token ignored)."""

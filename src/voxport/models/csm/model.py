@@ -70,7 +70,7 @@ class CsmSpeech:
     step_unit = "frame"
     speaks_text = True
     speech_defaults = SPEECH_DEFAULTS
-    engine_type = CsmEngine  # the static-cache engine class teacher-forced accuracy runs
+    engine_type = CsmEngine  # the static-cache engine class generation and every teacher-forced check run
 
     def __init__(self, model: CsmForConditionalGeneration, processor: CsmProcessor, load_seconds: float,
                  load_timings: dict[str, float] | None = None):
@@ -101,7 +101,7 @@ class CsmSpeech:
         with timed(device, timings, "weight_layout"):  # the engine's layout, set once here, not in a first call
             arrange_weights(model)
         with timed(device, timings, "engine"):  # static caches for one row, allocated here, not in a first call
-            engine = CsmEngine(model, 1)
+            engine = cls.engine_type(model, 1)
         speech = cls(model, processor, sum(timings.values()), timings)
         speech._engine = (engine, engine.frame)
         return speech
@@ -122,9 +122,10 @@ class CsmSpeech:
         self._engine = None
 
     def engine(self, batch: int) -> tuple[CsmEngine, Callable]:
-        """The static-cache engine for `batch` rows and the frame step it runs (compiled or eager)."""
-        if self._engine is None or self._engine[0].batch != batch:
-            engine = CsmEngine(self.model, batch)
+        """The static-cache engine (of `engine_type`) for `batch` rows and the frame step it runs (compiled or
+        eager)."""
+        if self._engine is None or self._engine[0].batch != batch or type(self._engine[0]) is not self.engine_type:
+            engine = self.engine_type(self.model, batch)
             step = self.backend.compile_step(engine.frame) if self._compile else None
             self._engine = (engine, step or engine.frame)
         return self._engine
@@ -302,9 +303,9 @@ class CsmSpeech:
         return {"backbone_logits": first.float(), "depth_logits": rest.float()}
 
     def token_logits(self, inputs: CsmExample, tokens: torch.Tensor) -> torch.Tensor:
-        """Logits [frames, codebooks, vocab] predicting each code of `tokens` [frames, codebooks]."""
-        logits = self.forward_logits(CsmExample(inputs.request, tokens))
-        return torch.cat([logits["backbone_logits"].unsqueeze(1), logits["depth_logits"]], dim=1)
+        """Logits [frames, codebooks, codebook_size] predicting each code of `tokens` [frames, codebooks], through
+        the engine that generates them (its prefill and frame step, each pick replaced by the known code)."""
+        return self.teacher_forced_engine(self.prompt_embeds(inputs.request), tokens.to(self.device))
 
     def greedy_tokens(self, inputs: CsmExample, steps: int) -> torch.Tensor:
         """`steps` frames [steps, codebooks] of greedy codes, end of audio ignored."""
@@ -418,16 +419,24 @@ def _load_processor(path: Path) -> CsmProcessor:
         raise CheckpointError(f"cannot load CSM checkpoint {path}: {first_line(error)}") from None
 
 
+class _CsmWithFloat32Codec(CsmForConditionalGeneration):
+    """CSM whose Mimi codec is read from the checkpoint in float32 whatever the model dtype (transformers' plan for
+    modules kept in float32), rather than rounded to the dtype and upcast: the codec runs in float32, so a
+    checkpoint's float32 codec weights are used as stored."""
+
+    _keep_in_fp32_modules_strict = ["codec_model"]
+
+
 def _load_weights(path: Path, device: torch.device, dtype: torch.dtype) -> CsmForConditionalGeneration:
     """The model, strictly: every weight of the architecture must be in the files."""
     try:
-        model, info = CsmForConditionalGeneration.from_pretrained(
+        model, info = _CsmWithFloat32Codec.from_pretrained(
             path, dtype=dtype, device_map=device, output_loading_info=True
         )
     except _LOAD_ERRORS as error:
         raise CheckpointError(f"cannot load CSM checkpoint {path}: {first_line(error)}") from None
     _expect_all_weights(path, info)
-    model.codec_model.float()
+    model.codec_model.float()  # buffers the codec computes rather than stores
     return model.eval()
 
 

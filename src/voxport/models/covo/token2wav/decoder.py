@@ -98,7 +98,7 @@ class Token2Wav:
             network = Token2WavNetwork(config)
         _load_weights(network, directory / WEIGHTS_FILE, device, dtype)
         network.to(device)  # the buffers computed on the host (filters, rotary frequencies) that were not stored
-        network.wavegan.float()  # the vocoder is small and runs in float32, whatever the DiT's dtype
+        network.wavegan.float()  # its computed buffers too: the vocoder runs in float32, whatever the DiT's dtype
         return cls(network.eval(), config, prompt, mean, std, device, dtype)
 
     def frames_for(self, codes: int) -> int:
@@ -181,4 +181,5 @@ def _load_weights(network: Token2WavNetwork, path: Path, device: torch.device, d
     if not isinstance(state, dict):
         raise CheckpointError(f"token2wav weights {path} hold {type(state).__name__}: expected a state dict")
     state = {key.removeprefix("module."): value for key, value in state.items()}
-    assign_strict(network, state, device, dtype, source=path)
+    # the vocoder as stored, in float32: not rounded to the DiT's dtype and upcast
+    assign_strict(network, state, device, dtype, source=path, float32_prefixes=("wavegan.",))
