@@ -36,6 +36,9 @@ demo: install
 	@echo "(tiny random weights, so the audio is noise and the replies gibberish; every step of the real pipelines ran)"
 
 test: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 clean:

@@ -46,27 +46,41 @@ def main() -> None:
         scratch = Path(scratch)
         model = write_tiny_checkpoint(make_tiny_csm, scratch / "tiny-csm", seed=0)
         rows = scratch / "rows.jsonl"
-        rows.write_text("".join(json.dumps({"text": f"Line number {n} of the benchmark.", "seed": n}) + "\n"
-                                for n in range(args.rows)))
+        rows.write_text(
+            "".join(
+                json.dumps({"text": f"Line number {n} of the benchmark.", "seed": n}) + "\n" for n in range(args.rows)
+            )
+        )
         start(cpus=2)
         results: dict[int, list[tuple[float, float]]] = {1: [], 2: []}
         try:
             for repeat in range(args.repeats):
                 for workers in (1, 2):
-                    job = BatchJob(kind="tts", input=rows, model=str(model), device="cpu", workers=workers,
-                                   output_dir=scratch / f"out-{workers}-{repeat}", batch_size=args.batch_size,
-                                   row_defaults={"speaker": 0, "max_tokens": args.frames, "seed": 0},
-                                   options={"temperature": 0.9, "top_k": 50, "greedy": False})
+                    job = BatchJob(
+                        kind="tts",
+                        input=rows,
+                        model=str(model),
+                        device="cpu",
+                        workers=workers,
+                        output_dir=scratch / f"out-{workers}-{repeat}",
+                        batch_size=args.batch_size,
+                        row_defaults={"speaker": 0, "max_tokens": args.frames, "seed": 0},
+                        options={"temperature": 0.9, "top_k": 50, "greedy": False},
+                    )
                     results[workers].append(measure(job))
         finally:
             ray.shutdown()
     for workers, runs in results.items():
         total = statistics.median(run[0] for run in runs)
         steady = statistics.median(run[1] for run in runs)
-        print(f"{workers} worker{'s' * (workers > 1)}: {args.rows} rows of {args.frames} frames: "
-              f"{total:.2f} rows/s whole job, {steady:.2f} rows/s steady (median of {len(runs)})")
-    ratio = [statistics.median(run[index] for run in results[2]) / statistics.median(run[index] for run in results[1])
-             for index in (0, 1)]
+        print(
+            f"{workers} worker{'s' * (workers > 1)}: {args.rows} rows of {args.frames} frames: "
+            f"{total:.2f} rows/s whole job, {steady:.2f} rows/s steady (median of {len(runs)})"
+        )
+    ratio = [
+        statistics.median(run[index] for run in results[2]) / statistics.median(run[index] for run in results[1])
+        for index in (0, 1)
+    ]
     print(f"2 workers / 1 worker: {ratio[0]:.2f}x whole job, {ratio[1]:.2f}x steady")
 
 

@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 
 import torch
-from covo_load import covo_shaped_config
 from transformers import Qwen2ForCausalLM
 from transformers.cache_utils import DynamicCache
 
+from covo_load import covo_shaped_config
 from voxport.models.covo import CovoAudioChat
 from voxport.models.covo.generation import RepetitionPenalties, TokenEngine, TokenRun
 from voxport.models.sampling import SamplingSettings, pick_tokens
@@ -81,8 +81,11 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=33)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--compile", action="store_true", help="compile the engine's step where the backend can")
-    parser.add_argument("--threads", type=int, help="CPU threads (on a shared machine, 1 keeps OpenMP from "
-                        "waiting on a busy core at every parallel kernel)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads (on a shared machine, 1 keeps OpenMP from waiting on a busy core at every parallel kernel)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -107,11 +110,15 @@ def main() -> None:
         engine = TokenEngine(llm, backend.grouped_query_attention, compile_step=compile_step)
         return engine.generate(prompt_embeds, prompt_ids, NEVER, tokens, GREEDY, penalties, None)
 
-    paths = {"former loop": lambda tokens: former_loop(llm, prompt_embeds, prompt_ids, tokens, penalties),
-             "engine": engine_run}
-    print(f"Covo LLM ({label}) on {device} ({torch.get_num_threads()} threads), "
-          f"{str(dtype).removeprefix('torch.')}, prompt {args.prompt} positions, "
-          f"{args.tokens} greedy tokens with both penalties, {args.repeats} interleaved repeats")
+    paths = {
+        "former loop": lambda tokens: former_loop(llm, prompt_embeds, prompt_ids, tokens, penalties),
+        "engine": engine_run,
+    }
+    print(
+        f"Covo LLM ({label}) on {device} ({torch.get_num_threads()} threads), "
+        f"{str(dtype).removeprefix('torch.')}, prompt {args.prompt} positions, "
+        f"{args.tokens} greedy tokens with both penalties, {args.repeats} interleaved repeats"
+    )
     tokens = {name: run(args.tokens).ids for name, run in paths.items()}  # warm-up (and compilation)
     times = {(name, clock): {"prefill": [], "decode": []} for name in paths for clock in CLOCKS}
     for _ in range(args.repeats):
@@ -124,11 +131,15 @@ def main() -> None:
     for clock in CLOCKS:
         for name in paths:
             parts = medians[name, clock]
-            print(f"{clock:5s} {name:12s} prefill {parts['prefill']:.4f} s   "
-                  f"decode {parts['decode'] * 1000:8.2f} ms/token")
+            print(
+                f"{clock:5s} {name:12s} prefill {parts['prefill']:.4f} s   "
+                f"decode {parts['decode'] * 1000:8.2f} ms/token"
+            )
         former, engine = medians["former loop", clock], medians["engine", clock]
-        print(f"{clock:5s} engine / former loop: decode {former['decode'] / engine['decode']:.2f}x faster, "
-              f"prefill {former['prefill'] / engine['prefill']:.2f}x")
+        print(
+            f"{clock:5s} engine / former loop: decode {former['decode'] / engine['decode']:.2f}x faster, "
+            f"prefill {former['prefill'] / engine['prefill']:.2f}x"
+        )
     print(f"greedy tokens identical: {tokens['former loop'] == tokens['engine']}")
 
 

@@ -42,8 +42,9 @@ def main() -> None:
     parser.add_argument("--llm-layers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dir", type=Path, help="a full-size checkpoint to use, or where to write one "
-                                                 "(default: a temporary directory)")
+    parser.add_argument(
+        "--dir", type=Path, help="a full-size checkpoint to use, or where to write one (default: a temporary directory)"
+    )
     args = parser.parse_args()
 
     directory = args.dir or Path(tempfile.mkdtemp(prefix="voxport-covo-bench-"))
@@ -53,8 +54,10 @@ def main() -> None:
         if not (directory / "config.json").is_file():
             start = time.perf_counter()
             make_tiny_covo(directory, size="full", layers=args.llm_layers)
-            print(f"wrote a full-size Covo checkpoint with {args.llm_layers} LLM layers in "
-                  f"{time.perf_counter() - start:.1f} s to {directory}")
+            print(
+                f"wrote a full-size Covo checkpoint with {args.llm_layers} LLM layers in "
+                f"{time.perf_counter() - start:.1f} s to {directory}"
+            )
         files = safetensors_files(directory)
         size = sum(file.stat().st_size for file in files) / 1e9
         raw_read_seconds(files)  # warm the page cache once, so every timed run reads from memory alike
@@ -67,12 +70,16 @@ def main() -> None:
             init.append(model.init_seconds)
             load.append(model.load_seconds)
             del model
-            print(f"run {repeat}: raw read {raw[-1]:.2f} s | voxport load {ours[-1]:.2f} s "
-                  f"(init {init[-1]:.2f} s, weights {load[-1]:.2f} s, rest: config + tokenizer)")
+            print(
+                f"run {repeat}: raw read {raw[-1]:.2f} s | voxport load {ours[-1]:.2f} s "
+                f"(init {init[-1]:.2f} s, weights {load[-1]:.2f} s, rest: config + tokenizer)"
+            )
         ratio = statistics.median(ours) / statistics.median(raw)
-        print(f"median raw read {statistics.median(raw):.2f} s ({size / statistics.median(raw):.2f} GB/s); "
-              f"median voxport load {statistics.median(ours):.2f} s; ratio voxport/raw = {ratio:.2f} "
-              f"(target <= 1.5)")
+        print(
+            f"median raw read {statistics.median(raw):.2f} s ({size / statistics.median(raw):.2f} GB/s); "
+            f"median voxport load {statistics.median(ours):.2f} s; ratio voxport/raw = {ratio:.2f} "
+            f"(target <= 1.5)"
+        )
     finally:
         if args.dir is None:
             shutil.rmtree(directory, ignore_errors=True)

@@ -25,9 +25,15 @@ from voxport.runtime.devices import backend_for
 CPU = torch.device("cpu")
 # (name, out, in) of the fused q/k/v, attention output, fused gate/up and down projections.
 SHAPES = [
-    ("csm depth qkv", 1536, 1024), ("csm depth gate_up", 16384, 1024), ("csm depth down", 1024, 8192),
-    ("csm backbone qkv", 3072, 2048), ("csm backbone gate_up", 16384, 2048), ("csm backbone down", 2048, 8192),
-    ("covo qkv", 4608, 3584), ("covo gate_up", 37888, 3584), ("covo down", 3584, 18944),
+    ("csm depth qkv", 1536, 1024),
+    ("csm depth gate_up", 16384, 1024),
+    ("csm depth down", 1024, 8192),
+    ("csm backbone qkv", 3072, 2048),
+    ("csm backbone gate_up", 16384, 2048),
+    ("csm backbone down", 2048, 8192),
+    ("covo qkv", 4608, 3584),
+    ("covo gate_up", 37888, 3584),
+    ("covo down", 3584, 18944),
 ]
 PROMPT_TOKENS = 22
 WORKING_SET_BYTES = 768 * 2**20  # weights cycled through per timing: past the last-level cache
@@ -45,8 +51,10 @@ def median_seconds(run, repeats: int) -> float:
 
 def compare_shapes(repeats: int) -> None:
     kernel = backend_for(CPU).linear_kernel(torch.float32)
-    print(f"{'projection':22} {'F.linear GB/s':>14} {'kernel GB/s':>12} {'ratio':>6} | "
-          f"{'prompt F.linear ms':>18} {'kernel ms':>10} {'ratio':>6}")
+    print(
+        f"{'projection':22} {'F.linear GB/s':>14} {'kernel GB/s':>12} {'ratio':>6} | "
+        f"{'prompt F.linear ms':>18} {'kernel ms':>10} {'ratio':>6}"
+    )
     for name, rows, columns in SHAPES:
         copies = max(1, WORKING_SET_BYTES // (rows * columns * 4))
         weights = [torch.randn(rows, columns) / columns**0.5 for _ in range(copies)]
@@ -63,10 +71,12 @@ def compare_shapes(repeats: int) -> None:
                     timings.setdefault((label, shape), []).append(seconds)
         best = {key: min(values) for key, values in timings.items()}
         weight_bytes = rows * columns * 4
-        print(f"{name:22} {weight_bytes / best['blas', 'step'] / 1e9:14.1f} "
-              f"{weight_bytes / best['kernel', 'step'] / 1e9:12.1f} "
-              f"{best['blas', 'step'] / best['kernel', 'step']:6.2f} | {best['blas', 'prompt'] * 1e3:18.2f} "
-              f"{best['kernel', 'prompt'] * 1e3:10.2f} {best['blas', 'prompt'] / best['kernel', 'prompt']:6.2f}")
+        print(
+            f"{name:22} {weight_bytes / best['blas', 'step'] / 1e9:14.1f} "
+            f"{weight_bytes / best['kernel', 'step'] / 1e9:12.1f} "
+            f"{best['blas', 'step'] / best['kernel', 'step']:6.2f} | {best['blas', 'prompt'] * 1e3:18.2f} "
+            f"{best['kernel', 'prompt'] * 1e3:10.2f} {best['blas', 'prompt'] / best['kernel', 'prompt']:6.2f}"
+        )
 
 
 def compare_head_layouts(repeats: int) -> None:
@@ -74,16 +84,20 @@ def compare_head_layouts(repeats: int) -> None:
     the engine stores them at load (`arrange_weights`: [vocab, hidden] rows, cut to the codec's 2048 ids)."""
     kernel = backend_for(CPU).linear_kernel(torch.float32)
     heads = torch.randn(31, 1024, 2051) / 1024**0.5  # CSM-1B's 31 depth heads: 260 MB, past the cache
-    layouts = {"checkpoint view": [head.transpose(0, 1) for head in heads.unbind(0)],
-               "engine rows": [head.t().contiguous()[:2048] for head in heads.unbind(0)]}
+    layouts = {
+        "checkpoint view": [head.transpose(0, 1) for head in heads.unbind(0)],
+        "engine rows": [head.t().contiguous()[:2048] for head in heads.unbind(0)],
+    }
     x = torch.randn(1, 1, 1024)
     timings = {name: [] for name in layouts}
     for _ in range(2):
         for name, weights in layouts.items():
             timings[name].append(median_seconds(lambda: [kernel(x, weight) for weight in weights], repeats) / 31)
     view, rows = min(timings["checkpoint view"]), min(timings["engine rows"])
-    print(f"CSM codebook head at batch 1: checkpoint's layout {view * 1e6:.0f} us, engine's rows {rows * 1e6:.0f} us, "
-          f"ratio {view / rows:.2f}")
+    print(
+        f"CSM codebook head at batch 1: checkpoint's layout {view * 1e6:.0f} us, engine's rows {rows * 1e6:.0f} us, "
+        f"ratio {view / rows:.2f}"
+    )
 
 
 def compare_generation(model: str, frames: int, repeats: int) -> None:
@@ -100,8 +114,10 @@ def compare_generation(model: str, frames: int, repeats: int) -> None:
             engine.linear = engine.backbone.linear = engine.depth.linear = linear
             seconds[label].append(tts.generate(request).timings["generation_seconds"])
     blas, fast = statistics.median(seconds["F.linear"]), statistics.median(seconds["kernel"])
-    print(f"CSM generation, prompt + {frames} frames, float32, medians of {repeats}: F.linear {blas:.2f} s, "
-          f"kernel {fast:.2f} s, ratio {blas / fast:.2f}")
+    print(
+        f"CSM generation, prompt + {frames} frames, float32, medians of {repeats}: F.linear {blas:.2f} s, "
+        f"kernel {fast:.2f} s, ratio {blas / fast:.2f}"
+    )
 
 
 def main() -> None:

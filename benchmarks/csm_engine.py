@@ -47,8 +47,10 @@ def measure(run, repeats: int, device: torch.device) -> tuple[float, float]:
 
 
 def report(name: str, frames: int, audio_seconds: float, generation: float, total: float) -> None:
-    print(f"{name:13s} {frames / generation:8.1f} frames/s (generation {generation:.3f} s)  "
-          f"RTF {total / audio_seconds:.4f} (prompt + generation + decode {total:.3f} s)")
+    print(
+        f"{name:13s} {frames / generation:8.1f} frames/s (generation {generation:.3f} s)  "
+        f"RTF {total / audio_seconds:.4f} (prompt + generation + decode {total:.3f} s)"
+    )
 
 
 def main() -> None:
@@ -58,8 +60,12 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batches", default="1", help="batch sizes to time side by side, e.g. 1,4,8")
-    parser.add_argument("--model", type=Path, help="checkpoint directory (default: a tiny random one); "
-                                                   "`voxport make-tiny csm DIR --size full` writes CSM-1B's size")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        help="checkpoint directory (default: a tiny random one); "
+        "`voxport make-tiny csm DIR --size full` writes CSM-1B's size",
+    )
     parser.add_argument("--compile", action="store_true", help="compile voxport's frame step where supported")
     parser.add_argument("--greedy", action="store_true", help="greedy codes instead of sampling (T 0.9, top-k 50)")
     parser.add_argument("--skip-transformers", action="store_true")
@@ -76,17 +82,21 @@ def main() -> None:
     request = SynthesisRequest(text=TEXT, max_frames=args.frames, min_frames=args.frames, seed=0, greedy=args.greedy)
     audio_seconds = args.frames * 0.08
     step_bytes = tts.weight_bytes_per_step()
-    print(f"CSM {checkpoint} ({step_bytes / 1e9:.2f} GB read per frame) on {device} ({backend.device_name(device)}), "
-          f"{str(dtype).removeprefix('torch.')}, {args.frames} frames ({audio_seconds:.2f} s of audio), "
-          f"{'greedy' if args.greedy else 'sampling'}")
+    print(
+        f"CSM {checkpoint} ({step_bytes / 1e9:.2f} GB read per frame) on {device} ({backend.device_name(device)}), "
+        f"{str(dtype).removeprefix('torch.')}, {args.frames} frames ({audio_seconds:.2f} s of audio), "
+        f"{'greedy' if args.greedy else 'sampling'}"
+    )
 
     tts.generate(request)  # warm-up (and compilation)
     bandwidth = memory_bandwidth(device, remeasure=True).bytes_per_second  # probed right before the timed runs
     ours = measure(lambda: tts.generate(request), args.repeats, device)
     report("voxport", args.frames, audio_seconds, *ours)
     run_bytes = args.frames * step_bytes + tts.weight_bytes_per_prompt()  # the prompt's prefill reads the backbone
-    print(f"bandwidth {bandwidth / 1e9:.1f} GB/s: generation (prefill and frames) ran at "
-          f"{bound_fraction(1, ours[0], run_bytes, bandwidth):.2f} of the memory-bandwidth bound")
+    print(
+        f"bandwidth {bandwidth / 1e9:.1f} GB/s: generation (prefill and frames) ran at "
+        f"{bound_fraction(1, ours[0], run_bytes, bandwidth):.2f} of the memory-bandwidth bound"
+    )
     if not args.skip_transformers:
         # transformers cannot forbid an early end; with random weights no end-of-audio frame is drawn, so
         # both engines make the same number of frames (checked).
@@ -94,8 +104,10 @@ def main() -> None:
         theirs = measure(lambda: tts.generate_with_transformers(request), args.repeats, device)
         assert tts.generate_with_transformers(request).frames == args.frames, "transformers ended early"
         report("transformers", args.frames, audio_seconds, *theirs)
-        print(f"voxport / transformers frames/s: {theirs[0] / ours[0]:.2f}x; whole job: {theirs[1] / ours[1]:.2f}x "
-              f"(target on CPU, tiny, batch 1: >= 4x frames/s)")
+        print(
+            f"voxport / transformers frames/s: {theirs[0] / ours[0]:.2f}x; whole job: {theirs[1] / ours[1]:.2f}x "
+            f"(target on CPU, tiny, batch 1: >= 4x frames/s)"
+        )
 
     first = []
     for _ in range(args.repeats):
@@ -117,8 +129,10 @@ def main() -> None:
         rate = size * args.frames / generation
         single = single or (rate if size == 1 else None)
         versus = f" = {rate / single:.2f}x batch 1" if single and size > 1 else ""
-        print(f"batch {size}: {rate:.3g} frames/s{versus}, {size * audio_seconds / total:.3g}x real time "
-              f"(whole job {total:.3f} s)")
+        print(
+            f"batch {size}: {rate:.3g} frames/s{versus}, {size * audio_seconds / total:.3g}x real time "
+            f"(whole job {total:.3f} s)"
+        )
 
 
 if __name__ == "__main__":

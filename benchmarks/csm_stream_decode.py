@@ -33,7 +33,7 @@ def former_chunk(codec: MimiModel, codes: torch.Tensor, start: int, end: int, wi
     """The way voxport streamed before: frames start..end decoded with up to `window` frames before them."""
     first = max(0, start - window)
     audio = codec.decode(codes[..., first:end]).audio_values
-    return audio[..., (start - first) * audio.shape[-1] // (end - first):]
+    return audio[..., (start - first) * audio.shape[-1] // (end - first) :]
 
 
 def timed(run) -> tuple[torch.Tensor, dict[str, float]]:
@@ -57,17 +57,21 @@ def main() -> None:
         config = CsmConfig().codec_config
         codec = MimiModel(config).eval()
     else:
-        tts = CsmSpeech.load(make_tiny_csm(Path(tempfile.mkdtemp(prefix="voxport-stream-bench-"))),
-                             torch.device("cpu"), torch.float32)
+        tts = CsmSpeech.load(
+            make_tiny_csm(Path(tempfile.mkdtemp(prefix="voxport-stream-bench-"))), torch.device("cpu"), torch.float32
+        )
         codec, config = tts.model.codec_model, tts.config.codec_config
     window = config.sliding_window
-    codes = torch.randint(0, config.codebook_size, (1, config.num_quantizers, args.frames),
-                          generator=torch.Generator().manual_seed(0))
+    codes = torch.randint(
+        0, config.codebook_size, (1, config.num_quantizers, args.frames), generator=torch.Generator().manual_seed(0)
+    )
     bounds = [0, 2, *range(2 + args.chunk, args.frames, args.chunk), args.frames]
     chunks = list(zip(bounds, bounds[1:]))
     timed_chunks = set(range(1, 1 + args.sampled)) | set(range(len(chunks) - args.sampled, len(chunks)))
-    print(f"{'real-size' if args.full_size else 'tiny'} Mimi decoder, CPU ({torch.get_num_threads()} threads), "
-          f"{args.frames} frames in {len(chunks)} chunks of {args.chunk}, former history window {window} frames")
+    print(
+        f"{'real-size' if args.full_size else 'tiny'} Mimi decoder, CPU ({torch.get_num_threads()} threads), "
+        f"{args.frames} frames in {len(chunks)} chunks of {args.chunk}, former history window {window} frames"
+    )
 
     stream = MimiDecodeStream(codec)
     stream.decode(codes[..., :2])  # warm-up, on a stream of its own
@@ -89,16 +93,20 @@ def main() -> None:
     for clock in CLOCKS:
         for way in ("former", "kept state"):
             parts = {part: statistics.median(values) for part, values in times[way, clock].items()}
-            print(f"{clock:5s} {way:11s} chunk early {parts['early'] * 1000:8.1f} ms   "
-                  f"late {parts['late'] * 1000:8.1f} ms"
-                  f"   late / early {parts['late'] / parts['early']:.2f}")
+            print(
+                f"{clock:5s} {way:11s} chunk early {parts['early'] * 1000:8.1f} ms   "
+                f"late {parts['late'] * 1000:8.1f} ms"
+                f"   late / early {parts['late'] / parts['early']:.2f}"
+            )
         late = {way: statistics.median(times[way, clock]["late"]) for way in ("former", "kept state")}
         print(f"{clock:5s} late chunks: kept state {late['former'] / late['kept state']:.2f}x faster than former")
     with torch.inference_mode():
         one_shot = codec.decode(codes).audio_values
     joined = torch.cat(outputs["kept state"], dim=-1)
-    print(f"kept state joined vs one-shot: max abs difference {float((joined - one_shot).abs().max()):.2e} "
-          f"(peak {float(one_shot.abs().max()):.2e})")
+    print(
+        f"kept state joined vs one-shot: max abs difference {float((joined - one_shot).abs().max()):.2e} "
+        f"(peak {float(one_shot.abs().max()):.2e})"
+    )
 
 
 if __name__ == "__main__":

@@ -34,9 +34,26 @@ class Server:
     def __init__(self, model: Path, device: str, voices: Path, replicas: int | None):
         extra = ["--replicas", str(replicas)] if replicas else []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "voxport", "serve", "--model", f"tts={model}", "--device", device, "--port", "0",
-             "--voices-dir", str(voices), *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+            [
+                sys.executable,
+                "-m",
+                "voxport",
+                "serve",
+                "--model",
+                f"tts={model}",
+                "--device",
+                device,
+                "--port",
+                "0",
+                "--voices-dir",
+                str(voices),
+                *extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
         began, lines = time.monotonic(), []
         for line in self.process.stdout:
             lines.append(line)
@@ -56,9 +73,15 @@ class Server:
 
 def measure(base: str, requests: int, concurrency: int, frames: int) -> tuple[float, float]:
     """(requests/s, audio seconds/s) over `requests` sent `concurrency` at a time."""
+
     def ask(index: int) -> float:
-        body = {"model": "tts", "input": f"Line number {index} of the benchmark.", "response_format": "pcm",
-                "seed": index, "max_seconds": frames * 0.08}
+        body = {
+            "model": "tts",
+            "input": f"Line number {index} of the benchmark.",
+            "response_format": "pcm",
+            "seed": index,
+            "max_seconds": frames * 0.08,
+        }
         response = httpx.post(f"{base}/v1/audio/speech", json=body, timeout=600)
         response.raise_for_status()
         return len(response.content) / 2 / SAMPLE_RATE

@@ -57,8 +57,11 @@ def main() -> None:
     config = Token2WavConfig(token2latent=Token2LatentConfig(num_layers=args.layers))
     network = Token2WavNetwork(config).eval()
     network.token2latent.to(dtype)
-    prompt = SpeakerPrompt(torch.randint(0, 16384, (1, PROMPT_CODES)), torch.randn(1, PROMPT_FRAMES, 64),
-                           0.1 * torch.randn(1, config.token2latent.spkr_embed_dim))
+    prompt = SpeakerPrompt(
+        torch.randint(0, 16384, (1, PROMPT_CODES)),
+        torch.randn(1, PROMPT_FRAMES, 64),
+        0.1 * torch.randn(1, config.token2latent.spkr_embed_dim),
+    )
     speech = Token2Wav(network, config, prompt, torch.zeros(64), torch.ones(64), torch.device("cpu"), dtype)
     tokens = torch.cat([prompt.tokens, torch.arange(args.codes).view(1, -1)], dim=1)
     frames = config.token2latent.upsample_factor * tokens.shape[1]
@@ -70,11 +73,15 @@ def main() -> None:
     achieved = dit_flops(config, frames) / seconds
     dims = config.token2latent
     reference = matmul_rate(2 * frames, dims.hidden_size, dims.ffn_hidden_size, dtype)
-    print(f"token2wav DiT, {args.layers} of 12 blocks, {args.dtype}, {args.codes} codes + {PROMPT_CODES}-code "
-          f"prompt = {frames} frames, {config.ode_steps - 1} midpoint steps, CPU with 1 thread")
-    print(f"ODE loop: {seconds:.2f} CPU s, {achieved / 1e9:.1f} GFLOP/s; matmul [{2 * frames}x{dims.hidden_size}] x "
-          f"[{dims.hidden_size}x{dims.ffn_hidden_size}]: {reference / 1e9:.1f} GFLOP/s; "
-          f"fraction of the matmul rate: {achieved / reference:.2f}")
+    print(
+        f"token2wav DiT, {args.layers} of 12 blocks, {args.dtype}, {args.codes} codes + {PROMPT_CODES}-code "
+        f"prompt = {frames} frames, {config.ode_steps - 1} midpoint steps, CPU with 1 thread"
+    )
+    print(
+        f"ODE loop: {seconds:.2f} CPU s, {achieved / 1e9:.1f} GFLOP/s; matmul [{2 * frames}x{dims.hidden_size}] x "
+        f"[{dims.hidden_size}x{dims.ffn_hidden_size}]: {reference / 1e9:.1f} GFLOP/s; "
+        f"fraction of the matmul rate: {achieved / reference:.2f}"
+    )
 
 
 if __name__ == "__main__":

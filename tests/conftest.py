@@ -95,8 +95,14 @@ def live_server(tiny_csm_dir, tiny_covo_dir, speech_wav):
     """One `voxport serve` process for every HTTP test: CSM as tts, Covo as chat, a named voice."""
     from serving import Server
 
-    server = Server("--model", f"tts={tiny_csm_dir}", "--model", f"chat={tiny_covo_dir}",
-                    "--voice", f"narrator={speech_wav}:A short recorded line.")
+    server = Server(
+        "--model",
+        f"tts={tiny_csm_dir}",
+        "--model",
+        f"chat={tiny_covo_dir}",
+        "--voice",
+        f"narrator={speech_wav}:A short recorded line.",
+    )
     yield server
     server.stop()
 

@@ -19,9 +19,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from faults import CLEAN_VARIANTS, FAULTS, run_fault  # noqa: E402
-
-from voxport.models.tiny import make_tiny_covo, make_tiny_csm, write_tiny_checkpoint  # noqa: E402
+from faults import CLEAN_VARIANTS, FAULTS, run_fault
+from voxport.models.tiny import make_tiny_covo, make_tiny_csm, write_tiny_checkpoint
 
 
 def main() -> None:
@@ -45,8 +44,10 @@ def run_table(root: Path, args) -> None:
     if args.clean:
         return clean_table(root, args)
     clean = checkpoints(root, args, args.seed)
-    print("| fault | family | dtype | expected block | verdict | named block | first op | ratio | seconds | "
-          "peak RSS GiB per phase |")
+    print(
+        "| fault | family | dtype | expected block | verdict | named block | first op | ratio | seconds | "
+        "peak RSS GiB per phase |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
     for index, fault in enumerate(FAULTS):
         wanted = (not args.family or fault.family == args.family) and args.only in fault.name
@@ -56,18 +57,26 @@ def run_table(root: Path, args) -> None:
             started = time.perf_counter()
             workdir = root / f"run{index}-{dtype_name}"
             workdir.mkdir()
-            result = run_fault(fault, clean[fault.family], workdir, getattr(torch, dtype_name),
-                               example_names=args.examples.split(",") if args.examples else None)
+            result = run_fault(
+                fault,
+                clean[fault.family],
+                workdir,
+                getattr(torch, dtype_name),
+                example_names=args.examples.split(",") if args.examples else None,
+            )
             shutil.rmtree(workdir)
             named = result["first_drift_module"]
             # the named block's numbers; where none is named, the expected block's (how far the fault stayed in)
             block = next((b for b in result["blocks"] if b["module"] == (named or fault.block)), {})
             op = result["first_diverging_op"] or {}
             ratio = block.get("relative_ratio")
-            print(f"| {fault.name} | {fault.family} | {dtype_name} | {fault.block} | {result['verdict']} | {named} "
-                  f"{'(right)' if named == fault.block else '(WRONG)'} | {op.get('op') or ''} | "
-                  f"{'' if ratio is None else f'{ratio:.2f}'} {block.get('reason', '')} | "
-                  f"{time.perf_counter() - started:.0f} | {_peak(result)} |", flush=True)
+            print(
+                f"| {fault.name} | {fault.family} | {dtype_name} | {fault.block} | {result['verdict']} | {named} "
+                f"{'(right)' if named == fault.block else '(WRONG)'} | {op.get('op') or ''} | "
+                f"{'' if ratio is None else f'{ratio:.2f}'} {block.get('reason', '')} | "
+                f"{time.perf_counter() - started:.0f} | {_peak(result)} |",
+                flush=True,
+            )
 
 
 def clean_table(root: Path, args) -> None:
@@ -81,22 +90,33 @@ def clean_table(root: Path, args) -> None:
             for dtype_name in args.dtypes.split(","):
                 workdir = root / f"clean{seed}-{variant.name}-{variant.family}-{dtype_name}".replace(" ", "_")
                 workdir.mkdir()
-                result = run_fault(variant, clean[variant.family], workdir, getattr(torch, dtype_name),
-                                   example_names=args.examples.split(",") if args.examples else None)
+                result = run_fault(
+                    variant,
+                    clean[variant.family],
+                    workdir,
+                    getattr(torch, dtype_name),
+                    example_names=args.examples.split(",") if args.examples else None,
+                )
                 shutil.rmtree(workdir)
                 judged = [*result["blocks"], *result["outputs"].values()]
                 relative = max(entry.get("relative_ratio") or 0.0 for entry in judged)
                 largest = max(entry.get("max_ratio") or 0.0 for entry in judged)
-                print(f"| {variant.name} | {variant.family} | {seed} | {dtype_name} | {result['verdict']} | "
-                      f"{result['first_drift_module']} | {relative:.3f} | {largest:.3f} |", flush=True)
+                print(
+                    f"| {variant.name} | {variant.family} | {seed} | {dtype_name} | {result['verdict']} | "
+                    f"{result['first_drift_module']} | {relative:.3f} | {largest:.3f} |",
+                    flush=True,
+                )
 
 
 def checkpoints(root: Path, args, seed: int) -> dict[str, Path]:
     """A clean checkpoint of each family asked for (only --family's where given), at --size."""
     size = {"size": args.size, **({"layers": args.layers} if args.layers else {})}
     builds = {"csm": make_tiny_csm, "covo": make_tiny_covo}
-    return {family: write_tiny_checkpoint(build, root / family, seed=seed, **size)
-            for family, build in builds.items() if not args.family or family == args.family}
+    return {
+        family: write_tiny_checkpoint(build, root / family, seed=seed, **size)
+        for family, build in builds.items()
+        if not args.family or family == args.family
+    }
 
 
 def _peak(result: dict) -> str:

@@ -3,7 +3,8 @@
 Checkpoint faults change only the target's files (weights with ~2 % noise on one block, a RoPE base changed in
 config.json). Code faults patch the target model's instances only (the reference and the benchmark load clean):
 RMSNorm eps or its float32 upcast, softmax in half precision, attention scale, an activation swapped, the mel
-front end in float16, the engine's KV cache written one row late or its RoPE sign dropped, the adapter's stride. Each fault names the block
+front end in float16, the engine's KV cache written one row late or its RoPE sign dropped, the adapter's stride.
+Each fault names the block
 accuracy must point to. Used by tests/test_accuracy_faults.py and tests/fault_table.py.
 """
 
@@ -11,11 +12,10 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import AttentionInterface
 
-from voxport.audio.features import N_FFT, HOP_LENGTH, _pad_or_trim, mel_filters, CHUNK_SAMPLES
+from voxport.audio.features import CHUNK_SAMPLES, HOP_LENGTH, N_FFT, _pad_or_trim, mel_filters
 from voxport.models import registry
 from voxport.validate import accuracy, reproducibility
 
@@ -50,20 +50,22 @@ def copy_with_noise(clean: Path, faulty: Path, prefix: str) -> Path:
             tensor = weights[key]
             if key.startswith(prefix + ".") and tensor.is_floating_point() and tensor.ndim >= 1 and tensor.numel() > 1:
                 rms = tensor.float().pow(2).mean().sqrt()
-                weights[key] = (tensor.float() + NOISE * rms * torch.randn(tensor.shape, generator=generator)).to(tensor.dtype)
+                weights[key] = (tensor.float() + NOISE * rms * torch.randn(tensor.shape, generator=generator)).to(
+                    tensor.dtype
+                )
                 changed += 1
         return changed
 
     changed = 0
     for shard in sorted(faulty.glob("*.safetensors")):
         weights = load_file(shard)
-        if (count := noisy(weights)):
+        if count := noisy(weights):
             save_file(weights, shard, metadata={"format": "pt"})
             changed += count
     token2wav = faulty / "token2wav" / "model.pt"
     if token2wav.is_file():
         weights = torch.load(token2wav, weights_only=True)
-        if (count := noisy(weights)):
+        if count := noisy(weights):
             torch.save(weights, token2wav)
             changed += count
     if not changed:
@@ -98,17 +100,21 @@ def _module(model, name: str) -> nn.Module:
 def rms_norm_eps(name: str, eps: float = 1e-2):
     def plant(model):
         _module(model, name).variance_epsilon = eps
+
     return plant
 
 
 def rms_norm_without_upcast(name: str):
     """RMSNorm computed in the input dtype (no float32 statistics)."""
+
     def plant(model):
         norm = _module(model, name)
 
         def forward(hidden):
             return norm.weight * (hidden * torch.rsqrt(hidden.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon))
+
         norm.forward = forward
+
     return plant
 
 
@@ -124,7 +130,8 @@ def _half_softmax_attention(module, query, key, value, attention_mask, scaling=N
             scores = scores + attention_mask[..., : key.shape[-2]]
     elif query.shape[-2] > 1:
         causal = torch.ones(query.shape[-2], key.shape[-2], dtype=torch.bool, device=query.device).tril(
-            key.shape[-2] - query.shape[-2])
+            key.shape[-2] - query.shape[-2]
+        )
         scores = scores.masked_fill(~causal, float("-inf"))
     weights = torch.softmax(scores, dim=-1)  # no dtype=float32: the fault
     return (weights @ value).transpose(1, 2).contiguous(), weights
@@ -135,31 +142,37 @@ AttentionInterface.register("voxport_half_softmax", _half_softmax_attention)
 
 def softmax_in_half(name: str):
     """Every attention layer sharing `name`'s config computes softmax in the model dtype."""
+
     def plant(model):
         _module(model, name).self_attn.config._attn_implementation = "voxport_half_softmax"
+
     return plant
 
 
 def attention_scale(name: str, factor: float = 1.25):
     def plant(model):
         _module(model, name).self_attn.scaling *= factor
+
     return plant
 
 
 def activation_swap(name: str):
     def plant(model):
         _module(model, name).mlp.act_fn = nn.GELU()
+
     return plant
 
 
 def adapter_stride(name: str):
     def plant(model):
         _module(model, name).conv1d.stride = (1,)
+
     return plant
 
 
 def mel_in_float16(model):
     """The front end's mel projection and log in float16 (as a port that runs everything in half would)."""
+
     def log_mels(segments):
         mels = []
         for segment in segments:
@@ -172,6 +185,7 @@ def mel_in_float16(model):
             log_mel = torch.maximum(log_mel, log_mel.max() - 8.0)
             mels.append(((log_mel + 4.0) / 4.0).float())
         return torch.stack(mels)
+
     model.log_mels = log_mels
 
 
@@ -179,6 +193,7 @@ def _engine_fault(change_call: Callable):
     """A code fault in the model's generating engine (CSM's backbone stack, Covo's LLM stack): the target's
     `engine_type` replaced by one whose stack calls `change_call(original_call, stack, x, rope, slots, mask,
     visible)`. Generation, repro's teacher forcing and accuracy's engine stages all run it."""
+
     def plant(model):
         base = type(model).engine_type
 
@@ -191,8 +206,11 @@ def _engine_fault(change_call: Callable):
                 class Changed(type(stack)):
                     def __call__(self, x, rope, slots, mask, visible=None):
                         return change_call(original, self, x, rope, slots, mask, visible)
+
                 stack.__class__ = Changed
+
         model.engine_type = Faulty
+
     return plant
 
 
@@ -218,8 +236,12 @@ FAULTS = [
     Fault("weights depth layer", "csm", "depth_decoder.model.layers.0", weights("depth_decoder.model.layers.0")),
     Fault("weights lm_head", "csm", "lm_head", weights("lm_head")),
     Fault("weights Mimi codebooks", "csm", "codec_model.quantizer", weights("codec_model.quantizer")),
-    Fault("weights Mimi transformer", "csm", "codec_model.decoder_transformer.layers.0",
-          weights("codec_model.decoder_transformer.layers.0")),
+    Fault(
+        "weights Mimi transformer",
+        "csm",
+        "codec_model.decoder_transformer.layers.0",
+        weights("codec_model.decoder_transformer.layers.0"),
+    ),
     Fault("weights Mimi decoder conv", "csm", "codec_model.decoder.layers.3", weights("codec_model.decoder.layers.3")),
     Fault("RoPE base x2", "csm", "backbone_model.rotary_emb", rope(None)),
     Fault("weights encoder layer", "covo", "encoder.layers.1", weights("encoder.layers.1")),
@@ -229,23 +251,44 @@ FAULTS = [
     Fault("weights vocoder block", "covo", "wavegan.resblocks.3", weights("wavegan.resblocks.3")),
     Fault("RoPE base x2", "covo", "llm.model.rotary_emb", rope("llm_config")),
     # Planted in the target's code.
-    Fault("RMSNorm eps 1e-2", "csm", "backbone_model.layers.1", rms_norm_eps("backbone_model.layers.1.post_attention_layernorm"), True),
-    Fault("RMSNorm without float32 upcast", "csm", "backbone_model.layers.0",
-          rms_norm_without_upcast("backbone_model.layers.0.input_layernorm"), True),
+    Fault(
+        "RMSNorm eps 1e-2",
+        "csm",
+        "backbone_model.layers.1",
+        rms_norm_eps("backbone_model.layers.1.post_attention_layernorm"),
+        True,
+    ),
+    Fault(
+        "RMSNorm without float32 upcast",
+        "csm",
+        "backbone_model.layers.0",
+        rms_norm_without_upcast("backbone_model.layers.0.input_layernorm"),
+        True,
+    ),
     Fault("softmax in model dtype", "csm", "backbone_model.layers.0", softmax_in_half("backbone_model.layers.0"), True),
     Fault("attention scale x1.25", "csm", "backbone_model.layers.1", attention_scale("backbone_model.layers.1"), True),
     Fault("SiLU swapped for GELU", "csm", "backbone_model.layers.0", activation_swap("backbone_model.layers.0"), True),
     Fault("KV cache written one row late", "csm", "engine", kv_cache_late, True),
     Fault("engine RoPE sign dropped", "csm", "engine", rope_sign_dropped, True),
     Fault("RMSNorm eps 1e-2", "covo", "llm.model.layers.0", rms_norm_eps("llm.model.layers.0.input_layernorm"), True),
-    Fault("RMSNorm without float32 upcast", "covo", "llm.model.layers.1",
-          rms_norm_without_upcast("llm.model.layers.1.post_attention_layernorm"), True),
+    Fault(
+        "RMSNorm without float32 upcast",
+        "covo",
+        "llm.model.layers.1",
+        rms_norm_without_upcast("llm.model.layers.1.post_attention_layernorm"),
+        True,
+    ),
     Fault("softmax in model dtype", "covo", "llm.model.layers.0", softmax_in_half("llm.model.layers.0"), True),
     Fault("attention scale x1.25", "covo", "encoder.layers.1", attention_scale("encoder.layers.1"), True),
     Fault("SiLU swapped for GELU", "covo", "llm.model.layers.1", activation_swap("llm.model.layers.1"), True),
     Fault("mel front end in float16", "covo", "mel", mel_in_float16, True),
-    Fault("adapter stride 1 for 2", "covo", "audio_adapter.downsample_layers.0",
-          adapter_stride("audio_adapter.downsample_layers.0"), True),
+    Fault(
+        "adapter stride 1 for 2",
+        "covo",
+        "audio_adapter.downsample_layers.0",
+        adapter_stride("audio_adapter.downsample_layers.0"),
+        True,
+    ),
     Fault("KV cache written one row late", "covo", "generation", kv_cache_late, True),
     Fault("engine RoPE sign dropped", "covo", "generation", rope_sign_dropped, True),
 ]
@@ -254,16 +297,27 @@ FAULTS = [
 def run_fault(fault: Fault, clean: Path, workdir: Path, dtype: torch.dtype, monkeypatch=None, **options) -> dict:
     """accuracy with the fault in the target only (a checkpoint copy, or code patched into the target's load)."""
     with planted(fault, clean, workdir) as target:
-        return accuracy.run_accuracy(str(target), torch.device("cpu"), dtype, reference_source=str(clean),
-                                     progress=lambda message: None, **options)
+        return accuracy.run_accuracy(
+            str(target),
+            torch.device("cpu"),
+            dtype,
+            reference_source=str(clean),
+            progress=lambda message: None,
+            **options,
+        )
 
 
 def run_repro_fault(fault: Fault, clean: Path, workdir: Path, dtype: torch.dtype = torch.float32, **options) -> dict:
     """repro on the CPU with the fault in the target only; the reference streams come from the clean checkpoint."""
     with planted(fault, clean, workdir) as target:
-        return reproducibility.run_reproducibility(str(target), torch.device("cpu"), dtype,
-                                                   reference_source=str(clean), progress=lambda message: None,
-                                                   **options)
+        return reproducibility.run_reproducibility(
+            str(target),
+            torch.device("cpu"),
+            dtype,
+            reference_source=str(clean),
+            progress=lambda message: None,
+            **options,
+        )
 
 
 @contextmanager
@@ -303,6 +357,7 @@ def math_attention(model):
             def with_math(*args, _forward=forward, **kwargs):
                 with sdpa_kernel(SDPBackend.MATH):
                     return _forward(*args, **kwargs)
+
             module.forward = with_math
 
 

@@ -22,7 +22,10 @@ class Server:
             args = (*args, "--voices-dir", tempfile.mkdtemp(prefix="voxport-voices-"))
         self.process = subprocess.Popen(
             [*prefix, sys.executable, "-m", "voxport", "serve", "--port", "0", "--device", "cpu", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
         )
         self.lines: SimpleQueue = SimpleQueue()
         self.output: list[str] = []

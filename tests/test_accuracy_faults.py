@@ -16,8 +16,11 @@ def fault(name: str, family: str):
     return next(f for f in FAULTS if f.name == name and f.family == family)
 
 
-@pytest.mark.parametrize("variant, dtype", [(CLEAN_VARIANTS[1], torch.bfloat16), (CLEAN_VARIANTS[3], torch.float16)],
-                         ids=["csm-bfloat16", "covo-float16"])
+@pytest.mark.parametrize(
+    "variant, dtype",
+    [(CLEAN_VARIANTS[1], torch.bfloat16), (CLEAN_VARIANTS[3], torch.float16)],
+    ids=["csm-bfloat16", "covo-float16"],
+)
 def test_a_correct_port_with_other_kernels_passes(variant, dtype, request, tmp_path):
     clean = request.getfixturevalue(f"tiny_{variant.family}_dir")
     result = run_fault(variant, clean, tmp_path, dtype, **QUICK)
@@ -26,12 +29,16 @@ def test_a_correct_port_with_other_kernels_passes(variant, dtype, request, tmp_p
     assert any(block["relative_error"] != block["benchmark_relative_error"] for block in result["blocks"])
 
 
-@pytest.mark.parametrize("planted, dtype", [
-    (fault("weights Mimi decoder conv", "csm"), torch.bfloat16),
-    (fault("KV cache written one row late", "csm"), torch.bfloat16),
-    (fault("weights DiT block", "covo"), torch.float16),
-    (fault("mel front end in float16", "covo"), torch.bfloat16),
-], ids=lambda value: str(value).split(".")[-1] if isinstance(value, torch.dtype) else f"{value.family}-{value.name}")
+@pytest.mark.parametrize(
+    "planted, dtype",
+    [
+        (fault("weights Mimi decoder conv", "csm"), torch.bfloat16),
+        (fault("KV cache written one row late", "csm"), torch.bfloat16),
+        (fault("weights DiT block", "covo"), torch.float16),
+        (fault("mel front end in float16", "covo"), torch.bfloat16),
+    ],
+    ids=lambda value: str(value).split(".")[-1] if isinstance(value, torch.dtype) else f"{value.family}-{value.name}",
+)
 def test_a_planted_fault_fails_at_its_block(planted, dtype, request, tmp_path):
     clean = request.getfixturevalue(f"tiny_{planted.family}_dir")
     result = run_fault(planted, clean, tmp_path, dtype, **QUICK)
@@ -42,8 +49,9 @@ def test_a_planted_fault_fails_at_its_block(planted, dtype, request, tmp_path):
 
 
 def test_a_shape_change_is_a_fail_naming_the_block_and_op(tiny_covo_dir, tmp_path):
-    result = run_fault(fault("adapter stride 1 for 2", "covo"), tiny_covo_dir, tmp_path, torch.bfloat16,
-                       example_names=["english"])
+    result = run_fault(
+        fault("adapter stride 1 for 2", "covo"), tiny_covo_dir, tmp_path, torch.bfloat16, example_names=["english"]
+    )
     assert result["verdict"] == "FAIL" and result["first_drift_module"] == "audio_adapter.downsample_layers.0"
     named = next(block for block in result["blocks"] if block["module"] == "audio_adapter.downsample_layers.0")
     assert "shape" in named["reason"]
@@ -54,8 +62,9 @@ def test_a_shape_change_is_a_fail_naming_the_block_and_op(tiny_covo_dir, tmp_pat
 
 
 def test_the_first_diverging_op_is_named(tiny_csm_dir, tmp_path):
-    result = run_fault(fault("SiLU swapped for GELU", "csm"), tiny_csm_dir, tmp_path, torch.bfloat16,
-                       example_names=["english"])
+    result = run_fault(
+        fault("SiLU swapped for GELU", "csm"), tiny_csm_dir, tmp_path, torch.bfloat16, example_names=["english"]
+    )
     assert result["first_drift_module"] == "backbone_model.layers.0"
     op = result["first_diverging_op"]
     assert op["block"] == "backbone_model.layers.0" and op["op"] == "aten::gelu"
@@ -71,18 +80,35 @@ def test_the_command_exits_3_on_a_fail_and_0_on_a_pass(tiny_csm_dir, tmp_path):
     faulty = fault("weights Mimi decoder conv", "csm").plant(tiny_csm_dir, tmp_path / "faulty")
     quick = ["--dtype", "bfloat16", "--device", "cpu", "--examples", "english", "--no-op-search"]
     report = tmp_path / "faulty.json"
-    assert main(["accuracy", "--model", str(faulty), "--reference-model", str(tiny_csm_dir), *quick,
-                 "--json-out", str(report)]) == 3
+    assert (
+        main(
+            [
+                "accuracy",
+                "--model",
+                str(faulty),
+                "--reference-model",
+                str(tiny_csm_dir),
+                *quick,
+                "--json-out",
+                str(report),
+            ]
+        )
+        == 3
+    )
     assert json.loads(report.read_text())["verdict"] == "FAIL"
     assert main(["accuracy", "--model", str(tiny_csm_dir), *quick]) == 0
 
 
-@pytest.mark.parametrize("planted", [
-    fault("KV cache written one row late", "csm"),
-    fault("engine RoPE sign dropped", "csm"),
-    fault("KV cache written one row late", "covo"),
-    fault("engine RoPE sign dropped", "covo"),
-], ids=lambda value: f"{value.family}-{value.name}")
+@pytest.mark.parametrize(
+    "planted",
+    [
+        fault("KV cache written one row late", "csm"),
+        fault("engine RoPE sign dropped", "csm"),
+        fault("KV cache written one row late", "covo"),
+        fault("engine RoPE sign dropped", "covo"),
+    ],
+    ids=lambda value: f"{value.family}-{value.name}",
+)
 def test_an_engine_fault_fails_repro_in_float32(planted, request, tmp_path):
     """repro teacher-forces and generates through the engine: a fault there fails it, even in float32."""
     clean = request.getfixturevalue(f"tiny_{planted.family}_dir")

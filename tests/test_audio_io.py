@@ -87,10 +87,13 @@ def wav_bytes(samples, rate=24000, subtype="FLOAT"):
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize("bad, message", [
-    (np.nan, "1 non-finite samples"),
-    (np.inf, "1 non-finite samples"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (np.nan, "1 non-finite samples"),
+        (np.inf, "1 non-finite samples"),
+    ],
+)
 def test_non_finite_samples_are_refused_from_files_and_bytes(bad, message, tmp_path):
     samples = tone(24000)
     samples[100] = bad
@@ -105,8 +108,11 @@ def test_non_finite_samples_are_refused_from_files_and_bytes(bad, message, tmp_p
 def test_truncated_wav_is_refused_but_a_streaming_header_is_not(tmp_path):
     whole = wav_bytes(tone(24000), subtype="PCM_16")
     (tmp_path / "cut.wav").write_bytes(whole[: len(whole) // 2])
-    with pytest.raises(AudioError, match=r"cut.wav is truncated: its header promises 24000 bytes of audio, the "
-                                         r"file holds 11978"):
+    with pytest.raises(
+        AudioError,
+        match=r"cut.wav is truncated: its header promises 24000 bytes of audio, the "
+        r"file holds 11978",
+    ):
         check_readable(tmp_path / "cut.wav")
     streamed = streaming_wav_header(24000) + pcm16(tone(24000))
     samples, rate = read_audio(streamed, "a stream")

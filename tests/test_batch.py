@@ -28,15 +28,37 @@ def write_jsonl(path, rows) -> None:
 
 def test_batch_tts_bad_rows_two_workers_same_audio_as_tts_and_resume(ray_runtime, tiny_csm_dir, tmp_path, capsys):
     lines, out, solo = tmp_path / "lines.jsonl", tmp_path / "out", tmp_path / "solo.wav"
-    write_jsonl(lines, [
-        {"id": "seeded", "text": "Hello from the batch.", "seed": 7},
-        {"text": "A row without an id, in the same engine batch.", "speaker": 1},
-        {"id": "plain", "text": "Another line.", "max_tokens": 3},
-        {"id": "empty", "text": "  "},
-        {"id": "lost", "text": "Its context is missing.", "context": [{"speaker": 0, "text": "Hi.", "audio": "gone.wav"}]},
-    ])
-    command = ["batch", "tts", str(lines), "--model", str(tiny_csm_dir), "--output-dir", str(out), "--workers", "2",
-               "--device", "cpu", "--max-tokens", "4", "--batch-size", "2"]
+    write_jsonl(
+        lines,
+        [
+            {"id": "seeded", "text": "Hello from the batch.", "seed": 7},
+            {"text": "A row without an id, in the same engine batch.", "speaker": 1},
+            {"id": "plain", "text": "Another line.", "max_tokens": 3},
+            {"id": "empty", "text": "  "},
+            {
+                "id": "lost",
+                "text": "Its context is missing.",
+                "context": [{"speaker": 0, "text": "Hi.", "audio": "gone.wav"}],
+            },
+        ],
+    )
+    command = [
+        "batch",
+        "tts",
+        str(lines),
+        "--model",
+        str(tiny_csm_dir),
+        "--output-dir",
+        str(out),
+        "--workers",
+        "2",
+        "--device",
+        "cpu",
+        "--max-tokens",
+        "4",
+        "--batch-size",
+        "2",
+    ]
 
     assert main(command) == 1  # bad rows make the exit status non-zero; the others are done
     summary = capsys.readouterr().out
@@ -44,7 +66,12 @@ def test_batch_tts_bad_rows_two_workers_same_audio_as_tts_and_resume(ray_runtime
     records = manifest(out)
     assert list(records) == ["seeded", "000001", "plain", "empty", "lost"]
     assert {key: records[key]["status"] for key in records} == {
-        "seeded": "ok", "000001": "ok", "plain": "ok", "empty": "error", "lost": "error"}
+        "seeded": "ok",
+        "000001": "ok",
+        "plain": "ok",
+        "empty": "error",
+        "lost": "error",
+    }
     assert "empty" in records["empty"]["error"] and "gone.wav does not exist" in records["lost"]["error"]
     assert records["plain"]["frames"] <= 3 and records["seeded"]["seed"] == 7
     for key in ("seeded", "000001", "plain"):
@@ -52,8 +79,25 @@ def test_batch_tts_bad_rows_two_workers_same_audio_as_tts_and_resume(ray_runtime
     assert len({records[key]["worker"] for key in ("seeded", "000001", "plain", "lost")}) == 2
     assert records["seeded"]["worker"] == records["000001"]["worker"]  # one engine batch, seeds of their own
 
-    assert main(["tts", "Hello from the batch.", "--model", str(tiny_csm_dir), "--seed", "7", "--max-tokens", "4",
-                 "--device", "cpu", "-o", str(solo)]) == 0
+    assert (
+        main(
+            [
+                "tts",
+                "Hello from the batch.",
+                "--model",
+                str(tiny_csm_dir),
+                "--seed",
+                "7",
+                "--max-tokens",
+                "4",
+                "--device",
+                "cpu",
+                "-o",
+                str(solo),
+            ]
+        )
+        == 0
+    )
     assert (out / "seeded.wav").read_bytes() == solo.read_bytes()
 
     # A job killed after two rows (one of them without its file yet) is resumed: the rest is redone, the
@@ -81,12 +125,32 @@ def test_batch_chat_replies_in_the_manifest(ray_runtime, tiny_covo_dir, speech_w
     (tmp_path / "clips").mkdir()
     shutil.copy(speech_wav, tmp_path / "clips" / "question.wav")
     rows, out = tmp_path / "questions.jsonl", tmp_path / "answers"
-    write_jsonl(rows, [{"id": "q1", "audio": "clips/question.wav"},
-                       {"id": "q2", "audio": "clips/question.wav", "max_tokens": 3},
-                       {"id": "nothing", "audio": "clips/none.wav"},
-                       {"id": "not-audio", "audio": "questions.jsonl"}])
-    code = main(["batch", "chat", str(rows), "--model", str(tiny_covo_dir), "--output-dir", str(out),
-                 "--max-tokens", "6", "--workers", "2", "--device", "cpu"])
+    write_jsonl(
+        rows,
+        [
+            {"id": "q1", "audio": "clips/question.wav"},
+            {"id": "q2", "audio": "clips/question.wav", "max_tokens": 3},
+            {"id": "nothing", "audio": "clips/none.wav"},
+            {"id": "not-audio", "audio": "questions.jsonl"},
+        ],
+    )
+    code = main(
+        [
+            "batch",
+            "chat",
+            str(rows),
+            "--model",
+            str(tiny_covo_dir),
+            "--output-dir",
+            str(out),
+            "--max-tokens",
+            "6",
+            "--workers",
+            "2",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 1 and "4 rows: 2 ok, 2 failed" in capsys.readouterr().out
     records = manifest(out)
     assert records["nothing"]["status"] == "error" and "none.wav does not exist" in records["nothing"]["error"]
@@ -100,8 +164,23 @@ def test_batch_chat_replies_in_the_manifest(ray_runtime, tiny_covo_dir, speech_w
 
 def test_fleet_report_compares_targets_side_by_side(ray_runtime, tiny_csm_dir, tmp_path, capsys):
     out = tmp_path / "fleet"
-    code = main(["run-all", "--model", str(tiny_csm_dir), "--targets", "cpu:bfloat16,cpu:float16", "--out", str(out),
-                 "--configs", "short_2t", "--iterations", "1", "--steps", "2"])
+    code = main(
+        [
+            "run-all",
+            "--model",
+            str(tiny_csm_dir),
+            "--targets",
+            "cpu:bfloat16,cpu:float16",
+            "--out",
+            str(out),
+            "--configs",
+            "short_2t",
+            "--iterations",
+            "1",
+            "--steps",
+            "2",
+        ]
+    )
     assert code == 0 and "fleet.json" in capsys.readouterr().out
     report = json.loads((out / "fleet.json").read_text())
     jsonschema = pytest.importorskip("jsonschema")
@@ -122,40 +201,58 @@ def test_fleet_report_compares_targets_side_by_side(ray_runtime, tiny_csm_dir, t
 def test_inputs_in_every_format(tmp_path):
     import pyarrow as pa
 
-    (tmp_path / "a.csv").write_text('id,text,seed,context\nx,"Hi, there.",3,\ny,Bye.,no,\n'
-                                    'z,Again.,,"[{""speaker"": 1, ""text"": ""Hi."", ""audio"": ""c.wav""}]"\n')
+    (tmp_path / "a.csv").write_text(
+        'id,text,seed,context\nx,"Hi, there.",3,\ny,Bye.,no,\n'
+        'z,Again.,,"[{""speaker"": 1, ""text"": ""Hi."", ""audio"": ""c.wav""}]"\n'
+    )
     rows = read_rows(tmp_path / "a.csv", "text")
     assert [(row.id, row.fields.get("seed"), row.problem) for row in rows][:2] == [
-        ("x", 3, None), ("y", None, "seed is 'no': expected an integer")]
+        ("x", 3, None),
+        ("y", None, "seed is 'no': expected an integer"),
+    ]
     assert rows[2].fields["context"] == [{"speaker": 1, "text": "Hi.", "audio": str(tmp_path / "c.wav")}]
     pq.write_table(pa.table({"audio": ["a.wav", "b.flac"], "seed": [1, None]}), tmp_path / "b.parquet")
     rows = read_rows(tmp_path / "b.parquet", "audio")
     assert [(row.id, row.fields) for row in rows] == [
-        ("000000", {"audio": str(tmp_path / "a.wav"), "seed": 1}), ("000001", {"audio": str(tmp_path / "b.flac")})]
+        ("000000", {"audio": str(tmp_path / "a.wav"), "seed": 1}),
+        ("000001", {"audio": str(tmp_path / "b.flac")}),
+    ]
     (tmp_path / "c.txt").write_text("One.\n\nTwo.\n")
     assert [row.fields["text"] for row in read_rows(tmp_path / "c.txt", "text")] == ["One.", "Two."]
     (tmp_path / "d.jsonl").write_text('{"id": "../up", "text": "x"}\n[1]\n{"id": 5, "text": "ok", "speaker": 1.5}\n')
     assert [(row.id, row.problem) for row in read_rows(tmp_path / "d.jsonl", "text")] == [
         ("000000", "id '../up' cannot name a file: expected letters, digits, '.', '_' or '-'"),
-        ("000001", "line 2 is not a JSON object"), ("5", "speaker is 1.5: expected an integer")]
+        ("000001", "line 2 is not a JSON object"),
+        ("5", "speaker is 1.5: expected an integer"),
+    ]
 
 
 def test_ids_and_numbers_are_read_strictly(tmp_path):
-    write_jsonl(tmp_path / "e.jsonl", [{"id": "nl\n", "text": "x"}, {"id": "sup", "text": "x", "seed": "²"},
-                                       {"id": "long", "text": "x", "speaker": "1" * 5000},
-                                       {"id": "spaced", "text": "x", "seed": " 7"}])
+    write_jsonl(
+        tmp_path / "e.jsonl",
+        [
+            {"id": "nl\n", "text": "x"},
+            {"id": "sup", "text": "x", "seed": "²"},
+            {"id": "long", "text": "x", "speaker": "1" * 5000},
+            {"id": "spaced", "text": "x", "seed": " 7"},
+        ],
+    )
     assert [(row.id, row.problem) for row in read_rows(tmp_path / "e.jsonl", "text")] == [
         ("000000", "id 'nl\\n' cannot name a file: expected letters, digits, '.', '_' or '-'"),
         ("sup", "seed is '²': expected an integer"),
         ("long", f"speaker is '{'1' * 56}...: expected an integer"),  # a one-line reason, not 5000 digits
-        ("spaced", None)]
+        ("spaced", None),
+    ]
 
 
-@pytest.mark.parametrize("name, content, message", [
-    ("rows.xlsx", "", "unknown format: expected .jsonl, .csv, .parquet or .txt"),
-    ("rows.jsonl", '{"id": "a", "text": "x"}\n{"id": "a", "text": "y"}\n', "id 'a' is used by rows 0 and 1"),
-    ("rows.txt", "\n\n", "has no rows"),
-])
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("rows.xlsx", "", "unknown format: expected .jsonl, .csv, .parquet or .txt"),
+        ("rows.jsonl", '{"id": "a", "text": "x"}\n{"id": "a", "text": "y"}\n', "id 'a' is used by rows 0 and 1"),
+        ("rows.txt", "\n\n", "has no rows"),
+    ],
+)
 def test_bad_inputs_fail_before_any_work(tmp_path, name, content, message, capsys):
     (tmp_path / name).write_text(content)
     with pytest.raises(InputError, match=message):
@@ -173,9 +270,23 @@ def test_bad_targets_and_missing_ray(monkeypatch, tmp_path, tiny_csm_dir, capsys
     with pytest.raises(VoxportError, match=r"Ray is not installed: pip install 'voxport\[batch\]'"):
         require_ray()
     (tmp_path / "rows.txt").write_text("Hello.\n")
-    assert main(["batch", "tts", str(tmp_path / "rows.txt"), "--model", str(tiny_csm_dir), "--output-dir",
-                 str(tmp_path / "out")]) == 1
-    assert capsys.readouterr().err.startswith("voxport: error: Ray is not installed") and not (tmp_path / "out").exists()
+    assert (
+        main(
+            [
+                "batch",
+                "tts",
+                str(tmp_path / "rows.txt"),
+                "--model",
+                str(tiny_csm_dir),
+                "--output-dir",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 1
+    )
+    assert (
+        capsys.readouterr().err.startswith("voxport: error: Ray is not installed") and not (tmp_path / "out").exists()
+    )
 
 
 def test_devices_are_requested_as_ray_resources():
@@ -192,7 +303,9 @@ def test_devices_are_requested_as_ray_resources():
 def test_a_worker_failure_is_told_in_one_line():
     from voxport.batch.jobs import _cause
 
-    wrapped = RuntimeError("ray::MapWorker.__init__() (pid=1)\nTraceback ...\n  File \"model.py\", line 9\n"
-                           "voxport.errors.CheckpointError: cannot load CSM checkpoint /m: no model.safetensors\n")
+    wrapped = RuntimeError(
+        'ray::MapWorker.__init__() (pid=1)\nTraceback ...\n  File "model.py", line 9\n'
+        "voxport.errors.CheckpointError: cannot load CSM checkpoint /m: no model.safetensors\n"
+    )
     assert _cause(wrapped) == "cannot load CSM checkpoint /m: no model.safetensors"
     assert _cause(RuntimeError("node lost\nmore")) == "RuntimeError: node lost"

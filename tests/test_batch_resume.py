@@ -36,9 +36,28 @@ def stamps(directory) -> dict[str, tuple[int, int]]:
 def test_a_job_killed_half_way_loses_no_finished_row_and_its_rerun_redoes_none(tiny_csm_dir, tmp_path):
     lines, out = tmp_path / "lines.jsonl", tmp_path / "out"
     write_jsonl(lines, [{"id": f"row{number:02d}", "text": f"Line number {number}."} for number in range(40)])
-    command = [sys.executable, "-m", "voxport", "batch", "tts", str(lines), "--model", str(tiny_csm_dir),
-               "--output-dir", str(out), "--workers", "1", "--batch-size", "1", "--device", "cpu", "--max-tokens",
-               "4", "--seed", "3"]
+    command = [
+        sys.executable,
+        "-m",
+        "voxport",
+        "batch",
+        "tts",
+        str(lines),
+        "--model",
+        str(tiny_csm_dir),
+        "--output-dir",
+        str(out),
+        "--workers",
+        "1",
+        "--batch-size",
+        "1",
+        "--device",
+        "cpu",
+        "--max-tokens",
+        "4",
+        "--seed",
+        "3",
+    ]
     job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 300
     while len(list(out.glob("*.wav"))) < 8:
@@ -84,18 +103,36 @@ def crashing_tts(monkeypatch):
     ray.shutdown()
 
 
-def test_a_row_that_kills_its_worker_is_retried_a_bounded_number_of_times_then_an_error(crashing_tts, tiny_csm_dir,
-                                                                                          tmp_path):
+def test_a_row_that_kills_its_worker_is_retried_a_bounded_number_of_times_then_an_error(
+    crashing_tts, tiny_csm_dir, tmp_path
+):
     lines, out = tmp_path / "lines.jsonl", tmp_path / "out"
-    write_jsonl(lines, [{"id": "one", "text": "One."}, {"id": "bad", "text": "Crash here."},
-                        {"id": "two", "text": "Two."}, {"id": "three", "text": "Three."}])
-    job = jobs.BatchJob(kind="tts", input=lines, model=str(tiny_csm_dir), output_dir=out, device="cpu", workers=1,
-                        batch_size=4, row_defaults={"speaker": 0, "max_tokens": 3, "seed": 1}, max_retries=1)
+    write_jsonl(
+        lines,
+        [
+            {"id": "one", "text": "One."},
+            {"id": "bad", "text": "Crash here."},
+            {"id": "two", "text": "Two."},
+            {"id": "three", "text": "Three."},
+        ],
+    )
+    job = jobs.BatchJob(
+        kind="tts",
+        input=lines,
+        model=str(tiny_csm_dir),
+        output_dir=out,
+        device="cpu",
+        workers=1,
+        batch_size=4,
+        row_defaults={"speaker": 0, "max_tokens": 3, "seed": 1},
+        max_retries=1,
+    )
     summary = jobs.run_batch(job)
     assert (summary.ok, summary.failed) == (3, 1)
     records = manifest(out)
     assert records["bad"]["status"] == "error" and records["bad"]["error"] == (
         "its worker died each of the 2 times it ran alone (a crash: a segfault, out of memory, or an exit); not "
-        "run again (--max-retries 1)")
+        "run again (--max-retries 1)"
+    )
     assert all(records[key]["status"] == "ok" and (out / f"{key}.wav").is_file() for key in ("one", "two", "three"))
     assert not (out / JOURNAL).exists()

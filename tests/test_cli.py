@@ -15,8 +15,13 @@ from voxport.cli import main
 
 
 def voxport(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "voxport", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "voxport", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+        timeout=600,
+    )
 
 
 def test_make_tiny_then_tts_end_to_end(tmp_path):
@@ -24,18 +29,35 @@ def test_make_tiny_then_tts_end_to_end(tmp_path):
     made = voxport("make-tiny", "csm", checkpoint, "--seed", "3")
     assert made.returncode == 0, made.stderr
     assert (checkpoint / "model.safetensors").is_file()
-    run = voxport("tts", "Hello from the command line.", "--model", checkpoint, "--output", output,
-                  "--max-tokens", 6, "--seed", 11, "--codes-out", codes, "--json", "--device", "cpu")
+    run = voxport(
+        "tts",
+        "Hello from the command line.",
+        "--model",
+        checkpoint,
+        "--output",
+        output,
+        "--max-tokens",
+        6,
+        "--seed",
+        11,
+        "--codes-out",
+        codes,
+        "--json",
+        "--device",
+        "cpu",
+    )
     assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout)
     assert report["output"] == str(output) and report["frames"] == 6 and report["sample_rate"] == 24000
     assert report["device"] == "cpu" and report["dtype"] == "float32" and report["seed"] == 11
     assert report["device_name"].endswith("cores)") and report["bandwidth_source"] == "probe"  # beside the run
     assert report["bytes_read"] > 6 * report["bytes_read_per_step"]  # and the prompt's prefill
-    assert report["bound_fraction"] == pytest.approx(report["bytes_read"] / report["bandwidth_bytes_per_second"]
-                                                     / report["generation_seconds"])
+    assert report["bound_fraction"] == pytest.approx(
+        report["bytes_read"] / report["bandwidth_bytes_per_second"] / report["generation_seconds"]
+    )
     assert report["rtf"] == pytest.approx(
-        (report["prompt_seconds"] + report["generation_seconds"] + report["decode_seconds"]) / report["audio_seconds"])
+        (report["prompt_seconds"] + report["generation_seconds"] + report["decode_seconds"]) / report["audio_seconds"]
+    )
     samples, rate = sf.read(output)
     assert rate == 24000 and len(samples) == 6 * 1920 and report["audio_seconds"] == pytest.approx(0.48)
     saved = np.load(codes)
@@ -45,8 +67,24 @@ def test_make_tiny_then_tts_end_to_end(tmp_path):
 def test_tts_summary_and_context_with_real_speech(tiny_csm_dir, tmp_path, capsys):
     clip = shared_data("003000297.wav")
     output = tmp_path / "reply.wav"
-    code = main(["tts", "Nice to meet you.", "--model", str(tiny_csm_dir), "-o", str(output), "--max-tokens", "4",
-                 "--seed", "1", "--context", f"1:Hello, how are you: fine?:{clip}", "--speaker", "0"])
+    code = main(
+        [
+            "tts",
+            "Nice to meet you.",
+            "--model",
+            str(tiny_csm_dir),
+            "-o",
+            str(output),
+            "--max-tokens",
+            "4",
+            "--seed",
+            "1",
+            "--context",
+            f"1:Hello, how are you: fine?:{clip}",
+            "--speaker",
+            "0",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert f"wrote {output}: 0.32 s of audio (4 frames)" in printed and "RTF" in printed and "seed 1" in printed
@@ -56,8 +94,18 @@ def test_tts_summary_and_context_with_real_speech(tiny_csm_dir, tmp_path, capsys
 def test_hub_id_resolves_from_the_offline_cache(tiny_csm_dir, tmp_path):
     put_in_hub_cache(tiny_csm_dir, tmp_path / "hub", "someone/tiny-csm")
     output = tmp_path / "cached.wav"
-    run = voxport("tts", "From the cache.", "--model", "someone/tiny-csm", "-o", output, "--max-tokens", 2,
-                  "--json", env={"HF_HUB_CACHE": str(tmp_path / "hub")})
+    run = voxport(
+        "tts",
+        "From the cache.",
+        "--model",
+        "someone/tiny-csm",
+        "-o",
+        output,
+        "--max-tokens",
+        2,
+        "--json",
+        env={"HF_HUB_CACHE": str(tmp_path / "hub")},
+    )
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["frames"] == 2 and output.is_file()
 
@@ -65,8 +113,23 @@ def test_hub_id_resolves_from_the_offline_cache(tiny_csm_dir, tmp_path):
 def test_help_explains_every_option():
     run = voxport("tts", "--help")
     assert run.returncode == 0
-    for option in ["--model", "--output", "--speaker", "--context", "--max-tokens", "--min-tokens", "--temperature",
-                   "--top-k", "--seed", "--greedy", "--compile", "--device", "--dtype", "--codes-out", "--json"]:
+    for option in [
+        "--model",
+        "--output",
+        "--speaker",
+        "--context",
+        "--max-tokens",
+        "--min-tokens",
+        "--temperature",
+        "--top-k",
+        "--seed",
+        "--greedy",
+        "--compile",
+        "--device",
+        "--dtype",
+        "--codes-out",
+        "--json",
+    ]:
         assert option in run.stdout
 
 
@@ -90,7 +153,10 @@ def bad_input_cases(tmp_path, tiny_csm_dir):
         "corrupt config": (["tts", "hi", "--model", str(corrupt)], "cannot read"),
         "truncated weights": (["tts", "hi", "--model", str(truncated)], "cannot load CSM checkpoint"),
         "offline hub id": (["tts", "hi", "--model", "nobody/not-cached"], "not in the Hugging Face cache"),
-        "unreadable context": (["tts", "hi", *model, "--context", f"0:Before.:{not_audio}"], "is not audio soundfile can read"),
+        "unreadable context": (
+            ["tts", "hi", *model, "--context", f"0:Before.:{not_audio}"],
+            "is not audio soundfile can read",
+        ),
         "missing context": (["tts", "hi", *model, "--context", f"0:Before.:{tmp_path / 'no.wav'}"], "does not exist"),
         "malformed context": (["tts", "hi", *model, "--context", "Before.wav"], "expected SPK:TEXT:AUDIO"),
         "zero max tokens": (["tts", "hi", *model, "--max-tokens", "0"], "--max-tokens: expected a positive"),
@@ -101,8 +167,10 @@ def bad_input_cases(tmp_path, tiny_csm_dir):
         "output is a directory": (["tts", "hi", *model, "-o", str(tmp_path)], "is a directory"),
         "unknown family": (["make-tiny", "whisper", str(tmp_path / "x")], "invalid choice"),
         "output in /proc": (["tts", "hi", *model, "-o", "/proc/x.wav"], "output /proc/x.wav cannot be written"),
-        **{f"{kind} context": (["tts", "hi", *model, "--context", f"0:Before.:{path}"], message)
-           for kind, (path, message) in bad_audio(tmp_path).items()},
+        **{
+            f"{kind} context": (["tts", "hi", *model, "--context", f"0:Before.:{path}"], message)
+            for kind, (path, message) in bad_audio(tmp_path).items()
+        },
     }
 
 
@@ -127,10 +195,28 @@ def bad_audio(tmp_path):
 
 
 BAD_INPUTS = [
-    "empty text", "unknown device", "absent device", "missing model", "corrupt config", "truncated weights",
-    "offline hub id", "unreadable context", "missing context", "malformed context", "zero max tokens",
-    "negative max tokens", "negative temperature", "NaN temperature", "unwritable output", "output is a directory",
-    "unknown family", "output in /proc", "NaN context", "truncated context", "10 ms context", "silent context",
+    "empty text",
+    "unknown device",
+    "absent device",
+    "missing model",
+    "corrupt config",
+    "truncated weights",
+    "offline hub id",
+    "unreadable context",
+    "missing context",
+    "malformed context",
+    "zero max tokens",
+    "negative max tokens",
+    "negative temperature",
+    "NaN temperature",
+    "unwritable output",
+    "output is a directory",
+    "unknown family",
+    "output in /proc",
+    "NaN context",
+    "truncated context",
+    "10 ms context",
+    "silent context",
 ]
 
 

@@ -43,7 +43,10 @@ def test_tiny_checkpoint_has_the_real_layout(tiny_covo_dir):
     config = json.loads((tiny_covo_dir / "config.json").read_text())
     assert config["model_type"] == "covo_audio" and config["adapter_downsample"] == 8
     assert config["llm_config"]["vocab_size"] == config["audio_token_index"] + 16384
-    prefixes = {key.split(".")[0] for key in json.loads((tiny_covo_dir / "model.safetensors.index.json").read_text())["weight_map"]}
+    prefixes = {
+        key.split(".")[0]
+        for key in json.loads((tiny_covo_dir / "model.safetensors.index.json").read_text())["weight_map"]
+    }
     assert prefixes == {"llm", "encoder", "audio_adapter"}
 
 
@@ -78,14 +81,23 @@ def test_round_zero_equals_transformers_generate(tiny_covo, speech_clips):
     ids = tiny_covo.prompt_ids(clip.placeholders, first_round=True)
     embeds = tiny_covo.prompt_embeds(ids, clip).clone()
     stop = tiny_covo.token_id("<|endoftext|>")
-    ours = TokenEngine(tiny_covo.network.llm, True).generate(embeds, ids, stop, 12, SamplingSettings(greedy=True),
-                                                             RepetitionPenalties(), None).ids
-    theirs = tiny_covo.network.llm.generate(
-        input_ids=ids, inputs_embeds=embeds, attention_mask=torch.ones_like(ids), max_new_tokens=12,
-        do_sample=False, repetition_penalty=1.05, logits_processor=LogitsProcessorList([RecentRepeats()]),
-        eos_token_id=stop, pad_token_id=stop,
+    ours = (
+        TokenEngine(tiny_covo.network.llm, True)
+        .generate(embeds, ids, stop, 12, SamplingSettings(greedy=True), RepetitionPenalties(), None)
+        .ids
     )
-    assert ours == theirs[0, ids.shape[1]:].tolist()[: len(ours)] and len(ours) == 12
+    theirs = tiny_covo.network.llm.generate(
+        input_ids=ids,
+        inputs_embeds=embeds,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=12,
+        do_sample=False,
+        repetition_penalty=1.05,
+        logits_processor=LogitsProcessorList([RecentRepeats()]),
+        eos_token_id=stop,
+        pad_token_id=stop,
+    )
+    assert ours == theirs[0, ids.shape[1] :].tolist()[: len(ours)] and len(ours) == 12
 
 
 def test_two_rounds_are_deterministic_and_reuse_the_cache(tiny_covo, speech_clips):
@@ -114,10 +126,13 @@ def test_cached_round_equals_recomputing_the_whole_history(tiny_covo, speech_cli
     assert len(round_0.text_token_ids) + len(round_0.audio_codes) == 12 and not round_0.stopped
     # History as the cache holds it: round 0's prompt and every generated token but the last.
     replies = tiny_covo.network.llm.get_input_embeddings()(torch.tensor([generated[:-1]]))
-    history = torch.cat([tiny_covo.prompt_embeds(ids_0, clips[0]), replies, tiny_covo.prompt_embeds(ids_1, clips[1])], 1)
+    history = torch.cat(
+        [tiny_covo.prompt_embeds(ids_0, clips[0]), replies, tiny_covo.prompt_embeds(ids_1, clips[1])], 1
+    )
     stop = tiny_covo.token_id("<|endoftext|>")
-    recomputed = TokenEngine(tiny_covo.network.llm, True).generate(history, ids_1, stop, 12,
-                                                                   SamplingSettings(greedy=True), RepetitionPenalties(), None)
+    recomputed = TokenEngine(tiny_covo.network.llm, True).generate(
+        history, ids_1, stop, 12, SamplingSettings(greedy=True), RepetitionPenalties(), None
+    )
     assert tiny_covo.split_output(recomputed.ids) == (round_1.text_token_ids, round_1.audio_codes)
 
 
@@ -225,15 +240,18 @@ def test_loaded_weights_are_the_files_weights(tiny_covo, tiny_covo_dir):
     assert not any(p.is_meta for p in tiny_covo.network.parameters())
 
 
-@pytest.mark.parametrize("fields, message", [
-    ({"mode": "t2a"}, "unknown mode 't2a'"),
-    ({"max_new_tokens": 0}, "max new tokens is 0"),
-    ({"top_p": 0.0}, "top-p is 0.0"),
-    ({"temperature": -1.0}, "temperature is -1.0"),
-    ({"temperature": float("nan")}, "temperature is nan"),
-    ({"top_p": float("nan")}, "top-p is nan"),
-    ({"seed": 2**64}, "seed is 18446744073709551616"),
-])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"mode": "t2a"}, "unknown mode 't2a'"),
+        ({"max_new_tokens": 0}, "max new tokens is 0"),
+        ({"top_p": 0.0}, "top-p is 0.0"),
+        ({"temperature": -1.0}, "temperature is -1.0"),
+        ({"temperature": float("nan")}, "temperature is nan"),
+        ({"top_p": float("nan")}, "top-p is nan"),
+        ({"seed": 2**64}, "seed is 18446744073709551616"),
+    ],
+)
 def test_bad_settings(fields, message):
     with pytest.raises(InputError, match=message):
         ChatSettings(**fields)
@@ -254,9 +272,28 @@ def test_prompt_longer_than_the_context(tiny_covo_dir, tmp_path, speech_clips):
 
 def test_chat_cli_end_to_end(tiny_covo_dir, speech_clips):
     run = subprocess.run(
-        [sys.executable, "-m", "voxport", "chat", "--model", str(tiny_covo_dir), "--audio", str(speech_clips[0]),
-         "--audio", str(speech_clips[1]), "--max-new-tokens", "6", "--seed", "3", "--json", "--device", "cpu"],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "voxport",
+            "chat",
+            "--model",
+            str(tiny_covo_dir),
+            "--audio",
+            str(speech_clips[0]),
+            "--audio",
+            str(speech_clips[1]),
+            "--max-new-tokens",
+            "6",
+            "--seed",
+            "3",
+            "--json",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout)

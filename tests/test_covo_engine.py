@@ -51,8 +51,9 @@ def test_stop_token_inside_a_chunk_ends_the_run_and_the_history(tiny_covo):
     later = tiny_covo.network.llm.get_input_embeddings()(later_ids)
     continued = engine.generate(later, later_ids, NEVER, 6, GREEDY, RepetitionPenalties(), None)
     replies = llm.get_input_embeddings()(torch.tensor([run.ids[:-1]]))
-    fresh = TokenEngine(llm, True).generate(torch.cat([embeds, replies, later], dim=1), later_ids, NEVER, 6,
-                                            GREEDY, RepetitionPenalties(), None)
+    fresh = TokenEngine(llm, True).generate(
+        torch.cat([embeds, replies, later], dim=1), later_ids, NEVER, 6, GREEDY, RepetitionPenalties(), None
+    )
     assert continued.ids == fresh.ids
 
 
@@ -78,8 +79,7 @@ def test_decode_step_is_one_graph(tiny_covo, sampling):
         engine = TokenEngine(llm, True)
         step = torch.compile(engine.step, backend="eager", fullgraph=True) if capture else None
         generator = torch.Generator().manual_seed(3)
-        runs.append(engine.generate(embeds, ids, NEVER, 10, sampling, RepetitionPenalties(), generator,
-                                    step=step).ids)
+        runs.append(engine.generate(embeds, ids, NEVER, 10, sampling, RepetitionPenalties(), generator, step=step).ids)
     assert runs[0] == runs[1] and len(runs[0]) == 10
 
 
@@ -87,15 +87,17 @@ def test_runs_past_the_context_are_refused(tiny_covo):
     ids, embeds = round_zero(tiny_covo)
     limit = tiny_covo.config.llm.max_position_embeddings
     with pytest.raises(InputError, match=f"exceeds the model's context of {limit} positions"):
-        TokenEngine(tiny_covo.network.llm, True).generate(embeds, ids, NEVER, limit, GREEDY, RepetitionPenalties(),
-                                                          None)
+        TokenEngine(tiny_covo.network.llm, True).generate(
+            embeds, ids, NEVER, limit, GREEDY, RepetitionPenalties(), None
+        )
 
 
 def test_token_progress_comes_a_chunk_at_a_time(tiny_covo):
     ids, embeds = round_zero(tiny_covo)
     heard = []
-    TokenEngine(tiny_covo.network.llm, True).generate(embeds, ids, NEVER, 2 * CHECK_EVERY + 3, GREEDY,
-                                                      RepetitionPenalties(), None, lambda ids: heard.append(len(ids)))
+    TokenEngine(tiny_covo.network.llm, True).generate(
+        embeds, ids, NEVER, 2 * CHECK_EVERY + 3, GREEDY, RepetitionPenalties(), None, lambda ids: heard.append(len(ids))
+    )
     assert heard == [CHECK_EVERY, 2 * CHECK_EVERY, 2 * CHECK_EVERY + 3]
 
 
@@ -110,6 +112,7 @@ def test_compiled_step_is_the_one_conversations_run(tiny_covo_dir):
         def counted(*args):
             calls.append(1)
             return step(*args)
+
         return counted
 
     model.backend = SimpleNamespace(compile_step=counting, grouped_query_attention=True)

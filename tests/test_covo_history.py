@@ -4,6 +4,7 @@ model had: the cache, and so the next reply, are the same as if the rounds had r
 import json
 
 import numpy as np
+
 from voxport.models.base import ChatSettings
 from voxport.models.covo.frontend import prepare_clip
 from voxport.models.covo.prompt import PERSONA, SYSTEM_PROMPT
@@ -46,8 +47,24 @@ def test_chat_cli_takes_a_system_prompt(tiny_covo_dir, speech_wav, capsys):
 
     positions = []
     for extra in ([], ["--system", "Be brief."]):
-        assert main(["chat", "--model", str(tiny_covo_dir), "--audio", str(speech_wav), "--max-new-tokens", "2",
-                     "--json", "--device", "cpu", *extra]) == 0
+        assert (
+            main(
+                [
+                    "chat",
+                    "--model",
+                    str(tiny_covo_dir),
+                    "--audio",
+                    str(speech_wav),
+                    "--max-new-tokens",
+                    "2",
+                    "--json",
+                    "--device",
+                    "cpu",
+                    *extra,
+                ]
+            )
+            == 0
+        )
         positions.append(json.loads(capsys.readouterr().out)["rounds"][0]["prefill_positions"])
     persona = len(tiny_covo_tokens(tiny_covo_dir, PERSONA)) - len(tiny_covo_tokens(tiny_covo_dir, "Be brief."))
     assert positions[0] - positions[1] == persona  # the persona was replaced by the given text

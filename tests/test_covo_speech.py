@@ -29,9 +29,15 @@ def test_token2wav_files_and_names(tiny_covo_dir):
     folder = tiny_covo_dir / "token2wav"
     assert {p.name for p in folder.iterdir()} >= {"model.pt", "global_mean_var.npy", "prompt", "config.json"}
     keys = torch.load(folder / "model.pt", weights_only=True).keys()
-    for name in ["wavegan.conv_pre.weight_g", "wavegan.conv_pre.weight_v", "wavegan.ups.0.0.weight_g",
-                 "wavegan.resblocks.0.activations.0.act.alpha", "token2latent.blocks.0.attn.q_proj.weight",
-                 "token2latent.blocks.0.modulation_layer.1.weight", "token2latent.token_proj.1.weight"]:
+    for name in [
+        "wavegan.conv_pre.weight_g",
+        "wavegan.conv_pre.weight_v",
+        "wavegan.ups.0.0.weight_g",
+        "wavegan.resblocks.0.activations.0.act.alpha",
+        "token2latent.blocks.0.attn.q_proj.weight",
+        "token2latent.blocks.0.modulation_layer.1.weight",
+        "token2latent.token_proj.1.weight",
+    ]:
         assert name in keys
 
 
@@ -140,10 +146,32 @@ def test_a2ta_round_without_codes_writes_no_wav(tiny_covo, speech_clips, tmp_pat
 def test_a2ta_chat_end_to_end(tiny_covo_dir, speech_clips, tmp_path):
     out = tmp_path / "replies"
     run = subprocess.run(
-        [sys.executable, "-m", "voxport", "chat", "--model", str(tiny_covo_dir), "--mode", "a2ta",
-         "--audio", str(speech_clips[0]), "--audio", str(speech_clips[1]), "--max-new-tokens", "24",
-         "--output-dir", str(out), "--seed", "4", "--json", "--device", "cpu"],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "voxport",
+            "chat",
+            "--model",
+            str(tiny_covo_dir),
+            "--mode",
+            "a2ta",
+            "--audio",
+            str(speech_clips[0]),
+            "--audio",
+            str(speech_clips[1]),
+            "--max-new-tokens",
+            "24",
+            "--output-dir",
+            str(out),
+            "--seed",
+            "4",
+            "--json",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout)
@@ -161,14 +189,35 @@ def test_a2ta_output_dir_that_is_a_file(tiny_covo_dir, speech_clips, tmp_path, c
 
     blocker = tmp_path / "taken"
     blocker.write_text("a file")
-    code = main(["chat", "--model", str(tiny_covo_dir), "--mode", "a2ta", "--audio", str(speech_clips[1]),
-                 "--output-dir", str(blocker)])
+    code = main(
+        [
+            "chat",
+            "--model",
+            str(tiny_covo_dir),
+            "--mode",
+            "a2ta",
+            "--audio",
+            str(speech_clips[1]),
+            "--output-dir",
+            str(blocker),
+        ]
+    )
     assert code == 1 and "is a file: expected a directory" in capsys.readouterr().err
 
 
 def test_chat_round_json_leaves_the_waveform_out():
-    turn = ChatRound(index=0, text="", text_token_ids=[], audio_codes=[1], reply_ids=[],
-                     audio_features=3, generation_seconds=0.1,
-                     prefill_positions=5, cache_positions_before=0, stopped=True, speech=np.zeros(240),
-                     decode_seconds=0.2)
+    turn = ChatRound(
+        index=0,
+        text="",
+        text_token_ids=[],
+        audio_codes=[1],
+        reply_ids=[],
+        audio_features=3,
+        generation_seconds=0.1,
+        prefill_positions=5,
+        cache_positions_before=0,
+        stopped=True,
+        speech=np.zeros(240),
+        decode_seconds=0.2,
+    )
     assert "speech" not in turn.to_json() and turn.to_json()["decode_seconds"] == 0.2

@@ -16,8 +16,15 @@ SPECIAL_IDS = [2048, 2049, 2050]
 
 def test_tiny_checkpoint_has_the_real_layout(tiny_csm_dir):
     names = {path.name for path in tiny_csm_dir.iterdir()}
-    assert {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
-            "tokenizer_config.json", "chat_template.jinja", "processor_config.json"} <= names
+    assert {
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+        "processor_config.json",
+    } <= names
     config = json.loads((tiny_csm_dir / "config.json").read_text())
     assert config["model_type"] == "csm" and config["num_codebooks"] == 32 and config["vocab_size"] == 2051
     assert config["codec_config"]["codebook_size"] == 2048 and config["codec_config"]["sampling_rate"] == 24000
@@ -86,8 +93,12 @@ def transformers_greedy(checkpoint, request, audio_arrays, frames):
     ] + [{"role": str(request.speaker), "content": [{"type": "text", "text": request.text}]}]
     inputs = processor.apply_chat_template(conversation, tokenize=True, return_dict=True)
     output = reference.generate(
-        **inputs, do_sample=False, depth_decoder_do_sample=False, max_new_tokens=frames,
-        suppress_tokens=SPECIAL_IDS, depth_decoder_suppress_tokens=SPECIAL_IDS,
+        **inputs,
+        do_sample=False,
+        depth_decoder_do_sample=False,
+        max_new_tokens=frames,
+        suppress_tokens=SPECIAL_IDS,
+        depth_decoder_suppress_tokens=SPECIAL_IDS,
     )
     return output[0].numpy()
 
@@ -131,14 +142,17 @@ def test_context_turns_shape_the_prompt(tiny_csm, speech_wav):
 def test_special_ids_never_reach_the_codec(fresh_tiny_csm):
     """Heads that score every special id far above every codec id: the picks still stay below 2048."""
     with torch.no_grad():
-        for heads in (fresh_tiny_csm.model.lm_head.weight,  # [vocab, hidden]
-                      fresh_tiny_csm.model.depth_decoder.codebooks_head.weight.transpose(1, 2)):  # [31, vocab, hidden]
+        for heads in (
+            fresh_tiny_csm.model.lm_head.weight,  # [vocab, hidden]
+            fresh_tiny_csm.model.depth_decoder.codebooks_head.weight.transpose(1, 2),
+        ):  # [31, vocab, hidden]
             heads[..., :2048, :].zero_()
             # Special rows of ones and of minus ones: one scores sum(h) x 1e3 > 0 unless the state sums to 0.
             heads[..., SPECIAL_IDS, :] = torch.tensor([1e3, -1e3, 1e3]).view(3, 1)
     for greedy in (True, False):
-        result = fresh_tiny_csm.generate(SynthesisRequest(text="Specials.", max_frames=4, min_frames=4, seed=0,
-                                                          greedy=greedy))
+        result = fresh_tiny_csm.generate(
+            SynthesisRequest(text="Specials.", max_frames=4, min_frames=4, seed=0, greedy=greedy)
+        )
         assert result.frames == 4 and result.codes.max() < 2048
 
 
@@ -181,9 +195,12 @@ def test_fixed_runs_and_weight_bytes(tiny_csm):
     assert tiny_csm.run_fixed(tiny_csm.bench_inputs("short"), 3) == pytest.approx(0.24)
     model = tiny_csm.model
     # The heads' rows for the codec's 2048 ids are read, not those of the 3 specials.
-    expected = (sum(p.numel() for p in model.backbone_model.layers.parameters()) + 64 + 2048 * 64
-                + 31 * (sum(p.numel() for p in model.depth_decoder.model.layers.parameters()) + 32 + 64 * 32
-                        + 32 * 2048)) * 4
+    expected = (
+        sum(p.numel() for p in model.backbone_model.layers.parameters())
+        + 64
+        + 2048 * 64
+        + 31 * (sum(p.numel() for p in model.depth_decoder.model.layers.parameters()) + 32 + 64 * 32 + 32 * 2048)
+    ) * 4
     assert tiny_csm.weight_bytes_per_step() == expected
 
 

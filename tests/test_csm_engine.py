@@ -36,8 +36,10 @@ def test_sampled_batches_follow_the_seed(tiny_csm):
 
 def test_a_request_samples_the_same_alone_and_in_any_batch(tiny_csm):
     """Each row draws its noise from its own seed: batch order, batch mates and their seeds change nothing."""
-    requests = [SynthesisRequest(text=text, max_frames=10, min_frames=10, seed=seed)
-                for text, seed in ((TEXTS[0], 4), (TEXTS[1], 11), ("A third row with the first row's seed.", 4))]
+    requests = [
+        SynthesisRequest(text=text, max_frames=10, min_frames=10, seed=seed)
+        for text, seed in ((TEXTS[0], 4), (TEXTS[1], 11), ("A third row with the first row's seed.", 4))
+    ]
     alone = [tiny_csm.generate(request) for request in requests]
     for order in ([0, 1, 2], [2, 0, 1], [1, 2]):
         batched = tiny_csm.generate_batch([requests[index] for index in order])
@@ -64,15 +66,33 @@ def scripted_step(ends: torch.Tensor, calls: list):
 def test_each_row_ends_on_its_own(tiny_csm):
     embeds, greedy = torch.zeros(3, 4, tiny_csm.config.hidden_size), SamplingSettings(greedy=True)
     calls = []
-    chunks = list(CsmEngine(tiny_csm.model, batch=3).run(
-        embeds, torch.zeros(3, dtype=torch.long), greedy, [12] * 3, [0] * 3, None, lambda done: 4,
-        scripted_step(torch.tensor([3, 10, 99]), calls)))  # row 2 never ends: max 12 frames
+    chunks = list(
+        CsmEngine(tiny_csm.model, batch=3).run(
+            embeds,
+            torch.zeros(3, dtype=torch.long),
+            greedy,
+            [12] * 3,
+            [0] * 3,
+            None,
+            lambda done: 4,
+            scripted_step(torch.tensor([3, 10, 99]), calls),
+        )
+    )  # row 2 never ends: max 12 frames
     assert [chunk.lengths.tolist() for chunk in chunks] == [[3, 4, 4], [3, 8, 8], [3, 10, 12]]
     assert [chunk.finished for chunk in chunks] == [False, False, True] and len(calls) == 12
     calls.clear()
-    chunks = list(CsmEngine(tiny_csm.model, batch=2).run(
-        embeds[:2], torch.zeros(2, dtype=torch.long), greedy, [40, 40], [0, 0], None, lambda done: 4,
-        scripted_step(torch.tensor([3, 5]), calls)))
+    chunks = list(
+        CsmEngine(tiny_csm.model, batch=2).run(
+            embeds[:2],
+            torch.zeros(2, dtype=torch.long),
+            greedy,
+            [40, 40],
+            [0, 0],
+            None,
+            lambda done: 4,
+            scripted_step(torch.tensor([3, 5]), calls),
+        )
+    )
     assert chunks[-1].finished and chunks[-1].lengths.tolist() == [3, 5] and len(calls) == 8  # stopped early
 
 
@@ -80,15 +100,26 @@ def test_each_row_has_its_own_frame_limits(tiny_csm):
     """Rows of different lengths share a batch: each stops at its own limit, none ends before its own minimum."""
     embeds, greedy = torch.zeros(3, 4, tiny_csm.config.hidden_size), SamplingSettings(greedy=True)
     calls = []
-    chunks = list(CsmEngine(tiny_csm.model, batch=3).run(
-        embeds, torch.zeros(3, dtype=torch.long), greedy, [2, 7, 12], [0, 0, 0], None, lambda done: 4,
-        scripted_step(torch.tensor([99, 99, 5]), calls)))
+    chunks = list(
+        CsmEngine(tiny_csm.model, batch=3).run(
+            embeds,
+            torch.zeros(3, dtype=torch.long),
+            greedy,
+            [2, 7, 12],
+            [0, 0, 0],
+            None,
+            lambda done: 4,
+            scripted_step(torch.tensor([99, 99, 5]), calls),
+        )
+    )
     assert chunks[-1].lengths.tolist() == [2, 7, 5] and chunks[-1].finished and len(calls) == 8
 
 
 def test_a_batch_of_texts_of_different_lengths_matches_each_text_alone(tiny_csm):
-    requests = [SynthesisRequest(text=text, max_frames=frames, min_frames=low, seed=3)
-                for text, frames, low in (("Short.", 3, 0), ("A longer line than that.", 9, 4), ("Mid.", 6, 6))]
+    requests = [
+        SynthesisRequest(text=text, max_frames=frames, min_frames=low, seed=3)
+        for text, frames, low in (("Short.", 3, 0), ("A longer line than that.", 9, 4), ("Mid.", 6, 6))
+    ]
     alone = [tiny_csm.generate(request) for request in requests]
     for index, result in enumerate(tiny_csm.generate_batch(requests)):
         np.testing.assert_array_equal(result.codes, alone[index].codes)
@@ -104,9 +135,18 @@ def test_both_engines_end_the_audio_on_the_official_rule(fresh_tiny_csm, monkeyp
     def step(hidden, slot, starts, early, settings, noise):
         return frames[int(slot) - 4].unsqueeze(0), hidden  # slots start after the 4 prompt positions
 
-    chunks = list(CsmEngine(fresh_tiny_csm.model, batch=1).run(
-        torch.zeros(1, 4, fresh_tiny_csm.config.hidden_size), torch.zeros(1, dtype=torch.long),
-        SamplingSettings(greedy=True), [6], [0], None, lambda done: 6, step))
+    chunks = list(
+        CsmEngine(fresh_tiny_csm.model, batch=1).run(
+            torch.zeros(1, 4, fresh_tiny_csm.config.hidden_size),
+            torch.zeros(1, dtype=torch.long),
+            SamplingSettings(greedy=True),
+            [6],
+            [0],
+            None,
+            lambda done: 6,
+            step,
+        )
+    )
     assert chunks[-1].lengths.tolist() == [4]
     monkeypatch.setattr(fresh_tiny_csm.model, "generate", lambda **inputs: frames.unsqueeze(0))
     result = fresh_tiny_csm.generate_with_transformers(SynthesisRequest(text="Ends.", max_frames=6, greedy=True))
@@ -143,50 +183,129 @@ def test_frame_step_is_one_graph(tiny_csm):
 
 
 def voxport(*args):
-    return subprocess.run([sys.executable, "-m", "voxport", *map(str, args)], capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "voxport", *map(str, args)], capture_output=True, text=True, timeout=600
+    )
 
 
 def test_cli_stream_batch_and_engines(tiny_csm_dir, tmp_path):
-    streamed = voxport("tts", "Streamed to the file.", "--model", tiny_csm_dir, "-o", tmp_path / "s.wav",
-                       "--stream", "--max-tokens", 12, "--min-tokens", 12, "--seed", 3, "--json")
+    streamed = voxport(
+        "tts",
+        "Streamed to the file.",
+        "--model",
+        tiny_csm_dir,
+        "-o",
+        tmp_path / "s.wav",
+        "--stream",
+        "--max-tokens",
+        12,
+        "--min-tokens",
+        12,
+        "--seed",
+        3,
+        "--json",
+    )
     assert streamed.returncode == 0, streamed.stderr
     report = json.loads(streamed.stdout)
     assert report["frames"] == 12 and 0 < report["time_to_first_audio_seconds"] < report["generation_seconds"]
     assert sf.info(tmp_path / "s.wav").frames == 12 * 1920 and report["seed"] == 3
 
     (tmp_path / "lines.txt").write_text("First line.\n\n  Second line, longer.  \nThird.\n")
-    batch = voxport("tts", "--batch-file", tmp_path / "lines.txt", "--output-dir", tmp_path / "out", "--model",
-                    tiny_csm_dir, "--max-tokens", 5, "--min-tokens", 5, "--seed", 8, "--codes-out",
-                    tmp_path / "codes", "--json")
+    batch = voxport(
+        "tts",
+        "--batch-file",
+        tmp_path / "lines.txt",
+        "--output-dir",
+        tmp_path / "out",
+        "--model",
+        tiny_csm_dir,
+        "--max-tokens",
+        5,
+        "--min-tokens",
+        5,
+        "--seed",
+        8,
+        "--codes-out",
+        tmp_path / "codes",
+        "--json",
+    )
     assert batch.returncode == 0, batch.stderr
     report = json.loads(batch.stdout)
     assert report["batch"] == 3 and report["frames_per_output"] == [5, 5, 5]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0000.wav", "0001.wav", "0002.wav"]
-    alone = voxport("tts", "Second line, longer.", "-o", tmp_path / "alone.wav", "--model", tiny_csm_dir,
-                    "--max-tokens", 5, "--min-tokens", 5, "--seed", 8, "--codes-out", tmp_path / "alone.npy")
+    alone = voxport(
+        "tts",
+        "Second line, longer.",
+        "-o",
+        tmp_path / "alone.wav",
+        "--model",
+        tiny_csm_dir,
+        "--max-tokens",
+        5,
+        "--min-tokens",
+        5,
+        "--seed",
+        8,
+        "--codes-out",
+        tmp_path / "alone.npy",
+    )
     assert alone.returncode == 0, alone.stderr
     np.testing.assert_array_equal(np.load(tmp_path / "codes" / "0001.npy"), np.load(tmp_path / "alone.npy"))
     np.testing.assert_array_equal(sf.read(tmp_path / "out" / "0001.wav")[0], sf.read(tmp_path / "alone.wav")[0])
     assert not np.array_equal(np.load(tmp_path / "codes" / "0000.npy"), np.load(tmp_path / "alone.npy"))
 
-    compared = voxport("tts", "Both engines.", "--model", tiny_csm_dir, "-o", tmp_path / "t.wav", "--engine",
-                       "transformers", "--greedy", "--max-tokens", 6, "--codes-out", tmp_path / "t.npy", "--json")
-    ours = voxport("tts", "Both engines.", "--model", tiny_csm_dir, "-o", tmp_path / "v.wav", "--greedy",
-                   "--max-tokens", 6, "--codes-out", tmp_path / "v.npy", "--json")
+    compared = voxport(
+        "tts",
+        "Both engines.",
+        "--model",
+        tiny_csm_dir,
+        "-o",
+        tmp_path / "t.wav",
+        "--engine",
+        "transformers",
+        "--greedy",
+        "--max-tokens",
+        6,
+        "--codes-out",
+        tmp_path / "t.npy",
+        "--json",
+    )
+    ours = voxport(
+        "tts",
+        "Both engines.",
+        "--model",
+        tiny_csm_dir,
+        "-o",
+        tmp_path / "v.wav",
+        "--greedy",
+        "--max-tokens",
+        6,
+        "--codes-out",
+        tmp_path / "v.npy",
+        "--json",
+    )
     assert compared.returncode == ours.returncode == 0, compared.stderr + ours.stderr
     assert json.loads(compared.stdout)["engine"] == "transformers"
     np.testing.assert_array_equal(np.load(tmp_path / "t.npy"), np.load(tmp_path / "v.npy"))
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["tts", "text", "--batch-file", "lines.txt"], "give the text to speak, --input-file with a text, or --batch-file"),
-    (["tts"], "give the text to speak, --input-file with a text, or --batch-file"),
-    (["tts", "--batch-file", "empty.txt"], "has no text"),
-    (["tts", "--batch-file", "missing.txt"], "cannot read --batch-file"),
-    (["tts", "text", "--stream", "--engine", "transformers"], "--engine transformers does not stream"),
-    (["tts", "text", "--min-tokens", "3", "--engine", "transformers"], "does not stream, batch, compile or take --min-tokens"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["tts", "text", "--batch-file", "lines.txt"],
+            "give the text to speak, --input-file with a text, or --batch-file",
+        ),
+        (["tts"], "give the text to speak, --input-file with a text, or --batch-file"),
+        (["tts", "--batch-file", "empty.txt"], "has no text"),
+        (["tts", "--batch-file", "missing.txt"], "cannot read --batch-file"),
+        (["tts", "text", "--stream", "--engine", "transformers"], "--engine transformers does not stream"),
+        (
+            ["tts", "text", "--min-tokens", "3", "--engine", "transformers"],
+            "does not stream, batch, compile or take --min-tokens",
+        ),
+    ],
+)
 def test_cli_mode_errors(argv, message, tiny_csm_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "lines.txt").write_text("one\n")
@@ -196,8 +315,23 @@ def test_cli_mode_errors(argv, message, tiny_csm_dir, tmp_path, monkeypatch, cap
 
 
 def test_compile_on_cpu_says_it_runs_eagerly(tiny_csm_dir, tmp_path, capsys):
-    assert main(["tts", "Eager.", "--model", str(tiny_csm_dir), "-o", str(tmp_path / "e.wav"), "--compile",
-                 "--max-tokens", "2", "--json"]) == 0
+    assert (
+        main(
+            [
+                "tts",
+                "Eager.",
+                "--model",
+                str(tiny_csm_dir),
+                "-o",
+                str(tmp_path / "e.wav"),
+                "--compile",
+                "--max-tokens",
+                "2",
+                "--json",
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     assert "--compile ignored: generation steps are captured as graphs on CUDA only" in captured.err
     assert json.loads(captured.out)["compiled"] is False

@@ -99,12 +99,14 @@ def test_torch_npu_is_imported_late_and_after_transformers(tmp_path):
     """A stand-in torch_npu checks it is imported only when an NPU is asked for, and after transformers."""
     package = tmp_path / "torch_npu"
     package.mkdir()
-    (package / "__init__.py").write_text(textwrap.dedent("""
+    (package / "__init__.py").write_text(
+        textwrap.dedent("""
         import sys, types, torch
         assert "transformers" in sys.modules, "torch_npu imported before transformers"
         torch.utils.rename_privateuse1_backend("npu")
         torch.npu = types.SimpleNamespace(is_available=lambda: True, device_count=lambda: 1)
-    """))
+    """)
+    )
     script = textwrap.dedent("""
         import sys
         from voxport.runtime.devices import resolve_device
@@ -112,8 +114,12 @@ def test_torch_npu_is_imported_late_and_after_transformers(tmp_path):
         assert "torch_npu" not in sys.modules
         print(resolve_device("npu"), "torch_npu" in sys.modules)
     """)
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    run = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"},
+    )
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["npu:0", "True"]
 

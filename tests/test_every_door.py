@@ -16,15 +16,17 @@ from voxport.services.speech import SpeechRequest, SpeechService
 
 SEED = 5
 SHORT = "Hello there, this is one short line."
-PARAGRAPH = " ".join([
-    "The port was finished late on a Friday, and the team ran every check again before anyone went home.",
-    "First the logits, against the float32 reference on the CPU, block by block, with the benchmark beside them.",
-    "Then the same tokens twice, greedy and sampled, to be sure that nothing in the device drifted between runs.",
-    "Then the speed of every configuration, short and long, with the memory-bandwidth bound printed next to it.",
-    "Then the list of operators the device runs, with the gaps that still needed a fix from the runtime team.",
-    "Only then did they write the report, with the numbers and the plots side by side, and send it around.",
-    "Nobody argued with it on Monday: every figure had the command that made it, and every check could fail.",
-])
+PARAGRAPH = " ".join(
+    [
+        "The port was finished late on a Friday, and the team ran every check again before anyone went home.",
+        "First the logits, against the float32 reference on the CPU, block by block, with the benchmark beside them.",
+        "Then the same tokens twice, greedy and sampled, to be sure that nothing in the device drifted between runs.",
+        "Then the speed of every configuration, short and long, with the memory-bandwidth bound printed next to it.",
+        "Then the list of operators the device runs, with the gaps that still needed a fix from the runtime team.",
+        "Only then did they write the report, with the numbers and the plots side by side, and send it around.",
+        "Nobody argued with it on Monday: every figure had the command that made it, and every check could fail.",
+    ]
+)
 CAP_FRAMES = 12  # the paragraph's cap per chunk, in each door's own terms: frames, or 0.96 s
 CASES = {"short": (SHORT, {}), "paragraph": (PARAGRAPH, {"frames": CAP_FRAMES})}
 
@@ -38,8 +40,24 @@ def through_the_cli(tiny_csm_dir, tmp_path_factory) -> dict[str, bytes]:
     out = tmp_path_factory.mktemp("cli")
     wavs = {}
     for case, (text, _) in CASES.items():
-        assert main(["tts", text, "--model", str(tiny_csm_dir), "--device", "cpu", "--seed", str(SEED),
-                     "-o", str(out / f"{case}.wav"), *cli_cap(case)]) == 0
+        assert (
+            main(
+                [
+                    "tts",
+                    text,
+                    "--model",
+                    str(tiny_csm_dir),
+                    "--device",
+                    "cpu",
+                    "--seed",
+                    str(SEED),
+                    "-o",
+                    str(out / f"{case}.wav"),
+                    *cli_cap(case),
+                ]
+            )
+            == 0
+        )
         wavs[case] = (out / f"{case}.wav").read_bytes()
     return wavs
 
@@ -53,23 +71,73 @@ def test_a_batch_file_speaks_every_line_as_tts_does(through_the_cli, tiny_csm_di
     """The README's example as written: lines of different lengths, no --max-tokens, one batch."""
     lines = tmp_path / "lines.txt"
     lines.write_text(f"{SHORT}\nA second, longer line, which the model gets a longer budget for.\nOk.\n")
-    assert main(["tts", "--batch-file", str(lines), "--output-dir", str(tmp_path / "spoken"), "--seed", str(SEED),
-                 "--model", str(tiny_csm_dir), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "tts",
+                "--batch-file",
+                str(lines),
+                "--output-dir",
+                str(tmp_path / "spoken"),
+                "--seed",
+                str(SEED),
+                "--model",
+                str(tiny_csm_dir),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "spoken" / "0000.wav").read_bytes() == through_the_cli["short"]
     capped = tmp_path / "paragraph.txt"
     capped.write_text(PARAGRAPH + "\n")
-    assert main(["tts", "--batch-file", str(capped), "--output-dir", str(tmp_path / "long"), "--seed", str(SEED),
-                 "--model", str(tiny_csm_dir), "--device", "cpu", *cli_cap("paragraph")]) == 0
+    assert (
+        main(
+            [
+                "tts",
+                "--batch-file",
+                str(capped),
+                "--output-dir",
+                str(tmp_path / "long"),
+                "--seed",
+                str(SEED),
+                "--model",
+                str(tiny_csm_dir),
+                "--device",
+                "cpu",
+                *cli_cap("paragraph"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "long" / "0000.wav").read_bytes() == through_the_cli["paragraph"]
 
 
 def test_voxport_batch_on_ray_speaks_rows_whole_as_tts_does(through_the_cli, ray_runtime, tiny_csm_dir, tmp_path):
     rows = tmp_path / "rows.jsonl"
-    rows.write_text("".join(json.dumps({"id": case, "text": text, "seed": SEED,
-                                        **({"max_tokens": CAP_FRAMES} if cap else {})}) + "\n"
-                            for case, (text, cap) in CASES.items()))
-    assert main(["batch", "tts", str(rows), "--model", str(tiny_csm_dir), "--output-dir", str(tmp_path / "out"),
-                 "--device", "cpu"]) == 0
+    rows.write_text(
+        "".join(
+            json.dumps({"id": case, "text": text, "seed": SEED, **({"max_tokens": CAP_FRAMES} if cap else {})}) + "\n"
+            for case, (text, cap) in CASES.items()
+        )
+    )
+    assert (
+        main(
+            [
+                "batch",
+                "tts",
+                str(rows),
+                "--model",
+                str(tiny_csm_dir),
+                "--output-dir",
+                str(tmp_path / "out"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     for case in CASES:
         assert (tmp_path / "out" / f"{case}.wav").read_bytes() == through_the_cli[case], case
 
@@ -78,8 +146,9 @@ def test_http_with_the_openai_sdk_gives_the_same_wav(through_the_cli, live_serve
     client = openai.OpenAI(base_url=f"{live_server.base}/v1", api_key="unused", max_retries=0)
     for case, (text, cap) in CASES.items():
         extra = {"seed": SEED, **({"max_seconds": CAP_FRAMES * 0.08} if cap else {})}
-        audio = client.audio.speech.create(model="tts", voice="alloy", input=text, response_format="wav",
-                                           extra_body=extra, timeout=300)
+        audio = client.audio.speech.create(
+            model="tts", voice="alloy", input=text, response_format="wav", extra_body=extra, timeout=300
+        )
         assert audio.content == through_the_cli[case], case
 
 

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from voxport.errors import InputError
-
 from voxport.audio.speed import change_speed
+from voxport.errors import InputError
 from voxport.models.base import SpeechDefaults, SpokenAudio, VoiceSample
 from voxport.models.sampling import SamplingSettings
 from voxport.services.longform import split_text
@@ -23,13 +22,16 @@ def words(text):
     return re.sub(r"\s+", " ", text).strip()
 
 
-@pytest.mark.parametrize("text", [
-    "One. Two! Three? Four.",
-    "A sentence, with clauses; that runs on: and on — and on, " * 12,
-    "word " * 200,
-    "x" * 450 + " tail.",
-    "「引号」里面。还有中文句子！最后一句？",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "One. Two! Three? Four.",
+        "A sentence, with clauses; that runs on: and on — and on, " * 12,
+        "word " * 200,
+        "x" * 450 + " tail.",
+        "「引号」里面。还有中文句子！最后一句？",
+    ],
+)
 def test_split_keeps_every_word_in_order_within_the_limit(text):
     chunks = split_text(text, max_chars=60)
     assert all(0 < len(chunk) <= 60 for chunk in chunks)
@@ -39,8 +41,10 @@ def test_split_keeps_every_word_in_order_within_the_limit(text):
 def test_split_prefers_sentence_then_clause_boundaries():
     text = "The first sentence is here. The second one follows it, and then it goes on for quite a while longer."
     assert split_text(text, max_chars=60) == [
-        "The first sentence is here.", "The second one follows it,",
-        "and then it goes on for quite a while longer."]
+        "The first sentence is here.",
+        "The second one follows it,",
+        "and then it goes on for quite a while longer.",
+    ]
     assert split_text("Short. Sentences. Merge.", max_chars=60) == ["Short. Sentences. Merge."]
 
 
@@ -73,7 +77,7 @@ def test_each_chunk_hears_the_voice_and_the_chunks_before():
     assert [spec.text for spec in model.specs] == split_text(text, 30) and len(model.specs) == 4
     assert [piece.chunk for piece in pieces] == [0, 0, 1, 1, 2, 2, 3, 3]  # streamed: two pieces a chunk
     for index, spec in enumerate(model.specs):
-        earlier = model.specs[max(0, index - DEFAULTS.context_chunks):index]
+        earlier = model.specs[max(0, index - DEFAULTS.context_chunks) : index]
         assert [sample.text for sample in spec.context] == [voice.text] + [chunk.text for chunk in earlier]
         for sample, chunk_index in zip(spec.context[1:], range(max(0, index - DEFAULTS.context_chunks), index)):
             assert np.all(sample.audio == chunk_index + 1) and len(sample.audio) == len(model.specs[chunk_index].text)
@@ -105,8 +109,24 @@ def test_cli_speaks_a_long_input_file_whole(tiny_csm_dir, tmp_path, capsys):
     text = tmp_path / "chapter.txt"
     text.write_text("This is one sentence of a long text that keeps on going. " * 8, encoding="utf-8")
     output = tmp_path / "chapter.wav"
-    code = main(["tts", "--input-file", str(text), "--model", str(tiny_csm_dir), "-o", str(output),
-                 "--max-tokens", "2", "--seed", "1", "--device", "cpu", "--json"])
+    code = main(
+        [
+            "tts",
+            "--input-file",
+            str(text),
+            "--model",
+            str(tiny_csm_dir),
+            "-o",
+            str(output),
+            "--max-tokens",
+            "2",
+            "--seed",
+            "1",
+            "--device",
+            "cpu",
+            "--json",
+        ]
+    )
     report = json.loads(capsys.readouterr().out)
     chunks = len(split_text(text.read_text(), 200))
     assert code == 0 and chunks == report["chunks"] == 3 and report["frames"] == 2 * chunks
@@ -121,6 +141,19 @@ def test_cli_refuses_what_the_reference_engine_cannot_do(tiny_csm_dir, capsys):
 
     assert main(["tts", "hi", "--engine", "transformers", "--compile", "--model", str(tiny_csm_dir)]) == 1
     assert "does not stream, batch, compile" in capsys.readouterr().err
-    assert main(["tts", "A sentence in a very long text. " * 10, "--engine", "transformers", "--model",
-                 str(tiny_csm_dir), "--device", "cpu"]) == 1
+    assert (
+        main(
+            [
+                "tts",
+                "A sentence in a very long text. " * 10,
+                "--engine",
+                "transformers",
+                "--model",
+                str(tiny_csm_dir),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 1
+    )
     assert "the reference engine speaks one chunk of text" in capsys.readouterr().err

@@ -27,7 +27,11 @@ def test_full_csm_config_is_csm_1b_with_the_real_special_ids():
     config = tiny._full_csm_config(tokenizer, layers=1)
     assert config.num_hidden_layers == 1 and tiny._full_csm_config(tokenizer, None).num_hidden_layers == 16
     assert (config.hidden_size, config.intermediate_size, config.num_attention_heads, config.num_key_value_heads) == (
-        2048, 8192, 32, 8)
+        2048,
+        8192,
+        32,
+        8,
+    )
     assert config.text_vocab_size == 128256 and config.vocab_size == 2051 and config.num_codebooks == 32
     depth = config.depth_decoder_config
     assert (depth.hidden_size, depth.num_hidden_layers, depth.intermediate_size) == (1024, 4, 8192)
@@ -36,8 +40,13 @@ def test_full_csm_config_is_csm_1b_with_the_real_special_ids():
 
 def test_full_covo_checkpoint_has_the_real_shapes_vocabulary_and_config(tmp_path, monkeypatch):
     written = {}
-    monkeypatch.setattr(tiny, "write_random_shards", lambda network, directory, seed, **options: written.update(
-        {name: tensor.shape for name, tensor in network.state_dict().items()}))
+    monkeypatch.setattr(
+        tiny,
+        "write_random_shards",
+        lambda network, directory, seed, **options: written.update(
+            {name: tensor.shape for name, tensor in network.state_dict().items()}
+        ),
+    )
     monkeypatch.setattr(tiny, "_write_token2wav", lambda directory, seed, full: written.update(token2wav=full))
     tiny.make_tiny_covo(tmp_path, size="full", layers=1)
     config = CovoConfig.from_directory(tmp_path)
@@ -45,7 +54,11 @@ def test_full_covo_checkpoint_has_the_real_shapes_vocabulary_and_config(tmp_path
     assert config.llm.num_hidden_layers == 1 and config.encoder.encoder_layers == 32
     tokenizer = _load_tokenizer(tmp_path, config)  # checks len(tokenizer) == the audio-code offset
     assert tokenizer.convert_tokens_to_ids(["<|endoftext|>", "<|im_start|>", "<|im_end|>", AUDIO_SLOT]) == [
-        151643, 151644, 151645, 151666]
+        151643,
+        151644,
+        151645,
+        151666,
+    ]
     assert written["llm.model.embed_tokens.weight"] == (168055, 3584)
     assert written["llm.lm_head.weight"] == (168055, 3584)
     assert written["llm.model.layers.0.mlp.gate_proj.weight"] == (18944, 3584)
@@ -57,11 +70,26 @@ def test_full_covo_checkpoint_has_the_real_shapes_vocabulary_and_config(tmp_path
 
 def test_random_shards_are_bfloat16_within_the_shard_size_and_load_strictly(tmp_path):
     config = CovoConfig(
-        llm=tiny.Qwen2Config(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                             num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False),
-        encoder=tiny.WhisperConfig(d_model=16, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=32,
-                                   num_mel_bins=128, max_source_positions=1500),
-        audio_token_index=200, adapter_downsample=8, whisper_feats_dim=16,
+        llm=tiny.Qwen2Config(
+            vocab_size=300,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            tie_word_embeddings=False,
+        ),
+        encoder=tiny.WhisperConfig(
+            d_model=16,
+            encoder_layers=1,
+            encoder_attention_heads=2,
+            encoder_ffn_dim=32,
+            num_mel_bins=128,
+            max_source_positions=1500,
+        ),
+        audio_token_index=200,
+        adapter_downsample=8,
+        whisper_feats_dim=16,
     )
     with init_empty_weights(include_buffers=False):
         network = CovoAudioNetwork(config)
@@ -83,7 +111,10 @@ def test_random_shards_are_bfloat16_within_the_shard_size_and_load_strictly(tmp_
     load_weights_strict(network, files, torch.device("cpu"), torch.float32)  # every key present, none unknown
     llm = network.llm.model
     assert not torch.equal(llm.layers[0].mlp.up_proj.weight[:4], llm.layers[1].mlp.up_proj.weight[:4])
-    assert torch.equal(llm.norm.weight, torch.ones(32)) and not network.audio_adapter.downsample_layers[0].conv1d.bias.any()
+    assert (
+        torch.equal(llm.norm.weight, torch.ones(32))
+        and not network.audio_adapter.downsample_layers[0].conv1d.bias.any()
+    )
     assert llm.embed_tokens.weight.std().item() == pytest.approx(tiny.INIT_STD, rel=0.1)
 
 

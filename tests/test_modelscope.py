@@ -21,8 +21,11 @@ pytest.importorskip("modelscope", reason="the modelscope extra is not installed 
 def put_in_modelscope_cache(checkpoint: Path, cache: Path, repo_id: str, legacy: bool = False) -> Path:
     """Lay `checkpoint` out the way the modelscope package caches a downloaded snapshot."""
     owner, name = repo_id.split("/")
-    snapshot = (cache / "hub" / "models" / owner / name.replace(".", "___") if legacy
-                else cache / "models" / f"{owner}--{name}" / "snapshots" / "master")
+    snapshot = (
+        cache / "hub" / "models" / owner / name.replace(".", "___")
+        if legacy
+        else cache / "models" / f"{owner}--{name}" / "snapshots" / "master"
+    )
     shutil.copytree(checkpoint, snapshot)
     return snapshot
 
@@ -82,8 +85,25 @@ def test_tts_loads_a_modelscope_model_from_the_filled_cache_offline(tiny_csm_dir
     cache = tmp_path / "modelscope"
     put_in_modelscope_cache(tiny_csm_dir, cache, "sesameAILabs/csm-1b")
     output = tmp_path / "hi.wav"
-    run = subprocess.run([sys.executable, "-m", "voxport", "tts", "Hi.", "--model", "modelscope:sesameAILabs/csm-1b",
-                          "-o", str(output), "--max-tokens", "2", "--json"], capture_output=True, text=True,
-                         env={**os.environ, "HF_HUB_OFFLINE": "1", "MODELSCOPE_CACHE": str(cache)}, timeout=600)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "voxport",
+            "tts",
+            "Hi.",
+            "--model",
+            "modelscope:sesameAILabs/csm-1b",
+            "-o",
+            str(output),
+            "--max-tokens",
+            "2",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "MODELSCOPE_CACHE": str(cache)},
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["frames"] == 2 and output.is_file()

@@ -31,9 +31,28 @@ def start_streaming(model_dir, target):
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "voxport", "tts", "Long enough to be cut short.", "--model", str(model_dir),
-             "-o", str(target), "--stream", "--max-tokens", "1500", "--min-tokens", "1500", "--seed", "1"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                "-m",
+                "voxport",
+                "tts",
+                "Long enough to be cut short.",
+                "--model",
+                str(model_dir),
+                "-o",
+                str(target),
+                "--stream",
+                "--max-tokens",
+                "1500",
+                "--min-tokens",
+                "1500",
+                "--seed",
+                "1",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
     finally:
         signal.signal(signal.SIGINT, previous)
 
@@ -81,9 +100,25 @@ def test_an_interrupted_stream_leaves_the_old_file_and_nothing_else(stop, tiny_c
 @pytest.mark.parametrize("mode", [[], ["--stream"]])
 def test_a_run_refused_before_the_work_leaves_the_old_file(mode, tiny_csm_dir, tmp_path):
     target, before = existing_output(tmp_path)
-    run = subprocess.run([sys.executable, "-m", "voxport", "tts", "Too long.", "--model", str(tiny_csm_dir),
-                          "-o", str(target), "--max-tokens", "2048", *mode], capture_output=True, text=True,
-                         timeout=600)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "voxport",
+            "tts",
+            "Too long.",
+            "--model",
+            str(tiny_csm_dir),
+            "-o",
+            str(target),
+            "--max-tokens",
+            "2048",
+            *mode,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 1
     assert run.stderr.strip().splitlines()[-1].startswith("voxport: error: prompt (")
     assert "exceeds the model's context of 2048 positions" in run.stderr

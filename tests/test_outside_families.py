@@ -50,16 +50,52 @@ def test_no_line_of_voxport_names_them():
 
 def test_the_cli_speaks_and_chats_with_them(toys, clip, tmp_path, capsys):
     out = tmp_path / "hello.wav"
-    assert main(["tts", "Hello from outside.", "--model", str(toys["toyspeech"]), "--device", "cpu", "--seed", "3",
-                 "-o", str(out), "--json"]) == 0
+    assert (
+        main(
+            [
+                "tts",
+                "Hello from outside.",
+                "--model",
+                str(toys["toyspeech"]),
+                "--device",
+                "cpu",
+                "--seed",
+                "3",
+                "-o",
+                str(out),
+                "--json",
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     samples, rate = sf.read(out)
     assert rate == report["sample_rate"] == RATE and len(samples) == report["frames"] * 1600 > 0
-    assert main(["chat", "--model", str(toys["toychat"]), "--audio", str(clip), "--audio", str(clip), "--mode",
-                 "a2ta", "--output-dir", str(tmp_path / "replies"), "--device", "cpu", "--json"]) == 0
+    assert (
+        main(
+            [
+                "chat",
+                "--model",
+                str(toys["toychat"]),
+                "--audio",
+                str(clip),
+                "--audio",
+                str(clip),
+                "--mode",
+                "a2ta",
+                "--output-dir",
+                str(tmp_path / "replies"),
+                "--device",
+                "cpu",
+                "--json",
+            ]
+        )
+        == 0
+    )
     chat = json.loads(capsys.readouterr().out)
-    assert len(chat["rounds"]) == 2 and all(set(turn["text"]) <= set("abcdefghijklmnopqrstuvwxyz")
-                                            for turn in chat["rounds"])
+    assert len(chat["rounds"]) == 2 and all(
+        set(turn["text"]) <= set("abcdefghijklmnopqrstuvwxyz") for turn in chat["rounds"]
+    )
     assert sf.info(tmp_path / "replies" / "turn_0.wav").samplerate == RATE
     assert main(["tts", "Hi.", "--model", str(toys["toychat"]), "--device", "cpu"]) == 1
     assert "cannot do this: expected a model that speaks text" in capsys.readouterr().err
@@ -67,15 +103,47 @@ def test_the_cli_speaks_and_chats_with_them(toys, clip, tmp_path, capsys):
 
 def test_voxport_batch_runs_them_on_ray(ray_runtime, toys, clip, tmp_path, capsys):
     rows = tmp_path / "rows.jsonl"
-    rows.write_text(json.dumps({"id": "a", "text": "One row.", "seed": 1}) + "\n"
-                    + json.dumps({"id": "b", "text": "Another row, a little longer.", "seed": 2}) + "\n")
-    assert main(["batch", "tts", str(rows), "--model", str(toys["toyspeech"]), "--output-dir",
-                 str(tmp_path / "speech"), "--device", "cpu"]) == 0
+    rows.write_text(
+        json.dumps({"id": "a", "text": "One row.", "seed": 1})
+        + "\n"
+        + json.dumps({"id": "b", "text": "Another row, a little longer.", "seed": 2})
+        + "\n"
+    )
+    assert (
+        main(
+            [
+                "batch",
+                "tts",
+                str(rows),
+                "--model",
+                str(toys["toyspeech"]),
+                "--output-dir",
+                str(tmp_path / "speech"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert sf.info(tmp_path / "speech" / "b.wav").samplerate == RATE
     clips = tmp_path / "clips.jsonl"
     clips.write_text(json.dumps({"id": "q", "audio": str(clip), "seed": 4}) + "\n")
-    assert main(["batch", "chat", str(clips), "--model", str(toys["toychat"]), "--output-dir",
-                 str(tmp_path / "chat"), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "batch",
+                "chat",
+                str(clips),
+                "--model",
+                str(toys["toychat"]),
+                "--output-dir",
+                str(tmp_path / "chat"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "chat" / "q.txt").read_text().strip().isalpha()
     capsys.readouterr()
 
@@ -87,16 +155,27 @@ def test_http_serves_them_to_the_openai_sdk(toys, clip):
     try:
         client = openai.OpenAI(base_url=f"{server.base}/v1", api_key="unused", max_retries=0)
         assert {(model.id, model.capabilities[0]) for model in client.models.list().data} == {
-            ("speech", "speech"), ("chat", "audio_chat")}
-        audio = client.audio.speech.create(model="speech", voice="alloy", input="Over HTTP.", response_format="wav",
-                                           extra_body={"seed": 3})
+            ("speech", "speech"),
+            ("chat", "audio_chat"),
+        }
+        audio = client.audio.speech.create(
+            model="speech", voice="alloy", input="Over HTTP.", response_format="wav", extra_body={"seed": 3}
+        )
         samples, rate = sf.read(io.BytesIO(audio.content))
         assert rate == RATE and len(samples) > 0
         question = base64.b64encode(clip.read_bytes()).decode()
         reply = client.chat.completions.create(
-            model="chat", modalities=["text", "audio"], audio={"voice": "alloy", "format": "wav"}, seed=4,
-            messages=[{"role": "user", "content": [{"type": "input_audio",
-                                                     "input_audio": {"data": question, "format": "wav"}}]}])
+            model="chat",
+            modalities=["text", "audio"],
+            audio={"voice": "alloy", "format": "wav"},
+            seed=4,
+            messages=[
+                {
+                    "role": "user",
+                    "content": [{"type": "input_audio", "input_audio": {"data": question, "format": "wav"}}],
+                }
+            ],
+        )
         message = reply.choices[0].message
         assert message.content.isalpha() and message.audio.transcript == message.content
         assert sf.info(io.BytesIO(base64.b64decode(message.audio.data))).samplerate == RATE
@@ -106,15 +185,49 @@ def test_http_serves_them_to_the_openai_sdk(toys, clip):
 
 @pytest.mark.parametrize("family", ["toyspeech", "toychat"])
 def test_accuracy_and_bench_judge_them(toys, family, tmp_path):
-    accuracy = subprocess.run([sys.executable, "-m", "voxport", "accuracy", "--model", str(toys[family]),
-                               "--device", "cpu", "--dtype", "bfloat16", "--json-out", str(tmp_path / "a.json")],
-                              capture_output=True, text=True, timeout=600)
+    accuracy = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "voxport",
+            "accuracy",
+            "--model",
+            str(toys[family]),
+            "--device",
+            "cpu",
+            "--dtype",
+            "bfloat16",
+            "--json-out",
+            str(tmp_path / "a.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert accuracy.returncode in (0, 3), accuracy.stderr
     report = json.loads((tmp_path / "a.json").read_text())
     assert report["verdict"] in ("PASS", "WARN", "FAIL") and report["blocks"]
-    bench = subprocess.run([sys.executable, "-m", "voxport", "bench", "--model", str(toys[family]), "--device",
-                            "cpu", "--configs", "short_4t", "--iterations", "1", "--json-out",
-                            str(tmp_path / "b.json")], capture_output=True, text=True, timeout=600)
+    bench = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "voxport",
+            "bench",
+            "--model",
+            str(toys[family]),
+            "--device",
+            "cpu",
+            "--configs",
+            "short_4t",
+            "--iterations",
+            "1",
+            "--json-out",
+            str(tmp_path / "b.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert bench.returncode == 0, bench.stderr
     configs = json.loads((tmp_path / "b.json").read_text())["configs"]
     assert configs[0]["steps"] == 4 and configs[0]["latency_mean_seconds"] > 0

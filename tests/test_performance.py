@@ -18,8 +18,9 @@ def test_cpu_device_name_is_its_model_and_usable_cores():
     name = backend_for(CPU).device_name(CPU)
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
-        models = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                  if line.startswith("model name")]
+        models = [
+            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
+        ]
         if models:
             assert name.startswith(models[0])
     assert name.endswith(f"({len(os.sched_getaffinity(0))} cores)")
@@ -56,8 +57,11 @@ def test_probe_counts_the_fastest_kernel_the_engines_may_use(monkeypatch):
     """The bound must hold for the engines' own linear kernel: the probe times it, and the fastest rate wins."""
     called = []
     kernel = backend_for(CPU).linear_kernel(torch.float32)
-    monkeypatch.setattr(backend_for(CPU).__class__, "linear_kernel",
-                        lambda self, dtype: lambda *args: called.append(args[1].shape) or kernel(*args))
+    monkeypatch.setattr(
+        backend_for(CPU).__class__,
+        "linear_kernel",
+        lambda self, dtype: lambda *args: called.append(args[1].shape) or kernel(*args),
+    )
     rates = iter([3e9, 9e9, 5e9, 4e9])
 
     def rate_of(product, *rest):
@@ -81,8 +85,14 @@ def test_covo_stages_cover_the_whole_reply(tiny_covo):
     stages = tiny_covo.stage_timings(tiny_covo.bench_inputs("short"), speech_codes=10)
     assert stages["input_audio_seconds"] == pytest.approx(3.0, abs=0.02)
     assert stages["prefill_tokens"] > stages["input_audio_seconds"] * 6  # 6.25 audio features a second, plus text
-    for key in ["front_end_seconds_per_audio_second", "encoder_seconds_per_audio_second", "prefill_tokens_per_second",
-                "token2wav_dit_rtf", "token2wav_vocoder_rtf", "first_reply_token_seconds"]:
+    for key in [
+        "front_end_seconds_per_audio_second",
+        "encoder_seconds_per_audio_second",
+        "prefill_tokens_per_second",
+        "token2wav_dit_rtf",
+        "token2wav_vocoder_rtf",
+        "first_reply_token_seconds",
+    ]:
         assert stages[key] > 0, key
     assert stages["token2wav_speech_seconds"] == pytest.approx(10 / 25, rel=0.1)
     assert stages["first_reply_audio_seconds"] > stages["first_reply_token_seconds"]
@@ -105,16 +115,27 @@ def test_a_probed_bound_takes_the_faster_of_two_probes(monkeypatch):
 
 
 @pytest.mark.parametrize("before, after", [(20e9, 30e9), (30e9, 20e9)])
-def test_tts_bounds_its_run_by_the_faster_of_probes_before_and_after(before, after, tiny_csm_dir, tmp_path,
-                                                                      monkeypatch, capsys):
+def test_tts_bounds_its_run_by_the_faster_of_probes_before_and_after(
+    before, after, tiny_csm_dir, tmp_path, monkeypatch, capsys
+):
     """One probe at a slow moment would flatter the run (a fraction above 1 was seen on a shared machine)."""
     from voxport.cli import main
 
     rates = iter([before, after, before, after])
     monkeypatch.setattr(bandwidth, "probe_bandwidth", lambda device: next(rates))
     monkeypatch.setenv("VOXPORT_CACHE_DIR", str(tmp_path))
-    command = ["tts", "Two probes.", "--model", str(tiny_csm_dir), "-o", str(tmp_path / "p.wav"), "--max-tokens", "2",
-               "--device", "cpu"]
+    command = [
+        "tts",
+        "Two probes.",
+        "--model",
+        str(tiny_csm_dir),
+        "-o",
+        str(tmp_path / "p.wav"),
+        "--max-tokens",
+        "2",
+        "--device",
+        "cpu",
+    ]
     assert main([*command, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["bandwidth_bytes_per_second"] == 30e9 and report["bandwidth_source"] == "probe"
@@ -133,8 +154,9 @@ def test_bench_reports_both_probes_and_its_summary_names_them(tiny_csm_dir, tmp_
     rates = iter([20e9, 30e9])
     monkeypatch.setattr(bandwidth, "probe_bandwidth", lambda device: next(rates))
     monkeypatch.setenv("VOXPORT_CACHE_DIR", str(tmp_path))
-    result = run_benchmark(str(tiny_csm_dir), CPU, torch.float32, parse_configs("short_4t"), iterations=1,
-                           progress=lambda message: None)
+    result = run_benchmark(
+        str(tiny_csm_dir), CPU, torch.float32, parse_configs("short_4t"), iterations=1, progress=lambda message: None
+    )
     assert result["bandwidth_bytes_per_second"] == 30e9 and result["bandwidth_probes_bytes_per_second"] == [20e9, 30e9]
     table = performance_table(PerformanceReport.model_validate(result))
     assert "30.0 GB/s (probe; the faster of 20.0 and 30.0 GB/s)" in "\n".join(table)

@@ -39,8 +39,28 @@ def test_schema_writer_writes_one_file_a_report(tmp_path):
 
 def test_run_all_files_follow_their_schemas(tiny_covo_dir, tmp_path, capsys):
     out = tmp_path / "report"
-    assert main(["run-all", "--model", str(tiny_covo_dir), "--device", "cpu", "--dtype", "bfloat16", "--out", str(out),
-                 "--configs", "short_2t", "--iterations", "1", "--steps", "2"]) == 0
+    assert (
+        main(
+            [
+                "run-all",
+                "--model",
+                str(tiny_covo_dir),
+                "--device",
+                "cpu",
+                "--dtype",
+                "bfloat16",
+                "--out",
+                str(out),
+                "--configs",
+                "short_2t",
+                "--iterations",
+                "1",
+                "--steps",
+                "2",
+            ]
+        )
+        == 0
+    )
     for name in REPORTS:
         document = json.loads((out / f"{name}.json").read_text())
         assert "error" not in document, document
@@ -72,13 +92,51 @@ def test_json_out_follows_its_schema_and_keeps_added_keys(tiny_csm_dir, tmp_path
 
 
 def test_tts_and_chat_json_follow_their_schemas(tiny_csm_dir, tiny_covo_dir, speech_wav, tmp_path, capsys):
-    assert main(["tts", "Schema.", "--model", str(tiny_csm_dir), "-o", str(tmp_path / "a.wav"), "--max-tokens", "2",
-                 "--seed", "1", "--device", "cpu", "--json"]) == 0
+    assert (
+        main(
+            [
+                "tts",
+                "Schema.",
+                "--model",
+                str(tiny_csm_dir),
+                "-o",
+                str(tmp_path / "a.wav"),
+                "--max-tokens",
+                "2",
+                "--seed",
+                "1",
+                "--device",
+                "cpu",
+                "--json",
+            ]
+        )
+        == 0
+    )
     follows("tts", json.loads(capsys.readouterr().out))
     for mode in ("a2t", "a2ta"):
-        assert main(["chat", "--model", str(tiny_covo_dir), "--audio", str(speech_wav), "--mode", mode,
-                     "--max-new-tokens", "4", "--seed", "2", "--device", "cpu", "--output-dir", str(tmp_path / "r"),
-                     "--json"]) == 0
+        assert (
+            main(
+                [
+                    "chat",
+                    "--model",
+                    str(tiny_covo_dir),
+                    "--audio",
+                    str(speech_wav),
+                    "--mode",
+                    mode,
+                    "--max-new-tokens",
+                    "4",
+                    "--seed",
+                    "2",
+                    "--device",
+                    "cpu",
+                    "--output-dir",
+                    str(tmp_path / "r"),
+                    "--json",
+                ]
+            )
+            == 0
+        )
         report = json.loads(capsys.readouterr().out)
         follows("chat", report)
         assert report["mode"] == mode and report["seed"] == 2 and report["rounds"][0]["audio"] == str(speech_wav)
@@ -98,5 +156,7 @@ def test_a_validator_result_that_breaks_its_report_is_refused():
 
 def test_accuracy_audio_that_is_missing_is_one_clear_line(tiny_csm_dir, tmp_path, capsys):
     assert main(["accuracy", "--model", str(tiny_csm_dir), "--audio", str(tmp_path / "none.wav")]) == 1
-    assert capsys.readouterr().err.strip() == f"voxport: error: --audio {tmp_path / 'none.wav'} is not a file: " \
-                                              "expected a speech recording"
+    assert (
+        capsys.readouterr().err.strip() == f"voxport: error: --audio {tmp_path / 'none.wav'} is not a file: "
+        "expected a speech recording"
+    )

@@ -37,9 +37,11 @@ def test_greedy_and_given_noise():
 
 def test_row_noise_depends_on_the_row_seed_only():
     """A row's noise is the same whatever its batch mates and however the frames are chunked."""
+
     def noise(seeds):
-        return RowNoise([torch.Generator().manual_seed(seed) for seed in seeds], 3, 5, SamplingSettings(),
-                        torch.device("cpu"))
+        return RowNoise(
+            [torch.Generator().manual_seed(seed) for seed in seeds], 3, 5, SamplingSettings(), torch.device("cpu")
+        )
 
     whole = noise([7]).take(13)
     chunked = noise([7])

@@ -59,25 +59,35 @@ class StubSpeech:
         yield SpokenAudio(tone[: len(tone) // 2], RATE, 1)
         if "explode" in spec.text:
             raise RuntimeError("the stub broke down")
-        yield SpokenAudio(tone[len(tone) // 2:], RATE, 1)
+        yield SpokenAudio(tone[len(tone) // 2 :], RATE, 1)
 
 
 @pytest.fixture
 def stub_server(tmp_path, monkeypatch, speech_wav):
-    family = registry.ModelFamily("stub", "stub_tts", "stub speech", f"{__name__}:StubSpeech", f"{__name__}:StubSpeech",
-                                  capability="speaks_text")
+    family = registry.ModelFamily(
+        "stub", "stub_tts", "stub speech", f"{__name__}:StubSpeech", f"{__name__}:StubSpeech", capability="speaks_text"
+    )
     monkeypatch.setattr(registry, "families", lambda: {"stub": family})
     checkpoint = tmp_path / "stub"
     checkpoint.mkdir()
     (checkpoint / "config.json").write_text(json.dumps({"model_type": "stub_tts"}))
-    models = load_models([f"voice-box={checkpoint}"], torch.device("cpu"), torch.float32, max_queue=4, max_batch=4,
-                         progress=lambda line: None)
+    models = load_models(
+        [f"voice-box={checkpoint}"],
+        torch.device("cpu"),
+        torch.float32,
+        max_queue=4,
+        max_batch=4,
+        progress=lambda line: None,
+    )
     voices = VoiceBook(tmp_path / "voices", {"narrator": (str(speech_wav), "A short recorded line.")})
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(ServerState(models=models, voices=voices)), host="127.0.0.1",
-                                           port=port, log_level="critical"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(ServerState(models=models, voices=voices)), host="127.0.0.1", port=port, log_level="critical"
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
@@ -119,10 +129,11 @@ def test_the_voice_sample_and_the_chunks_spoken_are_the_context(stub_server):
 def test_a_failure_mid_stream_is_an_sse_error_event(stub_server):
     base, _ = stub_server
     with sdk(base).audio.speech.with_streaming_response.create(
-            model="voice-box", voice="alloy", input="Please explode.", response_format="pcm",
-            stream_format="sse") as response:
-        events = [json.loads(line.removeprefix("data: ")) for line in response.iter_lines()
-                  if line.startswith("data: ")]
+        model="voice-box", voice="alloy", input="Please explode.", response_format="pcm", stream_format="sse"
+    ) as response:
+        events = [
+            json.loads(line.removeprefix("data: ")) for line in response.iter_lines() if line.startswith("data: ")
+        ]
     assert [event["type"] for event in events] == ["speech.audio.delta", "error"]
     assert len(base64.b64decode(events[0]["audio"])) == int(0.1 * RATE) * 2
     assert "the stub broke down" in events[1]["error"]["message"]
@@ -133,8 +144,8 @@ def test_a_failure_mid_stream_aborts_the_raw_audio_transfer(stub_server):
     received = b""
     with pytest.raises(httpx2.RemoteProtocolError, match="incomplete chunked read"):
         with sdk(base).audio.speech.with_streaming_response.create(
-                model="voice-box", voice="alloy", input="Please explode.", response_format="pcm",
-                stream_format="audio") as response:
+            model="voice-box", voice="alloy", input="Please explode.", response_format="pcm", stream_format="audio"
+        ) as response:
             for piece in response.iter_bytes():
                 received += piece
     assert len(received) == int(0.1 * RATE) * 2  # the first piece arrived; the transfer did not end cleanly

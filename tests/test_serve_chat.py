@@ -26,8 +26,10 @@ def client(live_server):
 
 @pytest.fixture(scope="module")
 def user_turn(voice_clip_b64):
-    return {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": voice_clip_b64,
-                                                                                 "format": "wav"}}]}
+    return {
+        "role": "user",
+        "content": [{"type": "input_audio", "input_audio": {"data": voice_clip_b64, "format": "wav"}}],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -35,16 +37,21 @@ def local_conversation(tiny_covo, voice_clip_b64):
     """The same two rounds in this process: greedy, the same seed (token2wav's noise) and system prompt."""
     samples, rate = read_audio_bytes(base64.b64decode(voice_clip_b64), "clip")
     assert rate == INPUT_RATE
-    conversation = tiny_covo.chat(ChatSettings(mode="a2ta", max_new_tokens=12, greedy=True, seed=SEED,
-                                               persona=SYSTEM))
+    conversation = tiny_covo.chat(ChatSettings(mode="a2ta", max_new_tokens=12, greedy=True, seed=SEED, persona=SYSTEM))
     return conversation.say(prepare_clip(samples)), conversation.say(prepare_clip(samples))
 
 
 @pytest.fixture(scope="module")
 def first_reply(client, user_turn):
     return client.chat.completions.create(
-        model="chat", messages=[{"role": "system", "content": SYSTEM}, user_turn], modalities=["text", "audio"],
-        audio={"voice": "alloy", "format": "wav"}, max_tokens=12, temperature=0, seed=SEED)
+        model="chat",
+        messages=[{"role": "system", "content": SYSTEM}, user_turn],
+        modalities=["text", "audio"],
+        audio={"voice": "alloy", "format": "wav"},
+        max_tokens=12,
+        temperature=0,
+        seed=SEED,
+    )
 
 
 def decoded(data: str) -> np.ndarray:
@@ -66,28 +73,42 @@ def test_a_spoken_reply_is_the_models_reply(first_reply, local_conversation):
     assert usage.prompt_tokens == local.prefill_positions  # the system prompt given, not the reference's
 
 
-def test_an_audio_id_in_history_restores_the_models_own_speech(client, user_turn, first_reply,
-                                                                local_conversation):
+def test_an_audio_id_in_history_restores_the_models_own_speech(client, user_turn, first_reply, local_conversation):
     _, local = local_conversation
     spoken = first_reply.choices[0].message
     history = [{"role": "system", "content": SYSTEM}, user_turn]
     second = client.chat.completions.create(
-        model="chat", messages=[*history, {"role": "assistant", "audio": {"id": spoken.audio.id}}, user_turn],
-        modalities=["text", "audio"], audio={"voice": "alloy", "format": "wav"}, max_tokens=12, temperature=0,
-        seed=SEED)
+        model="chat",
+        messages=[*history, {"role": "assistant", "audio": {"id": spoken.audio.id}}, user_turn],
+        modalities=["text", "audio"],
+        audio={"voice": "alloy", "format": "wav"},
+        max_tokens=12,
+        temperature=0,
+        seed=SEED,
+    )
     assert second.usage.prompt_tokens == local.cache_positions_before + local.prefill_positions
     assert second.choices[0].message.content == local.text
     np.testing.assert_allclose(decoded(second.choices[0].message.audio.data), local.speech, atol=1e-4)
     as_text = client.chat.completions.create(
-        model="chat", messages=[*history, {"role": "assistant", "content": spoken.audio.transcript}, user_turn],
-        max_tokens=1, temperature=0)
+        model="chat",
+        messages=[*history, {"role": "assistant", "content": spoken.audio.transcript}, user_turn],
+        max_tokens=1,
+        temperature=0,
+    )
     assert as_text.usage.prompt_tokens != second.usage.prompt_tokens  # text alone would lose the speech codes
 
 
 def test_a_streamed_reply_is_the_whole_reply_in_pieces(client, user_turn, first_reply):
     stream = client.chat.completions.create(
-        model="chat", messages=[{"role": "system", "content": SYSTEM}, user_turn], modalities=["text", "audio"],
-        audio={"voice": "alloy", "format": "pcm16"}, max_tokens=12, temperature=0, seed=SEED, stream=True)
+        model="chat",
+        messages=[{"role": "system", "content": SYSTEM}, user_turn],
+        modalities=["text", "audio"],
+        audio={"voice": "alloy", "format": "pcm16"},
+        max_tokens=12,
+        temperature=0,
+        seed=SEED,
+        stream=True,
+    )
     chunks = list(stream)
     assert all(chunk.object == "chat.completion.chunk" for chunk in chunks)
     assert len({chunk.id for chunk in chunks}) == 1 and chunks[0].choices[0].delta.role == "assistant"
@@ -108,8 +129,9 @@ def test_a_streamed_reply_is_the_whole_reply_in_pieces(client, user_turn, first_
 
 
 def test_a_text_stream_sends_text_as_it_is_made(client, user_turn):
-    stream = client.chat.completions.create(model="chat", messages=[user_turn], max_tokens=150, temperature=0,
-                                            stream=True)
+    stream = client.chat.completions.create(
+        model="chat", messages=[user_turn], max_tokens=150, temperature=0, stream=True
+    )
     chunks = list(stream)
     text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks)
     whole = client.chat.completions.create(model="chat", messages=[user_turn], max_tokens=150, temperature=0)
@@ -121,13 +143,19 @@ def test_a_text_stream_sends_text_as_it_is_made(client, user_turn):
 
 MISTAKES = {
     "an unknown field": (lambda turn: {"messages": [turn], "extra_body": {"speed": 2}}, "unknown field 'speed'"),
-    "max_tokens 0": (lambda turn: {"messages": [turn], "max_tokens": 0},
-                     "max_tokens: Input should be greater than or equal to 1"),
-    "an expired audio id": (lambda turn: {"messages": [turn, {"role": "assistant", "audio": {"id": "audio_0"}}, turn]},
-                            "messages[1].audio.id 'audio_0' is unknown or has expired"),
+    "max_tokens 0": (
+        lambda turn: {"messages": [turn], "max_tokens": 0},
+        "max_tokens: Input should be greater than or equal to 1",
+    ),
+    "an expired audio id": (
+        lambda turn: {"messages": [turn, {"role": "assistant", "audio": {"id": "audio_0"}}, turn]},
+        "messages[1].audio.id 'audio_0' is unknown or has expired",
+    ),
     "typed text": (lambda turn: {"messages": [{"role": "user", "content": "Hello?"}]}, "exactly one input_audio part"),
-    "audio given as a string": (lambda turn: {"messages": [{"role": "user", "content": [
-        {"type": "input_audio", "input_audio": "UklGRg=="}]}]}, "messages[0].content[0].input_audio: Input should be"),
+    "audio given as a string": (
+        lambda turn: {"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": "UklGRg=="}]}]},
+        "messages[0].content[0].input_audio: Input should be",
+    ),
 }
 
 

@@ -17,16 +17,18 @@ import uvicorn
 
 from voxport.models.base import SpokenAudio
 from voxport.models.csm.synthesis import SPEECH_DEFAULTS
-from voxport.services.chat import ChatService
-from voxport.services.speech import SpeechPiece, SpeechService
 from voxport.serve.app import ServedModel, ServerState, create_app
 from voxport.serve.server import bind
 from voxport.serve.workers import ModelWorker
+from voxport.services.chat import ChatService
+from voxport.services.speech import SpeechPiece, SpeechService
 
 LONG_CHAT_TOKENS = 3800  # the tiny Covo's context is 4096 positions
 # One chunk of text whose speech budget (2 s + 0.12 s a character, about 300 frames) far outlasts the client
-LONG_SENTENCE = ("Nobody will hear the end of this sentence because the client that asked for it leaves long before "
-                 "the model could possibly finish speaking all of these many words out loud in the tiny voice")
+LONG_SENTENCE = (
+    "Nobody will hear the end of this sentence because the client that asked for it leaves long before "
+    "the model could possibly finish speaking all of these many words out loud in the tiny voice"
+)
 LONG_SENTENCE_FRAMES = SPEECH_DEFAULTS.budget_seconds(LONG_SENTENCE) / 0.08
 CANCEL_WAIT_SECONDS = 120
 
@@ -42,13 +44,17 @@ def wait_for_start(server, model: str, batches_before: float) -> None:
     """Until the model's worker has started a batch since `batches_before`. A streamed reply's first bytes go
     out before its job runs, so a client that left on them could be skipped in the queue (another test's case)
     instead of stopped while running."""
-    wait_until(lambda: server.metric("voxport_batch_size_count", model=model) > batches_before,
-               f"the {model} job did not start")
+    wait_until(
+        lambda: server.metric("voxport_batch_size_count", model=model) > batches_before,
+        f"the {model} job did not start",
+    )
 
 
 def wait_for_cancel(server, model: str, cancelled_before: float) -> None:
-    wait_until(lambda: server.metric("voxport_cancelled_jobs_total", model=model, stage="running") > cancelled_before,
-               f"the {model} job was not cancelled")
+    wait_until(
+        lambda: server.metric("voxport_cancelled_jobs_total", model=model, stage="running") > cancelled_before,
+        f"the {model} job was not cancelled",
+    )
     wait_until(lambda: server.metric("voxport_queue_depth", model=model) == 0, f"{model}'s queue did not empty")
 
 
@@ -66,15 +72,22 @@ def counting(server, model: str):
 
 def chat_body(clip: str, **extra) -> dict:
     """A long reply with a fixed seed: an unseeded one could end on its own before the client leaves."""
-    return {"model": "chat", "seed": 0, "messages": [{"role": "user", "content": [
-        {"type": "input_audio", "input_audio": {"data": clip}}]}], **extra}
+    return {
+        "model": "chat",
+        "seed": 0,
+        "messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": clip}}]}],
+        **extra,
+    }
 
 
 def test_a_whole_chat_reply_stops_when_its_client_leaves(live_server, voice_clip_b64):
     with counting(live_server, "chat") as seen:
         with pytest.raises(httpx.ReadTimeout):
-            httpx.post(f"{live_server.base}/v1/chat/completions", json=chat_body(
-                voice_clip_b64, max_tokens=LONG_CHAT_TOKENS), timeout=httpx.Timeout(60, read=3))
+            httpx.post(
+                f"{live_server.base}/v1/chat/completions",
+                json=chat_body(voice_clip_b64, max_tokens=LONG_CHAT_TOKENS),
+                timeout=httpx.Timeout(60, read=3),
+            )
     assert seen["cancelled"] == 1 and 0 < seen["steps"] < LONG_CHAT_TOKENS
 
 
@@ -83,8 +96,11 @@ def test_a_queued_chat_request_whose_client_left_is_skipped(live_server, voice_c
 
     def leave_after(seconds: float) -> None:
         with pytest.raises(httpx.ReadTimeout):
-            httpx.post(f"{live_server.base}/v1/chat/completions", json=chat_body(
-                voice_clip_b64, max_tokens=LONG_CHAT_TOKENS), timeout=httpx.Timeout(60, read=seconds))
+            httpx.post(
+                f"{live_server.base}/v1/chat/completions",
+                json=chat_body(voice_clip_b64, max_tokens=LONG_CHAT_TOKENS),
+                timeout=httpx.Timeout(60, read=seconds),
+            )
 
     with counting(live_server, "chat") as seen:
         running = threading.Thread(target=leave_after, args=(1.5,))
@@ -100,8 +116,12 @@ def test_a_queued_chat_request_whose_client_left_is_skipped(live_server, voice_c
 def test_a_streamed_chat_reply_stops_when_its_client_leaves(live_server, voice_clip_b64):
     batches = live_server.metric("voxport_batch_size_count", model="chat")
     with counting(live_server, "chat") as seen:
-        with httpx.stream("POST", f"{live_server.base}/v1/chat/completions", timeout=60, json=chat_body(
-                voice_clip_b64, max_tokens=LONG_CHAT_TOKENS, stream=True)) as reply:
+        with httpx.stream(
+            "POST",
+            f"{live_server.base}/v1/chat/completions",
+            timeout=60,
+            json=chat_body(voice_clip_b64, max_tokens=LONG_CHAT_TOKENS, stream=True),
+        ) as reply:
             first = next(reply.iter_lines())
             assert json.loads(first.removeprefix("data: "))["object"] == "chat.completion.chunk"
             wait_for_start(live_server, "chat", batches)
@@ -111,16 +131,23 @@ def test_a_streamed_chat_reply_stops_when_its_client_leaves(live_server, voice_c
 def test_whole_speech_stops_when_its_client_leaves(live_server):
     with counting(live_server, "tts") as seen:
         with pytest.raises(httpx.ReadTimeout):
-            httpx.post(f"{live_server.base}/v1/audio/speech", timeout=httpx.Timeout(60, read=0.5),
-                       json={"model": "tts", "input": LONG_SENTENCE})
+            httpx.post(
+                f"{live_server.base}/v1/audio/speech",
+                timeout=httpx.Timeout(60, read=0.5),
+                json={"model": "tts", "input": LONG_SENTENCE},
+            )
     assert seen["cancelled"] == 1 and 0 < seen["steps"] < LONG_SENTENCE_FRAMES
 
 
 def test_streamed_speech_stops_when_its_client_leaves(live_server):
     batches = live_server.metric("voxport_batch_size_count", model="tts")
     with counting(live_server, "tts") as seen:
-        with httpx.stream("POST", f"{live_server.base}/v1/audio/speech", timeout=60, json={
-                "model": "tts", "input": LONG_SENTENCE, "stream": True}) as reply:
+        with httpx.stream(
+            "POST",
+            f"{live_server.base}/v1/audio/speech",
+            timeout=60,
+            json={"model": "tts", "input": LONG_SENTENCE, "stream": True},
+        ) as reply:
             assert next(reply.iter_raw())[:4] == b"RIFF"
             wait_for_start(live_server, "tts", batches)
     assert seen["cancelled"] == 1 and 0 < seen["steps"] < LONG_SENTENCE_FRAMES
@@ -146,16 +173,28 @@ def fails_after_one_piece(piece):
     def run(jobs):
         jobs[0].chunks.put(piece)
         raise RuntimeError("the device went away")
+
     return run
 
 
 @pytest.fixture(scope="module")
 def failing_server(tiny_csm, tiny_covo):
     models = {
-        "tts": ServedModel("tts", "csm", SpeechService(tiny_csm), ModelWorker("tts", fails_after_one_piece(
-            SpeechPiece(0, 1, "Cut short.", SpokenAudio(np.full(1920, 0.1, np.float32), 24000, 1))), 4)),
-        "chat": ServedModel("chat", "covo", ChatService(tiny_covo), ModelWorker("chat", fails_after_one_piece("Hel"),
-                                                                                4)),
+        "tts": ServedModel(
+            "tts",
+            "csm",
+            SpeechService(tiny_csm),
+            ModelWorker(
+                "tts",
+                fails_after_one_piece(
+                    SpeechPiece(0, 1, "Cut short.", SpokenAudio(np.full(1920, 0.1, np.float32), 24000, 1))
+                ),
+                4,
+            ),
+        ),
+        "chat": ServedModel(
+            "chat", "covo", ChatService(tiny_covo), ModelWorker("chat", fails_after_one_piece("Hel"), 4)
+        ),
     }
     with serving(ServerState(models=models)) as base:
         yield base
@@ -164,8 +203,12 @@ def failing_server(tiny_csm, tiny_covo):
 @pytest.mark.parametrize("response_format", ["wav", "pcm"])
 def test_raw_audio_that_fails_half_way_is_an_aborted_transfer(failing_server, response_format):
     received = b""
-    with httpx.stream("POST", f"{failing_server}/v1/audio/speech", timeout=60, json={
-            "model": "tts", "input": "Cut short.", "stream": True, "response_format": response_format}) as reply:
+    with httpx.stream(
+        "POST",
+        f"{failing_server}/v1/audio/speech",
+        timeout=60,
+        json={"model": "tts", "input": "Cut short.", "stream": True, "response_format": response_format},
+    ) as reply:
         assert reply.status_code == 200
         with pytest.raises(httpx.RemoteProtocolError, match="incomplete chunked read"):
             for piece in reply.iter_raw():
@@ -189,9 +232,24 @@ def test_a_busy_port_fails_before_any_model_loads(tiny_csm_dir):
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "-m", "voxport", "serve", "--model", str(tiny_csm_dir), "--port", str(port),
-             "--device", "cpu"], capture_output=True, text=True, timeout=120)
+            [
+                sys.executable,
+                "-m",
+                "voxport",
+                "serve",
+                "--model",
+                str(tiny_csm_dir),
+                "--port",
+                str(port),
+                "--device",
+                "cpu",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.strip().splitlines() == [
         f"voxport: error: cannot listen on 127.0.0.1:{port}: Address already in use (is another server using it? "
-        "pick another --port, or 0 for a free one)"]  # one line, and no "loading ..." before it
+        "pick another --port, or 0 for a free one)"
+    ]  # one line, and no "loading ..." before it

@@ -34,15 +34,25 @@ def assert_refused(reply: httpx.Response, param: str | None, words: str) -> None
 def test_a_lone_surrogate_in_any_text_field_is_a_400_naming_it(live_server, voice_clip_b64):
     base = live_server.base
     assert_refused(post(base, "/v1/audio/speech", {"model": "tts", "input": "Hi \ud800."}), "input", "lone surrogate")
-    assert_refused(post(base, "/v1/audio/speech", {"model": "tts", "input": "Hi.", "voice": "\udfff"}), "voice",
-                   "lone surrogate")
+    assert_refused(
+        post(base, "/v1/audio/speech", {"model": "tts", "input": "Hi.", "voice": "\udfff"}), "voice", "lone surrogate"
+    )
     system = {"role": "system", "content": [{"type": "text", "text": "Be \ud800 brief."}]}
-    assert_refused(post(base, "/v1/chat/completions", {"model": "chat", "messages": [system, chat_turn(voice_clip_b64)]}),
-                   "messages[0].content[0].text", "lone surrogate")
-    assert_refused(post(base, "/v1/chat/completions", {"model": "chat", "messages": [chat_turn(voice_clip_b64)],
-                                                       "user": "\ud83d"}), "user", "lone surrogate")
-    assert_refused(post(base, "/v1/audio/speech", {"model": "tts", "input": "Hi.", "\ud800": 1}), None,
-                   "lone surrogate")
+    assert_refused(
+        post(base, "/v1/chat/completions", {"model": "chat", "messages": [system, chat_turn(voice_clip_b64)]}),
+        "messages[0].content[0].text",
+        "lone surrogate",
+    )
+    assert_refused(
+        post(
+            base, "/v1/chat/completions", {"model": "chat", "messages": [chat_turn(voice_clip_b64)], "user": "\ud83d"}
+        ),
+        "user",
+        "lone surrogate",
+    )
+    assert_refused(
+        post(base, "/v1/audio/speech", {"model": "tts", "input": "Hi.", "\ud800": 1}), None, "lone surrogate"
+    )
 
 
 @pytest.mark.parametrize("voice", ["²", "٣", "1" * 5000, " 1", "1\n"])
@@ -50,8 +60,12 @@ def test_a_voice_that_is_not_ascii_digits_is_a_400_and_the_connection_stays_open
     address = urlsplit(live_server.base)
     connection = http.client.HTTPConnection(address.hostname, address.port, timeout=120)
     try:
-        connection.request("POST", "/v1/audio/speech", json.dumps({"model": "tts", "input": "Hi.", "voice": voice}),
-                           {"content-type": "application/json"})
+        connection.request(
+            "POST",
+            "/v1/audio/speech",
+            json.dumps({"model": "tts", "input": "Hi.", "voice": voice}),
+            {"content-type": "application/json"},
+        )
         reply = connection.getresponse()
         body = json.loads(reply.read())
         assert reply.status == 400 and body["error"]["code"] == "voice_not_found", body
@@ -77,21 +91,32 @@ def test_a_body_nested_deep_is_refused_before_it_is_parsed(live_server, path):
 def wav_as(container: str, subtype: str | None) -> str:
     t = np.arange(24000) / 24000
     buffer = io.BytesIO()
-    sf.write(buffer, (0.3 * np.sin(2 * np.pi * (180 * t + 60 * t**2))).astype(np.float32), 24000, format=container,
-             subtype=subtype)
+    sf.write(
+        buffer,
+        (0.3 * np.sin(2 * np.pi * (180 * t + 60 * t**2))).astype(np.float32),
+        24000,
+        format=container,
+        subtype=subtype,
+    )
     return base64.b64encode(buffer.getvalue()).decode()
 
 
 def test_an_input_audio_format_must_be_known_and_match_the_data(live_server, voice_clip_b64):
     def ask(clip: str, **audio) -> httpx.Response:
-        return post(live_server.base, "/v1/chat/completions",
-                    {"model": "chat", "max_tokens": 1, "seed": 0, "messages": [chat_turn(clip, **audio)]})
+        return post(
+            live_server.base,
+            "/v1/chat/completions",
+            {"model": "chat", "max_tokens": 1, "seed": 0, "messages": [chat_turn(clip, **audio)]},
+        )
 
     param = "messages[0].content[0].input_audio.format"
     assert_refused(ask(voice_clip_b64, format="../x"), param, "Input should be 'wav'")
     assert_refused(ask(voice_clip_b64, format="mp3"), param, "is 'mp3' but the audio is wav")
     assert_refused(ask(wav_as("FLAC", "PCM_16"), format="wav"), param, "is 'wav' but the audio is flac")
-    for clip, audio in ((voice_clip_b64, {"format": "wav"}), (wav_as("FLAC", "PCM_16"), {"format": "flac"}),
-                        (voice_clip_b64, {})):
+    for clip, audio in (
+        (voice_clip_b64, {"format": "wav"}),
+        (wav_as("FLAC", "PCM_16"), {"format": "flac"}),
+        (voice_clip_b64, {}),
+    ):
         reply = ask(clip, **audio)
         assert reply.status_code == 200, (audio, reply.text)

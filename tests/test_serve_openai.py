@@ -12,6 +12,7 @@ import numpy as np
 import openai
 import pytest
 import soundfile as sf
+
 from serving import Server
 
 FRAME = 1920  # samples per 80 ms frame at 24 kHz
@@ -46,8 +47,13 @@ def pcm(data: bytes) -> np.ndarray:
 
 
 def sse_events(client, **options) -> list[dict]:
-    body = {"model": "tts", "voice": "alloy", "input": "Hello from the SDK.", "response_format": "pcm",
-            "stream_format": "sse"} | options
+    body = {
+        "model": "tts",
+        "voice": "alloy",
+        "input": "Hello from the SDK.",
+        "response_format": "pcm",
+        "stream_format": "sse",
+    } | options
     with client.audio.speech.with_streaming_response.create(**body, extra_body=TINY) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         return [json.loads(line.removeprefix("data: ")) for line in response.iter_lines() if line.startswith("data: ")]
@@ -61,16 +67,26 @@ def test_alloy_whole_file(client):
 
 def test_a_compressed_format_streams_whole_at_the_end(client):
     with client.audio.speech.with_streaming_response.create(
-            model="tts", voice="alloy", input="Hello from the SDK.", response_format="flac", stream_format="audio",
-            extra_body=TINY) as response:
+        model="tts",
+        voice="alloy",
+        input="Hello from the SDK.",
+        response_format="flac",
+        stream_format="audio",
+        extra_body=TINY,
+    ) as response:
         samples, rate = sf.read(io.BytesIO(response.read()), dtype="float32")
     assert rate == 24000 and len(samples) == 4 * FRAME
 
 
 def test_raw_audio_stream_and_sse_carry_the_same_audio(client):
     with client.audio.speech.with_streaming_response.create(
-            model="tts", voice="alloy", input="Hello from the SDK.", response_format="pcm", stream_format="audio",
-            extra_body=TINY) as response:
+        model="tts",
+        voice="alloy",
+        input="Hello from the SDK.",
+        response_format="pcm",
+        stream_format="audio",
+        extra_body=TINY,
+    ) as response:
         pieces = list(response.iter_bytes())
     streamed = b"".join(pieces)
     events = sse_events(client)
@@ -101,16 +117,25 @@ def test_long_text_is_spoken_whole_chunk_by_chunk(client):
 
 
 def test_custom_voice_lifecycle_survives_a_restart(client, tiny_csm_dir, voices_dir, speech_wav):
-    consent = client.audio.voice_consents.create(language="en-US", name="Ada's consent",
-                                                 recording=speech_wav.open("rb"))
+    consent = client.audio.voice_consents.create(
+        language="en-US", name="Ada's consent", recording=speech_wav.open("rb")
+    )
     assert consent.object == "audio.voice_consent" and consent.id.startswith("cons_")
     with pytest.raises(openai.BadRequestError, match="transcript is missing"):
         client.audio.voices.create(audio_sample=speech_wav.open("rb"), consent=consent.id, name="Ada")
     with pytest.raises(openai.BadRequestError, match="does not exist"):
-        client.audio.voices.create(audio_sample=speech_wav.open("rb"), consent="cons_none", name="Ada",
-                                   extra_body={"transcript": "A short recorded line."})
-    voice = client.audio.voices.create(audio_sample=speech_wav.open("rb"), consent=consent.id, name="Ada",
-                                       extra_body={"transcript": "A short recorded line."})
+        client.audio.voices.create(
+            audio_sample=speech_wav.open("rb"),
+            consent="cons_none",
+            name="Ada",
+            extra_body={"transcript": "A short recorded line."},
+        )
+    voice = client.audio.voices.create(
+        audio_sample=speech_wav.open("rb"),
+        consent=consent.id,
+        name="Ada",
+        extra_body={"transcript": "A short recorded line."},
+    )
     assert voice.object == "audio.voice" and voice.type == "audio_sample" and voice.name == "Ada"
     with_voice = speak(client, voice={"id": voice.id}, temperature=0)
     assert len(with_voice) == 4 * FRAME * 2  # (that the sample reaches the model: test_serve_capabilities)
@@ -152,8 +177,11 @@ def test_bad_requests_are_clear_400s(client, sdk_server):
         error = caught.value.body
         assert message in error["message"], (name, error)
     for value in ("NaN", "Infinity"):  # not JSON, but Python's json module writes them (the SDK refuses to)
-        reply = httpx.post(f"{sdk_server}/v1/audio/speech", headers={"content-type": "application/json"},
-                           content=f'{{"model": "tts", "input": "Hi.", "temperature": {value}}}')
+        reply = httpx.post(
+            f"{sdk_server}/v1/audio/speech",
+            headers={"content-type": "application/json"},
+            content=f'{{"model": "tts", "input": "Hi.", "temperature": {value}}}',
+        )
         assert reply.status_code == 400 and "temperature: Input should be a finite number" in reply.text
     with pytest.raises(openai.BadRequestError, match="cannot design one from a prompt"):
         client.audio.voices.create(name="Designed", prompt="A warm voice.", type="prompt")
@@ -184,8 +212,10 @@ def test_the_same_seeded_request_alone_and_batched(client):
         replies[text] = speak(client, input=text, seed=seed, max_seconds=seconds)
 
     threads = [threading.Thread(target=ask, args=("A longer request that keeps the model busy.", 1, 0.8))]
-    threads += [threading.Thread(target=ask, args=(text, seed))
-                for text, seed in [("Other words.", 2), ("More words.", 3), (target, TINY["seed"])]]
+    threads += [
+        threading.Thread(target=ask, args=(text, seed))
+        for text, seed in [("Other words.", 2), ("More words.", 3), (target, TINY["seed"])]
+    ]
     for thread in threads:
         thread.start()
         time.sleep(0.5)  # arrival order: the busy one first, the target last

@@ -72,9 +72,20 @@ class Replicas:
 @pytest.fixture(scope="module")
 def replicas(tiny_csm_dir, tiny_covo_dir, speech_wav, voices_dir):
     pytest.importorskip("ray.serve", reason="Ray Serve is not installed (pip install 'voxport[serve]')")
-    served = Replicas("--model", f"tts={tiny_csm_dir}", "--model", f"chat={tiny_covo_dir}", "--replicas", "2",
-                      "--voice", f"narrator={speech_wav}:A short recorded line.", "--voices-dir", str(voices_dir),
-                      "--max-batch", "4")
+    served = Replicas(
+        "--model",
+        f"tts={tiny_csm_dir}",
+        "--model",
+        f"chat={tiny_covo_dir}",
+        "--replicas",
+        "2",
+        "--voice",
+        f"narrator={speech_wav}:A short recorded line.",
+        "--voices-dir",
+        str(voices_dir),
+        "--max-batch",
+        "4",
+    )
     yield served
     served.server.stop()
 
@@ -114,12 +125,31 @@ def single_process(tiny_csm_dir, no_ray):
 
 
 def test_replicas_without_ray_serve_is_one_line(tiny_csm_dir, no_ray):
-    run = subprocess.run([sys.executable, "-m", "voxport", "serve", "--model", f"tts={tiny_csm_dir}", "--device",
-                          "cpu", "--port", "0", "--replicas", "2"], capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "PYTHONPATH": no_ray, "HF_HUB_OFFLINE": "1"})
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "voxport",
+            "serve",
+            "--model",
+            f"tts={tiny_csm_dir}",
+            "--device",
+            "cpu",
+            "--port",
+            "0",
+            "--replicas",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": no_ray, "HF_HUB_OFFLINE": "1"},
+    )
     assert run.returncode != 0
-    assert run.stderr.splitlines() == ["voxport: error: Ray Serve is not installed (needed for --replicas and "
-                                       "--cluster): pip install 'voxport[serve]' (or 'ray[serve]>=2.40')"]
+    assert run.stderr.splitlines() == [
+        "voxport: error: Ray Serve is not installed (needed for --replicas and "
+        "--cluster): pip install 'voxport[serve]' (or 'ray[serve]>=2.40')"
+    ]
 
 
 def answered_by_each(ask, tries: int = 12) -> dict[str, object]:
@@ -151,11 +181,11 @@ def replica_samples(base: str, name: str, **labels: str) -> dict[str, float]:
     return found
 
 
-def test_the_sdk_is_answered_by_both_replicas_with_the_single_process_servers_audio(replicas, client,
-                                                                                    single_process):
+def test_the_sdk_is_answered_by_both_replicas_with_the_single_process_servers_audio(replicas, client, single_process):
     def ask():
-        response = client.audio.speech.with_raw_response.create(model="tts", voice="alloy", input="Hello from the SDK.",
-                                                                response_format="pcm", extra_body=TINY)
+        response = client.audio.speech.with_raw_response.create(
+            model="tts", voice="alloy", input="Hello from the SDK.", response_format="pcm", extra_body=TINY
+        )
         return response, response.content
 
     audio = answered_by_each(ask)
@@ -180,18 +210,28 @@ def custom_voice(replicas, speech_wav):
 
 
 def test_a_voice_made_through_the_entry_speaks_on_every_replica(replicas, custom_voice):
-    audio = answered_by_each(lambda: (response := seeded_speech(replicas.base, voice={"id": custom_voice}),
-                                      response.content))
+    audio = answered_by_each(
+        lambda: (response := seeded_speech(replicas.base, voice={"id": custom_voice}), response.content)
+    )
     first, second = audio.values()
     assert first == second != seeded_speech(replicas.base).content  # the voice's own sample, on both
 
 
 @pytest.fixture(scope="module")
 def spoken_reply(replicas, voice_clip_b64):
-    turn = {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": voice_clip_b64,
-                                                                                 "format": "wav"}}]}
-    body = {"model": "chat", "messages": [turn], "modalities": ["text", "audio"],
-            "audio": {"voice": "alloy", "format": "wav"}, "max_tokens": 8, "temperature": 0, "seed": 5}
+    turn = {
+        "role": "user",
+        "content": [{"type": "input_audio", "input_audio": {"data": voice_clip_b64, "format": "wav"}}],
+    }
+    body = {
+        "model": "chat",
+        "messages": [turn],
+        "modalities": ["text", "audio"],
+        "audio": {"voice": "alloy", "format": "wav"},
+        "max_tokens": 8,
+        "temperature": 0,
+        "seed": 5,
+    }
     response = httpx.post(f"{replicas.base}/v1/chat/completions", json=body, timeout=300)
     assert response.status_code == 200, response.text
     return body, response.json()["choices"][0]["message"]["audio"]["id"]
@@ -200,15 +240,22 @@ def spoken_reply(replicas, voice_clip_b64):
 def continue_conversation(base: str, spoken_reply) -> httpx.Response:
     body, reply_id = spoken_reply
     turn = body["messages"][0]
-    response = httpx.post(f"{base}/v1/chat/completions", timeout=300,
-                          json=body | {"messages": [turn, {"role": "assistant", "audio": {"id": reply_id}}, turn]})
+    response = httpx.post(
+        f"{base}/v1/chat/completions",
+        timeout=300,
+        json=body | {"messages": [turn, {"role": "assistant", "audio": {"id": reply_id}}, turn]},
+    )
     assert response.status_code == 200, response.text
     return response
 
 
 def test_an_audio_id_from_one_replica_continues_on_the_other(replicas, spoken_reply):
-    replies = answered_by_each(lambda: (response := continue_conversation(replicas.base, spoken_reply),
-                                        response.json()["choices"][0]["message"]["content"]))
+    replies = answered_by_each(
+        lambda: (
+            response := continue_conversation(replicas.base, spoken_reply),
+            response.json()["choices"][0]["message"]["content"],
+        )
+    )
     first, second = replies.values()
     assert first == second
 
@@ -238,8 +285,11 @@ def test_a_replica_killed_mid_stream_fails_that_stream_and_the_others_go_on(repl
                 pass
     assert time.monotonic() - started < 120
     for _ in range(4):  # the live replica answers while the dead one is replaced
-        response = httpx.post(f"{replicas.base}/v1/audio/speech", timeout=300, json={
-            "model": "tts", "input": "After the loss.", "response_format": "pcm", **TINY})
+        response = httpx.post(
+            f"{replicas.base}/v1/audio/speech",
+            timeout=300,
+            json={"model": "tts", "input": "After the loss.", "response_format": "pcm", **TINY},
+        )
         assert response.status_code == 200, response.text
     deadline = time.monotonic() + 180
     while httpx.get(f"{replicas.base}/health", timeout=30).json()["replicas"]["tts"] < 2:

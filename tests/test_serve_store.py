@@ -18,8 +18,8 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
-from serving import Server
 
+from serving import Server
 from voxport.serve.voices import MAX_TRANSCRIPT_CHARS, MAX_UPLOAD_BYTES, ORPHAN_SECONDS
 
 
@@ -34,13 +34,21 @@ SAMPLE = wav_bytes(0.5)
 
 
 def add_consent(base: str, recording: bytes = SAMPLE) -> httpx.Response:
-    return httpx.post(f"{base}/v1/audio/voice_consents", data={"name": "Ada", "language": "en"},
-                      files={"recording": ("consent.wav", recording, "audio/wav")}, timeout=120)
+    return httpx.post(
+        f"{base}/v1/audio/voice_consents",
+        data={"name": "Ada", "language": "en"},
+        files={"recording": ("consent.wav", recording, "audio/wav")},
+        timeout=120,
+    )
 
 
 def add_voice(base: str, consent: str, sample: bytes = SAMPLE, transcript: str = "A short line.") -> httpx.Response:
-    return httpx.post(f"{base}/v1/audio/voices", data={"name": "Ada", "consent": consent, "transcript": transcript},
-                      files={"audio_sample": ("sample.wav", sample, "audio/wav")}, timeout=120)
+    return httpx.post(
+        f"{base}/v1/audio/voices",
+        data={"name": "Ada", "consent": consent, "transcript": transcript},
+        files={"audio_sample": ("sample.wav", sample, "audio/wav")},
+        timeout=120,
+    )
 
 
 def assert_storage_error(reply: httpx.Response, status: int, *hidden: str) -> None:
@@ -62,10 +70,12 @@ def dead_pid() -> int:
 def killed_mid_write(target) -> None:
     """A process that opens a temporary for `target` through voxport's own writer and is SIGKILLed before it
     renames it: what a kill -9 during an upload leaves."""
-    script = ("import os, signal, sys\nfrom voxport.runtime.files import replaced_atomically\n"
-              "with replaced_atomically(sys.argv[1]) as temporary:\n"
-              "    temporary.write_bytes(b'x' * 2**20)\n"
-              "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    script = (
+        "import os, signal, sys\nfrom voxport.runtime.files import replaced_atomically\n"
+        "with replaced_atomically(sys.argv[1]) as temporary:\n"
+        "    temporary.write_bytes(b'x' * 2**20)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
     result = subprocess.run([sys.executable, "-c", script, str(target)], check=False)
     assert result.returncode == -signal.SIGKILL
 
@@ -75,8 +85,10 @@ def namespaced(*commands: str) -> tuple[str, ...]:
     where this machine gives none."""
     probe = subprocess.run(["unshare", "-rm", "true"], capture_output=True, check=False)
     if probe.returncode != 0:
-        pytest.skip(f"needs a user and mount namespace (unshare -rm) for a real read-only or full directory: "
-                    f"{probe.stderr.decode().strip()}")
+        pytest.skip(
+            f"needs a user and mount namespace (unshare -rm) for a real read-only or full directory: "
+            f"{probe.stderr.decode().strip()}"
+        )
     return ("unshare", "-rm", "sh", "-c", " && ".join([*commands, 'exec "$@"']))
 
 
@@ -148,8 +160,11 @@ def test_temporaries_of_killed_writes_are_swept_and_never_read_as_records(tiny_c
         assert not orphan.exists() and fresh_orphan.exists()
         listed = httpx.get(f"{server.base}/v1/audio/voice_consents").json()["data"]
         assert [item["id"] for item in listed] == [consent]
-        assert [voice for voice in httpx.get(f"{server.base}/v1/audio/voices").json()["voices"]
-                if voice["type"] == "audio_sample"] == []
+        assert [
+            voice
+            for voice in httpx.get(f"{server.base}/v1/audio/voices").json()["voices"]
+            if voice["type"] == "audio_sample"
+        ] == []
         killed_mid_write(consents / f"{consent}.audio")  # while it runs: swept before its next write
         assert add_consent(server.base).status_code == 200
         assert not list(consents.glob(".*.voxport-*"))
@@ -165,18 +180,27 @@ def test_a_read_only_voices_directory_serves_its_voices_and_refuses_writes_witho
         voice = add_voice(first.base, consent).json()["id"]
     finally:
         first.stop()
-    server = Server("--model", f"tts={tiny_csm_dir}", "--voices-dir", str(directory),
-                    prefix=(*namespaced('mount --bind -o ro "$0" "$0"'), str(directory)))
+    server = Server(
+        "--model",
+        f"tts={tiny_csm_dir}",
+        "--voices-dir",
+        str(directory),
+        prefix=(*namespaced('mount --bind -o ro "$0" "$0"'), str(directory)),
+    )
     try:
-        speech = httpx.post(f"{server.base}/v1/audio/speech", timeout=120, json={
-            "model": "tts", "input": "Read only.", "voice": {"id": voice}, "max_seconds": 0.16, "seed": 1})
+        speech = httpx.post(
+            f"{server.base}/v1/audio/speech",
+            timeout=120,
+            json={"model": "tts", "input": "Read only.", "voice": {"id": voice}, "max_seconds": 0.16, "seed": 1},
+        )
         assert speech.status_code == 200, speech.text
         assert_storage_error(add_consent(server.base), 503, str(tmp_path), "consents/", ".audio")
         assert "Read-only file system" in add_consent(server.base).json()["error"]["message"]
         assert_storage_error(add_voice(server.base, consent), 503, str(tmp_path), "voices/")
         assert_storage_error(httpx.delete(f"{server.base}/v1/audio/voices/{voice}"), 503, str(tmp_path))
-        assert_storage_error(httpx.post(f"{server.base}/v1/audio/voice_consents/{consent}", json={"name": "B"}),
-                             503, str(tmp_path))
+        assert_storage_error(
+            httpx.post(f"{server.base}/v1/audio/voice_consents/{consent}", json={"name": "B"}), 503, str(tmp_path)
+        )
         ids = [item["id"] for item in httpx.get(f"{server.base}/v1/audio/voices").json()["voices"]]
         assert voice in ids  # a failed delete deletes nothing
     finally:
@@ -186,8 +210,13 @@ def test_a_read_only_voices_directory_serves_its_voices_and_refuses_writes_witho
 def test_a_full_voices_directory_is_507_without_a_path_and_leaves_nothing_behind(tiny_csm_dir, tmp_path):
     directory = tmp_path / "voices"
     directory.mkdir()
-    server = Server("--model", f"tts={tiny_csm_dir}", "--voices-dir", str(directory),
-                    prefix=(*namespaced('mount -t tmpfs -o size=128k voxport "$0"'), str(directory)))
+    server = Server(
+        "--model",
+        f"tts={tiny_csm_dir}",
+        "--voices-dir",
+        str(directory),
+        prefix=(*namespaced('mount -t tmpfs -o size=128k voxport "$0"'), str(directory)),
+    )
     try:
         root = f"/proc/{server.process.pid}/root{directory}"  # the server's own view of its tmpfs
         consent = add_consent(server.base)
@@ -209,18 +238,23 @@ def test_a_voice_whose_sample_went_missing_is_503_without_a_path(store):
     consent = add_consent(base).json()["id"]
     voice = add_voice(base, consent).json()["id"]
     (directory / "voices" / f"{voice}.wav").unlink()
-    reply = httpx.post(f"{base}/v1/audio/speech", timeout=120, json={
-        "model": "tts", "input": "Gone.", "voice": {"id": voice}, "max_seconds": 0.16})
+    reply = httpx.post(
+        f"{base}/v1/audio/speech",
+        timeout=120,
+        json={"model": "tts", "input": "Gone.", "voice": {"id": voice}, "max_seconds": 0.16},
+    )
     assert_storage_error(reply, 503, str(directory), ".wav")
     assert reply.json()["error"]["param"] == "voice"
     assert httpx.get(f"{base}/health").status_code == 200
 
 
 def multipart_head(boundary: str) -> bytes:
-    return (f"--{boundary}\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\nAda\r\n"
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"language\"\r\n\r\nen\r\n"
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"recording\"; filename=\"big.wav\"\r\n"
-            "Content-Type: audio/wav\r\n\r\n").encode()
+    return (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="name"\r\n\r\nAda\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="language"\r\n\r\nen\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="recording"; filename="big.wav"\r\n'
+        "Content-Type: audio/wav\r\n\r\n"
+    ).encode()
 
 
 def upload_until_answered(base: str, headers: str, pieces) -> tuple[str, int]:
@@ -257,8 +291,10 @@ def test_an_upload_too_large_is_refused_as_it_streams_in(store):
     megabyte = b"\0" * 2**20
     declared = 400 * 2**20
     status, sent = upload_until_answered(
-        base, f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {declared}\r\n",
-        [multipart_head(boundary), megabyte])
+        base,
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {declared}\r\n",
+        [multipart_head(boundary), megabyte],
+    )
     assert status == "HTTP/1.1 413 Request Entity Too Large" and sent <= 2 * 2**20  # refused by its declared size
 
     def chunked():
@@ -268,7 +304,8 @@ def test_an_upload_too_large_is_refused_as_it_streams_in(store):
             time.sleep(0.02)
 
     status, sent = upload_until_answered(
-        base, f"Content-Type: multipart/form-data; boundary={boundary}\r\nTransfer-Encoding: chunked\r\n", chunked())
+        base, f"Content-Type: multipart/form-data; boundary={boundary}\r\nTransfer-Encoding: chunked\r\n", chunked()
+    )
     assert status == "HTTP/1.1 413 Request Entity Too Large" and sent < MAX_UPLOAD_BYTES + 8 * 2**20, sent
     assert httpx.get(f"{base}/health").status_code == 200
 

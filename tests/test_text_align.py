@@ -33,27 +33,32 @@ def test_viterbi_finds_the_planted_path():
 def test_source_words_are_the_users_words():
     text = '<speak>It costs $3.50.<break time="700ms"/>价格是¥3.50，<sub alias="Doctor">Dr.</sub> Lee!</speak>'
     plan = plan_text(text)
-    words = [[text[start:end] for start, end in source_words(segment.spoken, text)]
-             for segment in plan.speech]
+    words = [[text[start:end] for start, end in source_words(segment.spoken, text)] for segment in plan.speech]
     assert words == [["It", "costs", "$3.50"], ["价", "格", "是", "¥3.50", "Dr", "Lee"]]
 
 
-@pytest.mark.parametrize("text", [
-    '<speak>It costs $3.50.<break time="700ms"/>See you on 2026-12-05 at 10:30.</speak>',
-    "会议在2026年12月5日上午10:30，电话13812345678。",
-    "Plain words, no numbers at all: one two three.",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        '<speak>It costs $3.50.<break time="700ms"/>See you on 2026-12-05 at 10:30.</speak>',
+        "会议在2026年12月5日上午10:30，电话13812345678。",
+        "Plain words, no numbers at all: one two three.",
+    ],
+)
 def test_word_timings_are_ordered_inside_the_audio_one_per_word(aligner, text):
     plan = plan_text(text)
     rng = np.random.default_rng(0)
-    parts = [segment.seconds if isinstance(segment, Break) else
-             (0.1 * rng.standard_normal(int(RATE * (0.3 + 0.05 * len(segment.text))))).astype(np.float32)
-             for segment in plan.segments]
+    parts = [
+        segment.seconds
+        if isinstance(segment, Break)
+        else (0.1 * rng.standard_normal(int(RATE * (0.3 + 0.05 * len(segment.text))))).astype(np.float32)
+        for segment in plan.segments
+    ]
     joined = join_audio(parts, RATE)
     words = word_times(aligner, plan, joined)
     expected = [text[start:end] for segment in plan.speech for start, end in source_words(segment.spoken, text)]
     assert [word.word for word in words] == expected
-    assert all(text[word.source_start:word.source_end] == word.word for word in words)
+    assert all(text[word.source_start : word.source_end] == word.word for word in words)
     duration = len(joined.audio) / RATE
     for before, after in zip(words, words[1:]):
         assert before.start <= after.start and before.end <= after.start + 1e-9
@@ -68,7 +73,7 @@ def test_chunk_times_follow_from_the_audio_lengths():
     joined = join_audio([np.ones(RATE, np.float32) * 0.1, 0.5, np.ones(RATE // 2, np.float32) * 0.1], RATE)
     chunks = chunk_times(plan, joined)
     assert [(chunk.text, chunk.start, chunk.end) for chunk in chunks] == [("One.", 0.0, 1.0), ("Two.", 1.5, 2.0)]
-    assert plan.source[chunks[1].source_start:chunks[1].source_end] == "Two."
+    assert plan.source[chunks[1].source_start : chunks[1].source_end] == "Two."
 
 
 def test_too_little_audio_shares_the_time_out(aligner):

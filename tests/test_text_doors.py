@@ -41,9 +41,30 @@ def service(tiny_csm_dir, aligner_dir) -> SpeechService:
 @pytest.fixture(scope="module")
 def through_the_cli(tiny_csm_dir, aligner_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("cli")
-    assert main(["tts", EXAMPLE, "--ssml", "--timestamps", str(out / "words.json"), "--aligner", str(aligner_dir),
-                 "--model", str(tiny_csm_dir), "--device", "cpu", "--seed", str(SEED), "--max-tokens", str(FRAMES),
-                 "-o", str(out / "example.wav")]) == 0
+    assert (
+        main(
+            [
+                "tts",
+                EXAMPLE,
+                "--ssml",
+                "--timestamps",
+                str(out / "words.json"),
+                "--aligner",
+                str(aligner_dir),
+                "--model",
+                str(tiny_csm_dir),
+                "--device",
+                "cpu",
+                "--seed",
+                str(SEED),
+                "--max-tokens",
+                str(FRAMES),
+                "-o",
+                str(out / "example.wav"),
+            ]
+        )
+        == 0
+    )
     return (out / "example.wav").read_bytes(), json.loads((out / "words.json").read_text())
 
 
@@ -66,13 +87,13 @@ def check_timings(record: dict, duration: float) -> None:
     """One timing per word of the input, each the input's own text at its offsets, in order, inside the audio."""
     words = record["words"]
     assert [word["word"] for word in words] == EXAMPLE_WORDS
-    assert all(EXAMPLE[word["source_start"]:word["source_end"]] == word["word"] for word in words)
+    assert all(EXAMPLE[word["source_start"] : word["source_end"]] == word["word"] for word in words)
     assert all(0 <= word["start"] <= word["end"] <= duration + 1e-9 for word in words)
     assert all(a["end"] <= b["start"] + 1e-9 for a, b in zip(words, words[1:]))
     first, second = record["chunks"]
     assert second["start"] - first["end"] == pytest.approx(0.7)
     assert first["text"] == "It costs three dollars and fifty cents."
-    assert EXAMPLE[second["source_start"]:second["source_end"]] == "See you on 2026-12-05 at 10:30."
+    assert EXAMPLE[second["source_start"] : second["source_end"]] == "See you on 2026-12-05 at 10:30."
     for word in words:
         assert any(chunk["start"] <= word["start"] <= word["end"] <= chunk["end"] for chunk in record["chunks"])
 
@@ -94,22 +115,40 @@ def test_the_issue_example_through_the_openai_sdk(through_the_cli, server):
     """`timestamps: true` answers a JSON envelope: the same WAV in base64, and the same timings."""
     wav, record = through_the_cli
     client = openai.OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0)
-    reply = client.audio.speech.create(model="tts", voice="alloy", input=EXAMPLE, response_format="wav",
-                                       extra_body={"seed": SEED, "max_seconds": FRAMES * FRAME_SECONDS,
-                                                   "timestamps": True}, timeout=300)
+    reply = client.audio.speech.create(
+        model="tts",
+        voice="alloy",
+        input=EXAMPLE,
+        response_format="wav",
+        extra_body={"seed": SEED, "max_seconds": FRAMES * FRAME_SECONDS, "timestamps": True},
+        timeout=300,
+    )
     envelope = json.loads(reply.content)
     assert base64.b64decode(envelope["audio"]) == wav
     assert envelope["words"] == record["words"] and envelope["chunks"] == record["chunks"]
     assert envelope["text"] == EXAMPLE and envelope["response_format"] == "wav"
-    plain = client.audio.speech.create(model="tts", voice="alloy", input=EXAMPLE, response_format="wav",
-                                       extra_body={"seed": SEED, "max_seconds": FRAMES * FRAME_SECONDS}, timeout=300)
+    plain = client.audio.speech.create(
+        model="tts",
+        voice="alloy",
+        input=EXAMPLE,
+        response_format="wav",
+        extra_body={"seed": SEED, "max_seconds": FRAMES * FRAME_SECONDS},
+        timeout=300,
+    )
     assert plain.content == wav  # without timestamps: the audio file itself
 
 
 def test_the_sse_stream_carries_the_timings_as_an_event(through_the_cli, server):
     wav, record = through_the_cli
-    body = {"model": "tts", "input": EXAMPLE, "seed": SEED, "max_seconds": FRAMES * FRAME_SECONDS,
-            "stream_format": "sse", "response_format": "pcm", "timestamps": True}
+    body = {
+        "model": "tts",
+        "input": EXAMPLE,
+        "seed": SEED,
+        "max_seconds": FRAMES * FRAME_SECONDS,
+        "stream_format": "sse",
+        "response_format": "pcm",
+        "timestamps": True,
+    }
     reply = httpx.post(f"{server}/v1/audio/speech", json=body, timeout=300)
     events = [json.loads(line[6:]) for line in reply.text.splitlines() if line.startswith("data: ")]
     assert [event["type"] for event in events[-2:]] == ["speech.timestamps", "speech.audio.done"]
@@ -181,9 +220,11 @@ def test_batch_rows_take_ssml_and_write_timings(tiny_csm_dir, aligner_dir, tmp_p
     from voxport.batch.workers import SpeechWorker
 
     worker = SpeechWorker(str(tiny_csm_dir), "cpu", "float32", str(tmp_path), {"aligner": str(aligner_dir)}, 1)
-    rows = [{"id": "timed", "text": EXAMPLE, "seed": SEED, "max_tokens": FRAMES, "timestamps": True},
-            {"id": "plain", "text": "It costs $3.50.", "seed": SEED, "max_tokens": FRAMES, "normalize": False},
-            {"id": "bad", "text": BAD_SSML, "seed": SEED}]
+    rows = [
+        {"id": "timed", "text": EXAMPLE, "seed": SEED, "max_tokens": FRAMES, "timestamps": True},
+        {"id": "plain", "text": "It costs $3.50.", "seed": SEED, "max_tokens": FRAMES, "normalize": False},
+        {"id": "bad", "text": BAD_SSML, "seed": SEED},
+    ]
     records = {record["id"]: record for record in worker.run(rows)}
     assert records["timed"]["timestamps"] == "timed.json" and records["plain"]["timestamps"] is None
     assert "column 11: unknown tag <prosody>" in records["bad"]["error"]

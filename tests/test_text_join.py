@@ -28,10 +28,13 @@ def silent_runs(audio: np.ndarray, floor: float = 1e-3, shortest: float = 0.010)
 
 
 def test_ssml_breaks_are_heard_as_silences_of_their_length():
-    plan = plan_text('<speak>One.<break time="700ms"/>Two.<break time="1.5s"/>Three.'
-                     '<break strength="weak"/>Four.</speak>')
-    parts = [segment.seconds if isinstance(segment, Break) else voiced(0.4 + 0.1 * index, index)
-             for index, segment in enumerate(plan.segments)]
+    plan = plan_text(
+        '<speak>One.<break time="700ms"/>Two.<break time="1.5s"/>Three.<break strength="weak"/>Four.</speak>'
+    )
+    parts = [
+        segment.seconds if isinstance(segment, Break) else voiced(0.4 + 0.1 * index, index)
+        for index, segment in enumerate(plan.segments)
+    ]
     joined = join_audio(parts, RATE)
     pauses = [segment.seconds for segment in plan.segments if isinstance(segment, Break)]
     measured = silent_runs(joined.audio)

@@ -67,13 +67,13 @@ def test_pieces_map_back_exactly(written):
     """The pieces tile the input: in order, with no gap, each copied piece equal to its source characters, and
     every replaced piece's source is a whole written token (no space at its edges)."""
     spoken = normalize(written)
-    assert "".join(written[p.source_start:p.source_end] for p in spoken.pieces) == written
+    assert "".join(written[p.source_start : p.source_end] for p in spoken.pieces) == written
     assert [p.source_start for p in spoken.pieces[1:]] == [p.source_end for p in spoken.pieces[:-1]]
-    assert "".join(spoken.text[p.spoken_start:p.spoken_end] for p in spoken.pieces) == spoken.text
+    assert "".join(spoken.text[p.spoken_start : p.spoken_end] for p in spoken.pieces) == spoken.text
     for piece in spoken.pieces:
-        source = written[piece.source_start:piece.source_end]
+        source = written[piece.source_start : piece.source_end]
         if piece.verbatim:
-            assert spoken.text[piece.spoken_start:piece.spoken_end] == source
+            assert spoken.text[piece.spoken_start : piece.spoken_end] == source
         else:
             assert source == source.strip() and source
 
@@ -81,8 +81,13 @@ def test_pieces_map_back_exactly(written):
 def test_spans_lead_back_to_the_written_words():
     written = "It costs $3.50. See you on 2026-12-05 at 10:30."
     spoken = normalize(written)
-    for said, original in [("fifty cents", "$3.50"), ("December", "2026-12-05"), ("thirty", "10:30"),
-                           ("costs", "costs"), ("ost", "ost")]:
+    for said, original in [
+        ("fifty cents", "$3.50"),
+        ("December", "2026-12-05"),
+        ("thirty", "10:30"),
+        ("costs", "costs"),
+        ("ost", "ost"),
+    ]:
         start = spoken.text.index(said)
         begin, end = spoken.source_span(start, start + len(said))
         assert written[begin:end] == original
@@ -100,12 +105,19 @@ def test_chinese_spans_lead_back():
 def test_any_text_is_tiled_by_its_pieces():
     """Random mixes of digits, symbols, letters and Chinese never fail and always map back exactly."""
     alphabet = list("0123456789" * 3 + " .,:-/$€£¥%@+()&abcKMkmgsth年月日个点，。价格１．％") + [
-        "Dr. ", "etc.", "www.", "https://", " am", " pm", "°C"]
+        "Dr. ",
+        "etc.",
+        "www.",
+        "https://",
+        " am",
+        " pm",
+        "°C",
+    ]
     rng = random.Random(0)
     for _ in range(3000):
         written = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 25)))
         spoken = normalize(written)
-        assert "".join(written[p.source_start:p.source_end] for p in spoken.pieces) == written
+        assert "".join(written[p.source_start : p.source_end] for p in spoken.pieces) == written
 
 
 def test_switched_off_copies_everything():
@@ -115,12 +127,21 @@ def test_switched_off_copies_everything():
     assert spoken.pieces == Spoken.verbatim(written).pieces
 
 
-@pytest.mark.parametrize("text, span, language", [
-    ("in 2026", (3, 7), "en"), ("2026年", (0, 4), "zh"), ("价格 $5 dollars", (3, 5), "zh"),  # a tie: the letter before
-    ("价格：  $5 dollars", (5, 7), "en"),
-    ("价格$5，", (2, 4), "zh"), ("42", (0, 2), "en"), ("跑了5km", (2, 5), "zh"), ("（3）", (1, 2), "zh"),
-    ("Москва 5 km", (7, 8), "en"), ("ｉｎ 5", (3, 4), "zh"),
-])
+@pytest.mark.parametrize(
+    "text, span, language",
+    [
+        ("in 2026", (3, 7), "en"),
+        ("2026年", (0, 4), "zh"),
+        ("价格 $5 dollars", (3, 5), "zh"),  # a tie: the letter before
+        ("价格：  $5 dollars", (5, 7), "en"),
+        ("价格$5，", (2, 4), "zh"),
+        ("42", (0, 2), "en"),
+        ("跑了5km", (2, 5), "zh"),
+        ("（3）", (1, 2), "zh"),
+        ("Москва 5 km", (7, 8), "en"),
+        ("ｉｎ 5", (3, 4), "zh"),
+    ],
+)
 def test_language_is_the_nearest_letters(text, span, language):
     assert language_at(text, *span) == language
 

@@ -11,14 +11,14 @@ import torch
 
 from voxport.cli import main
 from voxport.errors import InputError
+from voxport.runtime.bandwidth import published_bandwidth
 from voxport.validate import pipeline
 from voxport.validate.accuracy import run_accuracy
-from voxport.validate.metrics import compare
-from voxport.validate.phases import phase
-from voxport.validate.ops import KnownGap, OpRecorder, coverage, run_ops
 from voxport.validate.grid import parse_configs
-from voxport.runtime.bandwidth import published_bandwidth
+from voxport.validate.metrics import compare
+from voxport.validate.ops import KnownGap, OpRecorder, coverage, run_ops
 from voxport.validate.performance import bound_fraction, run_benchmark
+from voxport.validate.phases import phase
 from voxport.validate.reproducibility import run_reproducibility
 from voxport.validate.verdicts import FLOORS, Errors, errors, judge
 
@@ -84,8 +84,9 @@ def test_accuracy_covers_every_stage_and_passes_clean(checkpoint, request, tmp_p
         seen = bars.append([label, total, 0]) or bars[-1]
         yield lambda done: seen.__setitem__(2, done)
 
-    result = run_accuracy(str(copy), CPU, torch.bfloat16, reference_source=str(clean), example_names=["english"],
-                          progress=quiet, bar=bar)
+    result = run_accuracy(
+        str(copy), CPU, torch.bfloat16, reference_source=str(clean), example_names=["english"], progress=quiet, bar=bar
+    )
     assert result["verdict"] == "PASS" and result["first_drift_module"] is None
     blocks = len(result["blocks"])  # every block and stage of the one example, each replayed once per pass
     assert bars == [["benchmark", blocks, blocks], ["target", blocks, blocks]]
@@ -93,15 +94,29 @@ def test_accuracy_covers_every_stage_and_passes_clean(checkpoint, request, tmp_p
     assert all(entry["seconds"] > 0 and entry["peak_rss_bytes"] > 2**20 for entry in result["phases"].values())
     assert result["examples"] == {"english": {"verdict": "PASS", "first_drift_module": None}}
     stages = {block["stage"] for block in result["blocks"]}
-    expected = ({"backbone_model", "depth_decoder", "engine", "codec_model.quantizer", "codec_model.decoder"}
-                if checkpoint == "tiny_csm_dir" else
-                {"mel", "encoder", "audio_adapter", "llm", "generation", "token2latent", "wavegan"})
+    expected = (
+        {"backbone_model", "depth_decoder", "engine", "codec_model.quantizer", "codec_model.decoder"}
+        if checkpoint == "tiny_csm_dir"
+        else {"mel", "encoder", "audio_adapter", "llm", "generation", "token2latent", "wavegan"}
+    )
     assert stages == expected
     modules = {block["module"] for block in result["blocks"]}
-    assert ({"backbone_model.layers.1", "depth_decoder.model.layers.0", "codec_model.decoder.layers.3",
-             "codec_model.decoder_transformer.layers.0"} if checkpoint == "tiny_csm_dir" else
-            {"encoder.layers.0", "llm.model.layers.1", "token2latent.blocks.1", "wavegan.resblocks.0",
-             "audio_adapter.downsample_layers.0"}) <= modules
+    assert (
+        {
+            "backbone_model.layers.1",
+            "depth_decoder.model.layers.0",
+            "codec_model.decoder.layers.3",
+            "codec_model.decoder_transformer.layers.0",
+        }
+        if checkpoint == "tiny_csm_dir"
+        else {
+            "encoder.layers.0",
+            "llm.model.layers.1",
+            "token2latent.blocks.1",
+            "wavegan.resblocks.0",
+            "audio_adapter.downsample_layers.0",
+        }
+    ) <= modules
     # bfloat16 really ran: low-precision error in the half-precision blocks, the benchmark's own
     assert max(block["relative_error"] for block in result["blocks"]) > 1e-3
     assert all(block["relative_error"] == block["benchmark_relative_error"] for block in result["blocks"])
@@ -121,8 +136,13 @@ def test_default_examples_include_chinese_and_a_long_one(tiny_csm, tiny_covo):
 def test_reproducibility_on_cpu(tiny_csm_dir):
     result = run_reproducibility(str(tiny_csm_dir), CPU, torch.float32, steps=6, progress=quiet)
     assert result["verdict"] == "PASS" and result["problems"] == []
-    assert result["repeat"] == {"token_match_rate": 1.0, "first_divergence": None, "sampled_token_match_rate": 1.0,
-                                "sampled_first_divergence": None, "identical_audio": True}
+    assert result["repeat"] == {
+        "token_match_rate": 1.0,
+        "first_divergence": None,
+        "sampled_token_match_rate": 1.0,
+        "sampled_first_divergence": None,
+        "identical_audio": True,
+    }
     assert result["against_reference"]["greedy_parts_at_step"] is None
     assert result["against_reference"]["sampled_parts_at_step"] is None
     assert result["against_reference"]["token_match_rate"] == 1.0
@@ -157,8 +177,15 @@ def test_reproducibility_of_text_tokens(tiny_covo_dir):
 
 
 def test_benchmark_has_every_field(tiny_csm_dir):
-    result = run_benchmark(str(tiny_csm_dir), CPU, torch.float32, parse_configs("short_4t,medium_6t"), iterations=2,
-                           bandwidth=50e9, progress=quiet)
+    result = run_benchmark(
+        str(tiny_csm_dir),
+        CPU,
+        torch.float32,
+        parse_configs("short_4t,medium_6t"),
+        iterations=2,
+        bandwidth=50e9,
+        progress=quiet,
+    )
     load = result["load_breakdown_seconds"]
     assert {"import", "tokenizer_and_processor", "weights", "other", "first_call"} <= set(load)
     assert result["total_load_seconds"] == pytest.approx(sum(load.values())) and min(load.values()) >= 0
@@ -166,8 +193,16 @@ def test_benchmark_has_every_field(tiny_csm_dir):
     assert result["bandwidth_bytes_per_second"] == 50e9 and result["bandwidth_source"] == "given"
     assert [entry["config"] for entry in result["configs"]] == ["short_4t", "medium_6t"]
     for entry in result["configs"]:
-        for field in ["latency_mean_seconds", "latency_p50_seconds", "latency_p90_seconds", "steps_per_second", "rtf",
-                      "real_time_multiple", "peak_process_rss_bytes", "bound_step_seconds"]:
+        for field in [
+            "latency_mean_seconds",
+            "latency_p50_seconds",
+            "latency_p90_seconds",
+            "steps_per_second",
+            "rtf",
+            "real_time_multiple",
+            "peak_process_rss_bytes",
+            "bound_step_seconds",
+        ]:
             assert entry[field] > 0, field
         assert entry["bytes_read_per_step"] == result["weight_bytes_per_step"]
         assert entry["bound_step_seconds"] == pytest.approx(result["weight_bytes_per_step"] / 50e9)
@@ -206,8 +241,13 @@ def test_ops_lists_the_stft_and_complex_ops_of_covo(tiny_covo_dir):
 
 def test_known_gaps_catch_a_naive_front_end():
     with OpRecorder() as recorder:
-        spectrum = torch.stft(torch.randn(4000, dtype=torch.float64), 400, 160, window=torch.hann_window(400,
-                              dtype=torch.float64), return_complex=True)
+        spectrum = torch.stft(
+            torch.randn(4000, dtype=torch.float64),
+            400,
+            160,
+            window=torch.hann_window(400, dtype=torch.float64),
+            return_complex=True,
+        )
         spectrum.abs()
     report = coverage(recorder, "npu")
     assert "aten::abs" in report["gaps_hit"] and "aten::_fft_r2c" in report["gaps_hit"]
@@ -244,8 +284,16 @@ def test_ops_exits_3_when_its_replay_fails(tiny_csm_dir, monkeypatch, capsys):
 
 
 def test_run_all_writes_every_file(tiny_csm_dir, tmp_path):
-    summary = pipeline.run_all(str(tiny_csm_dir), CPU, torch.bfloat16, tmp_path / "report",
-                               parse_configs("short_4t"), iterations=1, steps=4, progress=quiet)
+    summary = pipeline.run_all(
+        str(tiny_csm_dir),
+        CPU,
+        torch.bfloat16,
+        tmp_path / "report",
+        parse_configs("short_4t"),
+        iterations=1,
+        steps=4,
+        progress=quiet,
+    )
     out = summary.parent
     for name in ["accuracy.json", "reproducibility.json", "performance.json", "ops.json"]:
         data = json.loads((out / name).read_text())
@@ -253,8 +301,15 @@ def test_run_all_writes_every_file(tiny_csm_dir, tmp_path):
     for name in ["drift.png", "performance.png", "memory.png"]:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = summary.read_text()
-    for section in ["## Accuracy against CPU float32", "## Reproducibility", "## Performance", "## Operator coverage",
-                    "## Plots", "## Environment", "![per-block drift](drift.png)"]:
+    for section in [
+        "## Accuracy against CPU float32",
+        "## Reproducibility",
+        "## Performance",
+        "## Operator coverage",
+        "## Plots",
+        "## Environment",
+        "![per-block drift](drift.png)",
+    ]:
         assert section in text
 
 
@@ -263,8 +318,16 @@ def test_a_failing_stage_keeps_the_others(tiny_csm_dir, tmp_path, monkeypatch):
         raise RuntimeError("device lost")
 
     monkeypatch.setattr(pipeline, "run_benchmark", broken_benchmark)
-    summary = pipeline.run_all(str(tiny_csm_dir), CPU, torch.float32, tmp_path / "report", parse_configs("short_4t"),
-                               iterations=1, steps=3, progress=quiet)
+    summary = pipeline.run_all(
+        str(tiny_csm_dir),
+        CPU,
+        torch.float32,
+        tmp_path / "report",
+        parse_configs("short_4t"),
+        iterations=1,
+        steps=3,
+        progress=quiet,
+    )
     assert json.loads((summary.parent / "performance.json").read_text())["error"] == "RuntimeError: device lost"
     assert json.loads((summary.parent / "accuracy.json").read_text())["verdict"] == "PASS"
     assert not (summary.parent / "performance.png").exists()
@@ -278,8 +341,9 @@ def test_validation_cli_prints_tables(tiny_covo_dir, tmp_path, capsys):
     assert json.loads(out.read_text())["steps"] == 3
 
 
-@pytest.mark.parametrize("case", ["unknown config", "absent device", "unknown model", "out is a file",
-                                  "json-out unwritable", "audio absent"])
+@pytest.mark.parametrize(
+    "case", ["unknown config", "absent device", "unknown model", "out is a file", "json-out unwritable", "audio absent"]
+)
 def test_validation_bad_input_is_one_clear_line(case, tiny_csm_dir, tmp_path, capsys):
     other = tmp_path / "bert"
     other.mkdir()
@@ -293,8 +357,10 @@ def test_validation_bad_input_is_one_clear_line(case, tiny_csm_dir, tmp_path, ca
         "unknown model": (["repro", "--model", str(other)], "'bert' model, which voxport cannot handle"),
         "out is a file": (["run-all", *model, "--out", str(taken)], "is a file: expected a directory"),
         "json-out unwritable": (["bench", *model, "--json-out", str(tmp_path / "no" / "b.json")], "does not exist"),
-        "audio absent": (["accuracy", *model, "--audio", str(tmp_path / "nonexistent.wav")],
-                         "nonexistent.wav is not a file: expected a speech recording"),
+        "audio absent": (
+            ["accuracy", *model, "--audio", str(tmp_path / "nonexistent.wav")],
+            "nonexistent.wav is not a file: expected a speech recording",
+        ),
     }[case]
     assert main(argv) == 1
     errors = capsys.readouterr().err.strip().splitlines()

@@ -36,8 +36,13 @@ def whisper_log_mel(audio: np.ndarray | torch.Tensor, n_mels: int = 128, device=
 def mel_filters(n_mels: int) -> torch.Tensor:
     """(n_mels, 201) Slaney-scale, Slaney-normalised triangles: the filters librosa (and Whisper) use."""
     bank = mel_filter_bank(
-        num_frequency_bins=N_FFT // 2 + 1, num_mel_filters=n_mels, min_frequency=0.0,
-        max_frequency=SAMPLE_RATE / 2, sampling_rate=SAMPLE_RATE, norm="slaney", mel_scale="slaney",
+        num_frequency_bins=N_FFT // 2 + 1,
+        num_mel_filters=n_mels,
+        min_frequency=0.0,
+        max_frequency=SAMPLE_RATE / 2,
+        sampling_rate=SAMPLE_RATE,
+        norm="slaney",
+        mel_scale="slaney",
     )
     return torch.from_numpy(bank.T.astype(np.float32))
 

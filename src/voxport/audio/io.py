@@ -45,8 +45,10 @@ def read_audio(source: Path | bytes, name: str | None = None) -> tuple[np.ndarra
         samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as error:
         reason = getattr(error, "error_string", None) or first_line(error)
-        raise AudioError(f"{name} is not audio soundfile can read ({reason.rstrip('.')}): expected wav, flac, "
-                         f"ogg, mp3 or another format it reads") from None
+        raise AudioError(
+            f"{name} is not audio soundfile can read ({reason.rstrip('.')}): expected wav, flac, "
+            f"ogg, mp3 or another format it reads"
+        ) from None
     return check_samples(samples.mean(axis=1, dtype=np.float32), rate, name), rate
 
 
@@ -56,8 +58,10 @@ def check_samples(samples: np.ndarray, rate: int, name: str) -> np.ndarray:
     if samples.size == 0:
         raise AudioError(f"{name} is empty: expected at least {MIN_SECONDS} s of audio")
     if not np.isfinite(samples).all():
-        raise AudioError(f"{name} has {int(np.count_nonzero(~np.isfinite(samples)))} non-finite samples "
-                         f"(NaN or infinity): expected finite audio")
+        raise AudioError(
+            f"{name} has {int(np.count_nonzero(~np.isfinite(samples)))} non-finite samples "
+            f"(NaN or infinity): expected finite audio"
+        )
     if samples.size < MIN_SECONDS * rate:
         raise AudioError(f"{name} lasts {samples.size / rate * 1000:.0f} ms: expected at least {MIN_SECONDS} s")
     if np.max(np.abs(samples)) < SILENCE_PEAK:
@@ -96,8 +100,10 @@ def _refuse_truncated_wav(data: bytes, name: str) -> None:
         if chunk == b"data":
             held = len(data) - offset - 8
             if size != _UNKNOWN_SIZE and size > held:
-                raise AudioError(f"{name} is truncated: its header promises {size} bytes of audio, the file "
-                                 f"holds {held}: expected a complete WAV file")
+                raise AudioError(
+                    f"{name} is truncated: its header promises {size} bytes of audio, the file "
+                    f"holds {held}: expected a complete WAV file"
+                )
             return
         offset += 8 + size + (size & 1)  # chunks are padded to an even length
 
@@ -116,4 +122,3 @@ def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int) -> Path:
     with replaced_atomically(path) as temporary:
         sf.write(temporary, np.clip(audio, -1.0, 1.0), sample_rate)
     return path
-

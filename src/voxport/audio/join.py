@@ -63,18 +63,18 @@ class StreamJoin:
         piece = np.array(samples, dtype=np.float32, copy=True).reshape(-1)
         if self._index > 0 and self._position < len(self._ramp):
             head = min(len(piece), len(self._ramp) - self._position)
-            piece[:head] *= self._ramp[self._position:self._position + head]
+            piece[:head] *= self._ramp[self._position : self._position + head]
         self._position += len(piece)
         waiting = np.concatenate([self._held, piece])
         keep = min(len(waiting), len(self._ramp)) if self._index < self.parts - 1 else 0
-        self._held = waiting[len(waiting) - keep:]
-        return waiting[:len(waiting) - keep]
+        self._held = waiting[len(waiting) - keep :]
+        return waiting[: len(waiting) - keep]
 
     def end(self) -> np.ndarray:
         """The rest of the current speech part, faded out; the next part starts."""
         tail = self._held
         if len(tail):
-            tail = tail * self._ramp[:len(tail)][::-1]
+            tail = tail * self._ramp[: len(tail)][::-1]
         self._next()
         return tail
 

@@ -26,7 +26,7 @@ def require_ray() -> ModuleType:
     try:
         import pyarrow  # noqa: F401  (inputs and the manifest)
         import ray
-        import ray.data  # noqa: F401  (Ray Data comes with the "data" extra)
+        import ray.data
     except ImportError:
         raise VoxportError("Ray is not installed: pip install 'voxport[batch]' (or 'ray[data]>=2.40')") from None
     return ray
@@ -57,8 +57,7 @@ def start(cluster: str | None = None, cpus: int | None = None) -> None:
         if cluster:
             ray.init(address=cluster, **settings)
         else:
-            ray.init(num_cpus=max(cpus or 0, os.cpu_count() or 1), object_store_memory=OBJECT_STORE_BYTES,
-                     **settings)
+            ray.init(num_cpus=max(cpus or 0, os.cpu_count() or 1), object_store_memory=OBJECT_STORE_BYTES, **settings)
     except (ConnectionError, RuntimeError, ValueError) as error:
         where = f"cluster {cluster}" if cluster else "a local Ray runtime"
         raise VoxportError(f"cannot start or reach {where}: {first_line(error)}") from None
@@ -79,8 +78,10 @@ def device_kind(spec: str, ray=None) -> str:
     spec = spec.strip().lower()
     if spec != "auto":
         if spec not in DEVICE_KINDS:
-            raise InputError(f"unknown device '{spec}': expected auto or one of {', '.join(DEVICE_KINDS)} "
-                             "(workers take one device each)")
+            raise InputError(
+                f"unknown device '{spec}': expected auto or one of {', '.join(DEVICE_KINDS)} "
+                "(workers take one device each)"
+            )
         return spec
     resources = ray.cluster_resources() if ray is not None else {}
     for kind, backend in BACKENDS.items():
@@ -110,8 +111,10 @@ def check_workers(ray, kind: str, workers: int) -> None:
     offered = devices_offered(ray, kind)
     if workers > offered:
         resource = BACKENDS[kind].cluster_resource or "CPU"
-        raise InputError(f"--workers {workers} on {kind} needs {workers} {resource} but the Ray runtime has "
-                         f"{offered}: lower --workers or add nodes")
+        raise InputError(
+            f"--workers {workers} on {kind} needs {workers} {resource} but the Ray runtime has "
+            f"{offered}: lower --workers or add nodes"
+        )
 
 
 def model_for_workers(source: str | os.PathLike) -> str:

@@ -33,8 +33,10 @@ def parse_targets(text: str) -> list[Target]:
     for name in (part.strip().lower() for part in text.split(",") if part.strip()):
         match = _TARGET.match(name)
         if not match:
-            raise InputError(f"unknown target '{name}': expected KIND:DTYPE such as cuda:bfloat16 "
-                             f"(kinds {', '.join(DEVICE_KINDS)}; dtypes float32, bfloat16, float16)")
+            raise InputError(
+                f"unknown target '{name}': expected KIND:DTYPE such as cuda:bfloat16 "
+                f"(kinds {', '.join(DEVICE_KINDS)}; dtypes float32, bfloat16, float16)"
+            )
         if Target(match[1], match[2]) not in targets:
             targets.append(Target(match[1], match[2]))
     if not targets:
@@ -42,8 +44,16 @@ def parse_targets(text: str) -> list[Target]:
     return targets
 
 
-def run_fleet(source: str, targets: list[Target], out: Path, configs, iterations: int = 3, steps: int = 16,
-              cluster: str | None = None, progress=print) -> Path:
+def run_fleet(
+    source: str,
+    targets: list[Target],
+    out: Path,
+    configs,
+    iterations: int = 3,
+    steps: int = 16,
+    cluster: str | None = None,
+    progress=print,
+) -> Path:
     """Validate every target on its own node and write fleet.json, summary.md and plots into `out`."""
     from voxport.batch.fleet_report import write_fleet_report
 
@@ -53,11 +63,15 @@ def run_fleet(source: str, targets: list[Target], out: Path, configs, iterations
             if devices_offered(ray, kind) < 1:
                 raise InputError(f"target {kind} has no device in the Ray runtime: expected a node with one")
         check, source = ray.remote(validate_target), model_for_workers(source)
-        reference = check.options(num_cpus=1).remote(source, "cpu", "float32", configs, iterations, steps,
-                                                     ("performance",))
-        pending = {check.options(**device_request(target.kind)).remote(
-            source, target.kind, target.dtype, configs, iterations, steps, TARGET_STAGES): str(target)
-            for target in targets}
+        reference = check.options(num_cpus=1).remote(
+            source, "cpu", "float32", configs, iterations, steps, ("performance",)
+        )
+        pending = {
+            check.options(**device_request(target.kind)).remote(
+                source, target.kind, target.dtype, configs, iterations, steps, TARGET_STAGES
+            ): str(target)
+            for target in targets
+        }
         pending[reference] = "reference"
         progress(f"fleet: {len(targets)} targets and the CPU float32 reference as Ray tasks")
         results = {}
@@ -66,12 +80,14 @@ def run_fleet(source: str, targets: list[Target], out: Path, configs, iterations
             name = pending.pop(done)
             results[name] = ray.get(done)
             progress(f"fleet: {name} done on {results[name].node}")
-    return write_fleet_report(out, source, results.pop("reference"),
-                              {str(target): results[str(target)] for target in targets})
+    return write_fleet_report(
+        out, source, results.pop("reference"), {str(target): results[str(target)] for target in targets}
+    )
 
 
-def validate_target(source: str, kind: str, dtype: str, configs, iterations: int, steps: int,
-                    stages: tuple[str, ...]) -> FleetTarget:
+def validate_target(
+    source: str, kind: str, dtype: str, configs, iterations: int, steps: int, stages: tuple[str, ...]
+) -> FleetTarget:
     """One target's stages on the device Ray granted this task (it runs on that device's node)."""
     from voxport.runtime.devices import resolve_device, resolve_dtype
     from voxport.validate.environment import environment
@@ -82,7 +98,11 @@ def validate_target(source: str, kind: str, dtype: str, configs, iterations: int
         torch_dtype = resolve_dtype(dtype, device)
     except VoxportError as error:
         return FleetTarget(node=socket.gethostname(), error=str(error))
-    results = run_stages(source, device, torch_dtype, configs, iterations, steps, names=stages,
-                         progress=lambda message: None)
-    return FleetTarget(node=socket.gethostname(), environment=Environment.model_validate(environment(device)),
-                       **{name: getattr(results, name) for name in results.model_fields_set})
+    results = run_stages(
+        source, device, torch_dtype, configs, iterations, steps, names=stages, progress=lambda message: None
+    )
+    return FleetTarget(
+        node=socket.gethostname(),
+        environment=Environment.model_validate(environment(device)),
+        **{name: getattr(results, name) for name in results.model_fields_set},
+    )

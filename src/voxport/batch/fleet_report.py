@@ -28,24 +28,37 @@ def write_fleet_report(out: Path, source: str, reference: FleetTarget, targets: 
     """fleet.json, accuracy.png, performance.png and summary.md in `out`; returns summary.md's path."""
     out.mkdir(parents=True, exist_ok=True)
     write_report(out / "fleet.json", FleetReport(model=str(source), reference=reference, targets=targets))
-    plots = {"accuracy by target": plot_accuracy(targets, out / "accuracy.png"),
-             "speed by target": plot_speed(reference, targets, out / "performance.png")}
+    plots = {
+        "accuracy by target": plot_accuracy(targets, out / "accuracy.png"),
+        "speed by target": plot_speed(reference, targets, out / "performance.png"),
+    }
     summary = out / "summary.md"
     with replaced_atomically(summary) as temporary:
         temporary.write_text(fleet_markdown(source, reference, targets, plots))
     return summary
 
 
-def fleet_markdown(source: str, reference: FleetTarget, targets: dict[str, FleetTarget],
-                   plots: dict[str, Path | None]) -> str:
-    lines = [f"# voxport fleet report: {source}", "",
-             f"{len(targets)} targets, each validated on its own node against CPU float32; the reference's "
-             f"benchmark ran once on {reference.node}.", "",
-             "| target | node | device | accuracy | first drifting block | worst output error | same tokens twice "
-             "| tokens equal to CPU float32 |", "|---|---|---|---|---|---|---|---|"]
+def fleet_markdown(
+    source: str, reference: FleetTarget, targets: dict[str, FleetTarget], plots: dict[str, Path | None]
+) -> str:
+    lines = [
+        f"# voxport fleet report: {source}",
+        "",
+        f"{len(targets)} targets, each validated on its own node against CPU float32; the reference's "
+        f"benchmark ran once on {reference.node}.",
+        "",
+        "| target | node | device | accuracy | first drifting block | worst output error | same tokens twice "
+        "| tokens equal to CPU float32 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     lines += [_target_row(name, result) for name, result in targets.items()]
-    lines += ["", "## Speed", "", "Mean latency in seconds per benchmark config (real-time factor in brackets "
-              "where the model makes audio).", ""]
+    lines += [
+        "",
+        "## Speed",
+        "",
+        "Mean latency in seconds per benchmark config (real-time factor in brackets where the model makes audio).",
+        "",
+    ]
     columns = {"CPU float32 (reference)": reference, **targets}
     lines += ["| config | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for config in _configs(columns.values()):
@@ -59,17 +72,22 @@ def fleet_markdown(source: str, reference: FleetTarget, targets: dict[str, Fleet
 def plot_accuracy(targets: dict[str, FleetTarget], path: Path) -> Path | None:
     """Relative error of every compared output, one group of bars per output, one bar per target (none where
     the output could not be compared)."""
-    measured = {name: {output: max(entry.relative_error, 1e-12) for output, entry in accuracy.outputs.items()
-                       if entry.relative_error is not None}
-                for name, accuracy in ((name, _stage(result, "accuracy", AccuracyReport))
-                                       for name, result in targets.items())
-                if isinstance(accuracy, AccuracyReport)}
+    measured = {
+        name: {
+            output: max(entry.relative_error, 1e-12)
+            for output, entry in accuracy.outputs.items()
+            if entry.relative_error is not None
+        }
+        for name, accuracy in ((name, _stage(result, "accuracy", AccuracyReport)) for name, result in targets.items())
+        if isinstance(accuracy, AccuracyReport)
+    }
     if not measured:
         return None
     outputs = sorted({output for entries in measured.values() for output in entries})
     figure, axis = plt.subplots(figsize=(max(6, 1.5 * len(outputs) * len(measured)), 4))
-    _grouped_bars(axis, outputs, {name: [entries.get(output, 0.0) for output in outputs]
-                                  for name, entries in measured.items()})
+    _grouped_bars(
+        axis, outputs, {name: [entries.get(output, 0.0) for output in outputs] for name, entries in measured.items()}
+    )
     axis.set_yscale("log")
     axis.set_ylabel("relative L2 error vs CPU float32")
     axis.set_title("Accuracy by target")
@@ -83,9 +101,17 @@ def plot_speed(reference: FleetTarget, targets: dict[str, FleetTarget], path: Pa
     if not configs:
         return None
     figure, axis = plt.subplots(figsize=(max(6, 1.2 * len(configs) * len(columns)), 4))
-    _grouped_bars(axis, configs, {name: [0.0 if entry is None else entry.steps_per_second
-                                         for entry in (_config(result, config) for config in configs)]
-                                  for name, result in columns.items()})
+    _grouped_bars(
+        axis,
+        configs,
+        {
+            name: [
+                0.0 if entry is None else entry.steps_per_second
+                for entry in (_config(result, config) for config in configs)
+            ]
+            for name, result in columns.items()
+        },
+    )
     axis.set_ylabel("generation steps per second")
     axis.set_title("Speed by target")
     return save_figure(figure, path)

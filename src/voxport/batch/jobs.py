@@ -72,8 +72,11 @@ class BatchSummary:
         return self.ok + self.failed
 
 
-def run_batch(job: BatchJob, on_record: Callable[[dict], None] = lambda record: None,
-              on_start: Callable[[int, int, str], None] = lambda todo, workers, device: None) -> BatchSummary:
+def run_batch(
+    job: BatchJob,
+    on_record: Callable[[dict], None] = lambda record: None,
+    on_start: Callable[[int, int, str], None] = lambda todo, workers, device: None,
+) -> BatchSummary:
     """Every row of `job.input` into `job.output_dir`; `on_start(rows to run, workers, device kind)` hears
     once the runtime is up and `on_record` each row as it finishes."""
     start = time.perf_counter()
@@ -83,8 +86,10 @@ def run_batch(job: BatchJob, on_record: Callable[[dict], None] = lambda record: 
     rows = read_rows(job.input, required)
     family = family_of(job.model)
     if family.capability != capability:
-        raise InputError(f"--model {job.model} is a {family.description} checkpoint, which cannot do batch "
-                         f"{job.kind}: expected a model that {capability.replace('_', ' ')}")
+        raise InputError(
+            f"--model {job.model} is a {family.description} checkpoint, which cannot do batch "
+            f"{job.kind}: expected a model that {capability.replace('_', ' ')}"
+        )
     ledger = Ledger(job, rows, on_record)
     seed = job.row_defaults.get("seed")
     defaults = {**job.row_defaults, "seed": fresh_seed() if seed is None else seed}
@@ -103,10 +108,15 @@ def run_batch(job: BatchJob, on_record: Callable[[dict], None] = lambda record: 
         workers = sorted({record["worker"] for record in ledger.new if record.get("worker")})
     ledger.close()
     return BatchSummary(
-        rows=len(rows), skipped=ledger.skipped, ok=sum(record["status"] == "ok" for record in ledger.new),
+        rows=len(rows),
+        skipped=ledger.skipped,
+        ok=sum(record["status"] == "ok" for record in ledger.new),
         failed=sum(record["status"] != "ok" for record in ledger.new),
         audio_seconds=sum(record.get("audio_seconds") or 0.0 for record in ledger.new),
-        seconds=time.perf_counter() - start, workers=workers, device=device, manifest=job.output_dir / MANIFEST,
+        seconds=time.perf_counter() - start,
+        workers=workers,
+        device=device,
+        manifest=job.output_dir / MANIFEST,
     )
 
 
@@ -121,8 +131,9 @@ class Ledger:
         manifest = read_manifest(job.output_dir)
         journaled = self.journal.open()
         self.earlier = manifest | journaled  # the journal is the newer: rows finished after the manifest was written
-        self.records = {row.id: self.earlier[row.id] for row in rows if is_done(self.earlier.get(row.id),
-                                                                                 job.output_dir)}
+        self.records = {
+            row.id: self.earlier[row.id] for row in rows if is_done(self.earlier.get(row.id), job.output_dir)
+        }
         self.skipped = len(self.records)
         self.new: list[dict] = []  # what this run did, in the order it finished
         self.written = list(manifest.values())
@@ -142,9 +153,10 @@ class Ledger:
             self._taken.add(record["id"])
             self.new.append(record)
             earlier = self.earlier.get(record["id"])
-            same_failure = bool(earlier and record["status"] == earlier["status"] == "error"
-                                and record["error"] == earlier["error"])
-            self.records[record["id"]] = earlier if same_failure else record
+            same_failure = bool(
+                earlier and record["status"] == earlier["status"] == "error" and record["error"] == earlier["error"]
+            )
+            self.records[record["id"]] = earlier if same_failure and earlier is not None else record
             self.on_record(record)  # under the lock: the journal's follower and the blocks take turns
 
     def absorb(self, pending: set[str]) -> None:
@@ -207,10 +219,18 @@ def _run_on_ray(job: BatchJob, worker: type, todo: list[dict], ledger: Ledger, o
         request = {"num_cpus": threads} if threads else device_request(kind)
         items = [{"row": json.dumps(row)} for row in todo]
         dataset = ray.data.from_items(items, override_num_blocks=-(-len(todo) // batch)).map_batches(
-            worker, batch_size=batch, compute=ray.data.ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=1),
-            fn_constructor_kwargs={"model": model_for_workers(job.model), "kind": kind, "dtype": job.dtype,
-                                   "output_dir": str(job.output_dir.resolve()), "options": job.options,
-                                   "max_retries": job.max_retries, "threads": threads},
+            worker,
+            batch_size=batch,
+            compute=ray.data.ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=1),
+            fn_constructor_kwargs={
+                "model": model_for_workers(job.model),
+                "kind": kind,
+                "dtype": job.dtype,
+                "output_dir": str(job.output_dir.resolve()),
+                "options": job.options,
+                "max_retries": job.max_retries,
+                "threads": threads,
+            },
             **request,
         )
         with ledger.following({row["id"] for row in todo}, MANIFEST_EVERY_SECONDS):

@@ -60,8 +60,11 @@ class Journal:
 
     @staticmethod
     def given_up(row_id: str, deaths: int, max_retries: int) -> dict:
-        return error_record(row_id, f"its worker died each of the {deaths} times it ran alone (a crash: a segfault, "
-                                    f"out of memory, or an exit); not run again (--max-retries {max_retries})")
+        return error_record(
+            row_id,
+            f"its worker died each of the {deaths} times it ran alone (a crash: a segfault, "
+            f"out of memory, or an exit); not run again (--max-retries {max_retries})",
+        )
 
     # --- the driver's side --------------------------------------------------------------------------------
 

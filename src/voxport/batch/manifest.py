@@ -3,6 +3,7 @@ atomically, and read back so a rerun skips rows already done."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from voxport.errors import InputError, first_line
@@ -21,8 +22,12 @@ def schema(kind: str):
         "tts": [("frames", pa.int64()), ("timestamps", pa.string())],  # timestamps: <id>.json, where asked
         "chat": [("reply", pa.string()), ("reply_file", pa.string()), ("tokens", pa.int64())],
     }[kind]
-    timings = [("audio_seconds", pa.float64()), ("seconds", pa.float64()), ("seed", pa.int64()),
-               ("worker", pa.string())]
+    timings = [
+        ("audio_seconds", pa.float64()),
+        ("seconds", pa.float64()),
+        ("seed", pa.int64()),
+        ("worker", pa.string()),
+    ]
     return pa.schema(common + specific + timings)
 
 
@@ -41,18 +46,22 @@ def read_manifest(directory: Path) -> dict[str, dict]:
     try:
         records = pq.read_table(path).to_pylist()
     except (OSError, pa.ArrowException) as error:
-        raise InputError(f"cannot read {path} from an earlier run ({first_line(error)}): "
-                         "move it away to start over") from None
+        raise InputError(
+            f"cannot read {path} from an earlier run ({first_line(error)}): move it away to start over"
+        ) from None
     return {record["id"]: record for record in records}
 
 
 def is_done(record: dict | None, directory: Path) -> bool:
     """An earlier run made this row, and its files are still there."""
-    return bool(record and record.get("status") == "ok"
-                and all((directory / record[name]).is_file() for name in OUTPUT_COLUMNS if record.get(name)))
+    return bool(
+        record
+        and record.get("status") == "ok"
+        and all((directory / record[name]).is_file() for name in OUTPUT_COLUMNS if record.get(name))
+    )
 
 
-def same_records(kind: str, first: list[dict | None], second: list[dict | None]) -> bool:
+def same_records(kind: str, first: Sequence[dict | None], second: Sequence[dict | None]) -> bool:
     """Whether two lists of records would write the same manifest."""
     return [_columns(kind, record or {}) for record in first] == [_columns(kind, record or {}) for record in second]
 

@@ -14,8 +14,14 @@ from pathlib import Path
 
 from voxport.errors import InputError, first_line
 
-FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet",
-           ".txt": "text"}
+FORMATS = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".txt": "text",
+}
 _INTEGER = re.compile(r"-?[0-9]{1,18}")  # ASCII digits ("²" and "٣" are digits to int()), at most 18 of them
 _SAFE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")  # whole: fullmatch (a "$" would let "id\n" through)
 
@@ -61,8 +67,10 @@ def _jsonl(path: Path, required: str) -> list[dict | str]:
 def _csv(path: Path, required: str) -> list[dict]:
     try:
         with open(path, newline="", encoding="utf-8") as stream:
-            return [{key: value for key, value in record.items() if value not in (None, "")}
-                    for record in csv.DictReader(stream)]
+            return [
+                {key: value for key, value in record.items() if value not in (None, "")}
+                for record in csv.DictReader(stream)
+            ]
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise InputError(f"cannot read input {path}: {error}") from None
 
@@ -98,8 +106,10 @@ def _row(index: int, record: dict | str, required: str, base: Path) -> Row:
     raw_id = record.get("id")
     row_id = f"{index:06d}" if raw_id is None else str(raw_id)
     if not _SAFE_ID.fullmatch(row_id):
-        return Row(id=f"{index:06d}", problem=f"id {_brief(row_id)} cannot name a file: expected letters, digits, "
-                                              "'.', '_' or '-'")
+        return Row(
+            id=f"{index:06d}",
+            problem=f"id {_brief(row_id)} cannot name a file: expected letters, digits, '.', '_' or '-'",
+        )
     try:
         return Row(id=row_id, fields=_fields(record, required, base))
     except InputError as error:
@@ -160,8 +170,13 @@ def _context(value, base: Path) -> list[dict]:
     for turn in value:
         if not isinstance(turn.get("text"), str) or not isinstance(turn.get("audio"), str):
             raise InputError("a context turn lacks its text or audio: expected {speaker, text, audio}")
-        turns.append({"speaker": _integer(turn.get("speaker", 0), "context speaker"), "text": turn["text"],
-                      "audio": str(base / turn["audio"])})
+        turns.append(
+            {
+                "speaker": _integer(turn.get("speaker", 0), "context speaker"),
+                "text": turn["text"],
+                "audio": str(base / turn["audio"]),
+            }
+        )
     return turns
 
 
@@ -175,6 +190,8 @@ def _check_unique(rows: list[Row], path: Path) -> None:
     seen: dict[str, int] = {}
     for number, row in enumerate(rows):
         if row.id in seen:
-            raise InputError(f"input {path}: id {row.id!r} is used by rows {seen[row.id]} and {number}: "
-                             "expected one id a row (ids name the output files)")
+            raise InputError(
+                f"input {path}: id {row.id!r} is used by rows {seen[row.id]} and {number}: "
+                "expected one id a row (ids name the output files)"
+            )
         seen[row.id] = number

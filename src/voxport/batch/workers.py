@@ -13,17 +13,29 @@ import os
 import socket
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from voxport.batch.journal import Journal
 from voxport.batch.manifest import error_record
 from voxport.errors import VoxportError, first_line
 
+if TYPE_CHECKING:
+    from voxport.services.speech import SpeechPlan
+
 
 class RowWorker:
     """Loads the model on the device Ray gave this process; `__call__` takes and gives Ray Data batches."""
 
-    def __init__(self, model: str, kind: str, dtype: str, output_dir: str, options: dict, max_retries: int,
-                 threads: int | None = None):
+    def __init__(
+        self,
+        model: str,
+        kind: str,
+        dtype: str,
+        output_dir: str,
+        options: dict,
+        max_retries: int,
+        threads: int | None = None,
+    ):
         import torch
 
         from voxport.runtime.devices import resolve_device, resolve_dtype
@@ -84,11 +96,10 @@ class SpeechWorker(RowWorker):
     that can share an engine batch run together."""
 
     def load(self, model: str, device, dtype):
-        from voxport.models.registry import load_model
         from voxport.services.speech import SpeechService
 
         aligner = self.options.get("aligner")
-        return SpeechService(load_model(model, device, dtype, capability="speaks_text"), aligner)
+        return SpeechService.load(model, device, dtype, aligner)
 
     def run(self, rows: list[dict]) -> list[dict]:
         records, planned = [], []
@@ -102,20 +113,30 @@ class SpeechWorker(RowWorker):
     def request(self, row: dict):
         from voxport.services.speech import SpeechRequest
 
-        voice = tuple(self.model.sample(turn["audio"], turn["text"], turn["speaker"]) for turn in row.get("context", ()))
-        return SpeechRequest(text=row["text"], speaker=row.get("speaker"), voice=voice, seed=row["seed"],
-                             max_steps=row.get("max_tokens"), temperature=self.options.get("temperature"),
-                             top_k=self.options.get("top_k"), greedy=self.options.get("greedy", False),
-                             normalize=row.get("normalize", True), ssml=row.get("ssml"),
-                             timestamps=row.get("timestamps", self.options.get("timestamps", False)))
+        voice = tuple(
+            self.model.sample(turn["audio"], turn["text"], turn["speaker"]) for turn in row.get("context", ())
+        )
+        return SpeechRequest(
+            text=row["text"],
+            speaker=row.get("speaker"),
+            voice=voice,
+            seed=row["seed"],
+            max_steps=row.get("max_tokens"),
+            temperature=self.options.get("temperature"),
+            top_k=self.options.get("top_k"),
+            greedy=self.options.get("greedy", False),
+            normalize=row.get("normalize", True),
+            ssml=row.get("ssml"),
+            timestamps=row.get("timestamps", self.options.get("timestamps", False)),
+        )
 
-    def speak(self, planned: list[tuple[dict, object]]) -> list[dict]:
+    def speak(self, planned: list[tuple[dict, SpeechPlan]]) -> list[dict]:
         """The rows as one batch; when that fails, each row alone, so only the bad row is lost."""
         if not planned:
             return []
         try:
             return self.synthesize(planned)
-        except Exception as error:  # noqa: BLE001 (the rows are retried alone below)
+        except Exception as error:
             if len(planned) == 1:
                 return [error_record(planned[0][0]["id"], _one_line(error))]
         records = []
@@ -123,7 +144,7 @@ class SpeechWorker(RowWorker):
             records += self.speak([member])
         return records
 
-    def synthesize(self, planned: list[tuple[dict, object]]) -> list[dict]:
+    def synthesize(self, planned: list[tuple[dict, SpeechPlan]]) -> list[dict]:
         from voxport.audio.io import write_audio
         from voxport.runtime.files import replaced_atomically
         from voxport.services.speech import timestamps_record
@@ -137,10 +158,19 @@ class SpeechWorker(RowWorker):
                     record = timestamps_record(plan, result.chunk_times, result.words)
                     temporary.write_text(json.dumps(record, ensure_ascii=False), encoding="utf-8")
         seconds = (time.perf_counter() - start) / len(planned)
-        return [{"id": row["id"], "status": "ok", "output": f"{row['id']}.wav", "frames": result.steps,
-                 "timestamps": f"{row['id']}.json" if result.words is not None else None,
-                 "audio_seconds": result.audio_seconds, "seconds": seconds, "seed": result.seed}
-                for (row, _), result in zip(planned, results)]
+        return [
+            {
+                "id": row["id"],
+                "status": "ok",
+                "output": f"{row['id']}.wav",
+                "frames": result.steps,
+                "timestamps": f"{row['id']}.json" if result.words is not None else None,
+                "audio_seconds": result.audio_seconds,
+                "seconds": seconds,
+                "seed": result.seed,
+            }
+            for (row, _), result in zip(planned, results)
+        ]
 
 
 class ChatWorker(RowWorker):
@@ -148,10 +178,9 @@ class ChatWorker(RowWorker):
     (DIR/<id>.wav)."""
 
     def load(self, model: str, device, dtype):
-        from voxport.models.registry import load_model
         from voxport.services.chat import ChatService
 
-        service = ChatService(load_model(model, device, dtype, capability="answers_audio"))
+        service = ChatService.load(model, device, dtype)
         if self.options["mode"] == "a2ta":
             error = service.prepare_speech()
             if error:
@@ -163,7 +192,7 @@ class ChatWorker(RowWorker):
         for row in rows:
             try:
                 record = self.answer(row)
-            except Exception as error:  # noqa: BLE001 (one bad clip must not stop the others)
+            except Exception as error:
                 record = error_record(row["id"], _one_line(error))
             records += self.kept([record])
         return records
@@ -175,13 +204,24 @@ class ChatWorker(RowWorker):
         from voxport.services.chat import ChatRequest
 
         start = time.perf_counter()
-        settings = ChatSettings(mode=self.options["mode"], max_new_tokens=row.get("max_tokens"), seed=row["seed"],
-                                temperature=self.options.get("temperature"), top_k=self.options.get("top_k"),
-                                greedy=self.options.get("greedy", False))
+        settings = ChatSettings(
+            mode=self.options["mode"],
+            max_new_tokens=row.get("max_tokens"),
+            seed=row["seed"],
+            temperature=self.options.get("temperature"),
+            top_k=self.options.get("top_k"),
+            greedy=self.options.get("greedy", False),
+        )
         turn = self.model.answer(ChatRequest(self.model.clip(row["audio"]), settings))
-        record = {"id": row["id"], "status": "ok", "reply": turn.text, "reply_file": f"{row['id']}.txt",
-                  "tokens": len(turn.text_token_ids) + len(turn.audio_codes), "audio_seconds": 0.0,
-                  "seed": row["seed"]}
+        record = {
+            "id": row["id"],
+            "status": "ok",
+            "reply": turn.text,
+            "reply_file": f"{row['id']}.txt",
+            "tokens": len(turn.text_token_ids) + len(turn.audio_codes),
+            "audio_seconds": 0.0,
+            "seed": row["seed"],
+        }
         if turn.speech is not None:
             rate = self.model.speech_rate
             write_audio(self.path(row, ".wav"), turn.speech, rate)

@@ -8,10 +8,17 @@ from contextlib import contextmanager
 
 
 def add_device_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="auto",
-                        help="auto (best accelerator here), cpu, cuda[:N], npu[:N], mps or xpu[:N] (default: auto)")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                        help="weights and activations; auto = bfloat16 on accelerators, float32 on CPU")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="auto (best accelerator here), cpu, cuda[:N], npu[:N], mps or xpu[:N] (default: auto)",
+    )
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="weights and activations; auto = bfloat16 on accelerators, float32 on CPU",
+    )
 
 
 def quiet_library_progress() -> None:
@@ -28,8 +35,7 @@ def progress_bar(total: int, unit: str, description: str):
     """A counter on stderr while work runs, only when a person is watching it; yields `update(done)`."""
     from tqdm import tqdm
 
-    bar = tqdm(total=total, unit=unit, desc=description, file=sys.stderr, disable=not sys.stderr.isatty(),
-               leave=False)
+    bar = tqdm(total=total, unit=unit, desc=description, file=sys.stderr, disable=not sys.stderr.isatty(), leave=False)
     try:
         yield lambda done: bar.update(done - bar.n)
     finally:
@@ -77,10 +83,14 @@ def temperature(text: str) -> float:
 
 def add_sampling_options(parser: argparse.ArgumentParser, unit: str) -> None:
     """--temperature, --top-k, --greedy and --seed, each defaulting to the model family's own choice."""
-    parser.add_argument("--temperature", type=temperature,
-                        help="sampling temperature; 0 picks the most likely id, as --greedy (default: the model's)")
-    parser.add_argument("--top-k", type=non_negative_int, help=f"sample among the K most likely {unit} "
-                                                                "(default: the model's)")
+    parser.add_argument(
+        "--temperature",
+        type=temperature,
+        help="sampling temperature; 0 picks the most likely id, as --greedy (default: the model's)",
+    )
+    parser.add_argument(
+        "--top-k", type=non_negative_int, help=f"sample among the K most likely {unit} (default: the model's)"
+    )
     parser.add_argument("--greedy", action="store_true", help=f"always pick the most likely {unit} (no sampling)")
 
 

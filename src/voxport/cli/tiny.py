@@ -12,23 +12,31 @@ def add_parser(commands) -> None:
     from voxport.models.registry import families
 
     parser = commands.add_parser(
-        "make-tiny", help="write a random checkpoint (tiny, or at the real size) for tests, demos and benchmarks",
+        "make-tiny",
+        help="write a random checkpoint (tiny, or at the real size) for tests, demos and benchmarks",
         description="Write a random checkpoint in the model's real on-disk layout (config, safetensors, "
-                    "tokenizer, processor), built offline. Its speech is noise; every code path is real. "
-                    "--size full gives the released model's dimensions in bfloat16 (CSM-1B: 3.6 GB; "
-                    "Covo-Audio-Chat: about 16 GB, 0.47 GB per LLM layer), so speed and memory are the real "
-                    "model's; --layers cuts the language model's depth for machines that cannot hold it.",
+        "tokenizer, processor), built offline. Its speech is noise; every code path is real. "
+        "--size full gives the released model's dimensions in bfloat16 (CSM-1B: 3.6 GB; "
+        "Covo-Audio-Chat: about 16 GB, 0.47 GB per LLM layer), so speed and memory are the real "
+        "model's; --layers cuts the language model's depth for machines that cannot hold it.",
         epilog="examples: voxport make-tiny csm ./tiny-csm && voxport tts 'Hi.' --model ./tiny-csm\n"
-               "          voxport make-tiny covo /tmp/covo-4l --size full --layers 4",
+        "          voxport make-tiny covo /tmp/covo-4l --size full --layers 4",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("family", choices=sorted(families()), help="model family")
     parser.add_argument("directory", type=Path, help="where to write the checkpoint")
-    parser.add_argument("--size", choices=["tiny", "full"], default="tiny",
-                        help="tiny widths (default), or the released model's dimensions in bfloat16")
-    parser.add_argument("--layers", type=positive_int,
-                        help="with --size full: layers of the language model (CSM's backbone of 16, Covo's LLM "
-                             "of 28); the encoder, depth decoder and codecs stay whole")
+    parser.add_argument(
+        "--size",
+        choices=["tiny", "full"],
+        default="tiny",
+        help="tiny widths (default), or the released model's dimensions in bfloat16",
+    )
+    parser.add_argument(
+        "--layers",
+        type=positive_int,
+        help="with --size full: layers of the language model (CSM's backbone of 16, Covo's LLM "
+        "of 28); the encoder, depth decoder and codecs stay whole",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: 0)")
     parser.add_argument("--force", action="store_true", help="replace the directory if it is not empty")
     parser.set_defaults(run=run)
@@ -45,8 +53,9 @@ def run(args: argparse.Namespace) -> int:
     family = family_named(args.family)
     if args.size == "full":
         progress(f"building a full-size random {family.description} checkpoint in bfloat16 (this takes a while)")
-    directory = write_tiny_checkpoint(family.make_tiny, args.directory, seed=args.seed, overwrite=args.force,
-                                      size=args.size, layers=args.layers)
+    directory = write_tiny_checkpoint(
+        family.make_tiny, args.directory, seed=args.seed, overwrite=args.force, size=args.size, layers=args.layers
+    )
     kind = "full-size" if args.size == "full" else "tiny"
     depth = f", {args.layers} language-model layers" if args.layers else ""
     print(f"wrote a {kind} random {family.description} checkpoint{depth} to {directory}")

@@ -7,7 +7,7 @@ import json
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -25,65 +25,125 @@ from voxport.runtime.files import check_output_dir, check_output_path
 
 def add_parser(commands) -> None:
     parser = commands.add_parser(
-        "tts", help="speak text (Sesame CSM-1B by default)",
+        "tts",
+        help="speak text (Sesame CSM-1B by default)",
         description="Synthesize speech from text with a model that speaks text. Prints audio seconds, generation "
-                    "seconds and the real-time factor (compute seconds / audio seconds; lower is better). "
-                    "One text, a stream (--stream) or a batch of texts (--batch-file). A text longer than one "
-                    "chunk (about 200 characters) is split at sentence and clause boundaries and spoken whole, "
-                    "chunk by chunk, each chunk hearing the ones before so the voice stays the same.",
+        "seconds and the real-time factor (compute seconds / audio seconds; lower is better). "
+        "One text, a stream (--stream) or a batch of texts (--batch-file). A text longer than one "
+        "chunk (about 200 characters) is split at sentence and clause boundaries and spoken whole, "
+        "chunk by chunk, each chunk hearing the ones before so the voice stays the same.",
         epilog='examples: voxport tts "Hello from voxport." --output hello.wav --device cuda\n'
-               '          voxport tts "A long answer..." --stream --output answer.wav\n'
-               '          voxport tts --input-file chapter.txt --output chapter.wav\n'
-               '          voxport tts --batch-file lines.txt --output-dir spoken/\n'
-               '          voxport tts \'<speak>Hi.<break time="700ms"/>It is 10:30.</speak>\' --timestamps words.json',
+        '          voxport tts "A long answer..." --stream --output answer.wav\n'
+        "          voxport tts --input-file chapter.txt --output chapter.wav\n"
+        "          voxport tts --batch-file lines.txt --output-dir spoken/\n"
+        "          voxport tts '<speak>Hi.<break time=\"700ms\"/>It is 10:30.</speak>' --timestamps words.json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("text", nargs="?", help="the words to speak (or --input-file, --batch-file)")
-    parser.add_argument("--input-file", type=Path, metavar="TEXT.txt",
-                        help="speak the whole text of this UTF-8 file, of any length, into --output")
-    parser.add_argument("--model", default=default_source("speaks_text"),
-                        help="local checkpoint directory or hub id (default: %(default)s)")
+    parser.add_argument(
+        "--input-file",
+        type=Path,
+        metavar="TEXT.txt",
+        help="speak the whole text of this UTF-8 file, of any length, into --output",
+    )
+    parser.add_argument(
+        "--model",
+        default=default_source("speaks_text"),
+        help="local checkpoint directory or hub id (default: %(default)s)",
+    )
     parser.add_argument("--output", "-o", default="out.wav", type=Path, help="audio file to write (default: out.wav)")
-    parser.add_argument("--batch-file", type=Path, metavar="TEXTS.txt",
-                        help="speak every non-empty line of this file, all in one batch, into --output-dir")
-    parser.add_argument("--output-dir", type=Path, default=Path("tts-out"),
-                        help="with --batch-file: where 0000.wav, 0001.wav, ... go, one per line (default: tts-out)")
-    parser.add_argument("--stream", action="store_true",
-                        help="write the audio progressively while it is generated (to OUTPUT.partial.wav, which "
-                             "replaces OUTPUT when complete), and report the time to first audio")
-    parser.add_argument("--engine", choices=["voxport", "transformers"], default="voxport",
-                        help="voxport's static-cache generation loop (default), or transformers' generate() "
-                             "for comparison (one chunk of text; no --stream, --batch-file or --min-tokens)")
-    parser.add_argument("--speaker", type=non_negative_int,
-                        help="speaker id of the new speech (default: the model's, 0 for CSM)")
-    parser.add_argument("--context", action="append", default=[], metavar="SPK:TEXT:AUDIO", type=_context_turn,
-                        help="an earlier turn whose voice to continue: speaker id, its words and its audio file; "
-                             "repeat for several turns, oldest first")
-    parser.add_argument("--max-tokens", type=positive_int,
-                        help="most generation steps (audio frames, 80 ms each for CSM) for each chunk of text "
-                             "(default: enough for slow speech of the chunk's words, 2 s + 0.12 s a character)")
-    parser.add_argument("--min-tokens", type=non_negative_int, default=0,
-                        help="steps each chunk makes before the model may end the speech (default: 0)")
+    parser.add_argument(
+        "--batch-file",
+        type=Path,
+        metavar="TEXTS.txt",
+        help="speak every non-empty line of this file, all in one batch, into --output-dir",
+    )
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path("tts-out"),
+        help="with --batch-file: where 0000.wav, 0001.wav, ... go, one per line (default: tts-out)",
+    )
+    parser.add_argument(
+        "--stream",
+        action="store_true",
+        help="write the audio progressively while it is generated (to OUTPUT.partial.wav, which "
+        "replaces OUTPUT when complete), and report the time to first audio",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=["voxport", "transformers"],
+        default="voxport",
+        help="voxport's static-cache generation loop (default), or transformers' generate() "
+        "for comparison (one chunk of text; no --stream, --batch-file or --min-tokens)",
+    )
+    parser.add_argument(
+        "--speaker", type=non_negative_int, help="speaker id of the new speech (default: the model's, 0 for CSM)"
+    )
+    parser.add_argument(
+        "--context",
+        action="append",
+        default=[],
+        metavar="SPK:TEXT:AUDIO",
+        type=_context_turn,
+        help="an earlier turn whose voice to continue: speaker id, its words and its audio file; "
+        "repeat for several turns, oldest first",
+    )
+    parser.add_argument(
+        "--max-tokens",
+        type=positive_int,
+        help="most generation steps (audio frames, 80 ms each for CSM) for each chunk of text "
+        "(default: enough for slow speech of the chunk's words, 2 s + 0.12 s a character)",
+    )
+    parser.add_argument(
+        "--min-tokens",
+        type=non_negative_int,
+        default=0,
+        help="steps each chunk makes before the model may end the speech (default: 0)",
+    )
     add_sampling_options(parser, "code")
-    parser.add_argument("--seed", type=int, help="seed for sampling; the same seed gives the same audio, alone or "
-                                                 "in a batch (every --batch-file line uses it)")
-    parser.add_argument("--compile", action="store_true",
-                        help="capture the per-frame step as a CUDA graph (torch.compile) on CUDA; other devices "
-                             "run eagerly and say so")
-    parser.add_argument("--codes-out", type=Path, metavar="CODES.npy",
-                        help="also save the audio codes, int64 [frames, codebooks], as a .npy file; with --batch-file "
-                             "a directory for 0000.npy, 0001.npy, ...")
-    parser.add_argument("--ssml", action="store_true",
-                        help="read the text as SSML (<break>, <say-as>, <sub>, <p>, <s>; docs/text.md) even without "
-                             "a <speak> root; text starting with <speak> is SSML anyway")
-    parser.add_argument("--no-normalize", dest="normalize", action="store_false",
-                        help="give the model the text as written: numbers, dates, money, ... are not read out")
-    parser.add_argument("--timestamps", type=Path, metavar="WORDS.json",
-                        help="also write when each chunk and each word of the text is heard (seconds, and offsets "
-                             "into the text as given), timed by a forced aligner (see --aligner)")
-    parser.add_argument("--aligner", metavar="SOURCE",
-                        help="the forced aligner for --timestamps: local directory or hub id (default: MMS-300M, "
-                             "see docs/text.md)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        help="seed for sampling; the same seed gives the same audio, alone or "
+        "in a batch (every --batch-file line uses it)",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="capture the per-frame step as a CUDA graph (torch.compile) on CUDA; other devices run eagerly and say so",
+    )
+    parser.add_argument(
+        "--codes-out",
+        type=Path,
+        metavar="CODES.npy",
+        help="also save the audio codes, int64 [frames, codebooks], as a .npy file; with --batch-file "
+        "a directory for 0000.npy, 0001.npy, ...",
+    )
+    parser.add_argument(
+        "--ssml",
+        action="store_true",
+        help="read the text as SSML (<break>, <say-as>, <sub>, <p>, <s>; docs/text.md) even without "
+        "a <speak> root; text starting with <speak> is SSML anyway",
+    )
+    parser.add_argument(
+        "--no-normalize",
+        dest="normalize",
+        action="store_false",
+        help="give the model the text as written: numbers, dates, money, ... are not read out",
+    )
+    parser.add_argument(
+        "--timestamps",
+        type=Path,
+        metavar="WORDS.json",
+        help="also write when each chunk and each word of the text is heard (seconds, and offsets "
+        "into the text as given), timed by a forced aligner (see --aligner)",
+    )
+    parser.add_argument(
+        "--aligner",
+        metavar="SOURCE",
+        help="the forced aligner for --timestamps: local directory or hub id (default: MMS-300M, see docs/text.md)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
     add_device_options(parser)
     parser.set_defaults(run=run)
@@ -125,6 +185,7 @@ class TtsReport:
 
 def run(args: argparse.Namespace) -> int:
     from voxport.audio.io import check_readable, check_writable
+    from voxport.models.base import SpeaksText
     from voxport.models.registry import load_model
     from voxport.runtime.bandwidth import memory_bandwidth
     from voxport.runtime.devices import backend_for, dtype_name, resolve_device, resolve_dtype
@@ -150,7 +211,7 @@ def run(args: argparse.Namespace) -> int:
     quiet_library_progress()
 
     model = load_model(args.model, device, dtype, capability="speaks_text")
-    service = SpeechService(model, aligner=args.aligner)  # type: ignore[arg-type]
+    service = SpeechService(cast(SpeaksText, model), aligner=args.aligner)
     voice = tuple(service.sample(turn.audio, turn.text, turn.speaker) for turn in args.context)
     plans = [service.plan(_request(args, text, voice)) for text in texts]
     if args.compile:
@@ -164,16 +225,22 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_file is not None:
         report = _speak_batch(service, plans, args.output_dir, args.codes_out)
     elif args.stream or len(plans[0].chunks) > 1:
-        report = _speak_as_made(service, plans[0], args.output, args.codes_out, args.timestamps,
-                                streamed=args.stream)
+        report = _speak_as_made(service, plans[0], args.output, args.codes_out, args.timestamps, streamed=args.stream)
     else:
         report = _speak(service, plans[0], args.output, args.codes_out, args.timestamps)
     peak = backend.peak_memory(device)
-    report.load_seconds, report.device, report.device_name = model.load_seconds, str(device), backend.device_name(device)
+    report.load_seconds, report.device, report.device_name = (
+        model.load_seconds,
+        str(device),
+        backend.device_name(device),
+    )
     report.dtype, report.engine = dtype_name(dtype), args.engine
     report.compiled = bool(args.compile and not backend.compile_unsupported_reason())
-    report.peak_memory = {"allocated_bytes": peak.allocated_bytes, "reserved_bytes": peak.reserved_bytes,
-                          "source": peak.source}
+    report.peak_memory = {
+        "allocated_bytes": peak.allocated_bytes,
+        "reserved_bytes": peak.reserved_bytes,
+        "source": peak.source,
+    }
     _bandwidth_bound(model, report, device, bandwidth)
     if args.json:
         print(json.dumps(asdict(report)))
@@ -191,19 +258,30 @@ def _request(args: argparse.Namespace, text: str, voice: tuple) -> Any:
     # One seed for every text of the run, drawn here so that it is reported whatever the mode.
     if args.seed is None:
         args.seed = fresh_seed()
-    return SpeechRequest(text=text, speaker=args.speaker, voice=voice, seed=args.seed,
-                         temperature=args.temperature, top_k=args.top_k, greedy=args.greedy,
-                         max_steps=args.max_tokens, min_steps=args.min_tokens,
-                         reference_engine=args.engine == "transformers", normalize=args.normalize,
-                         ssml=True if args.ssml else None, timestamps=args.timestamps is not None)
+    return SpeechRequest(
+        text=text,
+        speaker=args.speaker,
+        voice=voice,
+        seed=args.seed,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        greedy=args.greedy,
+        max_steps=args.max_tokens,
+        min_steps=args.min_tokens,
+        reference_engine=args.engine == "transformers",
+        normalize=args.normalize,
+        ssml=True if args.ssml else None,
+        timestamps=args.timestamps is not None,
+    )
 
 
 def _texts(args: argparse.Namespace) -> list[str]:
     from voxport.errors import InputError
 
     if sum(source is not None for source in (args.text, args.input_file, args.batch_file)) != 1:
-        raise InputError("give the text to speak, --input-file with a text, or --batch-file with one text a line "
-                         "(one of them)")
+        raise InputError(
+            "give the text to speak, --input-file with a text, or --batch-file with one text a line (one of them)"
+        )
     if args.batch_file is not None:
         texts = [line.strip() for line in _read_text(args.batch_file, "--batch-file").splitlines() if line.strip()]
         return texts
@@ -226,13 +304,15 @@ def _check_mode(args: argparse.Namespace) -> None:
     from voxport.errors import InputError
 
     if args.engine == "transformers" and (args.stream or args.batch_file or args.min_tokens or args.compile):
-        raise InputError("--engine transformers does not stream, batch, compile or take --min-tokens: use the "
-                         "voxport engine")
+        raise InputError(
+            "--engine transformers does not stream, batch, compile or take --min-tokens: use the voxport engine"
+        )
     if args.stream and args.batch_file:
         raise InputError("--stream speaks one text: drop --batch-file or --stream")
     if args.timestamps and args.batch_file:
-        raise InputError("--timestamps times one text: drop --batch-file (voxport batch tts --timestamps times "
-                         "every row)")
+        raise InputError(
+            "--timestamps times one text: drop --batch-file (voxport batch tts --timestamps times every row)"
+        )
 
 
 def _speak(service, plan, output: Path, codes_out: Path | None, timestamps: Path | None) -> TtsReport:
@@ -249,8 +329,9 @@ def _speak(service, plan, output: Path, codes_out: Path | None, timestamps: Path
     return _report(result, [result], output=str(output), codes_out=codes_out)
 
 
-def _speak_as_made(service, plan, output: Path, codes_out: Path | None, timestamps: Path | None,
-                   streamed: bool) -> TtsReport:
+def _speak_as_made(
+    service, plan, output: Path, codes_out: Path | None, timestamps: Path | None, streamed: bool
+) -> TtsReport:
     """One text written while it is made, to OUTPUT.partial.wav (playable so far), which replaces the output
     only when the speech is complete; a failed or interrupted run leaves the output as it was."""
     import time
@@ -262,8 +343,11 @@ def _speak_as_made(service, plan, output: Path, codes_out: Path | None, timestam
 
     start = time.perf_counter()
     first_audio, pieces, made = None, [], []
-    with progress_bar(len(plan.chunks), "chunks", "speaking") as progress, growing_file(output) as partial, \
-            sf.SoundFile(partial, "w", samplerate=service.sample_rate, channels=1, subtype="PCM_16") as sink:
+    with (
+        progress_bar(len(plan.chunks), "chunks", "speaking") as progress,
+        growing_file(output) as partial,
+        sf.SoundFile(partial, "w", samplerate=service.sample_rate, channels=1, subtype="PCM_16") as sink,
+    ):
         for piece in service.pieces(plan, streamed=streamed):
             first_audio = time.perf_counter() - start if first_audio is None else first_audio
             sink.write(np.clip(piece.spoken.audio, -1.0, 1.0))
@@ -279,12 +363,23 @@ def _speak_as_made(service, plan, output: Path, codes_out: Path | None, timestam
         _write_codes(codes_out, np.concatenate(codes))
     audio_seconds = sum(piece.audio_seconds for piece in pieces)
     frames = sum(piece.output_tokens for piece in pieces)
-    return TtsReport(output=str(output), outputs=None, codes_out=_name(codes_out), batch=1,
-                     sample_rate=service.sample_rate,
-                     frames=frames, frames_per_output=[frames], chunks=len(plan.chunks), audio_seconds=audio_seconds,
-                     generation_seconds=seconds, prompt_seconds=None, decode_seconds=None,
-                     rtf=seconds / audio_seconds if audio_seconds else None, time_to_first_audio_seconds=first_audio,
-                     seed=plan.seed)
+    return TtsReport(
+        output=str(output),
+        outputs=None,
+        codes_out=_name(codes_out),
+        batch=1,
+        sample_rate=service.sample_rate,
+        frames=frames,
+        frames_per_output=[frames],
+        chunks=len(plan.chunks),
+        audio_seconds=audio_seconds,
+        generation_seconds=seconds,
+        prompt_seconds=None,
+        decode_seconds=None,
+        rtf=seconds / audio_seconds if audio_seconds else None,
+        time_to_first_audio_seconds=first_audio,
+        seed=plan.seed,
+    )
 
 
 def _speak_batch(service, plans: list, directory: Path, codes_directory: Path | None) -> TtsReport:
@@ -293,8 +388,10 @@ def _speak_batch(service, plans: list, directory: Path, codes_directory: Path | 
     with progress_bar(max(sum(plan.max_steps) for plan in plans), "frames", "generating") as progress:
         results = service.speak_plans(plans, on_step=progress)
     directory.mkdir(parents=True, exist_ok=True)
-    outputs = [str(write_audio(directory / f"{index:04d}.wav", result.audio, result.sample_rate))
-               for index, result in enumerate(results)]
+    outputs = [
+        str(write_audio(directory / f"{index:04d}.wav", result.audio, result.sample_rate))
+        for index, result in enumerate(results)
+    ]
     if codes_directory is not None:
         codes_directory.mkdir(parents=True, exist_ok=True)
         for index, result in enumerate(results):
@@ -303,20 +400,28 @@ def _speak_batch(service, plans: list, directory: Path, codes_directory: Path | 
     return _report(results[0], results, outputs=outputs, codes_out=codes_directory)
 
 
-def _report(first, results: list, output: str | None = None, outputs: list[str] | None = None,
-            codes_out: Path | None = None) -> TtsReport:
+def _report(
+    first, results: list, output: str | None = None, outputs: list[str] | None = None, codes_out: Path | None = None
+) -> TtsReport:
     """The report of results made together (one batch: the timings are shared)."""
     audio_seconds = sum(result.audio_seconds for result in results)
-    return TtsReport(output=output, outputs=outputs, codes_out=_name(codes_out), batch=len(results),
-                     sample_rate=first.sample_rate,
-                     frames=sum(result.steps for result in results),
-                     frames_per_output=[result.steps for result in results],
-                     chunks=sum(result.chunks for result in results), audio_seconds=audio_seconds,
-                     generation_seconds=first.timings.get("generation_seconds", first.compute_seconds),
-                     prompt_seconds=first.timings.get("prompt_seconds"),
-                     decode_seconds=first.timings.get("decode_seconds"),
-                     rtf=first.compute_seconds / audio_seconds if audio_seconds else None,
-                     time_to_first_audio_seconds=None, seed=first.seed)
+    return TtsReport(
+        output=output,
+        outputs=outputs,
+        codes_out=_name(codes_out),
+        batch=len(results),
+        sample_rate=first.sample_rate,
+        frames=sum(result.steps for result in results),
+        frames_per_output=[result.steps for result in results],
+        chunks=sum(result.chunks for result in results),
+        audio_seconds=audio_seconds,
+        generation_seconds=first.timings.get("generation_seconds", first.compute_seconds),
+        prompt_seconds=first.timings.get("prompt_seconds"),
+        decode_seconds=first.timings.get("decode_seconds"),
+        rtf=first.compute_seconds / audio_seconds if audio_seconds else None,
+        time_to_first_audio_seconds=None,
+        seed=first.seed,
+    )
 
 
 def _name(path: Path | None) -> str | None:
@@ -360,15 +465,20 @@ def _summary(report: TtsReport) -> str:
     rtf = "n/a" if report.rtf is None else f"{report.rtf:.3f}"
     first = report.time_to_first_audio_seconds
     chunks = f" in {report.chunks} chunks" if report.chunks > len(report.frames_per_output) else ""
-    return (f"wrote {where}: {report.audio_seconds:.2f} s of audio ({report.frames} frames{chunks}) in "
-            f"{report.generation_seconds:.2f} s of generation; RTF {rtf}"
-            + (f"; first audio after {first * 1000:.0f} ms" if first is not None else "")
-            + f" on {report.device} ({report.device_name}, {report.dtype}, {report.engine} engine)"
-            + ("" if report.bound_fraction is None else
-               f"; {report.bound_fraction:.2f} of the memory-bandwidth bound" + _probes(report))
-            + "; "
-            f"peak memory {report.peak_memory['allocated_bytes'] / 2**30:.2f} GiB "
-            f"({report.peak_memory['source']}); seed {report.seed}")
+    return (
+        f"wrote {where}: {report.audio_seconds:.2f} s of audio ({report.frames} frames{chunks}) in "
+        f"{report.generation_seconds:.2f} s of generation; RTF {rtf}"
+        + (f"; first audio after {first * 1000:.0f} ms" if first is not None else "")
+        + f" on {report.device} ({report.device_name}, {report.dtype}, {report.engine} engine)"
+        + (
+            ""
+            if report.bound_fraction is None
+            else f"; {report.bound_fraction:.2f} of the memory-bandwidth bound" + _probes(report)
+        )
+        + "; "
+        f"peak memory {report.peak_memory['allocated_bytes'] / 2**30:.2f} GiB "
+        f"({report.peak_memory['source']}); seed {report.seed}"
+    )
 
 
 def _probes(report: TtsReport) -> str:

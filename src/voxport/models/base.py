@@ -67,7 +67,9 @@ class SpeechModel(Protocol):
     def named_modules(self) -> Iterator[tuple[str, nn.Module]]:
         """Submodules by name, for per-layer drift hooks."""
 
-    def accuracy_examples(self, texts: list[str] | None = None, audios: list[str | Path] | None = None) -> dict[str, Any]:
+    def accuracy_examples(
+        self, texts: list[str] | None = None, audios: list[str | Path] | None = None
+    ) -> dict[str, Any]:
         """Named inputs for accuracy: the family's default set (English, Chinese, one long) unless given."""
 
     def accuracy_stages(self, example: Any) -> list[Stage]:
@@ -101,8 +103,11 @@ def repeated_blocks(module: nn.Module, prefix: str) -> list[str]:
         if not (name == prefix or name.startswith(prefix + ".")) or "." not in name:
             continue
         parent = modules.get(name.rsplit(".", 1)[0])
-        if (isinstance(parent, nn.ModuleList) and not isinstance(child, (nn.ModuleList, nn.ModuleDict))
-                and not any(name.startswith(outer + ".") for outer in found)):
+        if (
+            isinstance(parent, nn.ModuleList)
+            and not isinstance(child, (nn.ModuleList, nn.ModuleDict))
+            and not any(name.startswith(outer + ".") for outer in found)
+        ):
             found.append(name)
     return found
 
@@ -232,8 +237,9 @@ class ChatSettings:
     def with_defaults(self, defaults: ChatSettings) -> ChatSettings:
         """These settings with every open choice taken from `defaults`."""
         chosen = {name: getattr(self, name) for name in ("max_new_tokens", "temperature", "top_p", "top_k")}
-        return replace(self, **{name: getattr(defaults, name) if value is None else value
-                                for name, value in chosen.items()})
+        return replace(
+            self, **{name: getattr(defaults, name) if value is None else value for name, value in chosen.items()}
+        )
 
 
 @dataclass
@@ -282,6 +288,8 @@ class AnswersAudio(Protocol):
     answers_audio: ClassVar[bool]  # True
     chat_defaults: ClassVar[ChatSettings]  # every open choice filled
     input_rate: int  # the sample rate clips are heard at
+    load_seconds: float
+    load_timings: dict[str, float]  # seconds of each phase of loading
 
     def chat(self, settings: ChatSettings) -> Conversation:
         """A new conversation answered with `settings` (open choices from `chat_defaults`)."""

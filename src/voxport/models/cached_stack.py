@@ -38,8 +38,10 @@ def fuse_projections(decoder: nn.Module) -> None:
 
 def _fuse(decoder: nn.Module) -> None:
     for layer in decoder.layers:
-        for owner, names, fused_name in ((layer.self_attn, ("q_proj", "k_proj", "v_proj"), "qkv_fused"),
-                                         (layer.mlp, ("gate_proj", "up_proj"), "gate_up_fused")):
+        for owner, names, fused_name in (
+            (layer.self_attn, ("q_proj", "k_proj", "v_proj"), "qkv_fused"),
+            (layer.mlp, ("gate_proj", "up_proj"), "gate_up_fused"),
+        ):
             if hasattr(owner, fused_name):
                 continue
             linears = [getattr(owner, name) for name in names]
@@ -47,8 +49,9 @@ def _fuse(decoder: nn.Module) -> None:
             if any(biased) and not all(biased):
                 raise ValueError(f"{', '.join(names)} mix biased and bias-free projections: cannot fuse them")
             owner.register_buffer(fused_name, _fused_views(linears, "weight"), persistent=False)
-            owner.register_buffer(fused_name + "_bias", _fused_views(linears, "bias") if all(biased) else None,
-                                  persistent=False)
+            owner.register_buffer(
+                fused_name + "_bias", _fused_views(linears, "bias") if all(biased) else None, persistent=False
+            )
 
 
 def _fused_views(linears: list[nn.Linear], name: str) -> torch.Tensor:
@@ -76,8 +79,9 @@ class CachedStack:
     def __init__(self, decoder: nn.Module, batch: int, length: int, grouped_attention: bool):
         config = decoder.config
         if "sliding_attention" in (getattr(config, "layer_types", None) or ()):
-            raise ValueError("the static-cache stack attends over every cached position: sliding-window layers "
-                             "are not supported")
+            raise ValueError(
+                "the static-cache stack attends over every cached position: sliding-window layers are not supported"
+            )
         fuse_projections(decoder)
         attention = decoder.layers[0].self_attn
         self.head_dim, self.scaling = attention.head_dim, attention.scaling
@@ -87,14 +91,24 @@ class CachedStack:
         self.eps = decoder.norm.variance_epsilon
         self.rotary = decoder.rotary_emb
         self.layers = [
-            (layer.input_layernorm.weight, layer.self_attn.qkv_fused, layer.self_attn.qkv_fused_bias,
-             layer.self_attn.o_proj.weight, layer.post_attention_layernorm.weight, layer.mlp.gate_up_fused,
-             layer.mlp.down_proj.weight,
-             layer.mlp.act_fn.forward)  # the activation's maths without a module call around it
+            (
+                layer.input_layernorm.weight,
+                layer.self_attn.qkv_fused,
+                layer.self_attn.qkv_fused_bias,
+                layer.self_attn.o_proj.weight,
+                layer.post_attention_layernorm.weight,
+                layer.mlp.gate_up_fused,
+                layer.mlp.down_proj.weight,
+                layer.mlp.act_fn.forward,
+            )  # the activation's maths without a module call around it
             for layer in decoder.layers
         ]
-        if any(layer.self_attn.o_proj.bias is not None or layer.mlp.gate_up_fused_bias is not None
-               or layer.mlp.down_proj.bias is not None for layer in decoder.layers):
+        if any(
+            layer.self_attn.o_proj.bias is not None
+            or layer.mlp.gate_up_fused_bias is not None
+            or layer.mlp.down_proj.bias is not None
+            for layer in decoder.layers
+        ):
             raise ValueError("the stack expects bias-free output and MLP projections, as in Llama and Qwen2")
         self.norm = decoder.norm.weight
         weight = self.norm
@@ -129,16 +143,25 @@ class CachedStack:
         """Rotary (cos, sin) for positions [batch, T], shaped to broadcast over heads: [batch, 1, T, head_dim]."""
         return self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)
 
-    def __call__(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], slots: torch.Tensor,
-                 mask: torch.Tensor | None, visible: int | None = None):
+    def __call__(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        slots: torch.Tensor,
+        mask: torch.Tensor | None,
+        visible: int | None = None,
+    ):
         cos, sin = rope
         batch, length, _ = x.shape
         half = self.head_dim // 2
         for index, (norm1, qkv, qkv_bias, out, norm2, gate_up, down, act) in enumerate(self.layers):
             heads = self.linear(self.rms_norm(x, self.norm_shape, norm1, self.eps), qkv, qkv_bias)
             # One query: [batch, 1, heads x dim] already is [batch, heads, 1, dim] in memory, no transpose.
-            heads = (heads.view(batch, -1, 1, self.head_dim) if length == 1
-                     else heads.view(batch, length, -1, self.head_dim).transpose(1, 2))
+            heads = (
+                heads.view(batch, -1, 1, self.head_dim)
+                if length == 1
+                else heads.view(batch, length, -1, self.head_dim).transpose(1, 2)
+            )
             query_key, value = heads.split((self.heads + self.kv_heads, self.kv_heads), dim=1)
             query_key = query_key * cos + query_key.roll(half, dims=-1) * sin
             query, key = query_key.split((self.heads, self.kv_heads), dim=1)
@@ -149,10 +172,18 @@ class CachedStack:
                 keys, values = keys[:, :, :visible], values[:, :, :visible]
             if not self.grouped_attention:
                 keys, values = keys.repeat_interleave(self.groups, 1), values.repeat_interleave(self.groups, 1)
-            attended = F.scaled_dot_product_attention(query, keys, values, attn_mask=mask, scale=self.scaling,
-                                                      is_causal=mask is None and length > 1,
-                                                      enable_gqa=self.grouped_attention)
-            attended = attended.view(batch, 1, -1) if length == 1 else attended.transpose(1, 2).reshape(batch, length, -1)
+            attended = F.scaled_dot_product_attention(
+                query,
+                keys,
+                values,
+                attn_mask=mask,
+                scale=self.scaling,
+                is_causal=mask is None and length > 1,
+                enable_gqa=self.grouped_attention,
+            )
+            attended = (
+                attended.view(batch, 1, -1) if length == 1 else attended.transpose(1, 2).reshape(batch, length, -1)
+            )
             x = x + self.linear(attended, out)
             gate, up = self.linear(self.rms_norm(x, self.norm_shape, norm2, self.eps), gate_up).chunk(2, dim=-1)
             x = x + self.linear(act(gate) * up, down)

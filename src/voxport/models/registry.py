@@ -50,12 +50,15 @@ class ModelFamily:
 def families() -> dict[str, ModelFamily]:
     """Every declared family by name: voxport's own first, then those of installed packages."""
     found: dict[str, ModelFamily] = {}
-    for point in sorted(entry_points(group=ENTRY_POINTS), key=lambda point: (not point.value.startswith("voxport."),
-                                                                               point.name)):
+    for point in sorted(
+        entry_points(group=ENTRY_POINTS), key=lambda point: (not point.value.startswith("voxport."), point.name)
+    ):
         family = point.load()
         if not isinstance(family, ModelFamily) or family.capability not in CAPABILITIES:
-            raise CheckpointError(f"entry point {point.name} = {point.value} in {ENTRY_POINTS} is not a voxport "
-                                  f"ModelFamily with a capability of {', '.join(CAPABILITIES)}")
+            raise CheckpointError(
+                f"entry point {point.name} = {point.value} in {ENTRY_POINTS} is not a voxport "
+                f"ModelFamily with a capability of {', '.join(CAPABILITIES)}"
+            )
         found.setdefault(family.name, family)
     return found
 
@@ -69,8 +72,14 @@ def family_named(name: str) -> ModelFamily:
 
 def default_source(capability: str) -> str | None:
     """The hub id a door loads for `capability` when the user names no model: the first family's that has one."""
-    return next((family.default_source for family in families().values()
-                 if family.capability == capability and family.default_source), None)
+    return next(
+        (
+            family.default_source
+            for family in families().values()
+            if family.capability == capability and family.default_source
+        ),
+        None,
+    )
 
 
 def family_of(source: str | Path) -> ModelFamily:
@@ -89,14 +98,17 @@ def family_of(source: str | Path) -> ModelFamily:
     raise CheckpointError(f"{source} is a '{model_type}' model, which voxport cannot handle (it knows {known})")
 
 
-def load_model(source: str | Path, device: torch.device, dtype: torch.dtype, capability: str | None = None
-               ) -> SpeechModel:
+def load_model(
+    source: str | Path, device: torch.device, dtype: torch.dtype, capability: str | None = None
+) -> SpeechModel:
     """The model at `source`; with `capability`, refused before loading unless its family has it."""
     family = family_of(source)
     if capability is not None and family.capability != capability:
         able = [other.description for other in families().values() if other.capability == capability]
-        raise InputError(f"{source} is a {family.description} checkpoint, which cannot do this: expected a model "
-                         f"that {capability.replace('_', ' ')} ({', '.join(able) or 'none installed'})")
+        raise InputError(
+            f"{source} is a {family.description} checkpoint, which cannot do this: expected a model "
+            f"that {capability.replace('_', ' ')} ({', '.join(able) or 'none installed'})"
+        )
     return family.model.load(source, device, dtype)
 
 

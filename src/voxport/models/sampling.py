@@ -17,8 +17,12 @@ class SamplingSettings:
     greedy: bool = False
 
 
-def pick_tokens(logits: torch.Tensor, settings: SamplingSettings, generator: torch.Generator | None = None,
-                gumbel: torch.Tensor | None = None) -> torch.Tensor:
+def pick_tokens(
+    logits: torch.Tensor,
+    settings: SamplingSettings,
+    generator: torch.Generator | None = None,
+    gumbel: torch.Tensor | None = None,
+) -> torch.Tensor:
     """One id per row of `logits` [..., vocab].
 
     Sampling is Gumbel-max over the top-k: argmax(logit + T x G), G = -log(Exp(1)), draws from
@@ -38,8 +42,12 @@ def pick_tokens(logits: torch.Tensor, settings: SamplingSettings, generator: tor
     return choice if indices is None else indices.gather(-1, choice.unsqueeze(-1)).squeeze(-1)
 
 
-def gumbel_noise(shape: tuple[int, ...] | torch.Size, settings: SamplingSettings, generator: torch.Generator | None,
-                 device: torch.device) -> torch.Tensor:
+def gumbel_noise(
+    shape: tuple[int, ...] | torch.Size,
+    settings: SamplingSettings,
+    generator: torch.Generator | None,
+    device: torch.device,
+) -> torch.Tensor:
     """Temperature-scaled Gumbel noise T x G for `pick_tokens`, drawn ahead in one kernel for many picks."""
     noise = torch.empty(shape, device=device).exponential_(1.0, generator=generator)
     return noise.log_().mul_(-settings.temperature)
@@ -56,16 +64,27 @@ class RowNoise:
     Draws stay on the device: no host sync.
     """
 
-    def __init__(self, generators: list[torch.Generator], picks: int, width: int, settings: SamplingSettings,
-                 device: torch.device):
+    def __init__(
+        self,
+        generators: list[torch.Generator],
+        picks: int,
+        width: int,
+        settings: SamplingSettings,
+        device: torch.device,
+    ):
         self.generators, self.picks, self.width, self.settings, self.device = generators, picks, width, settings, device
         self.ready = torch.empty(0, picks, len(generators), width, device=device)
 
     def take(self, frames: int) -> torch.Tensor:
         """Noise [frames, picks, batch, width] for the next `frames` frames."""
         while self.ready.shape[0] < frames:
-            block = torch.stack([gumbel_noise((NOISE_BLOCK, self.picks, self.width), self.settings, generator,
-                                              self.device) for generator in self.generators], dim=2)
+            block = torch.stack(
+                [
+                    gumbel_noise((NOISE_BLOCK, self.picks, self.width), self.settings, generator, self.device)
+                    for generator in self.generators
+                ],
+                dim=2,
+            )
             self.ready = torch.cat([self.ready, block])
         taken, self.ready = self.ready[:frames], self.ready[frames:]
         return taken

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import init_empty_weights
-from torch import nn
 from huggingface_hub import save_torch_state_dict
 from safetensors.torch import save_file
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from torch import nn
 from transformers import (
     CsmConfig,
     CsmForConditionalGeneration,
@@ -36,7 +36,6 @@ from transformers import (
     Qwen2Tokenizer,
     WhisperConfig,
 )
-
 from transformers.models.csm.modeling_csm import CsmCodebooksHead
 from transformers.models.mimi.modeling_mimi import MimiEuclideanCodebook
 
@@ -71,8 +70,12 @@ COVO_AUDIO_CODES = 16384  # ids past the text vocabulary: one per speech code at
 QWEN2_REGULAR_TOKENS = 151643  # the real vocabulary's ordinary tokens; <|endoftext|> is the first special
 COVO_TEXT_VOCAB = 151671  # len(tokenizer) of the real checkpoint: audio codes start at this id
 # The full-size order: Qwen2's specials, reserved ones, then Covo's markers so that <|cAUDIO|> is id 151666.
-COVO_FULL_SPECIALS = [*COVO_SPECIALS[:3], *(f"<|reserved_{i}|>" for i in range(19)), *COVO_SPECIALS[3:],
-                      *(f"<|reserved_{i}|>" for i in range(19, 22))]
+COVO_FULL_SPECIALS = [
+    *COVO_SPECIALS[:3],
+    *(f"<|reserved_{i}|>" for i in range(19)),
+    *COVO_SPECIALS[3:],
+    *(f"<|reserved_{i}|>" for i in range(19, 22)),
+]
 
 # Llama-3 spellings of the special tokens CSM uses, in the roles the real tokenizer gives them.
 BOS, EOS, AUDIO, AUDIO_EOS = "<|begin_of_text|>", "<|end_of_text|>", "<|AUDIO|>", "<|audio_eos|>"
@@ -170,8 +173,9 @@ def _check_size(size: str, layers: int | None, full_depth: int) -> bool:
     if size not in SIZES:
         raise InputError(f"unknown checkpoint size '{size}': expected {' or '.join(SIZES)}")
     if layers is not None and (size != "full" or not 1 <= layers <= full_depth):
-        raise InputError(f"layers={layers}: expected 1 to {full_depth} (the released model's depth), "
-                         f"with the full size only")
+        raise InputError(
+            f"layers={layers}: expected 1 to {full_depth} (the released model's depth), with the full size only"
+        )
     return size == "full"
 
 
@@ -190,26 +194,49 @@ def _full_csm_config(tokenizer: PreTrainedTokenizerFast, layers: int | None) -> 
     """CSM-1B as transformers' CsmConfig defaults describe it (Llama-3.2-1B backbone, Mimi codec)."""
     ids = tokenizer.convert_tokens_to_ids
     return CsmConfig(
-        num_hidden_layers=layers or CSM_BACKBONE_LAYERS, bos_token_id=ids(BOS), pad_token_id=ids(AUDIO),
-        audio_token_id=ids(AUDIO), audio_eos_token_id=ids(AUDIO_EOS),
+        num_hidden_layers=layers or CSM_BACKBONE_LAYERS,
+        bos_token_id=ids(BOS),
+        pad_token_id=ids(AUDIO),
+        audio_token_id=ids(AUDIO),
+        audio_eos_token_id=ids(AUDIO_EOS),
     )
 
 
 def _tiny_csm_config(tokenizer: PreTrainedTokenizerFast) -> CsmConfig:
     ids = tokenizer.convert_tokens_to_ids
     codec = MimiConfig(
-        hidden_size=32, num_filters=4, codebook_dim=16, vector_quantization_hidden_dimension=16,
-        upsample_groups=32, num_hidden_layers=1, intermediate_size=64, num_attention_heads=2,
-        num_key_value_heads=2, head_dim=16, sliding_window=16,
+        hidden_size=32,
+        num_filters=4,
+        codebook_dim=16,
+        vector_quantization_hidden_dimension=16,
+        upsample_groups=32,
+        num_hidden_layers=1,
+        intermediate_size=64,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        head_dim=16,
+        sliding_window=16,
     )
     return CsmConfig(
-        text_vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-        bos_token_id=ids(BOS), pad_token_id=ids(AUDIO), audio_token_id=ids(AUDIO),
+        text_vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        bos_token_id=ids(BOS),
+        pad_token_id=ids(AUDIO),
+        audio_token_id=ids(AUDIO),
         audio_eos_token_id=ids(AUDIO_EOS),
         depth_decoder_config={
-            "backbone_hidden_size": 64, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-            "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 33,
+            "backbone_hidden_size": 64,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 33,
         },
         codec_config=codec.to_dict(),
     )
@@ -301,27 +328,56 @@ def _covo_config(text_vocab: int, end_of_text: int, full: bool, layers: int | No
     """Tiny widths, or Covo-Audio-Chat's (Qwen2-7B: hidden 3584, ffn 18944, 28 heads over 4 KV heads;
     Whisper large-v3's encoder: d_model 1280, 32 layers, 20 heads, ffn 5120)."""
     if full:
-        llm = dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=layers or COVO_LLM_LAYERS,
-                   num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=32768)
+        llm = dict(
+            hidden_size=3584,
+            intermediate_size=18944,
+            num_hidden_layers=layers or COVO_LLM_LAYERS,
+            num_attention_heads=28,
+            num_key_value_heads=4,
+            max_position_embeddings=32768,
+        )
         encoder = dict(d_model=1280, encoder_layers=32, encoder_attention_heads=20, encoder_ffn_dim=5120)
     else:
-        llm = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                   num_key_value_heads=2, max_position_embeddings=4096)
+        llm = dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=4096,
+        )
         encoder = dict(d_model=32, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=64)
     return CovoConfig(
-        llm=Qwen2Config(vocab_size=text_vocab + COVO_AUDIO_CODES, rms_norm_eps=1e-6, rope_theta=1e6,
-                        tie_word_embeddings=False, bos_token_id=end_of_text, eos_token_id=end_of_text, **llm),
-        encoder=WhisperConfig(decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=64, num_mel_bins=128,
-                              max_source_positions=1500, **encoder),
+        llm=Qwen2Config(
+            vocab_size=text_vocab + COVO_AUDIO_CODES,
+            rms_norm_eps=1e-6,
+            rope_theta=1e6,
+            tie_word_embeddings=False,
+            bos_token_id=end_of_text,
+            eos_token_id=end_of_text,
+            **llm,
+        ),
+        encoder=WhisperConfig(
+            decoder_layers=1,
+            decoder_attention_heads=2,
+            decoder_ffn_dim=64,
+            num_mel_bins=128,
+            max_source_positions=1500,
+            **encoder,
+        ),
         audio_token_index=text_vocab,
         adapter_downsample=8,
         whisper_feats_dim=encoder["d_model"],
     )
 
 
-def write_random_shards(network: nn.Module, directory: Path, seed: int,
-                        initialise: Callable[[nn.Module, int], None] | None = None,
-                        shard_bytes: int = SHARD_BYTES) -> None:
+def write_random_shards(
+    network: nn.Module,
+    directory: Path,
+    seed: int,
+    initialise: Callable[[nn.Module, int], None] | None = None,
+    shard_bytes: int = SHARD_BYTES,
+) -> None:
     """Random bfloat16 weights for `network` (built on the meta device) as sharded safetensors with an index
     (transformers' layout), made one shard at a time: memory holds one shard whatever the model's size.
 
@@ -347,8 +403,9 @@ def write_random_shards(network: nn.Module, directory: Path, seed: int,
         for index, (prefix, module, _) in enumerate(holders_here):
             module.to(FULL_DTYPE).to_empty(device="cpu", recurse=False)
             initialise(module, seed + number * 100_003 + index)  # a different draw for every module
-            tensors |= {f"{prefix}.{name}" if prefix else name: tensor.detach()
-                        for name, tensor in _own_tensors(module).items()}
+            tensors |= {
+                f"{prefix}.{name}" if prefix else name: tensor.detach() for name, tensor in _own_tensors(module).items()
+            }
         save_file(tensors, directory / file, metadata={"format": "pt"})
         weight_map |= dict.fromkeys(tensors, file)
         total += sum(tensor.numel() * tensor.element_size() for tensor in tensors.values())
@@ -362,15 +419,22 @@ def _check_room(directory: Path, needed: int) -> None:
     """Refuse at once, rather than after minutes of writing, when the disk cannot hold the weights."""
     free = shutil.disk_usage(directory).free
     if needed > free:
-        raise InputError(f"the weights need {needed / 1e9:.1f} GB but {directory.parent} has {free / 1e9:.1f} GB "
-                         f"free: free some space, write elsewhere, or cut the depth with --layers")
+        raise InputError(
+            f"the weights need {needed / 1e9:.1f} GB but {directory.parent} has {free / 1e9:.1f} GB "
+            f"free: free some space, write elsewhere, or cut the depth with --layers"
+        )
 
 
 def _own_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
     """The parameters and saved buffers a module holds itself (not its children's)."""
-    return {**dict(module.named_parameters(recurse=False)),
-            **{name: buffer for name, buffer in module.named_buffers(recurse=False)
-               if name not in module._non_persistent_buffers_set}}
+    return {
+        **dict(module.named_parameters(recurse=False)),
+        **{
+            name: buffer
+            for name, buffer in module.named_buffers(recurse=False)
+            if name not in module._non_persistent_buffers_set
+        },
+    }
 
 
 def normal_weights(module: nn.Module, seed: int) -> None:
@@ -397,10 +461,21 @@ def _write_token2wav(directory: Path, seed: int, full: bool) -> None:
 
     Full size: the released architecture (Token2WavConfig's defaults) built in bfloat16, and a speaker prompt
     of the released one's shape (291 codes)."""
-    config = Token2WavConfig() if full else Token2WavConfig(
-        token2latent=Token2LatentConfig(token_input_dim=16, z_dim=8, spkr_embed_dim=16, num_layers=2,
-                                        hidden_size=32, ffn_hidden_size=64, num_heads=2),
-        vocoder=VocoderConfig(latent_dim=8, upsample_initial_channel=64),
+    config = (
+        Token2WavConfig()
+        if full
+        else Token2WavConfig(
+            token2latent=Token2LatentConfig(
+                token_input_dim=16,
+                z_dim=8,
+                spkr_embed_dim=16,
+                num_layers=2,
+                hidden_size=32,
+                ffn_hidden_size=64,
+                num_heads=2,
+            ),
+            vocoder=VocoderConfig(latent_dim=8, upsample_initial_channel=64),
+        )
     )
     torch.manual_seed(seed)
     with _default_dtype(FULL_DTYPE if full else torch.float32):
@@ -416,10 +491,14 @@ def _write_token2wav(directory: Path, seed: int, full: bool) -> None:
     np.save(directory / "global_mean_var.npy", statistics)
     # A prompt shaped like the released one: its latents run 3 frames past its codes' 4 x P.
     np.save(directory / "prompt" / "prompt_token.npy", rng.integers(0, COVO_AUDIO_CODES, (1, prompt_codes)))
-    np.save(directory / "prompt" / "prompt_latent.npy",
-            rng.standard_normal((1, 4 * prompt_codes + 3, z_dim)).astype(np.float32))
-    np.save(directory / "prompt" / "speaker_embed.npy",
-            0.1 * rng.standard_normal((1, config.token2latent.spkr_embed_dim)).astype(np.float32))
+    np.save(
+        directory / "prompt" / "prompt_latent.npy",
+        rng.standard_normal((1, 4 * prompt_codes + 3, z_dim)).astype(np.float32),
+    )
+    np.save(
+        directory / "prompt" / "speaker_embed.npy",
+        0.1 * rng.standard_normal((1, config.token2latent.spkr_embed_dim)).astype(np.float32),
+    )
 
 
 def _qwen2_tokenizer(full: bool = False) -> Qwen2Tokenizer:

@@ -26,11 +26,29 @@ from voxport.runtime.files import replaced_atomically
 
 # Peak memory bandwidth in bytes/s, matched (first hit) against the lower-cased device name.
 PUBLISHED = [
-    ("h200", 4.8e12), ("h100 nvl", 3.9e12), ("h100 sxm", 3.35e12), ("h100 80gb hbm3", 3.35e12), ("h100", 2.0e12),
-    ("h800", 3.35e12), ("h20", 4.0e12), ("a100-sxm4-80gb", 2.039e12), ("a100 80gb", 1.935e12), ("a100", 1.555e12),
-    ("a800", 2.039e12), ("l40s", 0.864e12), ("l40", 0.864e12), ("l4", 0.3e12), ("a10", 0.6e12),
-    ("rtx 5090", 1.792e12), ("rtx 4090", 1.008e12), ("rtx 3090", 0.936e12), ("v100", 0.9e12), ("t4", 0.32e12),
-    ("910b", 1.6e12), ("910", 1.2e12), ("310p", 0.2e12),
+    ("h200", 4.8e12),
+    ("h100 nvl", 3.9e12),
+    ("h100 sxm", 3.35e12),
+    ("h100 80gb hbm3", 3.35e12),
+    ("h100", 2.0e12),
+    ("h800", 3.35e12),
+    ("h20", 4.0e12),
+    ("a100-sxm4-80gb", 2.039e12),
+    ("a100 80gb", 1.935e12),
+    ("a100", 1.555e12),
+    ("a800", 2.039e12),
+    ("l40s", 0.864e12),
+    ("l40", 0.864e12),
+    ("l4", 0.3e12),
+    ("a10", 0.6e12),
+    ("rtx 5090", 1.792e12),
+    ("rtx 4090", 1.008e12),
+    ("rtx 3090", 0.936e12),
+    ("v100", 0.9e12),
+    ("t4", 0.32e12),
+    ("910b", 1.6e12),
+    ("910", 1.2e12),
+    ("310p", 0.2e12),
 ]
 CACHE_FILE = "bandwidth.json"
 PROBE_BYTES = 256 * 2**20  # a float32 matrix this big: far past the last-level cache of any CPU
@@ -53,8 +71,9 @@ def published_bandwidth(device_name: str) -> float | None:
     return next((value for key, value in PUBLISHED if key in lowered), None)
 
 
-def memory_bandwidth(device: torch.device, given: float | None = None, remeasure: bool = False,
-                     fresh: bool = False) -> Bandwidth:
+def memory_bandwidth(
+    device: torch.device, given: float | None = None, remeasure: bool = False, fresh: bool = False
+) -> Bandwidth:
     """`given` bytes/s if set; else the published figure (unless `remeasure`); else a probe, cached unless
     `remeasure` or `fresh`. `fresh` is for a figure set beside one run: a shared machine's bandwidth drifts
     by tens of percent with its neighbours' load, so a probe from another minute can misjudge the run."""
@@ -101,7 +120,6 @@ def probe_bandwidth(device: torch.device, size_bytes: int = PROBE_BYTES) -> floa
         vector = torch.ones(columns, device=device)
         for product in (lambda: torch.mv(matrix, vector), lambda: linear(vector.view(1, columns), matrix)):
             rates.append(_median_rate(product, matrix.numel() * 4, backend, device))
-        del matrix
     return max(rates)
 
 

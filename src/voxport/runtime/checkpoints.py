@@ -17,8 +17,8 @@ from pathlib import Path
 from huggingface_hub import constants, snapshot_download
 from huggingface_hub.errors import (
     GatedRepoError,
-    HFValidationError,
     HfHubHTTPError,
+    HFValidationError,
     LocalEntryNotFoundError,
     RepositoryNotFoundError,
 )
@@ -109,14 +109,23 @@ def _download(repo_id: str, allow_patterns: list[str] | None) -> Path:
 def _from_modelscope(repo_id: str, allow_patterns: list[str] | None) -> Path:
     """A ModelScope snapshot through the modelscope package: its cache first when offline or unreachable."""
     try:
-        from modelscope.hub.errors import (AuthenticationError, CacheNotFound, HubError, NetworkError,
-                                           NotExistError, PermissionDeniedError)
+        from modelscope.hub.errors import (
+            AuthenticationError,
+            CacheNotFound,
+            HubError,
+            NetworkError,
+            NotExistError,
+            PermissionDeniedError,
+        )
         from modelscope.hub.snapshot_download import snapshot_download as modelscope_download
     except ImportError:
-        raise CheckpointError(f"modelscope:{repo_id} needs the modelscope package: "
-                              "pip install 'voxport[modelscope]'") from None
-    how_to_get = (f"download it where ModelScope is reachable (`modelscope download --model {repo_id}`), then point "
-                  f"MODELSCOPE_CACHE at that cache or pass --model DIR")
+        raise CheckpointError(
+            f"modelscope:{repo_id} needs the modelscope package: pip install 'voxport[modelscope]'"
+        ) from None
+    how_to_get = (
+        f"download it where ModelScope is reachable (`modelscope download --model {repo_id}`), then point "
+        f"MODELSCOPE_CACHE at that cache or pass --model DIR"
+    )
 
     def cached() -> Path:
         return Path(modelscope_download(repo_id, allow_patterns=allow_patterns, local_files_only=True))
@@ -130,14 +139,17 @@ def _from_modelscope(repo_id: str, allow_patterns: list[str] | None) -> Path:
             return cached()
     except CacheNotFound:
         where = "offline mode is on (HF_HUB_OFFLINE=1)" if constants.HF_HUB_OFFLINE else "ModelScope is unreachable"
-        raise CheckpointError(f"{repo_id} is not in the ModelScope cache ({_modelscope_cache()}) and {where}: "
-                              f"{how_to_get}") from None
+        raise CheckpointError(
+            f"{repo_id} is not in the ModelScope cache ({_modelscope_cache()}) and {where}: {how_to_get}"
+        ) from None
     except NotExistError:
-        raise CheckpointError(f"ModelScope repository {repo_id} not found (a private one needs "
-                              "MODELSCOPE_API_TOKEN)") from None
+        raise CheckpointError(
+            f"ModelScope repository {repo_id} not found (a private one needs MODELSCOPE_API_TOKEN)"
+        ) from None
     except (AuthenticationError, PermissionDeniedError):
-        raise CheckpointError(f"{repo_id} on ModelScope needs access: log in (`modelscope login`) or set "
-                              "MODELSCOPE_API_TOKEN") from None
+        raise CheckpointError(
+            f"{repo_id} on ModelScope needs access: log in (`modelscope login`) or set MODELSCOPE_API_TOKEN"
+        ) from None
     except (HubError, OSError) as error:
         raise CheckpointError(f"cannot fetch {repo_id} from ModelScope ({first_line(error)}): {how_to_get}") from None
 

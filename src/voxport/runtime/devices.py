@@ -105,8 +105,9 @@ class DeviceBackend:
 class AcceleratorBackend(DeviceBackend):
     """CUDA, Ascend NPU and Intel XPU share one device-module API (torch.cuda / torch.npu / torch.xpu)."""
 
-    def __init__(self, kind: str, visible_devices_env: str | None, dispatch_key: str,
-                 cluster_resource: str | None = "GPU"):
+    def __init__(
+        self, kind: str, visible_devices_env: str | None, dispatch_key: str, cluster_resource: str | None = "GPU"
+    ):
         self.kind = kind
         self.visible_devices_env = visible_devices_env
         self.dispatch_key = dispatch_key
@@ -198,8 +199,7 @@ class NpuBackend(AcceleratorBackend):
         return getattr(torch, "npu", None)
 
     def compile_unsupported_reason(self) -> str | None:
-        return ("NPU graph mode (torchair) is not wired in yet; it plugs in as NpuBackend.compile_step. "
-                "Running eagerly")
+        return "NPU graph mode (torchair) is not wired in yet; it plugs in as NpuBackend.compile_step. Running eagerly"
 
 
 class MpsBackend(AcceleratorBackend):
@@ -233,7 +233,6 @@ class MpsBackend(AcceleratorBackend):
             reserved_bytes=int(torch.mps.driver_allocated_memory()),
             source="device-current",
         )
-
 
 
 BACKENDS: dict[str, DeviceBackend] = {
@@ -315,8 +314,12 @@ def _cpu_model() -> str:
         import subprocess
 
         try:
-            return subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
-                                  check=True, timeout=5).stdout.strip() or platform.machine()
+            return (
+                subprocess.run(
+                    ["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, check=True, timeout=5
+                ).stdout.strip()
+                or platform.machine()
+            )
         except (OSError, subprocess.SubprocessError):
             pass
     return platform.processor() or platform.machine() or "CPU"

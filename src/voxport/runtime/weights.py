@@ -49,8 +49,14 @@ def load_weights_strict(model: nn.Module, files: list[Path], device: torch.devic
             assign(model, {key: shard.get_tensor(key) for key in shard.keys()}, device, dtype)
 
 
-def assign_strict(model: nn.Module, state: dict[str, torch.Tensor], device: torch.device, dtype: torch.dtype,
-                  source: Path, float32_prefixes: tuple[str, ...] = ()) -> None:
+def assign_strict(
+    model: nn.Module,
+    state: dict[str, torch.Tensor],
+    device: torch.device,
+    dtype: torch.dtype,
+    source: Path,
+    float32_prefixes: tuple[str, ...] = (),
+) -> None:
     """Fill every parameter of `model` from `state`; buffers it holds replace the computed ones. Parameters
     under `float32_prefixes` (modules that run in float32) are placed in float32 straight from `state`."""
     check_keys(model, state.keys(), source)
@@ -68,7 +74,8 @@ def check_keys(model: nn.Module, keys, source: Path) -> None:
         named = [f"missing {key}" for key in missing[:3]] + [f"unexpected {key}" for key in unexpected[:3]]
         more = len(missing) + len(unexpected) - len(named)
         raise CheckpointError(
-            f"weights in {source} do not match the model: {', '.join(named)}" + (f" (and {more} more)" if more > 0 else "")
+            f"weights in {source} do not match the model: {', '.join(named)}"
+            + (f" (and {more} more)" if more > 0 else "")
         )
 
 
@@ -76,8 +83,9 @@ def assign(model: nn.Module, tensors: dict[str, torch.Tensor], device: torch.dev
     """Place `tensors` in `model` on `device`: floating parameters in `dtype`, buffers as stored."""
     parameters = {name for name, _ in model.named_parameters()}
     placed = {
-        key: tensor.to(device=device, dtype=dtype if key in parameters and tensor.is_floating_point() else None,
-                       copy=True)  # never a view of a memory-mapped file, so loading really reads
+        key: tensor.to(
+            device=device, dtype=dtype if key in parameters and tensor.is_floating_point() else None, copy=True
+        )  # never a view of a memory-mapped file, so loading really reads
         for key, tensor in tensors.items()
     }
     model.load_state_dict(placed, strict=False, assign=True)

@@ -89,10 +89,20 @@ def create_app(state: ServerState) -> FastAPI:
 
     @app.get("/v1/models")
     async def models():
-        return {"object": "list", "data": [
-            {"id": served.name, "object": "model", "created": served.created, "owned_by": "voxport",
-             "family": served.family, "capabilities": [_CAPABILITIES[type(served.service)]]}
-            for served in state.models.values()]}
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": served.name,
+                    "object": "model",
+                    "created": served.created,
+                    "owned_by": "voxport",
+                    "family": served.family,
+                    "capabilities": [_CAPABILITIES[type(served.service)]],
+                }
+                for served in state.models.values()
+            ],
+        }
 
     @app.get("/metrics")
     async def metrics():
@@ -133,8 +143,9 @@ def create_app(state: ServerState) -> FastAPI:
         rate = service.speech_rate if speaking else None
         if job_spec.stream:
             job = _submit(served, Job(job_spec, chunks=AsyncChunks()))
-            return StreamingResponse(completion_events(job, served.name, rate, state.replies),
-                                     media_type="text/event-stream")
+            return StreamingResponse(
+                completion_events(job, served.name, rate, state.replies), media_type="text/event-stream"
+            )
         turn = await _answer(_submit(served, Job(job_spec)), request)
         return JSONResponse(completion(served.name, turn, job_spec, rate, state.replies))
 
@@ -148,12 +159,20 @@ def _model(state: ServerState, name: str, service: type, task: str) -> ServedMod
     """The served model `name`, if it can do what the endpoint asks (the service of its declared capability)."""
     served = state.models.get(name)
     if served is None:
-        raise APIError(404, f"model '{name}' is not served here: expected one of {', '.join(sorted(state.models))}",
-                       "model", code="model_not_found")
+        raise APIError(
+            404,
+            f"model '{name}' is not served here: expected one of {', '.join(sorted(state.models))}",
+            "model",
+            code="model_not_found",
+        )
     if not isinstance(served.service, service):
         able = [other for other, entry in sorted(state.models.items()) if isinstance(entry.service, service)]
-        raise APIError(400, f"model '{name}' does not serve this endpoint: it cannot {task}"
-                            + (f"; {', '.join(able)} can" if able else ""), "model")
+        raise APIError(
+            400,
+            f"model '{name}' does not serve this endpoint: it cannot {task}"
+            + (f"; {', '.join(able)} can" if able else ""),
+            "model",
+        )
     return served
 
 
@@ -161,9 +180,13 @@ def _submit(served: ServedModel, job: Job) -> Job:
     try:
         return served.worker.submit(job)
     except QueueFull:
-        raise APIError(429, f"model {served.name} is busy: its queue is full, try again shortly",
-                       kind="rate_limit_error", code="queue_full",
-                       headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
+        raise APIError(
+            429,
+            f"model {served.name} is busy: its queue is full, try again shortly",
+            kind="rate_limit_error",
+            code="queue_full",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        ) from None
 
 
 async def _answer(job: Job, request: Request):

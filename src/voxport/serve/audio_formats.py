@@ -18,8 +18,13 @@ MEDIA_TYPES = {"wav": "audio/wav", "pcm": "audio/pcm", "flac": "audio/flac", "mp
 _CONTAINERS = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"), "mp3": ("MP3", None), "opus": ("OGG", "OPUS")}
 STREAMABLE = ("wav", "pcm")
 # A chat turn's input_audio.format, and the containers libsndfile reports for bytes of that format
-INPUT_FORMATS = {"wav": ("WAV", "WAVEX", "RF64", "W64"), "mp3": ("MP3",), "flac": ("FLAC",), "ogg": ("OGG",),
-                 "opus": ("OGG",)}
+INPUT_FORMATS = {
+    "wav": ("WAV", "WAVEX", "RF64", "W64"),
+    "mp3": ("MP3",),
+    "flac": ("FLAC",),
+    "ogg": ("OGG",),
+    "opus": ("OGG",),
+}
 
 
 def supported_formats() -> list[str]:
@@ -47,8 +52,14 @@ def pcm16(audio: np.ndarray) -> bytes:
 
 def streaming_wav_header(sample_rate: int) -> bytes:
     """A WAV header whose sizes say 'unknown' (0xFFFFFFFF), as streaming players expect; PCM follows."""
-    return (b"RIFF" + struct.pack("<I", 0xFFFFFFFF) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, sample_rate,
-            sample_rate * 2, 2, 16) + b"data" + struct.pack("<I", 0xFFFFFFFF))
+    return (
+        b"RIFF"
+        + struct.pack("<I", 0xFFFFFFFF)
+        + b"WAVEfmt "
+        + struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16)
+        + b"data"
+        + struct.pack("<I", 0xFFFFFFFF)
+    )
 
 
 def decode_base64_audio(data: str, limit_bytes: int, param: str) -> bytes:
@@ -81,5 +92,9 @@ def check_declared_format(raw: bytes, declared: str | None, param: str) -> None:
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError):
         return
     if container not in INPUT_FORMATS[declared]:
-        raise APIError(400, f"{param} is '{declared}' but the audio is {container.lower()}: give the format the "
-                            "data is in, or leave format out", param)
+        raise APIError(
+            400,
+            f"{param} is '{declared}' but the audio is {container.lower()}: give the format the "
+            "data is in, or leave format out",
+            param,
+        )

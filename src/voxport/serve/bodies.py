@@ -22,8 +22,9 @@ FORM_TEXT_BYTES = 64 * 2**10  # a form's text fields and part headers, besides i
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 
 
-async def form_fields(request: Request, texts: set[str], uploads: set[str], limit: int
-                      ) -> tuple[dict[str, str], dict[str, bytes]]:
+async def form_fields(
+    request: Request, texts: set[str], uploads: set[str], limit: int
+) -> tuple[dict[str, str], dict[str, bytes]]:
     """The text fields and uploaded files (each at most `limit` bytes) present in a multipart body; any field
     not in `texts` or `uploads` is refused by name."""
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
@@ -33,12 +34,15 @@ async def form_fields(request: Request, texts: set[str], uploads: set[str], limi
         async with counted.form(max_files=len(uploads), max_fields=len(texts) + len(uploads)) as form:
             unknown = sorted(set(form.keys()) - texts - uploads)
             if unknown:
-                raise APIError(400, f"unknown field {', '.join(unknown)}: expected "
-                                    f"{', '.join(sorted(texts | uploads))}", unknown[0])
+                raise APIError(
+                    400,
+                    f"unknown field {', '.join(unknown)}: expected {', '.join(sorted(texts | uploads))}",
+                    unknown[0],
+                )
             return _texts(form, texts), await _uploads(form, uploads, limit)
     except APIError:
         raise
-    except Exception as error:  # noqa: BLE001 (a malformed body, whatever the parser's complaint)
+    except Exception as error:
         raise APIError(400, f"the multipart body cannot be read: {error}") from None
 
 
@@ -102,6 +106,7 @@ def _counted(request: Request, limit: int):
         if received > limit:
             raise APIError(413, f"the request body is over {limit} bytes, the limit")
         return message
+
     return receive
 
 
@@ -110,8 +115,9 @@ def _refuse_deep(raw: bytes) -> None:
     skeleton = np.frombuffer(_JSON_STRING.sub(b"", raw), np.uint8)
     steps = np.isin(skeleton, (ord("["), ord("{"))).astype(np.int32) - np.isin(skeleton, (ord("]"), ord("}")))
     if skeleton.size and int(np.cumsum(steps).max()) > MAX_JSON_DEPTH:
-        raise APIError(400, f"the request body nests deeper than {MAX_JSON_DEPTH} levels: expected an OpenAI "
-                            "request body")
+        raise APIError(
+            400, f"the request body nests deeper than {MAX_JSON_DEPTH} levels: expected an OpenAI request body"
+        )
 
 
 def _check_texts(value, place: str) -> None:

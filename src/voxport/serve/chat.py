@@ -13,7 +13,6 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
-
 from typing import Any
 
 from voxport.errors import VoxportError
@@ -34,8 +33,22 @@ from voxport.services.chat import ChatRequest, ChatService
 
 # The models that answer audio speak in one voice (their checkpoint's speaker prompt): OpenAI's names and
 # "default" all get it.
-VOICES = ("default", "alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer", "verse",
-          "marin", "cedar")
+VOICES = (
+    "default",
+    "alloy",
+    "ash",
+    "ballad",
+    "coral",
+    "echo",
+    "fable",
+    "onyx",
+    "nova",
+    "sage",
+    "shimmer",
+    "verse",
+    "marin",
+    "cedar",
+)
 AUDIO_FORMAT_ALIASES = {"pcm16": "pcm"}  # OpenAI's name for raw 16-bit samples
 STREAM_AUDIO_BYTES = 48000  # base64 audio per streamed chunk: one second of 24 kHz pcm
 
@@ -47,8 +60,9 @@ class ChatJob:
     stream: bool
 
 
-def chat_job(body: ChatBody, service: ChatService, model_name: str, replies: ReplyStore, max_audio_bytes: int
-             ) -> ChatJob:
+def chat_job(
+    body: ChatBody, service: ChatService, model_name: str, replies: ReplyStore, max_audio_bytes: int
+) -> ChatJob:
     if set(body.modalities) not in ({"text"}, {"text", "audio"}):
         raise APIError(400, 'modalities must be ["text"] or ["text", "audio"]', "modalities")
     speaking = "audio" in body.modalities
@@ -57,18 +71,27 @@ def chat_job(body: ChatBody, service: ChatService, model_name: str, replies: Rep
         wanted = body.audio or AudioOutput()
         audio_format = AUDIO_FORMAT_ALIASES.get(wanted.format, wanted.format)
         if audio_format not in supported_formats():
-            raise APIError(400, f"audio.format '{wanted.format}' is not available here: expected one of "
-                                f"{', '.join(supported_formats())}", "audio.format")
+            raise APIError(
+                400,
+                f"audio.format '{wanted.format}' is not available here: expected one of "
+                f"{', '.join(supported_formats())}",
+                "audio.format",
+            )
         if wanted.voice not in VOICES:
-            raise APIError(400, f"audio.voice '{wanted.voice}' is unknown: {model_name} speaks in one voice, "
-                                f"named by any of {', '.join(VOICES)}", "audio.voice")
+            raise APIError(
+                400,
+                f"audio.voice '{wanted.voice}' is unknown: {model_name} speaks in one voice, "
+                f"named by any of {', '.join(VOICES)}",
+                "audio.voice",
+            )
     persona, history, pending = _system_text(body.messages), [], None
     audio_bytes = AudioBudget(max_audio_bytes)
     for index, message in enumerate(body.messages):
         if isinstance(message, UserMessage):
             if pending is not None:
-                raise APIError(400, f"messages[{index}]: two user turns in a row; put the reply between them",
-                               "messages")
+                raise APIError(
+                    400, f"messages[{index}]: two user turns in a row; put the reply between them", "messages"
+                )
             pending = _user_clip(service, message, index, audio_bytes)
         elif isinstance(message, AssistantMessage):
             if pending is None:
@@ -78,9 +101,14 @@ def chat_job(body: ChatBody, service: ChatService, model_name: str, replies: Rep
     if pending is None:
         raise APIError(400, "messages must end with a user message holding input_audio", "messages")
     try:
-        settings = ChatSettings(mode="a2ta" if speaking else "a2t",
-                                max_new_tokens=body.max_completion_tokens or body.max_tokens, top_p=body.top_p,
-                                seed=body.seed, persona=persona, temperature=body.temperature)
+        settings = ChatSettings(
+            mode="a2ta" if speaking else "a2t",
+            max_new_tokens=body.max_completion_tokens or body.max_tokens,
+            top_p=body.top_p,
+            seed=body.seed,
+            persona=persona,
+            temperature=body.temperature,
+        )
     except VoxportError as error:
         raise APIError(400, str(error), "messages" if persona is not None else None) from None
     return ChatJob(ChatRequest(pending, settings, tuple(history)), audio_format, body.stream)
@@ -108,10 +136,13 @@ def completion(model_name: str, turn, request: ChatJob, sample_rate: int | None,
     message = {"role": "assistant", "content": turn.text}
     if turn.speech is not None:
         reply_id, expires_at = replies.add(model_name, turn.reply_ids, turn.text)
+        assert sample_rate is not None and request.audio_format is not None  # a spoken reply was asked for
         data = base64.b64encode(encode(turn.speech, sample_rate, request.audio_format)).decode()
         message["audio"] = {"id": reply_id, "data": data, "expires_at": expires_at, "transcript": turn.text}
     return {
-        "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
         "model": model_name,
         "choices": [{"index": 0, "message": message, "finish_reason": _finish_reason(turn)}],
         "usage": _usage(turn),
@@ -133,19 +164,23 @@ async def completion_events(job: Job, model_name: str, sample_rate: int | None, 
         if isinstance(error.__cause__, VoxportError):  # found by the model, but the request's own fault
             refusal = {"message": str(error.__cause__), "type": "invalid_request_error", "code": None}
         else:
-            refusal = {"message": f"the reply failed half-way: {error}", "type": "server_error",
-                       "code": "stream_failed"}
+            refusal = {
+                "message": f"the reply failed half-way: {error}",
+                "type": "server_error",
+                "code": "stream_failed",
+            }
         yield _event({"error": {**refusal, "param": None}})
         return
     turn = job.future.result()
     if turn.text != sent and turn.text.startswith(sent):
-        yield _event(chunk({"content": turn.text[len(sent):]}))
+        yield _event(chunk({"content": turn.text[len(sent) :]}))
     if turn.speech is not None:
         reply_id, expires_at = replies.add(model_name, turn.reply_ids, turn.text)
         yield _event(chunk({"audio": {"id": reply_id, "transcript": turn.text}}))
+        assert sample_rate is not None  # a spoken reply was asked for
         audio = encode(turn.speech, sample_rate, job.payload.audio_format)
         for start in range(0, len(audio), STREAM_AUDIO_BYTES):
-            piece = base64.b64encode(audio[start:start + STREAM_AUDIO_BYTES]).decode()
+            piece = base64.b64encode(audio[start : start + STREAM_AUDIO_BYTES]).decode()
             yield _event(chunk({"audio": {"data": piece}}))
         yield _event(chunk({"audio": {"expires_at": expires_at}}))
     yield _event(chunk({}, finish_reason=_finish_reason(turn), usage=_usage(turn)))
@@ -156,9 +191,15 @@ def _chunk_maker(model_name: str):
     ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
     def chunk(delta: dict, finish_reason: str | None = None, usage: dict | None = None) -> dict:
-        body = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model_name,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+        body = {
+            "id": ident,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model_name,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+        }
         return body | ({"usage": usage} if usage else {})
+
     return chunk
 
 
@@ -182,8 +223,12 @@ def _system_text(messages: list) -> str | None:
     for index, message in enumerate(messages):
         if isinstance(message, SystemMessage):
             if any(isinstance(earlier, UserMessage) for earlier in messages[:index]):
-                raise APIError(400, f"messages[{index}]: a {message.role} message must come before the first user "
-                                    "turn (the model reads its system prompt once, at the start)", "messages")
+                raise APIError(
+                    400,
+                    f"messages[{index}]: a {message.role} message must come before the first user "
+                    "turn (the model reads its system prompt once, at the start)",
+                    "messages",
+                )
             texts.append(_plain_text(message.content))
     return "\n".join(texts) if texts else None
 
@@ -202,17 +247,26 @@ class AudioBudget:
         raw = decode_base64_audio(data, self.limit, param)
         self.used += len(raw)
         if self.used > self.limit:
-            raise APIError(413, f"{param}: with the turns before it, this request sends {self.used} bytes of audio; "
-                                f"the limit is {self.limit} for all turns together", param)
+            raise APIError(
+                413,
+                f"{param}: with the turns before it, this request sends {self.used} bytes of audio; "
+                f"the limit is {self.limit} for all turns together",
+                param,
+            )
         return raw
 
 
 def _user_clip(service: ChatService, message: UserMessage, index: int, budget: AudioBudget) -> Any:
-    audios = [part for part in message.content if isinstance(part, AudioPart)] \
-        if isinstance(message.content, list) else []
+    audios = (
+        [part for part in message.content if isinstance(part, AudioPart)] if isinstance(message.content, list) else []
+    )
     if len(audios) != 1 or len(audios) != len(message.content):
-        raise APIError(400, f"messages[{index}]: a user turn needs exactly one input_audio part (the model "
-                            f"listens; it takes no typed text)", f"messages[{index}].content")
+        raise APIError(
+            400,
+            f"messages[{index}]: a user turn needs exactly one input_audio part (the model "
+            f"listens; it takes no typed text)",
+            f"messages[{index}].content",
+        )
     param = f"messages[{index}].content[0].input_audio.data"
     raw = budget.take(audios[0].input_audio.data, param)
     check_declared_format(raw, audios[0].input_audio.format, f"messages[{index}].content[0].input_audio.format")
@@ -229,11 +283,16 @@ def _reply(message: AssistantMessage, index: int, model_name: str, replies: Repl
         stored = replies.get(message.audio.id)
         param = f"messages[{index}].audio.id"
         if stored is None:
-            raise APIError(400, f"{param} '{message.audio.id}' is unknown or has expired (replies are kept "
-                                f"{replies.ttl} s): send the reply's text as content instead", param)
+            raise APIError(
+                400,
+                f"{param} '{message.audio.id}' is unknown or has expired (replies are kept "
+                f"{replies.ttl} s): send the reply's text as content instead",
+                param,
+            )
         if stored.model != model_name:
-            raise APIError(400, f"{param} '{message.audio.id}' was made by model {stored.model}, not {model_name}",
-                           param)
+            raise APIError(
+                400, f"{param} '{message.audio.id}' was made by model {stored.model}, not {model_name}", param
+            )
         return tuple(int(i) for i in stored.reply_ids)
     if message.content is None:
         raise APIError(400, f"messages[{index}]: an assistant turn needs content or audio.id", "messages")

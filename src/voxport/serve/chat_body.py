@@ -35,11 +35,16 @@ class AudioPart(Strict):
 def _one_of(field: str, *values: str) -> Discriminator:
     """Choose a union's member by `field`, so that an error names the chosen member's problem only. Members
     are tagged "<value>"; error locations leave the tags out (errors.py)."""
+
     def choose(value: Any) -> str | None:
         chosen = value.get(field) if isinstance(value, dict) else getattr(value, field, None)
         return f"<{chosen}>" if chosen in values else None
-    return Discriminator(choose, custom_error_type="invalid_choice",
-                         custom_error_message=f"expected an object whose {field} is {' or '.join(values)}")
+
+    return Discriminator(
+        choose,
+        custom_error_type="invalid_choice",
+        custom_error_message=f"expected an object whose {field} is {' or '.join(values)}",
+    )
 
 
 def _string_or_list(value: Any) -> str | None:
@@ -48,13 +53,20 @@ def _string_or_list(value: Any) -> str | None:
 
 def _string_or(parts) -> Any:
     """A plain string, or a list of parts."""
-    return Annotated[Annotated[str, Tag("<string>")] | Annotated[list[parts], Tag("<list>")],
-                     Discriminator(_string_or_list, custom_error_type="invalid_choice",
-                                   custom_error_message="expected a string or a list of content parts")]
+    return Annotated[
+        Annotated[str, Tag("<string>")] | Annotated[list[parts], Tag("<list>")],
+        Discriminator(
+            _string_or_list,
+            custom_error_type="invalid_choice",
+            custom_error_message="expected a string or a list of content parts",
+        ),
+    ]
 
 
-UserPart = Annotated[Annotated[AudioPart, Tag("<input_audio>")] | Annotated[TextPart, Tag("<text>")],
-                     _one_of("type", "input_audio", "text")]
+UserPart = Annotated[
+    Annotated[AudioPart, Tag("<input_audio>")] | Annotated[TextPart, Tag("<text>")],
+    _one_of("type", "input_audio", "text"),
+]
 Text = _string_or(TextPart)
 
 
@@ -83,8 +95,10 @@ class AssistantMessage(Strict):
 
 
 Message = Annotated[
-    Annotated[SystemMessage, Tag("<system>")] | Annotated[SystemMessage, Tag("<developer>")]
-    | Annotated[UserMessage, Tag("<user>")] | Annotated[AssistantMessage, Tag("<assistant>")],
+    Annotated[SystemMessage, Tag("<system>")]
+    | Annotated[SystemMessage, Tag("<developer>")]
+    | Annotated[UserMessage, Tag("<user>")]
+    | Annotated[AssistantMessage, Tag("<assistant>")],
     _one_of("role", "system", "developer", "user", "assistant"),
 ]
 

@@ -24,8 +24,12 @@ def valid_text(value: str, field: str) -> str:
     """`value`, when it is text UTF-8 can carry. JSON's "\\ud800" escape gives a lone surrogate, which no
     encoder takes: it would fail later, deep in a tokenizer or a file write, as a server error."""
     if _SURROGATE.search(value):
-        raise APIError(400, f"{field or 'the request body'} holds a lone surrogate (an unpaired \\ud800-\\udfff "
-                            "escape): expected valid Unicode text", field or None)
+        raise APIError(
+            400,
+            f"{field or 'the request body'} holds a lone surrogate (an unpaired \\ud800-\\udfff "
+            "escape): expected valid Unicode text",
+            field or None,
+        )
     return value
 
 

@@ -34,10 +34,14 @@ class GuardAndCount:
             await send(message)
 
         try:
-            if self.api_key and scope["path"] not in OPEN_PATHS and \
-                    Headers(scope=scope).get("authorization") != f"Bearer {self.api_key}":
-                await APIError(401, "missing or wrong API key: send Authorization: Bearer <key>",
-                               code="invalid_api_key").response()(scope, receive, counted)
+            if (
+                self.api_key
+                and scope["path"] not in OPEN_PATHS
+                and Headers(scope=scope).get("authorization") != f"Bearer {self.api_key}"
+            ):
+                await APIError(
+                    401, "missing or wrong API key: send Authorization: Bearer <key>", code="invalid_api_key"
+                ).response()(scope, receive, counted)
             else:
                 await self.app(scope, receive, counted)
         finally:

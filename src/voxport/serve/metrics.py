@@ -15,22 +15,48 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 class Metrics:
     def __init__(self):
         self.registry = CollectorRegistry()
-        self.requests = Counter("voxport_requests_total", "HTTP requests answered", ["endpoint", "status"],
-                                registry=self.registry)
-        self.errors = Counter("voxport_errors_total", "Requests answered with an error", ["endpoint", "type"],
-                              registry=self.registry)
-        self.latency = Histogram("voxport_request_seconds", "Time to answer a request", ["endpoint"],
-                                 buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.rtf = Histogram("voxport_rtf", "Real-time factor of speech made (compute s / audio s)", ["model"],
-                             buckets=RTF_BUCKETS, registry=self.registry)
-        self.queue_depth = Gauge("voxport_queue_depth", "Jobs waiting or running per model", ["model"],
-                                 registry=self.registry)
-        self.batch_size = Histogram("voxport_batch_size", "Jobs generated together in one batch", ["model"],
-                                    buckets=BATCH_BUCKETS, registry=self.registry)
-        self.cancelled = Counter("voxport_cancelled_jobs_total", "Jobs whose client went away: skipped while queued "
-                                 "or stopped while running", ["model", "stage"], registry=self.registry)
-        self.steps = Counter("voxport_generation_steps_total", "Generation steps run (speech frames, chat tokens)",
-                             ["model"], registry=self.registry)
+        self.requests = Counter(
+            "voxport_requests_total", "HTTP requests answered", ["endpoint", "status"], registry=self.registry
+        )
+        self.errors = Counter(
+            "voxport_errors_total", "Requests answered with an error", ["endpoint", "type"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "voxport_request_seconds",
+            "Time to answer a request",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.rtf = Histogram(
+            "voxport_rtf",
+            "Real-time factor of speech made (compute s / audio s)",
+            ["model"],
+            buckets=RTF_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "voxport_queue_depth", "Jobs waiting or running per model", ["model"], registry=self.registry
+        )
+        self.batch_size = Histogram(
+            "voxport_batch_size",
+            "Jobs generated together in one batch",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.cancelled = Counter(
+            "voxport_cancelled_jobs_total",
+            "Jobs whose client went away: skipped while queued or stopped while running",
+            ["model", "stage"],
+            registry=self.registry,
+        )
+        self.steps = Counter(
+            "voxport_generation_steps_total",
+            "Generation steps run (speech frames, chat tokens)",
+            ["model"],
+            registry=self.registry,
+        )
 
     def watch(self, model: str, worker) -> None:
         """Follow one model's worker: its queue depth and what it reports."""

@@ -58,8 +58,10 @@ def require_serve() -> ModuleType:
     try:
         from ray import serve
     except ImportError:
-        raise VoxportError("Ray Serve is not installed (needed for --replicas and --cluster): "
-                           "pip install 'voxport[serve]' (or 'ray[serve]>=2.40')") from None
+        raise VoxportError(
+            "Ray Serve is not installed (needed for --replicas and --cluster): "
+            "pip install 'voxport[serve]' (or 'ray[serve]>=2.40')"
+        ) from None
     return serve
 
 
@@ -102,11 +104,21 @@ class ModelReplica:
         from voxport.serve.server import load_models
 
         device = resolve_device(settings.device)
-        models = load_models([f"{name}={source}"], device, resolve_dtype(settings.dtype, device),
-                             settings.max_queue, settings.max_batch, progress=lambda line: None)
+        models = load_models(
+            [f"{name}={source}"],
+            device,
+            resolve_dtype(settings.dtype, device),
+            settings.max_queue,
+            settings.max_batch,
+            progress=lambda line: None,
+        )
         replies = ReplyStore(directory=settings.voices_dir / REPLIES_FOLDER) if settings.voices_dir else ReplyStore()
-        self.state = ServerState(models=models, voices=VoiceBook(settings.voices_dir, settings.named_voices),
-                                 limits=settings.limits, replies=replies)
+        self.state = ServerState(
+            models=models,
+            voices=VoiceBook(settings.voices_dir, settings.named_voices),
+            limits=settings.limits,
+            replies=replies,
+        )
         self.app = create_app(self.state)
         self.name, self.label = name, f"{ray.util.get_node_ip_address()}:{os.getpid()}"
         self.board = board
@@ -118,13 +130,24 @@ class ModelReplica:
                 self.board.post.remote(self.name, self.label, self.state.metrics.render())
             time.sleep(POST_SECONDS)
 
-    async def exchange(self, method: str, path: str, query: str, headers: list[tuple[str, str]], body: bytes
-                       ) -> AsyncIterator[Any]:
+    async def exchange(
+        self, method: str, path: str, query: str, headers: list[tuple[str, str]], body: bytes
+    ) -> AsyncIterator[Any]:
         """One HTTP request through this replica's app: first {"status", "headers"}, then the body's pieces."""
-        scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
-                 "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
-                 "query_string": query.encode(), "root_path": "", "client": None, "server": None,
-                 "headers": [(key.lower().encode("latin-1"), value.encode("latin-1")) for key, value in headers]}
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": query.encode(),
+            "root_path": "",
+            "client": None,
+            "server": None,
+            "headers": [(key.lower().encode("latin-1"), value.encode("latin-1")) for key, value in headers],
+        }
         messages: asyncio.Queue = asyncio.Queue()
         gone, read = asyncio.Event(), False
 
@@ -141,8 +164,11 @@ class ModelReplica:
         try:
             while (message := await messages.get()) is not None:
                 if message["type"] == "http.response.start":
-                    kept = [(key.decode("latin-1"), value.decode("latin-1")) for key, value in message["headers"]
-                            if key.lower() != b"content-length"]
+                    kept = [
+                        (key.decode("latin-1"), value.decode("latin-1"))
+                        for key, value in message["headers"]
+                        if key.lower() != b"content-length"
+                    ]
                     yield {"status": message["status"], "headers": [*kept, (REPLICA_HEADER, self.label)]}
                 elif message.get("body"):
                     yield message["body"]
@@ -159,8 +185,13 @@ class Deployed:
     handle: Any  # Ray Serve's handle to the model's replicas
 
 
-def deploy(serve: ModuleType, models: dict[str, tuple[str, str, str]], settings: ReplicaSettings,
-           replicas: int | str, board: Any) -> dict[str, Deployed]:
+def deploy(
+    serve: ModuleType,
+    models: dict[str, tuple[str, str, str]],
+    settings: ReplicaSettings,
+    replicas: int | str,
+    board: Any,
+) -> dict[str, Deployed]:
     """Every model (name -> source, family, capability) as a Ray Serve application of `replicas` replicas, or
     autoscaled from one to `replicas` ("auto:N"), each asking for one device of the settings' kind."""
     from voxport.batch.cluster import device_request
@@ -172,12 +203,22 @@ def deploy(serve: ModuleType, models: dict[str, tuple[str, str, str]], settings:
         scaling: dict[str, Any]
         if isinstance(replicas, str):
             most = int(replicas.split(":")[1])
-            scaling = {"autoscaling_config": {"min_replicas": 1, "max_replicas": most,
-                                              "target_ongoing_requests": AUTO_TARGET_REQUESTS}}
+            scaling = {
+                "autoscaling_config": {
+                    "min_replicas": 1,
+                    "max_replicas": most,
+                    "target_ongoing_requests": AUTO_TARGET_REQUESTS,
+                }
+            }
         else:
             scaling = {"num_replicas": replicas}
-        deployment = serve.deployment(ModelReplica, name=name, ray_actor_options=device_request(settings.device),
-                                      max_ongoing_requests=settings.max_queue + settings.max_batch, **scaling)
+        deployment = serve.deployment(
+            ModelReplica,
+            name=name,
+            ray_actor_options=device_request(settings.device),
+            max_ongoing_requests=settings.max_queue + settings.max_batch,
+            **scaling,
+        )
         handle = serve.run(deployment.bind(name, source, settings, board), name=APP_PREFIX + name, route_prefix=None)
         deployed[name] = Deployed(name, family, capability, handle.options(stream=True))
     return deployed
@@ -194,8 +235,9 @@ def replicas_up(serve: ModuleType, names: list[str]) -> dict[str, int]:
     return counts
 
 
-def entry_app(deployed: dict[str, Deployed], voices: VoiceBook, api_key: str | None, limits: Limits, board: Any,
-              serve: ModuleType) -> FastAPI:
+def entry_app(
+    deployed: dict[str, Deployed], voices: VoiceBook, api_key: str | None, limits: Limits, board: Any, serve: ModuleType
+) -> FastAPI:
     """The single-process app over no local model (auth, errors, voices), with the model routes, /health,
     /v1/models and /metrics answered through the replicas."""
     state = ServerState(models={}, voices=voices, api_key=api_key, limits=limits)
@@ -210,9 +252,20 @@ def entry_app(deployed: dict[str, Deployed], voices: VoiceBook, api_key: str | N
 
     @router.get("/v1/models")
     async def models():
-        return {"object": "list", "data": [
-            {"id": model.name, "object": "model", "created": created, "owned_by": "voxport", "family": model.family,
-             "capabilities": [_CAPABILITY_ROUTES[model.capability][0]]} for model in deployed.values()]}
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": model.name,
+                    "object": "model",
+                    "created": created,
+                    "owned_by": "voxport",
+                    "family": model.family,
+                    "capabilities": [_CAPABILITY_ROUTES[model.capability][0]],
+                }
+                for model in deployed.values()
+            ],
+        }
 
     @router.get("/metrics")
     async def metrics():
@@ -232,10 +285,14 @@ def entry_app(deployed: dict[str, Deployed], voices: VoiceBook, api_key: str | N
     async def _forward(request: Request, capability: str, limit: int):
         body = await json_object(request, limit)
         model = _model(deployed, body.get("model"), capability)
-        headers = [(key, value) for key, value in request.headers.items()
-                   if key not in ("content-length", "authorization", "host")]
-        pieces = model.handle.exchange.remote(request.method, request.url.path, request.url.query, headers,
-                                              json.dumps(body).encode())
+        headers = [
+            (key, value)
+            for key, value in request.headers.items()
+            if key not in ("content-length", "authorization", "host")
+        ]
+        pieces = model.handle.exchange.remote(
+            request.method, request.url.path, request.url.query, headers, json.dumps(body).encode()
+        )
         start = asyncio.ensure_future(pieces.__anext__())
         gone = asyncio.ensure_future(_client_gone(request))
         try:
@@ -249,8 +306,12 @@ def entry_app(deployed: dict[str, Deployed], voices: VoiceBook, api_key: str | N
         try:
             head = start.result()
         except Exception as error:  # a replica that died, or could not be reached
-            raise APIError(503, f"model {model.name}: its replica failed before answering ({type(error).__name__}); "
-                                "try again", kind="server_error", code="replica_failed") from None
+            raise APIError(
+                503,
+                f"model {model.name}: its replica failed before answering ({type(error).__name__}); try again",
+                kind="server_error",
+                code="replica_failed",
+            ) from None
         return StreamingResponse(_rest(pieces, request), status_code=head["status"], headers=dict(head["headers"]))
 
     app.router.routes[:0] = router.routes  # ahead of the single-process server's routes of the same paths
@@ -277,12 +338,20 @@ def _model(deployed: dict[str, Deployed], name: object, capability: str) -> Depl
         return able[0]
     model = deployed.get(name) if isinstance(name, str) else None
     if model is None:
-        raise APIError(404, f"model '{name}' is not served here: expected one of {', '.join(sorted(deployed))}",
-                       "model", code="model_not_found")
+        raise APIError(
+            404,
+            f"model '{name}' is not served here: expected one of {', '.join(sorted(deployed))}",
+            "model",
+            code="model_not_found",
+        )
     if model.capability != capability:
-        raise APIError(400, f"model '{name}' does not serve this endpoint: it cannot "
-                            f"{_CAPABILITY_ROUTES[capability][1]}"
-                            + (f"; {', '.join(other.name for other in able)} can" if able else ""), "model")
+        raise APIError(
+            400,
+            f"model '{name}' does not serve this endpoint: it cannot "
+            f"{_CAPABILITY_ROUTES[capability][1]}"
+            + (f"; {', '.join(other.name for other in able)} can" if able else ""),
+            "model",
+        )
     return model
 
 
@@ -294,8 +363,11 @@ class _Gathered:
         self.entry, self.posts = entry, posts
 
     def collect(self):
-        traffic = [family for metric in (self.entry.requests, self.entry.errors, self.entry.latency)
-                   for family in metric.collect()]
+        traffic = [
+            family
+            for metric in (self.entry.requests, self.entry.errors, self.entry.latency)
+            for family in metric.collect()
+        ]
         yield from traffic
         taken, merged = {family.name for family in traffic}, {}
         for _, replica, text in sorted(self.posts):
@@ -304,6 +376,5 @@ class _Gathered:
                     continue
                 into = merged.setdefault(family.name, Metric(family.name, family.documentation, family.type))
                 for sample in family.samples:
-                    into.add_sample(sample.name, {**sample.labels, "replica": replica}, sample.value,
-                                    sample.timestamp)
+                    into.add_sample(sample.name, {**sample.labels, "replica": replica}, sample.value, sample.timestamp)
         yield from merged.values()

@@ -41,8 +41,13 @@ class ReplyStore:
     """Replies by id; each expires after `ttl` seconds, and the oldest go first beyond `capacity` (in memory;
     in `directory`, expired files are removed as new ones come)."""
 
-    def __init__(self, ttl: int = REPLY_TTL_SECONDS, capacity: int = REPLY_CAPACITY,
-                 clock: Callable[[], float] = time.time, directory: Path | None = None):
+    def __init__(
+        self,
+        ttl: int = REPLY_TTL_SECONDS,
+        capacity: int = REPLY_CAPACITY,
+        clock: Callable[[], float] = time.time,
+        directory: Path | None = None,
+    ):
         self.ttl, self.capacity, self._clock, self.directory = ttl, capacity, clock, directory
         self._replies: OrderedDict[str, StoredReply] = OrderedDict()
         self._lock = threading.Lock()
@@ -105,6 +110,10 @@ def _load(path: Path) -> StoredReply | None:
     """A reply file, or None when it is gone or unreadable (another replica removed it as expired)."""
     with suppress(OSError, ValueError, TypeError, KeyError):
         record = json.loads(path.read_text())
-        return StoredReply(record["model"], np.asarray(record["reply_ids"], dtype=np.int32), record["transcript"],
-                           int(record["expires_at"]))
+        return StoredReply(
+            record["model"],
+            np.asarray(record["reply_ids"], dtype=np.int32),
+            record["transcript"],
+            int(record["expires_at"]),
+        )
     return None

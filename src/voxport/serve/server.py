@@ -4,11 +4,14 @@ model can do) and voices."""
 from __future__ import annotations
 
 import socket
+from functools import partial
 from pathlib import Path
+from typing import cast
 
 import torch
 
 from voxport.errors import InputError
+from voxport.models.base import AnswersAudio, SpeaksText
 from voxport.models.registry import family_of
 from voxport.serve.app import ServedModel
 from voxport.serve.chat import run_chat
@@ -31,13 +34,22 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError as error:
         if listening is not None:
             listening.close()
-        raise InputError(f"cannot listen on {host}:{port}: {error.strerror or error} (is another server using "
-                         "it? pick another --port, or 0 for a free one)") from None
+        raise InputError(
+            f"cannot listen on {host}:{port}: {error.strerror or error} (is another server using "
+            "it? pick another --port, or 0 for a free one)"
+        ) from None
     return listening
 
 
-def load_models(specs: list[str], device: torch.device, dtype: torch.dtype, max_queue: int, max_batch: int,
-                progress=print, aligner: str | Path | None = None) -> dict[str, ServedModel]:
+def load_models(
+    specs: list[str],
+    device: torch.device,
+    dtype: torch.dtype,
+    max_queue: int,
+    max_batch: int,
+    progress=print,
+    aligner: str | Path | None = None,
+) -> dict[str, ServedModel]:
     """`NAME=SOURCE` or `SOURCE` (then the name is the source) for each model to serve; `aligner` times words
     for speech requests that ask (loaded at the first; None: the default one)."""
     served = {}
@@ -48,13 +60,14 @@ def load_models(specs: list[str], device: torch.device, dtype: torch.dtype, max_
         service: SpeechService | ChatService
         speech_error = None
         if family.capability == "speaks_text":
-            service = SpeechService(model, aligner)  # type: ignore[arg-type]
-            worker = ModelWorker(name, lambda jobs, tts=service: run_speech(tts, jobs), max_queue, max_batch,
-                                 batch_key)
+            speech = SpeechService(cast(SpeaksText, model), aligner)
+            worker = ModelWorker(name, partial(run_speech, speech), max_queue, max_batch, batch_key)
+            service = speech
         else:
-            service = ChatService(model)  # type: ignore[arg-type]
-            worker = ModelWorker(name, lambda jobs, chat=service: run_chat(chat, jobs), max_queue)
-            speech_error = service.prepare_speech()
+            chat = ChatService(cast(AnswersAudio, model))
+            worker = ModelWorker(name, partial(run_chat, chat), max_queue)
+            speech_error = chat.prepare_speech()
+            service = chat
         served[name] = ServedModel(name, family.name, service, worker, speech_error)
     return served
 

@@ -74,40 +74,71 @@ def parse_speech_body(raw: object) -> SpeechBody:
     except ValidationError as error:
         problems = error.errors()
         if any(problem["loc"][:1] == ("voice",) for problem in problems):
-            raise APIError(400, 'voice: expected a voice name, a speaker id, or {"id": "<custom voice id>"}',
-                           "voice") from None
+            raise APIError(
+                400, 'voice: expected a voice name, a speaker id, or {"id": "<custom voice id>"}', "voice"
+            ) from None
         unknown = [".".join(map(str, problem["loc"])) for problem in problems if problem["type"] == "extra_forbidden"]
         if unknown:
-            raise APIError(400, f"unknown field{'s' * (len(unknown) > 1)} {', '.join(unknown)}: expected "
-                                f"{', '.join(SpeechBody.model_fields)}", unknown[0]) from None
+            raise APIError(
+                400,
+                f"unknown field{'s' * (len(unknown) > 1)} {', '.join(unknown)}: expected "
+                f"{', '.join(SpeechBody.model_fields)}",
+                unknown[0],
+            ) from None
         where = ".".join(str(part) for part in problems[0]["loc"]) or None
         raise APIError(400, f"{where + ': ' if where else ''}{problems[0]['msg']}", where) from None
 
 
-def speech_job(body: SpeechBody, service: SpeechService, model_name: str, voices: VoiceBook, max_input_chars: int,
-               max_seconds: float) -> SpeechJob:
+def speech_job(
+    body: SpeechBody,
+    service: SpeechService,
+    model_name: str,
+    voices: VoiceBook,
+    max_input_chars: int,
+    max_seconds: float,
+) -> SpeechJob:
     """Every check that can be made before the work: a request that passes is spoken whole."""
     if body.instructions is not None:
-        raise APIError(400, f"model {model_name} does not take instructions: describe the voice with a voice "
-                            f"sample instead (custom voices)", "instructions")
+        raise APIError(
+            400,
+            f"model {model_name} does not take instructions: describe the voice with a voice "
+            f"sample instead (custom voices)",
+            "instructions",
+        )
     if not body.input.strip():
         raise APIError(400, "input is empty: expected text to speak", "input")
     if len(body.input) > max_input_chars:
         raise APIError(400, f"input has {len(body.input)} characters; the limit is {max_input_chars}", "input")
     if body.response_format not in supported_formats():
-        raise APIError(400, f"response_format '{body.response_format}' is not available here: expected one of "
-                            f"{', '.join(supported_formats())}", "response_format")
+        raise APIError(
+            400,
+            f"response_format '{body.response_format}' is not available here: expected one of "
+            f"{', '.join(supported_formats())}",
+            "response_format",
+        )
     if body.max_seconds is not None and body.max_seconds > max_seconds:
         raise APIError(400, f"max_seconds must be in (0, {max_seconds}]", "max_seconds")
     if body.timestamps and body.streamed == "audio":
-        raise APIError(400, 'timestamps cannot ride a raw audio stream: use stream_format "sse", or no stream '
-                            "(a JSON envelope)", "timestamps")
+        raise APIError(
+            400,
+            'timestamps cannot ride a raw audio stream: use stream_format "sse", or no stream (a JSON envelope)',
+            "timestamps",
+        )
     if body.timestamps and body.speed != 1.0:
         raise APIError(400, "timestamps are timed at speed 1.0: drop speed or timestamps", "timestamps")
     voice = voices.resolve(body.voice if isinstance(body.voice, str) else {"id": body.voice.id}, service.sample_rate)
-    request = SpeechRequest(text=body.input, speaker=voice.speaker, voice=voice.context, seed=body.seed,
-                            temperature=body.temperature, top_k=body.top_k, max_seconds=body.max_seconds,
-                            normalize=body.normalize, ssml=body.ssml, timestamps=body.timestamps)
+    request = SpeechRequest(
+        text=body.input,
+        speaker=voice.speaker,
+        voice=voice.context,
+        seed=body.seed,
+        temperature=body.temperature,
+        top_k=body.top_k,
+        max_seconds=body.max_seconds,
+        normalize=body.normalize,
+        ssml=body.ssml,
+        timestamps=body.timestamps,
+    )
     return SpeechJob(service.plan(request), body.streamed is not None)
 
 
@@ -122,6 +153,7 @@ def run_speech(service: SpeechService, jobs: list[Job]) -> None:
     first: SpeechJob = jobs[0].payload
     if first.streamed:
         job, made, pieces = jobs[0], 0, []
+        assert job.chunks is not None  # a streamed job has its sink
         timed = first.plan.request.timestamps
         for piece in service.pieces(first.plan):
             made += piece.spoken.output_tokens
@@ -130,12 +162,23 @@ def run_speech(service: SpeechService, jobs: list[Job]) -> None:
             if timed:
                 pieces.append(piece)
         chunk_times, words = service.times(first.plan, pieces) if timed else ([], None)
-        job.future.set_result(SpeechResult(np.zeros(0, np.float32), service.sample_rate, made, first.plan.seed,
-                                           len(first.plan.chunks), None, chunk_times=chunk_times, words=words))
+        job.future.set_result(
+            SpeechResult(
+                np.zeros(0, np.float32),
+                service.sample_rate,
+                made,
+                first.plan.seed,
+                len(first.plan.chunks),
+                None,
+                chunk_times=chunk_times,
+                words=words,
+            )
+        )
         job.chunks.put(None)
     else:
-        results = service.speak_plans([job.payload.plan for job in jobs],
-                                      on_step=lambda steps: step_boundary(jobs, steps))
+        results = service.speak_plans(
+            [job.payload.plan for job in jobs], on_step=lambda steps: step_boundary(jobs, steps)
+        )
         for job, result in zip(jobs, results):
             job.future.set_result(result)
 
@@ -146,9 +189,14 @@ async def speech_response(result: SpeechResult, body: SpeechBody, plan: SpeechPl
     data = encode(audio, result.sample_rate, body.response_format)
     if not body.timestamps:
         return Response(data, media_type=MEDIA_TYPES[body.response_format])
-    return JSONResponse({"audio": base64.b64encode(data).decode(), "response_format": body.response_format,
-                         "sample_rate": result.sample_rate,
-                         **timestamps_record(plan, result.chunk_times, result.words)})
+    return JSONResponse(
+        {
+            "audio": base64.b64encode(data).decode(),
+            "response_format": body.response_format,
+            "sample_rate": result.sample_rate,
+            **timestamps_record(plan, result.chunk_times, result.words),
+        }
+    )
 
 
 async def audio_stream(job: Job, sample_rate: int, body: SpeechBody) -> AsyncIterator[bytes]:
@@ -162,7 +210,8 @@ async def audio_stream(job: Job, sample_rate: int, body: SpeechBody) -> AsyncIte
 
     if body.response_format == "wav":
         yield streaming_wav_header(sample_rate)
-    held, chunk = [], 0
+    held: list[np.ndarray] = []
+    chunk = 0
     async for piece in job_pieces(job):  # raises StreamFailed when the job fails half-way
         if held and progressive and piece.chunk != chunk:
             yield await encoded(held)
@@ -182,22 +231,27 @@ async def sse_events(job: Job, sample_rate: int, body: SpeechBody, input_tokens:
     try:
         async for data in audio_stream(job, sample_rate, body):
             yield _event({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()})
-    except Exception as failure:  # noqa: BLE001 (the client hears of any failure, then the stream ends)
+    except Exception as failure:
         error = failure.__cause__ if isinstance(failure, StreamFailed) else failure
         if isinstance(error, (APIError, VoxportError)):  # the request asked for what cannot be done
             message, kind = str(error), "invalid_request_error"
         else:
             message, kind = f"the model failed: {type(error).__name__}: {error}", "server_error"
-        yield _event({"type": "error", "error": {"message": message, "type": kind, "param": None, "code": None}},
-                     "error")
+        yield _event(
+            {"type": "error", "error": {"message": message, "type": kind, "param": None, "code": None}}, "error"
+        )
         return
     result = job.future.result()
     made = result.steps
     if body.timestamps:
         speech: SpeechJob = job.payload
         yield _event({"type": "speech.timestamps", **timestamps_record(speech.plan, result.chunk_times, result.words)})
-    yield _event({"type": "speech.audio.done",
-                  "usage": {"input_tokens": input_tokens, "output_tokens": made, "total_tokens": input_tokens + made}})
+    yield _event(
+        {
+            "type": "speech.audio.done",
+            "usage": {"input_tokens": input_tokens, "output_tokens": made, "total_tokens": input_tokens + made},
+        }
+    )
 
 
 def _event(payload: dict, name: str | None = None) -> bytes:

@@ -37,7 +37,7 @@ async def job_pieces(job: Job) -> AsyncIterator[Any]:
             yield piece
         try:
             await asyncio.wrap_future(job.future)
-        except Exception as error:  # noqa: BLE001 (any failure of the job is reported the same way)
+        except Exception as error:
             raise StreamFailed(f"{type(error).__name__}: {error}") from error
     finally:
         job.cancelled.set()

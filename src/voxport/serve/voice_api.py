@@ -19,10 +19,12 @@ def voice_routes(book: VoiceBook) -> APIRouter:
 
     @router.post("/voice_consents")
     async def create_consent(request: Request):
-        fields, files = await form_fields(request, texts={"name", "language"}, uploads={"recording"},
-                                          limit=MAX_UPLOAD_BYTES)
-        consent = await asyncio.to_thread(book.add_consent, fields.get("name"), fields.get("language"),
-                                          files.get("recording"))
+        fields, files = await form_fields(
+            request, texts={"name", "language"}, uploads={"recording"}, limit=MAX_UPLOAD_BYTES
+        )
+        consent = await asyncio.to_thread(
+            book.add_consent, fields.get("name"), fields.get("language"), files.get("recording")
+        )
         return consent.to_api()
 
     @router.get("/voice_consents")
@@ -34,10 +36,15 @@ def voice_routes(book: VoiceBook) -> APIRouter:
             ids = [consent.id for consent in consents]
             if after not in ids:
                 raise APIError(400, f"after {after!r} is not a voice consent id", "after")
-            consents = consents[ids.index(after) + 1:]
+            consents = consents[ids.index(after) + 1 :]
         page = [consent.to_api() for consent in consents[:limit]]
-        return {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
-                "last_id": page[-1]["id"] if page else None, "has_more": len(consents) > limit}
+        return {
+            "object": "list",
+            "data": page,
+            "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None,
+            "has_more": len(consents) > limit,
+        }
 
     @router.get("/voice_consents/{consent_id}")
     async def get_consent(consent_id: str):
@@ -59,14 +66,27 @@ def voice_routes(book: VoiceBook) -> APIRouter:
     @router.post("/voices")
     async def create_voice(request: Request):
         prompt_only = {"prompt", "model", "script_hint"}  # the SDK's fields for voices designed from a prompt
-        fields, files = await form_fields(request, texts={"name", "consent", "transcript", "type"} | prompt_only,
-                                          uploads={"audio_sample"}, limit=MAX_UPLOAD_BYTES)
+        fields, files = await form_fields(
+            request,
+            texts={"name", "consent", "transcript", "type"} | prompt_only,
+            uploads={"audio_sample"},
+            limit=MAX_UPLOAD_BYTES,
+        )
         if fields.get("type", "audio_sample") != "audio_sample" or prompt_only & set(fields):
-            raise APIError(400, "voices designed from a prompt are not supported here: make one from an "
-                                "audio_sample (the model continues a recorded voice; it cannot design one from a "
-                                "prompt)", "type")
-        voice = await asyncio.to_thread(book.add_voice, fields.get("name"), fields.get("consent"),
-                                        fields.get("transcript"), files.get("audio_sample"))
+            raise APIError(
+                400,
+                "voices designed from a prompt are not supported here: make one from an "
+                "audio_sample (the model continues a recorded voice; it cannot design one from a "
+                "prompt)",
+                "type",
+            )
+        voice = await asyncio.to_thread(
+            book.add_voice,
+            fields.get("name"),
+            fields.get("consent"),
+            fields.get("transcript"),
+            files.get("audio_sample"),
+        )
         return voice.to_api()
 
     @router.get("/voices")

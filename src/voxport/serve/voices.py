@@ -42,8 +42,26 @@ from voxport.serve.fields import speaker_id
 # OpenAI's built-in voice names and the CSM speaker id each one speaks as. CSM-1B has no fixed voices: a
 # speaker id without a voice sample gives a voice chosen by the seed, so these names let stock clients work;
 # a custom voice (or --voice) keeps one voice across requests.
-OPENAI_VOICES = {name: speaker for speaker, name in enumerate(
-    ["alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer", "verse", "marin", "cedar"])}
+OPENAI_VOICES = {
+    name: speaker
+    for speaker, name in enumerate(
+        [
+            "alloy",
+            "ash",
+            "ballad",
+            "coral",
+            "echo",
+            "fable",
+            "onyx",
+            "nova",
+            "sage",
+            "shimmer",
+            "verse",
+            "marin",
+            "cedar",
+        ]
+    )
+}
 MAX_UPLOAD_BYTES = 10 * 2**20  # OpenAI's limit for consent recordings and voice samples
 SAMPLE_SECONDS = (0.3, 30.0)  # a voice sample shorter says too little; a longer one crowds the model's context
 MAX_TRANSCRIPT_CHARS = 1000  # 30 s of speech is some 500 characters; every use of the voice reads all of it
@@ -83,8 +101,15 @@ class CustomVoice:
     created_at: int
 
     def to_api(self) -> dict:
-        return {"id": self.id, "name": self.name, "object": "audio.voice", "type": "audio_sample",
-                "created_at": self.created_at, "consent": self.consent, "transcript": self.transcript}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "object": "audio.voice",
+            "type": "audio_sample",
+            "created_at": self.created_at,
+            "consent": self.consent,
+            "transcript": self.transcript,
+        }
 
 
 @dataclass(frozen=True)
@@ -132,21 +157,32 @@ class VoiceBook:
                 return ResolvedVoice(None, (self._sample(voice, sample_rate),))
         with self._lock:
             custom = sorted(self.voices)
-        listed = ", ".join(custom[:MAX_LISTED_VOICES]) + (f" and {len(custom) - MAX_LISTED_VOICES} more (GET "
-                                                          "/v1/audio/voices)" if len(custom) > MAX_LISTED_VOICES else "")
-        raise APIError(400, f"unknown voice {key!r}: expected one of {', '.join(self.names())}, a speaker id, "
-                            f"or {{\"id\": ...}} of a custom voice" + (f" ({listed})" if custom else ""),
-                       "voice", code="voice_not_found")
+        listed = ", ".join(custom[:MAX_LISTED_VOICES]) + (
+            f" and {len(custom) - MAX_LISTED_VOICES} more (GET /v1/audio/voices)"
+            if len(custom) > MAX_LISTED_VOICES
+            else ""
+        )
+        raise APIError(
+            400,
+            f"unknown voice {key!r}: expected one of {', '.join(self.names())}, a speaker id, "
+            f'or {{"id": ...}} of a custom voice' + (f" ({listed})" if custom else ""),
+            "voice",
+            code="voice_not_found",
+        )
 
     def names(self) -> list[str]:
         return [*OPENAI_VOICES, *sorted(self.named)]
 
     def listing(self) -> list[dict]:
         """GET /v1/audio/voices: built-in, named and custom voices."""
-        built_in = [{"id": name, "name": name, "object": "audio.voice", "type": "builtin", "speaker": speaker}
-                    for name, speaker in OPENAI_VOICES.items()]
-        named = [{"id": name, "name": name, "object": "audio.voice", "type": "named", "transcript": words}
-                 for name, (_, words) in sorted(self.named.items())]
+        built_in = [
+            {"id": name, "name": name, "object": "audio.voice", "type": "builtin", "speaker": speaker}
+            for name, speaker in OPENAI_VOICES.items()
+        ]
+        named = [
+            {"id": name, "name": name, "object": "audio.voice", "type": "named", "transcript": words}
+            for name, (_, words) in sorted(self.named.items())
+        ]
         with self._lock:
             voices = list(self.voices.values())
         custom = [voice.to_api() for voice in sorted(voices, key=lambda voice: voice.created_at)]
@@ -172,9 +208,14 @@ class VoiceBook:
                 try:
                     audio = load_audio(path, sample_rate)
                 except VoxportError:
-                    raise APIError(503, f"voice {key}'s sample cannot be read from the server's storage: delete "
-                                        "and make the voice again", "voice", kind="server_error",
-                                   code="voice_unavailable") from None
+                    raise APIError(
+                        503,
+                        f"voice {key}'s sample cannot be read from the server's storage: delete "
+                        "and make the voice again",
+                        "voice",
+                        kind="server_error",
+                        code="voice_unavailable",
+                    ) from None
                 cached = self._samples[(key, sample_rate)] = VoiceSample(audio, words)
             return cached
 
@@ -229,28 +270,38 @@ class VoiceBook:
             self._consent(consent_id)
             users = sorted(voice.id for voice in self.voices.values() if voice.consent == consent_id)
             if users:
-                raise APIError(400, f"voice consent {consent_id} is used by {', '.join(users)}: delete those voices "
-                                    "first", "consent_id")
+                raise APIError(
+                    400,
+                    f"voice consent {consent_id} is used by {', '.join(users)}: delete those voices first",
+                    "consent_id",
+                )
             self._remove("consents", consent_id)
             del self.consents[consent_id]
 
-    def add_voice(self, name: str | None, consent_id: str | None, transcript: str | None, sample: bytes | None
-                  ) -> CustomVoice:
+    def add_voice(
+        self, name: str | None, consent_id: str | None, transcript: str | None, sample: bytes | None
+    ) -> CustomVoice:
         self._writable()
         _required(name, "name", MAX_NAME_CHARS)
         _required(transcript, "transcript", MAX_TRANSCRIPT_CHARS)
         samples, rate = _audio(sample, "audio_sample")
         seconds = len(samples) / rate
         if not SAMPLE_SECONDS[0] <= seconds <= SAMPLE_SECONDS[1]:
-            raise APIError(400, f"audio_sample lasts {seconds:.2f} s: expected {SAMPLE_SECONDS[0]} to "
-                                f"{SAMPLE_SECONDS[1]} s of speech", "audio_sample")
+            raise APIError(
+                400,
+                f"audio_sample lasts {seconds:.2f} s: expected {SAMPLE_SECONDS[0]} to {SAMPLE_SECONDS[1]} s of speech",
+                "audio_sample",
+            )
         wav = io.BytesIO()
         sf.write(wav, samples, rate, format="WAV", subtype="FLOAT")
         voice = CustomVoice(f"voice_{uuid.uuid4().hex}", name.strip(), consent_id, transcript.strip(), int(time.time()))
         with self._lock, _storing("the voice"):
             if consent_id not in self.consents:  # checked where it is used: a delete cannot come in between
-                raise APIError(400, f"consent {consent_id!r} does not exist: create it first with POST "
-                                    f"/v1/audio/voice_consents", "consent")
+                raise APIError(
+                    400,
+                    f"consent {consent_id!r} does not exist: create it first with POST /v1/audio/voice_consents",
+                    "consent",
+                )
             self._add("voices", voice.id, wav.getvalue(), asdict(voice))
             self.voices[voice.id] = voice
         return voice
@@ -331,10 +382,18 @@ def _storing(what: str) -> Iterator[None]:
     except OSError as error:
         reason = os.strerror(error.errno) if error.errno else type(error).__name__
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise APIError(507, f"{what} was not saved: the server's voice storage is full ({reason})",
-                           kind="server_error", code="insufficient_storage") from None
-        raise APIError(503, f"{what} was not saved: the server's voice storage failed ({reason})",
-                       kind="server_error", code="storage_unavailable") from None
+            raise APIError(
+                507,
+                f"{what} was not saved: the server's voice storage is full ({reason})",
+                kind="server_error",
+                code="insufficient_storage",
+            ) from None
+        raise APIError(
+            503,
+            f"{what} was not saved: the server's voice storage failed ({reason})",
+            kind="server_error",
+            code="storage_unavailable",
+        ) from None
 
 
 def parse_named_voice(spec: str) -> tuple[str, tuple[str, str]]:
@@ -344,8 +403,9 @@ def parse_named_voice(spec: str) -> tuple[str, tuple[str, str]]:
     name, _, rest = spec.partition("=")
     audio, _, text = rest.partition(":")
     if not name or not audio or not text.strip() or name.isdigit() or name in OPENAI_VOICES:
-        raise InputError(f"--voice {spec!r}: expected NAME=AUDIO:TEXT with a NAME that is neither a number nor "
-                         f"a built-in voice")
+        raise InputError(
+            f"--voice {spec!r}: expected NAME=AUDIO:TEXT with a NAME that is neither a number nor a built-in voice"
+        )
     check_readable(audio)
     return name, (audio, text.strip())
 

@@ -54,9 +54,21 @@ class QueueFull(Exception):
 
 
 class ModelWorker:
-    def __init__(self, name: str, run: Callable[[list[Job]], None], max_queue: int, max_batch: int = 1,
-                 batch_key: Callable[[Job], Hashable | None] = lambda job: None):
-        self.name, self._run, self.max_queue, self.max_batch, self._batch_key = name, run, max_queue, max_batch, batch_key
+    def __init__(
+        self,
+        name: str,
+        run: Callable[[list[Job]], None],
+        max_queue: int,
+        max_batch: int = 1,
+        batch_key: Callable[[Job], Hashable | None] = lambda job: None,
+    ):
+        self.name, self._run, self.max_queue, self.max_batch, self._batch_key = (
+            name,
+            run,
+            max_queue,
+            max_batch,
+            batch_key,
+        )
         self._pending: deque[Job] = deque()
         self._condition = threading.Condition()
         self._running = 0
@@ -102,7 +114,7 @@ class ModelWorker:
                 if batch:
                     self.events.batch(len(batch))
                     self._run(batch)
-            except Exception as error:  # noqa: BLE001 (the error goes back to each waiting request)
+            except Exception as error:
                 for job in batch:
                     if isinstance(error, JobCancelled):
                         self.events.cancelled("running")

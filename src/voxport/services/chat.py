@@ -11,13 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+import torch
 
 from voxport.audio.io import resample
 from voxport.errors import InputError, VoxportError
 from voxport.models.base import AnswersAudio, ChatRound, ChatSettings, Conversation
+from voxport.models.registry import load_model
 
 Reply = str | tuple[int, ...]  # an earlier reply: its text, or the ids the model made then
 
@@ -41,6 +43,11 @@ class ChatService:
         self.defaults = model.chat_defaults
         self._speech_error: str | None = None
         self._speech_ready = False
+
+    @classmethod
+    def load(cls, source: str | Path, device: torch.device, dtype: torch.dtype) -> ChatService:
+        """The service of the model at `source`, refused before loading unless it answers audio."""
+        return cls(cast(AnswersAudio, load_model(source, device, dtype, capability="answers_audio")))
 
     def clip(self, audio: np.ndarray | str | Path, rate: int | None = None) -> Any:
         """A user turn from a file, or from samples at `rate` (resampled to the rate the model hears)."""
@@ -93,5 +100,5 @@ class ReplyText:
         text = self.model.reply_text(ids)
         if text == self.sent or text.endswith("\ufffd") or not text.startswith(self.sent):
             return ""
-        delta, self.sent = text[len(self.sent):], text
+        delta, self.sent = text[len(self.sent) :], text
         return delta

@@ -42,6 +42,7 @@ def _pieces(sentence: str, max_chars: int) -> list[str]:
         if len(clause) <= max_chars:
             pieces.append(clause)
         else:
-            pieces += [word[start:start + max_chars] for word in clause.split()
-                       for start in range(0, len(word), max_chars)]
+            pieces += [
+                word[start : start + max_chars] for word in clause.split() for start in range(0, len(word), max_chars)
+            ]
     return pieces

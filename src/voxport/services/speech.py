@@ -19,14 +19,16 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+import torch
 
 from voxport.audio.io import check_samples, load_audio
 from voxport.audio.join import Joined, StreamJoin, join_audio
 from voxport.errors import InputError
 from voxport.models.base import SpeaksText, SpeechSpec, SpokenAudio, VoiceSample
+from voxport.models.registry import load_model
 from voxport.models.sampling import SamplingSettings
 from voxport.runtime.seeding import check_seed, fresh_seed
 from voxport.services.longform import split_text
@@ -116,6 +118,13 @@ class SpeechResult:
 class SpeechService:
     """Speech from one loaded text-speaking model."""
 
+    @classmethod
+    def load(
+        cls, source: str | Path, device: torch.device, dtype: torch.dtype, aligner: str | Path | None = None
+    ) -> SpeechService:
+        """The service of the model at `source`, refused before loading unless it speaks text."""
+        return cls(cast(SpeaksText, load_model(source, device, dtype, capability="speaks_text")), aligner)
+
     def __init__(self, model: SpeaksText, aligner: str | Path | None = None):
         """`aligner`: the forced aligner that times words (a hub id or a local directory; None: ALIGNER_MODEL),
         loaded at the first request that asks for word timings."""
@@ -156,8 +165,10 @@ class SpeechService:
         if not chunks:
             raise InputError("the text has no words to speak (only breaks): expected words to speak")
         if request.reference_engine and len(chunks) > 1:
-            raise InputError(f"the reference engine speaks one chunk of text (up to {self.defaults.max_chunk_chars} "
-                             "characters): use the default engine for longer texts")
+            raise InputError(
+                f"the reference engine speaks one chunk of text (up to {self.defaults.max_chunk_chars} "
+                "characters): use the default engine for longer texts"
+            )
         limits = tuple(self._steps(chunk, request) for chunk in chunks)
         if request.min_steps < 0 or request.min_steps > min(limits):
             raise InputError(f"min steps is {request.min_steps}: expected 0..the chunk's max steps ({min(limits)})")
@@ -167,8 +178,9 @@ class SpeechService:
     def speak(self, request: SpeechRequest, on_step: Callable[[int], None] | None = None) -> SpeechResult:
         return self.speak_plans([self.plan(request)], on_step)[0]
 
-    def speak_batch(self, requests: list[SpeechRequest],
-                    on_step: Callable[[int], None] | None = None) -> list[SpeechResult]:
+    def speak_batch(
+        self, requests: list[SpeechRequest], on_step: Callable[[int], None] | None = None
+    ) -> list[SpeechResult]:
         return self.speak_plans([self.plan(request) for request in requests], on_step)
 
     def speak_plans(self, plans: list[SpeechPlan], on_step: Callable[[int], None] | None = None) -> list[SpeechResult]:
@@ -253,8 +265,9 @@ class SpeechService:
                 segments.append(Speech(_spaced_as(segment.spoken.slice(start, end), chunk)))
         return TextPlan(text.source, tuple(segments))
 
-    def _speak_chunk(self, specs: list[SpeechSpec], reference: bool,
-                     on_step: Callable[[int], None] | None) -> list[SpokenAudio]:
+    def _speak_chunk(
+        self, specs: list[SpeechSpec], reference: bool, on_step: Callable[[int], None] | None
+    ) -> list[SpokenAudio]:
         if not reference:
             return self.model.speak(specs, on_step)
         speak_reference = getattr(self.model, "speak_reference", None)
@@ -265,11 +278,18 @@ class SpeechService:
     def _spec(self, plan: SpeechPlan, chunk: int, spoken: list[SpokenAudio]) -> SpeechSpec:
         """Chunk `chunk` of `plan`, hearing the voice sample and the last chunks spoken before it."""
         heard = tuple(VoiceSample(audio.audio, plan.chunks[index]) for index, audio in enumerate(spoken))
-        context = plan.request.voice + heard[len(heard) - self.defaults.context_chunks:] if heard \
-            else plan.request.voice
-        return SpeechSpec(text=plan.chunks[chunk], speaker=plan.speaker, context=context,
-                          max_steps=plan.max_steps[chunk], min_steps=plan.request.min_steps, sampling=plan.sampling,
-                          seed=plan.seed)
+        context = (
+            plan.request.voice + heard[len(heard) - self.defaults.context_chunks :] if heard else plan.request.voice
+        )
+        return SpeechSpec(
+            text=plan.chunks[chunk],
+            speaker=plan.speaker,
+            context=context,
+            max_steps=plan.max_steps[chunk],
+            min_steps=plan.request.min_steps,
+            sampling=plan.sampling,
+            seed=plan.seed,
+        )
 
     def _steps(self, chunk: str, request: SpeechRequest) -> int:
         """A chunk's step limit: the request's cap where it gives one, else the family's budget for its text."""
@@ -299,18 +319,32 @@ class SpeechService:
             raise InputError(f"top-k is {request.top_k}: expected 0 (off) or a positive number")
         if request.greedy or request.temperature == 0:
             return replace(defaults, greedy=True)
-        return replace(defaults, temperature=request.temperature or defaults.temperature,
-                       top_k=defaults.top_k if request.top_k is None else request.top_k, greedy=False)
+        return replace(
+            defaults,
+            temperature=request.temperature or defaults.temperature,
+            top_k=defaults.top_k if request.top_k is None else request.top_k,
+            greedy=False,
+        )
 
     def _result(self, plan: SpeechPlan, pieces: list[SpokenAudio]) -> SpeechResult:
         whole = _joined(pieces, self.sample_rate)
         made = iter(pieces)
-        parts = [segment.seconds if isinstance(segment, Break) else next(made).audio
-                 for segment in plan.script.segments]
+        parts = [
+            segment.seconds if isinstance(segment, Break) else next(made).audio for segment in plan.script.segments
+        ]
         joined = join_audio(parts, self.sample_rate)
         chunks, words = self._times(plan, joined)
-        return SpeechResult(joined.audio, self.sample_rate, whole.output_tokens, plan.seed, len(plan.chunks),
-                            whole.codes, whole.timings, chunks, words)
+        return SpeechResult(
+            joined.audio,
+            self.sample_rate,
+            whole.output_tokens,
+            plan.seed,
+            len(plan.chunks),
+            whole.codes,
+            whole.timings,
+            chunks,
+            words,
+        )
 
     def _times(self, plan: SpeechPlan, joined: Joined) -> tuple[list[ChunkTime], list[WordTime] | None]:
         words = word_times(self.aligner(), plan.script, joined) if plan.request.timestamps else None
@@ -349,6 +383,11 @@ def _joined(pieces: list[SpokenAudio], sample_rate: int) -> SpokenAudio:
         for name, seconds in (piece.timings or {"compute_seconds": piece.compute_seconds}).items():
             timings[name] = timings.get(name, 0.0) + seconds
     audio = np.concatenate([piece.audio for piece in pieces]) if pieces else np.zeros(0, np.float32)
-    return SpokenAudio(audio, sample_rate, sum(piece.output_tokens for piece in pieces),
-                       sum(piece.compute_seconds for piece in pieces),
-                       np.concatenate(codes) if len(codes) == len(pieces) and codes else None, timings)
+    return SpokenAudio(
+        audio,
+        sample_rate,
+        sum(piece.output_tokens for piece in pieces),
+        sum(piece.compute_seconds for piece in pieces),
+        np.concatenate(codes) if len(codes) == len(pieces) and codes else None,
+        timings,
+    )

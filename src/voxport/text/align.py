@@ -111,8 +111,9 @@ def ctc_align(log_probs: np.ndarray, targets: list[int], blank: int) -> list[tup
     skip[3::2] = [a != b for a, b in zip(targets, targets[1:])]
     back = np.zeros((frames, size), dtype=np.int8)  # how far back the best predecessor state is: 0, 1 or 2
     for frame in range(1, frames):
-        options = np.stack([score, np.r_[-np.inf, score[:-1]], np.where(skip, np.r_[-np.inf, -np.inf, score[:-2]],
-                                                                        -np.inf)])
+        options = np.stack(
+            [score, np.r_[-np.inf, score[:-1]], np.where(skip, np.r_[-np.inf, -np.inf, score[:-2]], -np.inf)]
+        )
         back[frame] = options.argmax(0)
         score = options.max(0) + emit[frame]
     state = size - 1 if score[-1] >= score[-2] else size - 2
@@ -130,8 +131,9 @@ def ctc_align(log_probs: np.ndarray, targets: list[int], blank: int) -> list[tup
 class Aligner:
     """A CTC model that times the words of spoken text in audio."""
 
-    def __init__(self, model: torch.nn.Module, vocabulary: dict[str, int], blank: int, sample_rate: int,
-                 normalize: bool) -> None:
+    def __init__(
+        self, model: torch.nn.Module, vocabulary: dict[str, int], blank: int, sample_rate: int, normalize: bool
+    ) -> None:
         self.model, self.vocabulary, self.blank = model.eval(), vocabulary, blank
         self.sample_rate, self.normalize = sample_rate, normalize
 
@@ -193,8 +195,14 @@ class Aligner:
         return _to_source_words(spoken, source, words, spoken_words, times, duration)
 
 
-def _to_source_words(spoken: Spoken, source: str, words: list[tuple[int, int]], spoken_words: list[tuple[int, int]],
-                     times: dict[int, tuple[float, float]], duration: float) -> list[WordTime]:
+def _to_source_words(
+    spoken: Spoken,
+    source: str,
+    words: list[tuple[int, int]],
+    spoken_words: list[tuple[int, int]],
+    times: dict[int, tuple[float, float]],
+    duration: float,
+) -> list[WordTime]:
     """Each original word's time: from the first to the last spoken word that says any of it."""
     found: list[tuple[float, float] | None] = [None] * len(words)
     for index, (start, end) in enumerate(spoken_words):
@@ -236,8 +244,9 @@ def word_times(aligner: Aligner, plan: TextPlan, joined: Joined) -> list[WordTim
             start, end = joined.spans[index]
             offset = start / joined.sample_rate
             for word in aligner.align(joined.audio[start:end], joined.sample_rate, segment.spoken, plan.source):
-                words.append(WordTime(word.word, word.source_start, word.source_end, word.start + offset,
-                                      word.end + offset))
+                words.append(
+                    WordTime(word.word, word.source_start, word.source_end, word.start + offset, word.end + offset)
+                )
     return words
 
 
@@ -247,15 +256,33 @@ def write_tiny_aligner(directory: Path, seed: int = 0) -> Path:
     from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
 
     vocabulary = {"<blank>": 0, **{char: index + 1 for index, char in enumerate(MMS_LETTERS)}}
-    config = Wav2Vec2Config(vocab_size=len(vocabulary), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                            intermediate_size=64, conv_dim=(32, 32, 32, 32, 32, 32, 32),
-                            num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, pad_token_id=0,
-                            do_stable_layer_norm=True, feat_extract_norm="layer")
+    config = Wav2Vec2Config(
+        vocab_size=len(vocabulary),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(32, 32, 32, 32, 32, 32, 32),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        pad_token_id=0,
+        do_stable_layer_norm=True,
+        feat_extract_norm="layer",
+    )
     torch.manual_seed(seed)
     directory.mkdir(parents=True, exist_ok=True)
     Wav2Vec2ForCTC(config).save_pretrained(directory)
     (directory / "vocab.json").write_text(json.dumps(vocabulary))
-    (directory / "preprocessor_config.json").write_text(json.dumps(
-        {"feature_extractor_type": "Wav2Vec2FeatureExtractor", "sampling_rate": 16000, "do_normalize": True,
-         "feature_size": 1, "padding_value": 0.0, "return_attention_mask": True}))
+    (directory / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "feature_extractor_type": "Wav2Vec2FeatureExtractor",
+                "sampling_rate": 16000,
+                "do_normalize": True,
+                "feature_size": 1,
+                "padding_value": 0.0,
+                "return_attention_mask": True,
+            }
+        )
+    )
     return directory

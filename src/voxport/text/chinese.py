@@ -10,18 +10,65 @@ DIGITS = "零一二三四五六七八九"
 PHONE_DIGITS = "零幺二三四五六七八九"  # 1 is 幺 in phone numbers, so it is not heard as 七
 RANGE = "到"  # between the two ends of "3-5"
 CURRENCIES = {"¥": "元", "￥": "元", "$": "美元", "€": "欧元", "£": "英镑"}
-SCALES = {"k": "千", "K": "千", "thousand": "千", "M": "百万", "million": "百万", "B": "十亿", "bn": "十亿",
-          "billion": "十亿", "trillion": "万亿"}
+SCALES = {
+    "k": "千",
+    "K": "千",
+    "thousand": "千",
+    "M": "百万",
+    "million": "百万",
+    "B": "十亿",
+    "bn": "十亿",
+    "billion": "十亿",
+    "trillion": "万亿",
+}
 UNITS = {
-    "km": "公里", "m": "米", "cm": "厘米", "mm": "毫米", "mi": "英里", "ft": "英尺", "kg": "公斤", "g": "克",
-    "mg": "毫克", "lb": "磅", "lbs": "磅", "oz": "盎司", "l": "升", "L": "升", "ml": "毫升", "mL": "毫升",
-    "km/h": "公里每小时", "mph": "英里每小时", "ms": "毫秒", "Hz": "赫兹", "kHz": "千赫兹", "MHz": "兆赫兹",
-    "GHz": "吉赫兹", "KB": "千字节", "MB": "兆字节", "GB": "吉字节", "TB": "太字节", "°C": "摄氏度",
-    "°F": "华氏度", "°": "度",
+    "km": "公里",
+    "m": "米",
+    "cm": "厘米",
+    "mm": "毫米",
+    "mi": "英里",
+    "ft": "英尺",
+    "kg": "公斤",
+    "g": "克",
+    "mg": "毫克",
+    "lb": "磅",
+    "lbs": "磅",
+    "oz": "盎司",
+    "l": "升",
+    "L": "升",
+    "ml": "毫升",
+    "mL": "毫升",
+    "km/h": "公里每小时",
+    "mph": "英里每小时",
+    "ms": "毫秒",
+    "Hz": "赫兹",
+    "kHz": "千赫兹",
+    "MHz": "兆赫兹",
+    "GHz": "吉赫兹",
+    "KB": "千字节",
+    "MB": "兆字节",
+    "GB": "吉字节",
+    "TB": "太字节",
+    "°C": "摄氏度",
+    "°F": "华氏度",
+    "°": "度",
 }
 MEASURE_WORDS = "个只位本张件次条台辆种天份双对"  # 2 before these is 两: 两个, 两天
-SYMBOLS = {".": "点", "@": "艾特", "/": "斜杠", ":": "冒号", "-": "杠", "_": "下划线", "~": "波浪号",
-           "?": "问号", "=": "等于", "&": "和", "#": "井号", "%": "百分号", "+": "加"}
+SYMBOLS = {
+    ".": "点",
+    "@": "艾特",
+    "/": "斜杠",
+    ":": "冒号",
+    "-": "杠",
+    "_": "下划线",
+    "~": "波浪号",
+    "?": "问号",
+    "=": "等于",
+    "&": "和",
+    "#": "井号",
+    "%": "百分号",
+    "+": "加",
+}
 MAX_CARDINAL_DIGITS = 12  # longer digit strings (ids, card numbers) are read digit by digit
 
 
@@ -36,7 +83,7 @@ def cardinal(number: str) -> str:
     for big in "千万亿":  # 二千 -> 两千 at the front, as it is said
         for sign in ("", "负"):
             if spoken.startswith(f"{sign}二{big}"):
-                spoken = f"{sign}两{spoken[len(sign) + 1:]}"
+                spoken = f"{sign}两{spoken[len(sign) + 1 :]}"
     return spoken
 
 
@@ -119,4 +166,3 @@ def telephone(groups: list[str], plus: bool) -> str:
     """Digit by digit with 幺 for 1, groups apart with a comma."""
     spoken = "，".join("".join(PHONE_DIGITS[int(char)] for char in group) for group in groups)
     return f"加{spoken}" if plus else spoken
-

@@ -9,8 +9,20 @@ DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight"
 MAX_CARDINAL_DIGITS = 15  # longer digit strings (card numbers, ids) are read digit by digit
 MAX_GROUPED_DIGITS = 27  # and so is anything past num2words' largest names, even with grouping commas
 RANGE = " to "  # between the two ends of "3-5"
-MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-          "November", "December")
+MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
 # symbol: (one, many, hundredth, hundredths); None where the currency has no hundredths
 CURRENCIES = {
     "$": ("dollar", "dollars", "cent", "cents"),
@@ -19,28 +31,80 @@ CURRENCIES = {
     "¥": ("yen", "yen", None, None),
     "￥": ("yen", "yen", None, None),
 }
-SCALES = {"k": "thousand", "K": "thousand", "thousand": "thousand", "M": "million", "million": "million",
-          "B": "billion", "bn": "billion", "billion": "billion", "trillion": "trillion"}
+SCALES = {
+    "k": "thousand",
+    "K": "thousand",
+    "thousand": "thousand",
+    "M": "million",
+    "million": "million",
+    "B": "billion",
+    "bn": "billion",
+    "billion": "billion",
+    "trillion": "trillion",
+}
 # unit: (one, many)
 UNITS = {
-    "km": ("kilometer", "kilometers"), "m": ("meter", "meters"), "cm": ("centimeter", "centimeters"),
-    "mm": ("millimeter", "millimeters"), "mi": ("mile", "miles"), "ft": ("foot", "feet"),
-    "kg": ("kilogram", "kilograms"), "g": ("gram", "grams"), "mg": ("milligram", "milligrams"),
-    "lb": ("pound", "pounds"), "lbs": ("pound", "pounds"), "oz": ("ounce", "ounces"),
-    "l": ("liter", "liters"), "L": ("liter", "liters"), "ml": ("milliliter", "milliliters"),
-    "mL": ("milliliter", "milliliters"), "km/h": ("kilometer per hour", "kilometers per hour"),
-    "mph": ("mile per hour", "miles per hour"), "ms": ("millisecond", "milliseconds"),
-    "Hz": ("hertz", "hertz"), "kHz": ("kilohertz", "kilohertz"), "MHz": ("megahertz", "megahertz"),
-    "GHz": ("gigahertz", "gigahertz"), "KB": ("kilobyte", "kilobytes"), "MB": ("megabyte", "megabytes"),
-    "GB": ("gigabyte", "gigabytes"), "TB": ("terabyte", "terabytes"), "°C": ("degree Celsius", "degrees Celsius"),
-    "°F": ("degree Fahrenheit", "degrees Fahrenheit"), "°": ("degree", "degrees"),
+    "km": ("kilometer", "kilometers"),
+    "m": ("meter", "meters"),
+    "cm": ("centimeter", "centimeters"),
+    "mm": ("millimeter", "millimeters"),
+    "mi": ("mile", "miles"),
+    "ft": ("foot", "feet"),
+    "kg": ("kilogram", "kilograms"),
+    "g": ("gram", "grams"),
+    "mg": ("milligram", "milligrams"),
+    "lb": ("pound", "pounds"),
+    "lbs": ("pound", "pounds"),
+    "oz": ("ounce", "ounces"),
+    "l": ("liter", "liters"),
+    "L": ("liter", "liters"),
+    "ml": ("milliliter", "milliliters"),
+    "mL": ("milliliter", "milliliters"),
+    "km/h": ("kilometer per hour", "kilometers per hour"),
+    "mph": ("mile per hour", "miles per hour"),
+    "ms": ("millisecond", "milliseconds"),
+    "Hz": ("hertz", "hertz"),
+    "kHz": ("kilohertz", "kilohertz"),
+    "MHz": ("megahertz", "megahertz"),
+    "GHz": ("gigahertz", "gigahertz"),
+    "KB": ("kilobyte", "kilobytes"),
+    "MB": ("megabyte", "megabytes"),
+    "GB": ("gigabyte", "gigabytes"),
+    "TB": ("terabyte", "terabytes"),
+    "°C": ("degree Celsius", "degrees Celsius"),
+    "°F": ("degree Fahrenheit", "degrees Fahrenheit"),
+    "°": ("degree", "degrees"),
 }
 # written form (a regex alternative, without the final period): spoken form
-ABBREVIATIONS = {"Dr": "Doctor", "Mr": "Mister", "Mrs": "Missus", "Ms": "Miz", "Prof": "Professor",
-                 "Jr": "Junior", "Sr": "Senior", "vs": "versus", "approx": "approximately", "e\\.g": "for example",
-                 "i\\.e": "that is", "etc": "et cetera"}
-SYMBOLS = {".": "dot", "@": "at", "/": "slash", ":": "colon", "-": "dash", "_": "underscore", "~": "tilde",
-           "?": "question mark", "=": "equals", "&": "and", "#": "hash", "%": "percent", "+": "plus"}
+ABBREVIATIONS = {
+    "Dr": "Doctor",
+    "Mr": "Mister",
+    "Mrs": "Missus",
+    "Ms": "Miz",
+    "Prof": "Professor",
+    "Jr": "Junior",
+    "Sr": "Senior",
+    "vs": "versus",
+    "approx": "approximately",
+    "e\\.g": "for example",
+    "i\\.e": "that is",
+    "etc": "et cetera",
+}
+SYMBOLS = {
+    ".": "dot",
+    "@": "at",
+    "/": "slash",
+    ":": "colon",
+    "-": "dash",
+    "_": "underscore",
+    "~": "tilde",
+    "?": "question mark",
+    "=": "equals",
+    "&": "and",
+    "#": "hash",
+    "%": "percent",
+    "+": "plus",
+}
 
 
 def cardinal(number: str) -> str:
@@ -137,4 +201,3 @@ def telephone(groups: list[str], plus: bool) -> str:
     """Each group of digits read digit by digit, groups apart: 'five five five, one two three, ...'."""
     spoken = ", ".join(digits(group) for group in groups)
     return f"plus {spoken}" if plus else spoken
-

@@ -29,8 +29,9 @@ SPELLED_WORDS = {"http", "https", "www", "ftp"}  # said letter by letter inside 
 INTERPRETATIONS = ("characters", "cardinal", "ordinal", "date", "time", "telephone")  # SSML say-as
 
 # full-width digits and number signs (１２．５％) read as their ASCII twins
-_FOLD = str.maketrans({chr(0xFF10 + digit): str(digit) for digit in range(10)}
-                      | {"％": "%", "．": ".", "＋": "+", "－": "-", "／": "/"})
+_FOLD = str.maketrans(
+    {chr(0xFF10 + digit): str(digit) for digit in range(10)} | {"％": "%", "．": ".", "＋": "+", "－": "-", "／": "/"}
+)
 Part = tuple[int, int, str]  # [start, end) of the text and what is said in its place
 
 
@@ -61,8 +62,10 @@ _MONTHS.update({name[:3].lower(): index + 1 for index, name in enumerate(english
 _UNITS = "|".join(re.escape(name) for name in sorted(english.UNITS, key=len, reverse=True))
 _SCALES = "|".join(sorted(english.SCALES, key=len, reverse=True))
 _ABBREVIATIONS = "|".join(english.ABBREVIATIONS)
-_TIME = re.compile(r"(?<![A-Za-z0-9_.,:])(?P<hour>[0-9]{1,2})(?:[:：](?P<minute>[0-9]{2})(?:[:：](?P<second>[0-9]{2}))?"
-                   r"|(?=\s?[AaPp]\.?[Mm]))(?![0-9:：])(?:\s?(?P<meridiem>[AaPp])\.?[Mm]\.?(?![A-Za-z]))?")  # 10:30, 7 pm
+_TIME = re.compile(
+    r"(?<![A-Za-z0-9_.,:])(?P<hour>[0-9]{1,2})(?:[:：](?P<minute>[0-9]{2})(?:[:：](?P<second>[0-9]{2}))?"
+    r"|(?=\s?[AaPp]\.?[Mm]))(?![0-9:：])(?:\s?(?P<meridiem>[AaPp])\.?[Mm]\.?(?![A-Za-z]))?"
+)  # 10:30, 7 pm
 
 
 def _whole(match: re.Match[str], spoken: str) -> list[Part]:
@@ -121,13 +124,18 @@ def _read_currency(match: re.Match[str], reader: ModuleType) -> list[Part]:
 def _read_unit(match: re.Match[str], reader: ModuleType) -> list[Part]:
     value = match["value"].replace(",", "")
     gap = " " if reader is english and match.end("value") == match.start("unit") else ""  # 25°C: twenty-five degrees
-    return [_group(match, "value", reader.quantity(value)),
-            _group(match, "unit", gap + reader.unit_name(value, match["unit"]))]
+    return [
+        _group(match, "value", reader.quantity(value)),
+        _group(match, "unit", gap + reader.unit_name(value, match["unit"])),
+    ]
 
 
 def _read_range(match: re.Match[str], reader: ModuleType) -> list[Part]:
-    return [_group(match, "low", reader.cardinal(match["low"])), _group(match, "dash", reader.RANGE),
-            _group(match, "high", reader.cardinal(match["high"]))]
+    return [
+        _group(match, "low", reader.cardinal(match["low"])),
+        _group(match, "dash", reader.RANGE),
+        _group(match, "high", reader.cardinal(match["high"])),
+    ]
 
 
 def _read_year(match: re.Match[str], reader: ModuleType) -> list[Part] | None:
@@ -152,53 +160,115 @@ def _read_abbreviation(match: re.Match[str], reader: ModuleType) -> list[Part] |
 
 def _read_number(match: re.Match[str], reader: ModuleType) -> list[Part]:
     text = match.group(0)
-    if reader is chinese and text == "2" and match.string[match.end():match.end() + 1] in chinese.MEASURE_WORDS:
+    if reader is chinese and text == "2" and match.string[match.end() : match.end() + 1] in chinese.MEASURE_WORDS:
         return _whole(match, "两")
-    gap = " " if reader is english and match.string[match.end():match.end() + 1].isalpha() else ""  # 5G: five G
+    gap = " " if reader is english and match.string[match.end() : match.end() + 1].isalpha() else ""  # 5G: five G
     return _whole(match, reader.number(text) + gap)
 
 
 RULES: tuple[Rule, ...] = (  # on a tie (two matches starting at one place) the earlier rule wins
-    Rule("url", re.compile(r"(?:https?://|www\.)[^\s<>\"'，。]*[^\s<>\"'.,;:!?)\]，。；：！？）]"),
-         lambda match, reader: _whole(match, address(match.group(0), reader))),
-    Rule("email", re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"),
-         lambda match, reader: _whole(match, address(match.group(0), reader))),
-    Rule("date", re.compile(r"(?<![A-Za-z0-9_.,/-])(?P<year>[0-9]{4})(?P<sep>[-/.])(?P<month>[0-9]{1,2})(?P=sep)"
-                            r"(?P<day>[0-9]{1,2})(?![0-9]|[.,/-][0-9])"), _read_numeric_date),
-    Rule("date", re.compile(r"(?<![A-Za-z0-9_.,/-])(?P<month>[0-9]{1,2})/(?P<day>[0-9]{1,2})/(?P<year>[0-9]{4})"
-                            r"(?![0-9]|[.,/-][0-9])"), _read_numeric_date),
-    Rule("date", re.compile(rf"(?<![A-Za-z])(?P<month>{'|'.join(english.MONTHS)}|(?:Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sept?"
-                            rf"|Oct|Nov|Dec)\.?)\s+(?P<dayall>(?P<day>[0-9]{{1,2}})(?:st|nd|rd|th)?)(?![0-9A-Za-z])"
-                            rf"(?:,?\s+(?P<year>[0-9]{{4}})(?![0-9]))?"), _read_month_date),
+    Rule(
+        "url",
+        re.compile(r"(?:https?://|www\.)[^\s<>\"'，。]*[^\s<>\"'.,;:!?)\]，。；：！？）]"),
+        lambda match, reader: _whole(match, address(match.group(0), reader)),
+    ),
+    Rule(
+        "email",
+        re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"),
+        lambda match, reader: _whole(match, address(match.group(0), reader)),
+    ),
+    Rule(
+        "date",
+        re.compile(
+            r"(?<![A-Za-z0-9_.,/-])(?P<year>[0-9]{4})(?P<sep>[-/.])(?P<month>[0-9]{1,2})(?P=sep)"
+            r"(?P<day>[0-9]{1,2})(?![0-9]|[.,/-][0-9])"
+        ),
+        _read_numeric_date,
+    ),
+    Rule(
+        "date",
+        re.compile(
+            r"(?<![A-Za-z0-9_.,/-])(?P<month>[0-9]{1,2})/(?P<day>[0-9]{1,2})/(?P<year>[0-9]{4})"
+            r"(?![0-9]|[.,/-][0-9])"
+        ),
+        _read_numeric_date,
+    ),
+    Rule(
+        "date",
+        re.compile(
+            rf"(?<![A-Za-z])(?P<month>{'|'.join(english.MONTHS)}|(?:Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sept?"
+            rf"|Oct|Nov|Dec)\.?)\s+(?P<dayall>(?P<day>[0-9]{{1,2}})(?:st|nd|rd|th)?)(?![0-9A-Za-z])"
+            rf"(?:,?\s+(?P<year>[0-9]{{4}})(?![0-9]))?"
+        ),
+        _read_month_date,
+    ),
     Rule("time", _TIME, _read_time),
-    Rule("telephone", re.compile(r"(?<![A-Za-z0-9_.,+-])(?:\+[0-9]{1,3}[\s-]?)?(?:\(?[0-9]{3}\)?[\s.-]?[0-9]{3}[\s.-]"
-                                 r"[0-9]{4}|1[3-9][0-9]{9}|0[0-9]{2,3}-[0-9]{7,8})(?![0-9])"), _read_telephone),
-    Rule("currency", re.compile(rf"(?P<symbol>[$€£¥￥])\s?(?P<whole>{_NUM})(?:\.(?P<cents>[0-9]+))?{_END}"
-                                rf"(?:\s?(?P<scale>{_SCALES})(?![A-Za-z]))?"), _read_currency),
-    Rule("percent", re.compile(rf"{_START}(?P<value>(?:{_NUM})(?:\.[0-9]+)?)\s?[%％]"),
-         lambda match, reader: _whole(match, reader.percent(match["value"].replace(",", "")))),
-    Rule("ordinal", re.compile(rf"{_START}(?P<value>{_NUM})(?:st|nd|rd|th)(?![A-Za-z0-9])"),
-         lambda match, reader: _whole(match, english.ordinal(match["value"])) if reader is english else None),
-    Rule("unit", re.compile(rf"{_START}(?P<value>(?:{_NUM})(?:\.[0-9]+)?){_END}\s?(?P<unit>{_UNITS})(?![A-Za-z0-9])"),
-         _read_unit),
-    Rule("range", re.compile(rf"(?<![A-Za-z0-9_.,-])(?P<low>{_NUM})(?P<dash>[-–~～])(?P<high>{_NUM}){_END}"),
-         _read_range),
-    Rule("year", re.compile(r"(?i:\b(?:in|since|until|by|from|of|year|during|before|after|around|circa))\s+"
-                            r"(?P<year>1[1-9][0-9]{2}|20[0-9]{2})(?![0-9]|[.,][0-9])"), _read_year),
+    Rule(
+        "telephone",
+        re.compile(
+            r"(?<![A-Za-z0-9_.,+-])(?:\+[0-9]{1,3}[\s-]?)?(?:\(?[0-9]{3}\)?[\s.-]?[0-9]{3}[\s.-]"
+            r"[0-9]{4}|1[3-9][0-9]{9}|0[0-9]{2,3}-[0-9]{7,8})(?![0-9])"
+        ),
+        _read_telephone,
+    ),
+    Rule(
+        "currency",
+        re.compile(
+            rf"(?P<symbol>[$€£¥￥])\s?(?P<whole>{_NUM})(?:\.(?P<cents>[0-9]+))?{_END}"
+            rf"(?:\s?(?P<scale>{_SCALES})(?![A-Za-z]))?"
+        ),
+        _read_currency,
+    ),
+    Rule(
+        "percent",
+        re.compile(rf"{_START}(?P<value>(?:{_NUM})(?:\.[0-9]+)?)\s?[%％]"),
+        lambda match, reader: _whole(match, reader.percent(match["value"].replace(",", ""))),
+    ),
+    Rule(
+        "ordinal",
+        re.compile(rf"{_START}(?P<value>{_NUM})(?:st|nd|rd|th)(?![A-Za-z0-9])"),
+        lambda match, reader: _whole(match, english.ordinal(match["value"])) if reader is english else None,
+    ),
+    Rule(
+        "unit",
+        re.compile(rf"{_START}(?P<value>(?:{_NUM})(?:\.[0-9]+)?){_END}\s?(?P<unit>{_UNITS})(?![A-Za-z0-9])"),
+        _read_unit,
+    ),
+    Rule(
+        "range", re.compile(rf"(?<![A-Za-z0-9_.,-])(?P<low>{_NUM})(?P<dash>[-–~～])(?P<high>{_NUM}){_END}"), _read_range
+    ),
+    Rule(
+        "year",
+        re.compile(
+            r"(?i:\b(?:in|since|until|by|from|of|year|during|before|after|around|circa))\s+"
+            r"(?P<year>1[1-9][0-9]{2}|20[0-9]{2})(?![0-9]|[.,][0-9])"
+        ),
+        _read_year,
+    ),
     Rule("year", re.compile(r"(?<![A-Za-z0-9_.,])(?:[0-9]{4}(?=\s?年)|[0-9]{2}(?=年代))"), _read_chinese_year),
-    Rule("number", re.compile(rf"(?<![A-Za-z0-9_.,-])-?(?:{_NUM})(?:\.[0-9]+)?{_END}"  # -5 only after a space
-                              rf"|{_START}(?:{_NUM})(?:\.[0-9]+)?{_END}"),
-         _read_number),
-    Rule("abbreviation", re.compile(rf"(?<![A-Za-z.])(?P<abbreviation>{_ABBREVIATIONS})\.(?=\s|$)"),
-         _read_abbreviation),
-    Rule("abbreviation", re.compile(r"(?<![A-Za-z.])No\.(?=\s?[0-9])"),
-         lambda match, reader: _whole(match, "number") if reader is english else None),
+    Rule(
+        "number",
+        re.compile(
+            rf"(?<![A-Za-z0-9_.,-])-?(?:{_NUM})(?:\.[0-9]+)?{_END}"  # -5 only after a space
+            rf"|{_START}(?:{_NUM})(?:\.[0-9]+)?{_END}"
+        ),
+        _read_number,
+    ),
+    Rule(
+        "abbreviation", re.compile(rf"(?<![A-Za-z.])(?P<abbreviation>{_ABBREVIATIONS})\.(?=\s|$)"), _read_abbreviation
+    ),
+    Rule(
+        "abbreviation",
+        re.compile(r"(?<![A-Za-z.])No\.(?=\s?[0-9])"),
+        lambda match, reader: _whole(match, "number") if reader is english else None,
+    ),
     Rule("and", re.compile(r"(?<=\s)&(?=\s)"), lambda match, reader: _whole(match, reader.SYMBOLS["&"])),
 )
 
 
-def normalize(written: Spoken | str, default: Language = "en", forced: Sequence[Forced] = (),
-              rules: bool = True) -> Spoken:
+def normalize(
+    written: Spoken | str, default: Language = "en", forced: Sequence[Forced] = (), rules: bool = True
+) -> Spoken:
     """`written` as it should be spoken, its pieces pointing at `written`'s source. Stretches in `forced` are
     read as they say; the rest by RULES (or copied as written when `rules` is False)."""
     if isinstance(written, str):
@@ -210,15 +280,17 @@ def normalize(written: Spoken | str, default: Language = "en", forced: Sequence[
     for span in sorted(forced, key=lambda span: span.start):
         _apply_rules(text, folded, position, span.start, default, builder, rules)
         reader = READERS[language_at(folded, span.start, span.end, default)]
-        builder.say(interpret(folded[span.start:span.end], span.interpret_as, reader, span.format), span.start,
-                    span.end)
+        builder.say(
+            interpret(folded[span.start : span.end], span.interpret_as, reader, span.format), span.start, span.end
+        )
         position = span.end
     _apply_rules(text, folded, position, len(text), default, builder, rules)
     return compose(builder.build(), written)
 
 
-def _apply_rules(text: str, folded: str, start: int, end: int, default: Language, builder: SpokenBuilder,
-                 rules: bool) -> None:
+def _apply_rules(
+    text: str, folded: str, start: int, end: int, default: Language, builder: SpokenBuilder, rules: bool
+) -> None:
     position = start
     while rules and (found := _next_match(folded, position, end, default)) is not None:
         match, parts = found
@@ -226,7 +298,7 @@ def _apply_rules(text: str, folded: str, start: int, end: int, default: Language
             builder.copy(text[position:part_start], position)
             builder.say(spoken, part_start, part_end)
             position = part_end
-        builder.copy(text[position:match.end()], position)
+        builder.copy(text[position : match.end()], position)
         position = match.end()
     builder.copy(text[position:end], position)
 
@@ -261,8 +333,11 @@ def address(text: str, reader: ModuleType) -> str:
 
 def characters(text: str, reader: ModuleType) -> str:
     """Spelled out: letters one by one, digits and symbols by name."""
-    return " ".join(reader.DIGITS[int(char)] if char.isdigit() else reader.SYMBOLS.get(char, char) for char in text
-                    if not char.isspace())
+    return " ".join(
+        reader.DIGITS[int(char)] if char.isdigit() else reader.SYMBOLS.get(char, char)
+        for char in text
+        if not char.isspace()
+    )
 
 
 _SAY_AS_PATTERNS = {
@@ -270,9 +345,18 @@ _SAY_AS_PATTERNS = {
     "ordinal": re.compile(rf"(?P<value>{_NUM})(?:st|nd|rd|th|\.)?"),
     "telephone": re.compile(r"\+?[0-9][0-9 ().-]*[0-9]"),
 }
-_DATE_FORMATS = {"ymd": ("year", "month", "day"), "mdy": ("month", "day", "year"), "dmy": ("day", "month", "year"),
-                 "md": ("month", "day"), "dm": ("day", "month"), "ym": ("year", "month"), "my": ("month", "year"),
-                 "y": ("year",), "m": ("month",), "d": ("day",)}
+_DATE_FORMATS = {
+    "ymd": ("year", "month", "day"),
+    "mdy": ("month", "day", "year"),
+    "dmy": ("day", "month", "year"),
+    "md": ("month", "day"),
+    "dm": ("day", "month"),
+    "ym": ("year", "month"),
+    "my": ("month", "year"),
+    "y": ("year",),
+    "m": ("month",),
+    "d": ("day",),
+}
 
 
 def interpret(text: str, interpret_as: str, reader: ModuleType, format: str = "") -> str:
@@ -290,8 +374,13 @@ def interpret(text: str, interpret_as: str, reader: ModuleType, format: str = ""
         return spoken[0][2]
     match = _SAY_AS_PATTERNS[interpret_as].fullmatch(text)
     if match is None:
-        raise ValueError({"cardinal": "a whole number like 1234 or 1,234", "ordinal": "a number like 3 or 3rd",
-                          "telephone": "digits with + ( ) - . or spaces"}[interpret_as])
+        raise ValueError(
+            {
+                "cardinal": "a whole number like 1234 or 1,234",
+                "ordinal": "a number like 3 or 3rd",
+                "telephone": "digits with + ( ) - . or spaces",
+            }[interpret_as]
+        )
     if interpret_as == "cardinal":
         return reader.cardinal(text)
     if interpret_as == "ordinal":

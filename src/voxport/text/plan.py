@@ -18,7 +18,10 @@ def plan_text(text: str, ssml: bool | None = None, normalize: bool = True, langu
         segments = [Speech(normalize_text(text, language, rules=normalize))] if text.strip() else []
         return TextPlan(text, tuple(segments))
     items, declared = parse_ssml(text)
-    segments = [item if isinstance(item, Break) else
-                Speech(normalize_text(item.spoken, declared or language, item.forced, rules=normalize))
-                for item in items]
+    segments = [
+        item
+        if isinstance(item, Break)
+        else Speech(normalize_text(item.spoken, declared or language, item.forced, rules=normalize))
+        for item in items
+    ]
     return TextPlan(text, tuple(segments))

@@ -11,7 +11,13 @@ Language = Literal["en", "zh"]
 LANGUAGES: tuple[Language, ...] = ("en", "zh")
 
 _IDEOGRAPHS = ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x2FA1F))  # 汉字 and extensions
-_CJK_MARKS = ((0x3000, 0x303F), (0xFF01, 0xFF0F), (0xFF1A, 0xFF20), (0xFF3B, 0xFF40), (0xFF5B, 0xFF60))  # 。、，：！（）
+_CJK_MARKS = (
+    (0x3000, 0x303F),
+    (0xFF01, 0xFF0F),
+    (0xFF1A, 0xFF20),
+    (0xFF3B, 0xFF40),
+    (0xFF5B, 0xFF60),
+)  # 。、，：！（）
 _FULL_WIDTH = ((0xFF01, 0xFF60),)  # full-width forms (１２３ＡＢ，：) are written in Chinese text
 _HINT_RANGES = _IDEOGRAPHS + _CJK_MARKS + _FULL_WIDTH
 

@@ -50,7 +50,6 @@ class Spoken:
             raise ValueError(f"spoken span {start}:{end} is outside the text (length {len(self.text)})")
         return min(begins), max(ends)
 
-
     def slice(self, start: int, end: int) -> Spoken:
         """text[start:end] (a chunk of a long text) with its own pieces, still pointing into the same source."""
         builder = SpokenBuilder()
@@ -98,8 +97,9 @@ class SpokenBuilder:
     def add(self, spoken: Spoken) -> None:
         """Every piece of `spoken` (whose offsets are already the source's) after what is built so far."""
         for piece in spoken.pieces:
-            self._add(spoken.text[piece.spoken_start:piece.spoken_end], piece.source_start, piece.source_end,
-                      piece.verbatim)
+            self._add(
+                spoken.text[piece.spoken_start : piece.spoken_end], piece.source_start, piece.source_end, piece.verbatim
+            )
 
     def build(self) -> Spoken:
         return Spoken("".join(self._text), tuple(self._pieces))
@@ -109,8 +109,9 @@ class SpokenBuilder:
             return
         last = self._pieces[-1] if self._pieces else None
         if verbatim and last is not None and last.verbatim and last.source_end == source_start:
-            self._pieces[-1] = Piece(last.spoken_start, last.spoken_end + len(text), last.source_start, source_end,
-                                     True)
+            self._pieces[-1] = Piece(
+                last.spoken_start, last.spoken_end + len(text), last.source_start, source_end, True
+            )
         else:
             self._pieces.append(Piece(self._length, self._length + len(text), source_start, source_end, verbatim))
         self._text.append(text)
@@ -121,7 +122,7 @@ def compose(outer: Spoken, inner: Spoken) -> Spoken:
     """`outer` (whose source is `inner.text`) with its offsets carried through `inner` to `inner`'s source."""
     builder = SpokenBuilder()
     for piece in outer.pieces:
-        text = outer.text[piece.spoken_start:piece.spoken_end]
+        text = outer.text[piece.spoken_start : piece.spoken_end]
         if not piece.verbatim:
             start, end = _inner_source(inner, piece.source_start, piece.source_end)
             builder.say(text, start, end)
@@ -130,7 +131,7 @@ def compose(outer: Spoken, inner: Spoken) -> Spoken:
             lo, hi = max(piece.source_start, part.spoken_start), min(piece.source_end, part.spoken_end)
             if lo >= hi:
                 continue
-            chunk = text[lo - piece.source_start:hi - piece.source_start]
+            chunk = text[lo - piece.source_start : hi - piece.source_start]
             if part.verbatim:
                 builder.copy(chunk, part.source_start + lo - part.spoken_start)
             else:

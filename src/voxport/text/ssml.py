@@ -74,16 +74,18 @@ class _Parser:
         self.parser.CharacterDataHandler = self._text
         self.parser.StartDoctypeDeclHandler = lambda *args: self._fail("a DOCTYPE is not allowed in SSML")
         self.parser.ProcessingInstructionHandler = lambda target, data: self._fail(
-            f"processing instruction <?{target}?> is not allowed in SSML")
+            f"processing instruction <?{target}?> is not allowed in SSML"
+        )
         self.parser.CommentHandler = lambda data: self._flush_text()
 
     def run(self) -> tuple[list[Written | Break], Language | None]:
         try:
             self.parser.Parse(self.document.encode(), True)
         except expat.ExpatError as error:
-            line_start = sum(len(line) for line in self.document.encode().splitlines(keepends=True)[:error.lineno - 1])
-            raise InputError(f"SSML {self._where(self._char(line_start + error.offset))}: "
-                             f"{expat.ErrorString(error.code)}") from None
+            line_start = sum(len(line) for line in self.document.encode().splitlines(keepends=True)[: error.lineno - 1])
+            raise InputError(
+                f"SSML {self._where(self._char(line_start + error.offset))}: {expat.ErrorString(error.code)}"
+            ) from None
         self._close_stretch()
         return self.items, self.language
 
@@ -146,9 +148,9 @@ class _Parser:
             if kind not in INTERPRETATIONS:
                 self._fail(f"<say-as interpret-as={kind!r}>: expected one of {', '.join(INTERPRETATIONS)}", at)
             if "format" in attributes and kind != "date":
-                self._fail(f"<say-as> format is for interpret-as=\"date\" only, not {kind!r}", at)
+                self._fail(f'<say-as> format is for interpret-as="date" only, not {kind!r}', at)
         elif tag == "sub" and "alias" not in attributes:
-            self._fail("<sub> needs an alias attribute: <sub alias=\"what to say\">", at)
+            self._fail('<sub> needs an alias attribute: <sub alias="what to say">', at)
         elif tag in ("p", "s"):
             self._separate(at)
         self.open.append((tag, attributes, self.length if tag == "say-as" else at))
@@ -157,11 +159,11 @@ class _Parser:
         self._flush_text()
         _, attributes, start = self.open.pop()
         if tag == "say-as":
-            kind, text = attributes["interpret-as"], self.builder.build().text[start:self.length]
+            kind, text = attributes["interpret-as"], self.builder.build().text[start : self.length]
             try:
                 interpret(text, kind, english, attributes.get("format", ""))
             except ValueError as error:
-                self._fail(f"<say-as interpret-as=\"{kind}\"> cannot read {text.strip()!r}: expected {error}")
+                self._fail(f'<say-as interpret-as="{kind}"> cannot read {text.strip()!r}: expected {error}')
             end = self.length - (len(text) - len(text.rstrip()))  # spaces around the content stay spaces
             start += len(text) - len(text.lstrip())
             self.forced.append(Forced(start, max(start, end), kind, attributes.get("format", "")))

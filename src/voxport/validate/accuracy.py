@@ -31,9 +31,18 @@ CPU = torch.device("cpu")
 MAX_CALLS = 12  # calls of one block replayed per example; more are sampled evenly
 
 
-def run_accuracy(source: str, device: torch.device, dtype: torch.dtype, reference_source: str | None = None,
-                 texts: list[str] | None = None, audios: list[str] | None = None, locate_ops: bool = True,
-                 example_names: list[str] | None = None, progress=print, bar: BarFactory = no_bar) -> dict:
+def run_accuracy(
+    source: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    reference_source: str | None = None,
+    texts: list[str] | None = None,
+    audios: list[str] | None = None,
+    locate_ops: bool = True,
+    example_names: list[str] | None = None,
+    progress=print,
+    bar: BarFactory = no_bar,
+) -> dict:
     """Judge `source` on `device`/`dtype` against `reference_source` (default: the same) on the CPU in float32.
     `bar(total, unit, description)` shows the replay passes' progress over blocks (a terminal's progress bar)."""
     reference_source = reference_source or source
@@ -49,15 +58,18 @@ def run_accuracy(source: str, device: torch.device, dtype: torch.dtype, referenc
                 raise InputError(f"unknown example {', '.join(unknown)}: expected {', '.join(examples)}")
             examples = {name: examples[name] for name in example_names}
         naming = getattr(reference, "checkpoint_name", str)
-        records = {name: [record_stage(reference, stage) for stage in reference.accuracy_stages(example)]
-                   for name, example in examples.items()}
+        records = {
+            name: [record_stage(reference, stage) for stage in reference.accuracy_stages(example)]
+            for name, example in examples.items()
+        }
         reference_outputs = {name: _outputs(reference, example) for name, example in examples.items()}
         del reference
         gc.collect()
     progress(f"accuracy: benchmark {reference_source} on cpu/{dtype_name(dtype)}")
     with phase("benchmark", phases):
-        benchmark_results, benchmark_outputs = replay_pass(reference_source, CPU, dtype, records, examples,
-                                                           bar, "benchmark")
+        benchmark_results, benchmark_outputs = replay_pass(
+            reference_source, CPU, dtype, records, examples, bar, "benchmark"
+        )
     if str(source) == str(reference_source) and device.type == "cpu":
         progress("accuracy: the target is the benchmark (same checkpoint, device and dtype)")
         target_results, target_outputs = benchmark_results, benchmark_outputs
@@ -66,8 +78,9 @@ def run_accuracy(source: str, device: torch.device, dtype: torch.dtype, referenc
         with phase("target", phases):
             target_results, target_outputs = replay_pass(source, device, dtype, records, examples, bar, "target")
 
-    per_example = {name: judge_blocks(records[name], benchmark_results[name], target_results[name], naming)
-                   for name in examples}
+    per_example = {
+        name: judge_blocks(records[name], benchmark_results[name], target_results[name], naming) for name in examples
+    }
     blocks = merge_blocks(per_example)
     outputs = judge_outputs(reference_outputs, benchmark_outputs, target_outputs)
     first = next((block for block in blocks if block["verdict"] != "PASS"), None)
@@ -76,12 +89,22 @@ def run_accuracy(source: str, device: torch.device, dtype: torch.dtype, referenc
         "reference": {"model": str(reference_source), "device": "cpu", "dtype": "float32"},
         "benchmark": {"model": str(reference_source), "device": "cpu", "dtype": dtype_name(dtype)},
         "target": {"model": str(source), "device": str(device), "dtype": dtype_name(dtype)},
-        "limits": {"relative_ratio": [LIMITS.pass_relative, LIMITS.warn_relative],
-                   "max_ratio": [LIMITS.pass_max, LIMITS.warn_max]},
-        "examples": {name: {"verdict": worst([*(b["verdict"] for b in judged),
-                                              *(o["verdict"] for key, o in outputs.items() if key.startswith(name + "/"))]),
-                            "first_drift_module": next((b["module"] for b in judged if b["verdict"] != "PASS"), None)}
-                     for name, judged in per_example.items()},
+        "limits": {
+            "relative_ratio": [LIMITS.pass_relative, LIMITS.warn_relative],
+            "max_ratio": [LIMITS.pass_max, LIMITS.warn_max],
+        },
+        "examples": {
+            name: {
+                "verdict": worst(
+                    [
+                        *(b["verdict"] for b in judged),
+                        *(o["verdict"] for key, o in outputs.items() if key.startswith(name + "/")),
+                    ]
+                ),
+                "first_drift_module": next((b["module"] for b in judged if b["verdict"] != "PASS"), None),
+            }
+            for name, judged in per_example.items()
+        },
         "blocks": blocks,
         "outputs": outputs,
         "first_drift_module": None if first is None else first["module"],
@@ -92,19 +115,31 @@ def run_accuracy(source: str, device: torch.device, dtype: torch.dtype, referenc
         from voxport.validate.ops import first_diverging_op
 
         progress(f"accuracy: looking for the first op of {first['module']} that parts from the reference")
-        example = next(name for name, judged in per_example.items()
-                       if any(b["module"] == first["module"] and b["verdict"] != "PASS" for b in judged))
+        example = next(
+            name
+            for name, judged in per_example.items()
+            if any(b["module"] == first["module"] and b["verdict"] != "PASS" for b in judged)
+        )
         call = next(record.calls[first["path"]][0] for record in records[example] if first["path"] in record.calls)
         with phase("op_search", phases):
-            result["first_diverging_op"] = {"block": first["module"], **first_diverging_op(
-                first["path"], call, (reference_source, source), device, dtype)}
+            result["first_diverging_op"] = {
+                "block": first["module"],
+                **first_diverging_op(first["path"], call, (reference_source, source), device, dtype),
+            }
     result["seconds"] = time.perf_counter() - started
     result["phases"] = phases  # seconds and peak process RSS of each
     return result
 
 
-def replay_pass(source: str, device: torch.device, dtype: torch.dtype, records: dict, examples: dict,
-                bar: BarFactory = no_bar, label: str = "replay") -> tuple:
+def replay_pass(
+    source: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    records: dict,
+    examples: dict,
+    bar: BarFactory = no_bar,
+    label: str = "replay",
+) -> tuple:
     """Load `source` on `device`/`dtype`, replay every stage and block, run its outputs; free it."""
     model = load_model(source, device, dtype)
     results = replay(model, records, bar, label)
@@ -114,8 +149,9 @@ def replay_pass(source: str, device: torch.device, dtype: torch.dtype, records: 
     return results, outputs
 
 
-def replay(model, records: dict[str, list[StageRecord]], bar: BarFactory = no_bar, label: str = "replay"
-           ) -> dict[str, dict[str, list[torch.Tensor] | str]]:
+def replay(
+    model, records: dict[str, list[StageRecord]], bar: BarFactory = no_bar, label: str = "replay"
+) -> dict[str, dict[str, list[torch.Tensor] | str]]:
     """Every stage and every recorded block call, alone on `model`: outputs per block, or why it failed.
     `bar(total, unit, label)` hears the progress over blocks (a terminal's progress bar)."""
     results = {}
@@ -127,8 +163,7 @@ def replay(model, records: dict[str, list[StageRecord]], bar: BarFactory = no_ba
             for record in stages:
                 outcome[record.name] = _attempt(lambda: [run_stage(model, record.run, record.inputs)])
                 for name, calls in record.calls.items():
-                    outcome[name] = _attempt(lambda: [replay_call(model, name, calls[i])
-                                                      for i in sampled(len(calls))])
+                    outcome[name] = _attempt(lambda: [replay_call(model, name, calls[i]) for i in sampled(len(calls))])
                     done += 1
                     update(done)
                 done += 1
@@ -144,31 +179,44 @@ def sampled(count: int) -> list[int]:
     return sorted({round(i * (count - 1) / (MAX_CALLS - 1)) for i in range(MAX_CALLS)})
 
 
-def judge_blocks(stages: list[StageRecord], benchmark: dict, target: dict, naming: Callable[[str], str] = str) -> list[dict]:
+def judge_blocks(
+    stages: list[StageRecord], benchmark: dict, target: dict, naming: Callable[[str], str] = str
+) -> list[dict]:
     """Each block of one example, in execution order (a stage's blocks, then the stage whole), modules named
     by their checkpoint key prefix."""
     judged = []
     for record in stages:
         for name, calls in record.calls.items():
             expected = [calls[i].output for i in sampled(len(calls))]
-            entry = _judge_block(naming(name), record.name, "module", expected, benchmark[name], target[name],
-                                 len(calls))
+            entry = _judge_block(
+                naming(name), record.name, "module", expected, benchmark[name], target[name], len(calls)
+            )
             judged.append({**entry, "path": name})
-        judged.append(_judge_block(record.name, record.name, "stage", [record.output], benchmark[record.name],
-                                   target[record.name], 1))
+        judged.append(
+            _judge_block(
+                record.name, record.name, "stage", [record.output], benchmark[record.name], target[record.name], 1
+            )
+        )
     return judged
 
 
-def _judge_block(name: str, stage: str, kind: str, reference: list[torch.Tensor], benchmark, target,
-                 calls: int) -> dict:
+def _judge_block(
+    name: str, stage: str, kind: str, reference: list[torch.Tensor], benchmark, target, calls: int
+) -> dict:
     entry = {"module": name, "stage": stage, "kind": kind, "calls": calls, "replayed": len(reference)}
     if isinstance(benchmark, str):
         return {**entry, "verdict": "FAIL", "reason": f"the benchmark could not run it: {benchmark}"}
     if isinstance(target, str):
         return {**entry, "verdict": "FAIL", "reason": target}
     try:
-        mismatch = next((f"call {i}: dtype {t.dtype} where the benchmark has {b.dtype}"
-                         for i, (t, b) in enumerate(zip(target, benchmark)) if t.dtype != b.dtype), None)
+        mismatch = next(
+            (
+                f"call {i}: dtype {t.dtype} where the benchmark has {b.dtype}"
+                for i, (t, b) in enumerate(zip(target, benchmark))
+                if t.dtype != b.dtype
+            ),
+            None,
+        )
         target_errors = _joined_errors(reference, target)
         benchmark_errors = _joined_errors(reference, benchmark)
     except ValueError as error:
@@ -176,16 +224,22 @@ def _judge_block(name: str, stage: str, kind: str, reference: list[torch.Tensor]
     verdict = judge(target_errors, benchmark_errors, benchmark[0].dtype)
     if mismatch and verdict["verdict"] == "PASS":
         verdict = {**verdict, "verdict": "WARN", "reason": mismatch}
-    return {**entry, **target_errors.to_json(),
-            "benchmark_relative_error": benchmark_errors.relative,
-            "benchmark_max_relative_error": benchmark_errors.max_relative, **verdict}
+    return {
+        **entry,
+        **target_errors.to_json(),
+        "benchmark_relative_error": benchmark_errors.relative,
+        "benchmark_max_relative_error": benchmark_errors.max_relative,
+        **verdict,
+    }
 
 
 def _joined_errors(reference: list[torch.Tensor], outputs: list[torch.Tensor]):
     for index, (expected, got) in enumerate(zip(reference, outputs)):
         if tuple(expected.shape) != tuple(got.shape):
             raise ValueError(f"call {index}: shape {tuple(got.shape)} where the reference has {tuple(expected.shape)}")
-    return errors(torch.cat([t.flatten().double() for t in reference]), torch.cat([t.flatten().double() for t in outputs]))
+    return errors(
+        torch.cat([t.flatten().double() for t in reference]), torch.cat([t.flatten().double() for t in outputs])
+    )
 
 
 def merge_blocks(per_example: dict[str, list[dict]]) -> list[dict]:
@@ -221,8 +275,11 @@ def judge_outputs(reference: dict, benchmark: dict, target: dict) -> dict:
             key = f"{example}/{name}"
             try:
                 comparison = compare(expected, target[example][name], logits="logits" in name)
-                verdict = judge(errors(expected, target[example][name]), errors(expected, benchmark[example][name]),
-                                benchmark[example][name].dtype)
+                verdict = judge(
+                    errors(expected, target[example][name]),
+                    errors(expected, benchmark[example][name]),
+                    benchmark[example][name].dtype,
+                )
             except ValueError as error:
                 outputs[key] = {"verdict": "FAIL", "reason": str(error)}
                 continue
@@ -238,8 +295,6 @@ def _attempt(work: Callable):
     """The outputs, or one line saying why the port could not produce them (a FAIL, never a traceback)."""
     try:
         return work()
-    except Exception as error:  # noqa: BLE001 (any failure of a port's block is that block's FAIL)
+    except Exception as error:
         text = str(error).strip().splitlines()
         return f"{type(error).__name__}: {text[0] if text else ''}"
-
-

@@ -8,8 +8,9 @@ sum of everything upstream.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -37,10 +38,12 @@ class StageRecord:
 
 def host(value):
     """A detached host copy of every tensor in `value`; caches become None (a replayed block starts without one)."""
+
     def copy(leaf):
         if isinstance(leaf, torch.Tensor):
             return leaf.detach().to("cpu", copy=True)
         return None if isinstance(leaf, Cache) else leaf
+
     return tree_map(copy, value)
 
 
@@ -78,6 +81,7 @@ def record_stage(model, stage: Stage) -> StageRecord:
         def hook(module, args, kwargs):
             calls.setdefault(name, [])
             pending.setdefault(name, []).append((host(args), host(kwargs)))
+
         return hook
 
     def after(name):
@@ -86,6 +90,7 @@ def record_stage(model, stage: Stage) -> StageRecord:
             tensor = first_tensor(output)
             if tensor is not None:
                 calls[name].append(Call(recorded_args, recorded_kwargs, host(tensor)))
+
         return hook
 
     handles = []
@@ -93,15 +98,18 @@ def record_stage(model, stage: Stage) -> StageRecord:
         module = modules.get(name)
         if module is None:
             raise ValueError(f"stage {stage.name} names block {name}, which the model does not have")
-        handles += [module.register_forward_pre_hook(before(name), with_kwargs=True),
-                    module.register_forward_hook(after(name), with_kwargs=True)]
+        handles += [
+            module.register_forward_pre_hook(before(name), with_kwargs=True),
+            module.register_forward_hook(after(name), with_kwargs=True),
+        ]
     try:
         output = run_stage(model, stage.run, stage.inputs)
     finally:
         for handle in handles:
             handle.remove()
-    return StageRecord(stage.name, stage.inputs, stage.run, output,
-                       {name: entries for name, entries in calls.items() if entries})
+    return StageRecord(
+        stage.name, stage.inputs, stage.run, output, {name: entries for name, entries in calls.items() if entries}
+    )
 
 
 def block_dtype(module: nn.Module, default: torch.dtype) -> torch.dtype:

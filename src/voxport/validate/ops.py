@@ -44,15 +44,35 @@ class KnownGap:
 
 
 KNOWN_GAPS = [
-    KnownGap("npu", ("aten::abs",), "complex", "complex abs has no Ascend kernel",
-             "power spectra are real^2 + imag^2 (voxport.audio.features)"),
-    KnownGap("npu", ("aten::_fft_r2c", "aten::stft"), "not-float32", "Ascend's STFT takes float32 input only",
-             "the audio front end runs in float32 whatever the model dtype"),
-    KnownGap("npu", ("aten::cos", "aten::sin"), "int64", "cos/sin of int64 tensors fail on Ascend",
-             "rotary and timestep angles are computed in float32"),
+    KnownGap(
+        "npu",
+        ("aten::abs",),
+        "complex",
+        "complex abs has no Ascend kernel",
+        "power spectra are real^2 + imag^2 (voxport.audio.features)",
+    ),
+    KnownGap(
+        "npu",
+        ("aten::_fft_r2c", "aten::stft"),
+        "not-float32",
+        "Ascend's STFT takes float32 input only",
+        "the audio front end runs in float32 whatever the model dtype",
+    ),
+    KnownGap(
+        "npu",
+        ("aten::cos", "aten::sin"),
+        "int64",
+        "cos/sin of int64 tensors fail on Ascend",
+        "rotary and timestep angles are computed in float32",
+    ),
     KnownGap("mps", (), "float64", "MPS has no float64", "models run in float32/16; metrics are computed on the CPU"),
-    KnownGap("mps", ("aten::_fft_r2c",), "not-float32", "MPS FFTs take float32 input only",
-             "the audio front end runs in float32 whatever the model dtype"),
+    KnownGap(
+        "mps",
+        ("aten::_fft_r2c",),
+        "not-float32",
+        "MPS FFTs take float32 input only",
+        "the audio front end runs in float32 whatever the model dtype",
+    ),
 ]
 
 
@@ -111,18 +131,28 @@ def coverage(recorder: OpRecorder, target: str) -> dict:
     ops = []
     for (name, dtypes), calls in sorted(recorder.calls.items(), key=lambda item: (item[0][0], item[0][1])):
         gaps = [gap for gap in KNOWN_GAPS if gap.target == target and gap.hits(name, dtypes)]
-        ops.append({
-            "op": name, "input_dtypes": list(dtypes), "output_dtypes": list(recorder.outputs[(name, dtypes)]),
-            "calls": calls, "kernel": has_kernel(recorder.functions[(name, dtypes)], key) if installed else None,
-            "known_gaps": [{"problem": gap.problem, "fix": gap.fix} for gap in gaps],
-        })
+        ops.append(
+            {
+                "op": name,
+                "input_dtypes": list(dtypes),
+                "output_dtypes": list(recorder.outputs[(name, dtypes)]),
+                "calls": calls,
+                "kernel": has_kernel(recorder.functions[(name, dtypes)], key) if installed else None,
+                "known_gaps": [{"problem": gap.problem, "fix": gap.fix} for gap in gaps],
+            }
+        )
     return {
-        "target": target, "backend_installed": installed, "distinct_ops": len({op["op"] for op in ops}),
+        "target": target,
+        "backend_installed": installed,
+        "distinct_ops": len({op["op"] for op in ops}),
         "ops": ops,
         "missing_kernels": sorted({op["op"] for op in ops if op["kernel"] is False}),
         "gaps_hit": sorted({op["op"] for op in ops if op["known_gaps"]}),
-        "known_gaps": [{"ops": list(gap.ops) or ["any"], "when": gap.when, "problem": gap.problem, "fix": gap.fix}
-                       for gap in KNOWN_GAPS if gap.target == target],
+        "known_gaps": [
+            {"ops": list(gap.ops) or ["any"], "when": gap.when, "problem": gap.problem, "fix": gap.fix}
+            for gap in KNOWN_GAPS
+            if gap.target == target
+        ],
     }
 
 
@@ -132,8 +162,10 @@ def replay_accuracy(recorder: OpRecorder, device: torch.device, worst: int = 10)
     from voxport.validate.verdicts import errors, judge
 
     cpu = torch.device("cpu")
-    judged, skipped = [], [{"op": key[0], "input_dtypes": list(key[1]), "reason": reason}
-                           for key, reason in recorder.skipped.items()]
+    judged, skipped = (
+        [],
+        [{"op": key[0], "input_dtypes": list(key[1]), "reason": reason} for key, reason in recorder.skipped.items()],
+    )
     for key, samples in recorder.samples.items():
         if not samples:
             continue
@@ -141,9 +173,13 @@ def replay_accuracy(recorder: OpRecorder, device: torch.device, worst: int = 10)
         outputs = []
         try:
             for func, args, kwargs in samples:
-                outputs.append([_replay(func, args, kwargs, *where) for where in
-                                ((cpu, torch.float32), (cpu, None), (device, None))])
-        except Exception as error:  # noqa: BLE001 (an op the target cannot run is reported with the reason)
+                outputs.append(
+                    [
+                        _replay(func, args, kwargs, *where)
+                        for where in ((cpu, torch.float32), (cpu, None), (device, None))
+                    ]
+                )
+        except Exception as error:
             judged.append({**entry, "verdict": "FAIL", "reason": f"{type(error).__name__}: {first_line(error)}"})
             continue
         if any(output is None for triple in outputs for output in triple):
@@ -151,29 +187,43 @@ def replay_accuracy(recorder: OpRecorder, device: torch.device, worst: int = 10)
             continue
         if not outputs[0][1].is_floating_point():  # integers and booleans: exactly the CPU's in the same dtypes
             same = all(triple[1].shape == triple[2].shape and torch.equal(triple[1], triple[2]) for triple in outputs)
-            judged.append({**entry, "verdict": "PASS" if same else "FAIL",
-                           **({} if same else {"reason": "differs from the CPU's output in the same dtypes"})})
+            judged.append(
+                {
+                    **entry,
+                    "verdict": "PASS" if same else "FAIL",
+                    **({} if same else {"reason": "differs from the CPU's output in the same dtypes"}),
+                }
+            )
             continue
         try:
-            reference, benchmark, target = (torch.cat([triple[i].flatten().double() for triple in outputs])
-                                            for i in range(3))
+            reference, benchmark, target = (
+                torch.cat([triple[i].flatten().double() for triple in outputs]) for i in range(3)
+            )
             verdict = judge(errors(reference, target), errors(reference, benchmark), outputs[0][1].dtype)
             judged.append({**entry, **errors(reference, target).to_json(), **verdict})
         except ValueError as error:
             judged.append({**entry, "verdict": "FAIL", "reason": str(error)})
     judged.sort(key=lambda item: (ORDER[item["verdict"]], item.get("relative_ratio") or 0.0), reverse=True)
     sampled = sum(1 for item in judged if item["replayed"] < item["calls"])
-    return {"device": str(device), "verdict": worst_verdict(item["verdict"] for item in judged),
-            "ops_compared": len(judged), "ops_sampled": sampled, "samples_per_op": SAMPLES_PER_OP,
-            "failed": [item for item in judged if item["verdict"] == "FAIL"], "worst": judged[:worst],
-            "skipped": skipped}
+    return {
+        "device": str(device),
+        "verdict": worst_verdict(item["verdict"] for item in judged),
+        "ops_compared": len(judged),
+        "ops_sampled": sampled,
+        "samples_per_op": SAMPLES_PER_OP,
+        "failed": [item for item in judged if item["verdict"] == "FAIL"],
+        "worst": judged[:worst],
+        "skipped": skipped,
+    }
 
 
 def has_kernel(func, dispatch_key: str) -> bool:
     """A kernel for the backend itself, or a composite one that decomposes into ops it has."""
     name = func.name()
-    return any(torch._C._dispatch_has_kernel_for_dispatch_key(name, key)
-               for key in (dispatch_key, "CompositeExplicitAutograd", "CompositeImplicitAutograd"))
+    return any(
+        torch._C._dispatch_has_kernel_for_dispatch_key(name, key)
+        for key in (dispatch_key, "CompositeExplicitAutograd", "CompositeImplicitAutograd")
+    )
 
 
 def _op_name(func) -> str:
@@ -201,6 +251,7 @@ def _host_copy(value):
 
 def _as(device: torch.device, dtype: torch.dtype | None):
     """Move tensors to `device`; with a `dtype`, floating tensors and dtype arguments become it too."""
+
     def convert(value):
         if isinstance(value, torch.Tensor):
             floating = dtype is not None and value.is_floating_point()
@@ -210,6 +261,7 @@ def _as(device: torch.device, dtype: torch.dtype | None):
         if dtype is not None and isinstance(value, torch.dtype) and value.is_floating_point:
             return dtype
         return value
+
     return convert
 
 
@@ -220,8 +272,9 @@ def _replay(func, args, kwargs, device: torch.device, dtype: torch.dtype | None)
 
 def _first_float(output):
     leaves, _ = tree_flatten(output)
-    return next((leaf.float().cpu() for leaf in leaves if isinstance(leaf, torch.Tensor) and leaf.is_floating_point()),
-                None)
+    return next(
+        (leaf.float().cpu() for leaf in leaves if isinstance(leaf, torch.Tensor) and leaf.is_floating_point()), None
+    )
 
 
 def _first_output(output) -> torch.Tensor | None:
@@ -234,15 +287,25 @@ def _first_output(output) -> torch.Tensor | None:
     return tensor.detach().cpu()
 
 
-def run_ops(source: str, trace_device: torch.device, dtype: torch.dtype, target: str,
-            replay_device: torch.device | None = None, progress=print) -> dict:
+def run_ops(
+    source: str,
+    trace_device: torch.device,
+    dtype: torch.dtype,
+    target: str,
+    replay_device: torch.device | None = None,
+    progress=print,
+) -> dict:
     """Trace on `trace_device`; judge coverage for `target`; replay on `replay_device` when given."""
     from voxport.models.registry import load_model
 
     progress(f"ops: tracing on {trace_device} in {str(dtype).removeprefix('torch.')}")
     recorder = trace_ops(load_model(source, trace_device, dtype))
-    result = {"model": str(source), "traced_on": str(trace_device), "dtype": str(dtype).removeprefix("torch."),
-              **coverage(recorder, target)}
+    result = {
+        "model": str(source),
+        "traced_on": str(trace_device),
+        "dtype": str(dtype).removeprefix("torch."),
+        **coverage(recorder, target),
+    }
     if replay_device is not None:
         kept = sum(len(samples) for samples in recorder.samples.values())
         progress(f"ops: replaying {kept} recorded calls of {len(recorder.samples)} ops on {replay_device}")
@@ -253,8 +316,19 @@ def run_ops(source: str, trace_device: torch.device, dtype: torch.dtype, target:
 
 # Ops that only move or retype data: left out when lining up the op sequences of one block on three models
 # (float32 skips the casts a half dtype makes).
-_DATA_MOVES = {"aten::_to_copy", "aten::to", "aten::copy_", "aten::clone", "aten::detach", "aten::alias",
-               "aten::lift_fresh", "aten::empty", "aten::empty_like", "aten::empty_strided", "aten::contiguous"}
+_DATA_MOVES = {
+    "aten::_to_copy",
+    "aten::to",
+    "aten::copy_",
+    "aten::clone",
+    "aten::detach",
+    "aten::alias",
+    "aten::lift_fresh",
+    "aten::empty",
+    "aten::empty_like",
+    "aten::empty_strided",
+    "aten::contiguous",
+}
 
 
 class OpTrace(TorchDispatchMode):
@@ -289,24 +363,34 @@ def first_diverging_op(block: str, call, sources: tuple[str, str], device: torch
 
     reference_source, target_source = sources
     traces = []
-    for source, on, in_dtype in ((reference_source, torch.device("cpu"), torch.float32),
-                                 (reference_source, torch.device("cpu"), dtype), (target_source, device, dtype)):
+    for source, on, in_dtype in (
+        (reference_source, torch.device("cpu"), torch.float32),
+        (reference_source, torch.device("cpu"), dtype),
+        (target_source, device, dtype),
+    ):
         try:
             traces.append(trace_block(load_model(source, on, in_dtype), block, call))
-        except Exception as error:  # noqa: BLE001 (a block that cannot run has no first op to name)
+        except Exception as error:
             return {"op": None, "reason": f"could not trace it: {type(error).__name__}: {error}"}
         finally:
             gc.collect()  # the model just traced is garbage (in reference cycles): one model in memory at a time
     reference, benchmark, target = traces
     for index, ((name, got), (bench_name, expected_bench)) in enumerate(zip(target, benchmark)):
         if name != bench_name:
-            return {"index": index, "op": name,
-                    "reason": f"the target runs {name} where the benchmark runs {bench_name}"}
+            return {
+                "index": index,
+                "op": name,
+                "reason": f"the target runs {name} where the benchmark runs {bench_name}",
+            }
         if got is None or expected_bench is None:
             continue
         if got.shape != expected_bench.shape:  # a wrong shape is the answer, not an op to skip
-            return {"index": index, "op": name, "verdict": "FAIL",
-                    "reason": f"output shape {tuple(got.shape)} where the benchmark's is {tuple(expected_bench.shape)}"}
+            return {
+                "index": index,
+                "op": name,
+                "verdict": "FAIL",
+                "reason": f"output shape {tuple(got.shape)} where the benchmark's is {tuple(expected_bench.shape)}",
+            }
         if index >= len(reference) or reference[index][0] != name:
             continue
         expected = reference[index][1]
@@ -316,6 +400,9 @@ def first_diverging_op(block: str, call, sources: tuple[str, str], device: torch
         if verdict["verdict"] != "PASS":
             return {"index": index, "op": name, **verdict}
     if len(target) != len(benchmark):
-        return {"index": min(len(target), len(benchmark)), "op": None,
-                "reason": f"the target runs {len(target)} ops where the benchmark runs {len(benchmark)}"}
+        return {
+            "index": min(len(target), len(benchmark)),
+            "op": None,
+            "reason": f"the target runs {len(target)} ops where the benchmark runs {len(benchmark)}",
+        }
     return {"op": None, "reason": "every op keeps within the benchmark's error: check the weights"}

@@ -25,9 +25,17 @@ def bound_fraction(steps: int, seconds: float, step_bytes: int, bandwidth: float
     return steps * step_bytes / bandwidth / seconds if seconds > 0 and bandwidth else None
 
 
-def run_benchmark(source: str, device: torch.device, dtype: torch.dtype, configs: list[tuple[str, str, int]],
-                  iterations: int = 3, bandwidth: float | None = None, progress=print,
-                  remeasure_bandwidth: bool = False, stages: bool = False) -> dict:
+def run_benchmark(
+    source: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    configs: list[tuple[str, str, int]],
+    iterations: int = 3,
+    bandwidth: float | None = None,
+    progress=print,
+    remeasure_bandwidth: bool = False,
+    stages: bool = False,
+) -> dict:
     """`bandwidth` in bytes/s overrides the published figure or the cached probe; `stages` also times each
     stage of the model's whole job (where the model declares them)."""
     if iterations < 1:
@@ -58,8 +66,9 @@ def run_benchmark(source: str, device: torch.device, dtype: torch.dtype, configs
             latencies.append(seconds)
             if steps > 1:
                 singles.append(_timed_run(model, inputs, 1, backend, device)[1])
-        timed_configs.append((config, steps, latencies, singles, audio_seconds, backend.peak_memory(device),
-                              host.peak_memory(device)))
+        timed_configs.append(
+            (config, steps, latencies, singles, audio_seconds, backend.peak_memory(device), host.peak_memory(device))
+        )
     measured_bandwidth = faster_of_another_probe(device, measured_bandwidth)
     rate = measured_bandwidth.bytes_per_second
     results = [_config_result(*timed, step_bytes, rate, device) for timed in timed_configs]
@@ -67,13 +76,20 @@ def run_benchmark(source: str, device: torch.device, dtype: torch.dtype, configs
     if decode:
         stage_report["decode_bound_fraction"] = bound_fraction(1, decode, step_bytes, rate)
     return {
-        "model": str(source), "device": str(device), "device_name": name, "dtype": dtype_name(dtype),
-        "step_unit": model.step_unit, "iterations": iterations,
-        "load_breakdown_seconds": load, "total_load_seconds": sum(load.values()),
+        "model": str(source),
+        "device": str(device),
+        "device_name": name,
+        "dtype": dtype_name(dtype),
+        "step_unit": model.step_unit,
+        "iterations": iterations,
+        "load_breakdown_seconds": load,
+        "total_load_seconds": sum(load.values()),
         "weight_bytes_per_step": step_bytes,
-        "bandwidth_bytes_per_second": measured_bandwidth.bytes_per_second, "bandwidth_source": measured_bandwidth.source,
+        "bandwidth_bytes_per_second": measured_bandwidth.bytes_per_second,
+        "bandwidth_source": measured_bandwidth.source,
         "bandwidth_probes_bytes_per_second": list(measured_bandwidth.probes),
-        "stages": stage_report, "configs": results,
+        "stages": stage_report,
+        "configs": results,
     }
 
 
@@ -101,18 +117,23 @@ def _timed_run(model, inputs, steps: int, backend, device: torch.device) -> tupl
     return audio_seconds, time.perf_counter() - began
 
 
-def _config_result(config, steps, latencies, singles, audio_seconds, device_peak, host_peak, step_bytes, bandwidth,
-                   device):
+def _config_result(
+    config, steps, latencies, singles, audio_seconds, device_peak, host_peak, step_bytes, bandwidth, device
+):
     mean = float(np.mean(latencies))
     bound = step_bytes / bandwidth if bandwidth else None
     on_device = device.type != "cpu"
     # Per step: (N-step run - 1-step run) / (N - 1), medians; a 1-step config has only the whole run.
     # None where noise swamps the difference (a tiny model on a busy machine).
-    step = ((statistics.median(latencies) - statistics.median(singles)) / (steps - 1) if singles
-            else statistics.median(latencies))
+    step = (
+        (statistics.median(latencies) - statistics.median(singles)) / (steps - 1)
+        if singles
+        else statistics.median(latencies)
+    )
     step = step if step > 0 else None
     return {
-        "config": config, "steps": steps,
+        "config": config,
+        "steps": steps,
         "latency_mean_seconds": mean,
         "latency_p50_seconds": float(np.percentile(latencies, 50)),
         "latency_p90_seconds": float(np.percentile(latencies, 90)),

@@ -24,8 +24,7 @@ def phase(name: str, into: dict[str, dict]) -> Iterator[None]:
     try:
         yield
     finally:
-        into[name] = {"seconds": time.perf_counter() - start,
-                      "peak_rss_bytes": host.peak_memory(HOST).allocated_bytes}
+        into[name] = {"seconds": time.perf_counter() - start, "peak_rss_bytes": host.peak_memory(HOST).allocated_bytes}
 
 
 def no_bar(total: int, unit: str, description: str):

@@ -17,20 +17,41 @@ from voxport.validate.performance import run_benchmark
 from voxport.validate.report import plot_drift, plot_memory, plot_performance, summary_markdown
 from voxport.validate.reports import REPORTS, Environment, StageError, ValidationRun, write_report
 
-STAGE_FILES = {"accuracy": "accuracy.json", "reproducibility": "reproducibility.json",
-               "performance": "performance.json", "ops": "ops.json"}
+STAGE_FILES = {
+    "accuracy": "accuracy.json",
+    "reproducibility": "reproducibility.json",
+    "performance": "performance.json",
+    "ops": "ops.json",
+}
 
 
-def run_all(source: str, device: torch.device, dtype: torch.dtype, out: Path, configs, iterations: int = 3,
-            steps: int = 16, progress=print) -> Path:
+def run_all(
+    source: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    out: Path,
+    configs,
+    iterations: int = 3,
+    steps: int = 16,
+    progress=print,
+) -> Path:
     """Write the four JSON results, the plots and summary.md into `out`; returns summary.md's path."""
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file: expected a directory")
     out.mkdir(parents=True, exist_ok=True)
     env = Environment.model_validate(environment(device))
-    results = run_stages(source, device, dtype, configs, iterations, steps, progress=progress,
-                         on_stage=lambda name, result: write_report(out / STAGE_FILES[name],
-                                                                    result.model_copy(update={"environment": env})))
+    results = run_stages(
+        source,
+        device,
+        dtype,
+        configs,
+        iterations,
+        steps,
+        progress=progress,
+        on_stage=lambda name, result: write_report(
+            out / STAGE_FILES[name], result.model_copy(update={"environment": env})
+        ),
+    )
     plots = {
         "per-block drift": _plot(plot_drift, results.accuracy, out / "drift.png"),
         "latency and real-time factor": _plot(plot_performance, results.performance, out / "performance.png"),
@@ -42,8 +63,17 @@ def run_all(source: str, device: torch.device, dtype: torch.dtype, out: Path, co
     return summary
 
 
-def run_stages(source: str, device: torch.device, dtype: torch.dtype, configs, iterations: int = 3, steps: int = 16,
-               names=tuple(STAGE_FILES), progress=print, on_stage=lambda name, result: None) -> ValidationRun:
+def run_stages(
+    source: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    configs,
+    iterations: int = 3,
+    steps: int = 16,
+    names=tuple(STAGE_FILES),
+    progress=print,
+    on_stage=lambda name, result: None,
+) -> ValidationRun:
     """The stages in `names` (accuracy, reproducibility, performance, ops), in that order, each as its typed
     report; a stage that fails is recorded as a StageError (its reason) and the others still run.
     `on_stage(name, result)` hears each one."""

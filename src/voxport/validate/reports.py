@@ -168,8 +168,10 @@ class AgainstReference(Record):
     sampled_parts_at_step: int | None
     agree_until_step: int | None = Field(description="null: the reference's tokens stayed in the target's top-k")
     steps_in_top_k: int
-    logits_gap: float = Field(description="largest difference of the engine's teacher-forced logits from the "
-                                          "reference's, over the largest logit")
+    logits_gap: float = Field(
+        description="largest difference of the engine's teacher-forced logits from the "
+        "reference's, over the largest logit"
+    )
 
 
 class ReproReport(Record):
@@ -301,8 +303,12 @@ class OpsReport(Record):
     environment: Environment | None = Field(default=None, description=ENVIRONMENT)
 
 
-REPORTS: dict[str, type[BaseModel]] = {"accuracy": AccuracyReport, "reproducibility": ReproReport,
-                                       "performance": PerformanceReport, "ops": OpsReport}
+REPORTS: dict[str, type[BaseModel]] = {
+    "accuracy": AccuracyReport,
+    "reproducibility": ReproReport,
+    "performance": PerformanceReport,
+    "ops": OpsReport,
+}
 
 
 # run-all and the fleet

@@ -32,33 +32,51 @@ SEED = 1234
 NEAR_TIE = 10 * FLOORS[torch.float32]
 
 
-def run_reproducibility(source: str, device: torch.device, dtype: torch.dtype, steps: int = 16, top_k: int = 5,
-                        reference_device: torch.device = CPU, reference_dtype: torch.dtype = torch.float32,
-                        progress=print, reference_source: str | None = None) -> dict:
+def run_reproducibility(
+    source: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    steps: int = 16,
+    top_k: int = 5,
+    reference_device: torch.device = CPU,
+    reference_dtype: torch.dtype = torch.float32,
+    progress=print,
+    reference_source: str | None = None,
+) -> dict:
     """Repeats on `source` at `device`/`dtype`, and its streams against `reference_source` (default: the same
     checkpoint) on the reference device and dtype."""
     reference_source = reference_source or source
-    progress(f"reproducibility: reference tokens of {reference_source} on {reference_device}/"
-             f"{dtype_name(reference_dtype)} ({steps} steps)")
+    progress(
+        f"reproducibility: reference tokens of {reference_source} on {reference_device}/"
+        f"{dtype_name(reference_dtype)} ({steps} steps)"
+    )
     reference_model = load_model(reference_source, reference_device, reference_dtype)
     inputs = reference_model.example_inputs()
-    reference = {"greedy": reference_model.greedy_tokens(inputs, steps).cpu(),
-                 "sampled": reference_model.sampled_tokens(inputs, steps, SEED).cpu()}
+    reference = {
+        "greedy": reference_model.greedy_tokens(inputs, steps).cpu(),
+        "sampled": reference_model.sampled_tokens(inputs, steps, SEED).cpu(),
+    }
     reference_forced = reference_model.token_logits(inputs, reference["greedy"]).cpu()
     del reference_model
     gc.collect()
 
     progress(f"reproducibility: greedy and seeded sampling, twice each, on {device}/{dtype_name(dtype)}")
     model = load_model(source, device, dtype)
-    runs = {"greedy": [model.greedy_tokens(inputs, steps).cpu() for _ in range(2)],
-            "sampled": [model.sampled_tokens(inputs, steps, SEED).cpu() for _ in range(2)]}
+    runs = {
+        "greedy": [model.greedy_tokens(inputs, steps).cpu() for _ in range(2)],
+        "sampled": [model.sampled_tokens(inputs, steps, SEED).cpu() for _ in range(2)],
+    }
     audio = [model.tokens_to_audio(tokens) for tokens in runs["greedy"]]
     forced = model.token_logits(inputs, reference["greedy"]).cpu()
     in_top_k = _in_top_k(forced, reference["greedy"], top_k)
     repeats = {mode: _steps_equal(*pair) for mode, pair in runs.items()}
     result = {
-        "model": str(source), "device": str(device), "dtype": dtype_name(dtype), "steps": steps,
-        "step_unit": model.step_unit, "seed": SEED,
+        "model": str(source),
+        "device": str(device),
+        "dtype": dtype_name(dtype),
+        "steps": steps,
+        "step_unit": model.step_unit,
+        "seed": SEED,
         "repeat": {
             "token_match_rate": float(repeats["greedy"].mean()),
             "first_divergence": _first_false(repeats["greedy"]),
@@ -67,7 +85,9 @@ def run_reproducibility(source: str, device: torch.device, dtype: torch.dtype, s
             "identical_audio": None if audio[0] is None else bool(np.array_equal(audio[0], audio[1])),
         },
         "against_reference": {
-            "model": str(reference_source), "device": str(reference_device), "dtype": dtype_name(reference_dtype),
+            "model": str(reference_source),
+            "device": str(reference_device),
+            "dtype": dtype_name(reference_dtype),
             "top_k": top_k,
             "token_match_rate": float(_steps_equal(runs["greedy"][0], reference["greedy"]).mean()),
             "greedy_parts_at_step": _first_false(_steps_equal(runs["greedy"][0], reference["greedy"])),
@@ -82,17 +102,25 @@ def run_reproducibility(source: str, device: torch.device, dtype: torch.dtype, s
     result["against_reference"]["parting_gap"] = gap
     logits_gap = float((forced.double() - reference_forced.double()).abs().max() / reference_forced.abs().max())
     result["against_reference"]["logits_gap"] = logits_gap
-    problems = [f"greedy repeat parts at step {result['repeat']['first_divergence']}"
-                if result["repeat"]["first_divergence"] is not None else None,
-                f"seeded repeat parts at step {result['repeat']['sampled_first_divergence']}"
-                if result["repeat"]["sampled_first_divergence"] is not None else None,
-                f"a reference token leaves the top-{top_k} at step {result['against_reference']['agree_until_step']}"
-                if result["against_reference"]["agree_until_step"] is not None else None,
-                f"in float32 the greedy streams part at step {parting}, where the reference's id lies "
-                f"{gap:.2e} of the largest logit below the target's pick (a near tie is within {NEAR_TIE:.0e})"
-                if float32 and gap is not None and gap > NEAR_TIE else None,
-                f"in float32 the teacher-forced logits part from the reference's by {logits_gap:.2e} of the largest "
-                f"logit (float32 kernels keep within {NEAR_TIE:.0e})" if float32 and logits_gap > NEAR_TIE else None]
+    problems = [
+        f"greedy repeat parts at step {result['repeat']['first_divergence']}"
+        if result["repeat"]["first_divergence"] is not None
+        else None,
+        f"seeded repeat parts at step {result['repeat']['sampled_first_divergence']}"
+        if result["repeat"]["sampled_first_divergence"] is not None
+        else None,
+        f"a reference token leaves the top-{top_k} at step {result['against_reference']['agree_until_step']}"
+        if result["against_reference"]["agree_until_step"] is not None
+        else None,
+        f"in float32 the greedy streams part at step {parting}, where the reference's id lies "
+        f"{gap:.2e} of the largest logit below the target's pick (a near tie is within {NEAR_TIE:.0e})"
+        if float32 and gap is not None and gap > NEAR_TIE
+        else None,
+        f"in float32 the teacher-forced logits part from the reference's by {logits_gap:.2e} of the largest "
+        f"logit (float32 kernels keep within {NEAR_TIE:.0e})"
+        if float32 and logits_gap > NEAR_TIE
+        else None,
+    ]
     result["problems"] = [problem for problem in problems if problem]
     result["verdict"] = "FAIL" if result["problems"] else "PASS"
     return result

@@ -54,7 +54,9 @@ def errors(reference: torch.Tensor, output: torch.Tensor) -> Errors:
     out = output.detach().to("cpu", torch.float64).flatten()
     finite = torch.isfinite(ref)
     # Infinities the reference has too (a mask's -inf) are agreement; any other NaN or Inf is a failure.
-    if not bool(torch.isfinite(out[finite]).all()) or not torch.equal(out[~finite].nan_to_num(), ref[~finite].nan_to_num()):
+    if not bool(torch.isfinite(out[finite]).all()) or not torch.equal(
+        out[~finite].nan_to_num(), ref[~finite].nan_to_num()
+    ):
         return Errors(float("inf"), float("inf"), finite=False)
     ref, out = ref[finite], out[finite]
     difference = out - ref

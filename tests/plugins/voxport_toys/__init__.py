@@ -4,7 +4,19 @@ no line about them; the tests drive both through every door."""
 
 from voxport.models.registry import ModelFamily
 
-TOY_SPEECH = ModelFamily("toyspeech", "toy_speech", "toy speech at 16 kHz", "voxport_toys.models:ToySpeech",
-                         "voxport_toys.models:make_toy_speech", capability="speaks_text")
-TOY_CHAT = ModelFamily("toychat", "toy_chat", "toy audio chat", "voxport_toys.models:ToyChat",
-                       "voxport_toys.models:make_toy_chat", capability="answers_audio")
+TOY_SPEECH = ModelFamily(
+    "toyspeech",
+    "toy_speech",
+    "toy speech at 16 kHz",
+    "voxport_toys.models:ToySpeech",
+    "voxport_toys.models:make_toy_speech",
+    capability="speaks_text",
+)
+TOY_CHAT = ModelFamily(
+    "toychat",
+    "toy_chat",
+    "toy audio chat",
+    "voxport_toys.models:ToyChat",
+    "voxport_toys.models:make_toy_chat",
+    capability="answers_audio",
+)

@@ -69,8 +69,9 @@ class ToyModel:
         pass
 
     @torch.inference_mode()
-    def codes_for(self, inputs: torch.Tensor, max_steps: int, min_steps: int, sampling: SamplingSettings,
-                  seed: int) -> list[int]:
+    def codes_for(
+        self, inputs: torch.Tensor, max_steps: int, min_steps: int, sampling: SamplingSettings, seed: int
+    ) -> list[int]:
         generator = torch.Generator(device=self.device).manual_seed(seed)
         codes: list[int] = []
         previous = 0
@@ -94,14 +95,24 @@ class ToyModel:
         return ToyExample(_ids(text), torch.arange(1, 9) % CODES)
 
     def accuracy_examples(self, texts=None, audios=None) -> dict[str, ToyExample]:
-        return {f"text{index}": ToyExample(_ids(text), torch.arange(1, 9) % CODES)
-                for index, text in enumerate(texts or ["Every port is checked."])}
+        return {
+            f"text{index}": ToyExample(_ids(text), torch.arange(1, 9) % CODES)
+            for index, text in enumerate(texts or ["Every port is checked."])
+        }
 
     def accuracy_stages(self, example: ToyExample) -> list[Stage]:
-        inputs = {"inputs": example.inputs, "previous": torch.cat([torch.zeros(1, dtype=torch.long),
-                                                                   example.codes[:-1]])}
-        return [Stage("net", inputs, lambda model, given: model.net(given["inputs"], given["previous"]),
-                      ("layers.0", "layers.1", "head"))]
+        inputs = {
+            "inputs": example.inputs,
+            "previous": torch.cat([torch.zeros(1, dtype=torch.long), example.codes[:-1]]),
+        }
+        return [
+            Stage(
+                "net",
+                inputs,
+                lambda model, given: model.net(given["inputs"], given["previous"]),
+                ("layers.0", "layers.1", "head"),
+            )
+        ]
 
     def checkpoint_name(self, module: str) -> str:
         return module
@@ -142,8 +153,9 @@ class ToySpeech(ToyModel):
 
     family = "toyspeech"
     speaks_text = True
-    speech_defaults = SpeechDefaults(sampling=SamplingSettings(temperature=1.2, top_k=8), base_seconds=0.5,
-                                     seconds_per_char=0.05, max_chunk_chars=60)
+    speech_defaults = SpeechDefaults(
+        sampling=SamplingSettings(temperature=1.2, top_k=8), base_seconds=0.5, seconds_per_char=0.05, max_chunk_chars=60
+    )
     sample_rate = RATE
     step_rate = RATE / STEP_SAMPLES
 
@@ -152,8 +164,11 @@ class ToySpeech(ToyModel):
         for spec in specs:
             start = time.perf_counter()
             codes = self.codes_for(self._inputs(spec), spec.max_steps, spec.min_steps, spec.sampling, spec.seed)
-            results.append(SpokenAudio(_tones(codes), RATE, len(codes), time.perf_counter() - start,
-                                       np.array(codes, dtype=np.int64)))
+            results.append(
+                SpokenAudio(
+                    _tones(codes), RATE, len(codes), time.perf_counter() - start, np.array(codes, dtype=np.int64)
+                )
+            )
             if on_step is not None:
                 on_step(len(codes))
         return results
@@ -161,7 +176,7 @@ class ToySpeech(ToyModel):
     def speak_stream(self, spec):
         whole = self.speak([spec])[0]
         for start in range(0, max(whole.output_tokens, 1), 2):
-            codes = whole.codes[start:start + 2]
+            codes = whole.codes[start : start + 2]
             yield SpokenAudio(_tones(codes.tolist()), RATE, len(codes), 0.0, codes)
 
     def count_text_tokens(self, text: str) -> int:
@@ -198,8 +213,9 @@ class ToyConversation:
     def say(self, clip: ToyClip, on_token=None) -> ChatRound:
         start = time.perf_counter()
         chosen = self.settings.with_defaults(ToyChat.chat_defaults)
-        sampling = SamplingSettings(temperature=chosen.temperature, top_k=chosen.top_k, top_p=chosen.top_p,
-                                    greedy=chosen.greedy)
+        sampling = SamplingSettings(
+            temperature=chosen.temperature, top_k=chosen.top_k, top_p=chosen.top_p, greedy=chosen.greedy
+        )
         inputs = torch.cat([*self.heard, clip.ids])
         ids = self.model.codes_for(inputs, chosen.max_new_tokens, 0, sampling, self.seed + len(self.rounds))
         if on_token is not None:
@@ -209,10 +225,21 @@ class ToyConversation:
 
     def _round(self, clip: ToyClip, ids: list[int], seconds: float, speech) -> ChatRound:
         self.heard += [clip.ids, torch.tensor(ids, dtype=torch.long)]
-        self.rounds.append(ChatRound(index=len(self.rounds), text=self.model.reply_text(ids), text_token_ids=ids,
-                                     audio_codes=ids if speech is not None else [], reply_ids=ids,
-                                     audio_features=len(clip.ids), generation_seconds=seconds, prefill_positions=0,
-                                     cache_positions_before=0, stopped=True, speech=speech))
+        self.rounds.append(
+            ChatRound(
+                index=len(self.rounds),
+                text=self.model.reply_text(ids),
+                text_token_ids=ids,
+                audio_codes=ids if speech is not None else [],
+                reply_ids=ids,
+                audio_features=len(clip.ids),
+                generation_seconds=seconds,
+                prefill_positions=0,
+                cache_positions_before=0,
+                stopped=True,
+                speech=speech,
+            )
+        )
         return self.rounds[-1]
 
 

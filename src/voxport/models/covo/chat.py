@@ -29,8 +29,9 @@ def round_sampling(settings: ChatSettings, round_index: int) -> SamplingSettings
     unless the settings are greedy."""
     chosen = settings.with_defaults(CHAT_DEFAULTS)
     assert chosen.temperature is not None and chosen.top_k is not None and chosen.top_p is not None
-    return SamplingSettings(temperature=chosen.temperature, top_k=chosen.top_k, top_p=chosen.top_p,
-                            greedy=chosen.greedy or round_index == 0)
+    return SamplingSettings(
+        temperature=chosen.temperature, top_k=chosen.top_k, top_p=chosen.top_p, greedy=chosen.greedy or round_index == 0
+    )
 
 
 class CovoChat:
@@ -64,16 +65,28 @@ class CovoChat:
         text_ids, codes = self.model.split_output(reply_ids[0].tolist())
         history = self.engine.positions
         self.model.check_context(index, history, prompt_ids.shape[1] + reply_ids.shape[1], 1)
-        self.model.continue_cache(self.engine, self.model.prompt_embeds(prompt_ids, clip), reply_ids.to(self.model.device))
-        self.rounds.append(ChatRound(
-            index=index, text=self.model.decode_text(text_ids), text_token_ids=text_ids, audio_codes=codes,
-            reply_ids=reply_ids[0].tolist(), audio_features=clip.placeholders, generation_seconds=0.0,
-            prefill_positions=prompt_ids.shape[1] + reply_ids.shape[1], cache_positions_before=history, stopped=True,
-        ))
+        self.model.continue_cache(
+            self.engine, self.model.prompt_embeds(prompt_ids, clip), reply_ids.to(self.model.device)
+        )
+        self.rounds.append(
+            ChatRound(
+                index=index,
+                text=self.model.decode_text(text_ids),
+                text_token_ids=text_ids,
+                audio_codes=codes,
+                reply_ids=reply_ids[0].tolist(),
+                audio_features=clip.placeholders,
+                generation_seconds=0.0,
+                prefill_positions=prompt_ids.shape[1] + reply_ids.shape[1],
+                cache_positions_before=history,
+                stopped=True,
+            )
+        )
         return self.rounds[-1]
 
-    def say(self, audio: SpeechClip | str | Path | np.ndarray,
-            on_token: Callable[[list[int]], None] | None = None) -> ChatRound:
+    def say(
+        self, audio: SpeechClip | str | Path | np.ndarray, on_token: Callable[[list[int]], None] | None = None
+    ) -> ChatRound:
         """Answer one user clip; `on_token(ids)` hears the reply's ids so far after each chunk of tokens."""
         clip = audio if isinstance(audio, SpeechClip) else prepare_clip(audio)
         index = len(self.rounds)
@@ -84,21 +97,36 @@ class CovoChat:
         with timed(self.model.device, timings, "generation_seconds"):
             prompt_embeds = self.model.prompt_embeds(prompt_ids, clip)
             run = self.engine.generate(
-                prompt_embeds, prompt_ids, self.stop_id, self.settings.max_new_tokens,
-                round_sampling(self.settings, index), PENALTIES, self.generator, on_token,
+                prompt_embeds,
+                prompt_ids,
+                self.stop_id,
+                self.settings.max_new_tokens,
+                round_sampling(self.settings, index),
+                PENALTIES,
+                self.generator,
+                on_token,
             )
         text_ids, codes = self.model.split_output(run.ids)
         speech = None
         if self.settings.speaks and codes:
             with timed(self.model.device, timings, "decode_seconds"):
                 speech = self.model.speech_decoder().render(codes, seed=self.seed)
-        self.rounds.append(ChatRound(
-            index=index, text=self.model.decode_text(text_ids), text_token_ids=text_ids, audio_codes=codes,
-            reply_ids=run.ids[:-1],
-            audio_features=clip.placeholders, generation_seconds=timings["generation_seconds"],
-            prefill_positions=run.prefill_positions, cache_positions_before=history, stopped=run.stopped,
-            speech=speech, decode_seconds=timings.get("decode_seconds"),
-        ))
+        self.rounds.append(
+            ChatRound(
+                index=index,
+                text=self.model.decode_text(text_ids),
+                text_token_ids=text_ids,
+                audio_codes=codes,
+                reply_ids=run.ids[:-1],
+                audio_features=clip.placeholders,
+                generation_seconds=timings["generation_seconds"],
+                prefill_positions=run.prefill_positions,
+                cache_positions_before=history,
+                stopped=run.stopped,
+                speech=speech,
+                decode_seconds=timings.get("decode_seconds"),
+            )
+        )
         return self.rounds[-1]
 
     def prompt_ids(self, clip: SpeechClip, round_index: int) -> torch.Tensor:

@@ -43,8 +43,11 @@ class SpeechClip:
 def prepare_clip(audio: str | Path | np.ndarray) -> SpeechClip:
     """A file (any format soundfile reads) or 24 kHz mono samples -> a clip the chat can take."""
     source = str(audio) if not isinstance(audio, np.ndarray) else "<samples>"
-    samples = (load_audio(audio, INPUT_RATE) if not isinstance(audio, np.ndarray)
-               else check_samples(audio, INPUT_RATE, "audio samples"))
+    samples = (
+        load_audio(audio, INPUT_RATE)
+        if not isinstance(audio, np.ndarray)
+        else check_samples(audio, INPUT_RATE, "audio samples")
+    )
     shaped = trim_and_pad(samples, HOP, PAD_MULTIPLE)
     placeholders = ceil_halvings(len(shaped) * 100 // INPUT_RATE, FEATURE_HALVINGS)
     segments = tuple(

@@ -62,8 +62,14 @@ class TokenEngine:
     """One conversation's LLM state: a static KV cache (grown in quanta when a round needs more room) and how
     many of its positions hold history. Prompts are prefilled into it; tokens are generated from it."""
 
-    def __init__(self, llm: Qwen2ForCausalLM, grouped_attention: bool, capacity: int = CACHE_QUANTUM,
-                 compile_step: Callable[[Callable], Callable | None] | None = None, pick: Callable | None = None):
+    def __init__(
+        self,
+        llm: Qwen2ForCausalLM,
+        grouped_attention: bool,
+        capacity: int = CACHE_QUANTUM,
+        compile_step: Callable[[Callable], Callable | None] | None = None,
+        pick: Callable | None = None,
+    ):
         """`pick` replaces the penalised greedy or sampled choice (`TokenEngine.pick`'s arguments): teacher
         forcing passes known tokens."""
         if pick is not None:
@@ -79,8 +85,10 @@ class TokenEngine:
         """Room for `positions` more positions after the history, within the model's context."""
         needed = self.positions + positions
         if needed > self.limit:
-            raise InputError(f"history ({self.positions}) plus {positions} new positions exceeds the model's "
-                             f"context of {self.limit} positions")
+            raise InputError(
+                f"history ({self.positions}) plus {positions} new positions exceeds the model's "
+                f"context of {self.limit} positions"
+            )
         if needed > self.stack.length:
             self.stack.grow(min(max(_quanta(needed), 2 * self.stack.length), self.limit))
 
@@ -98,9 +106,16 @@ class TokenEngine:
         self.positions = end
         return self.stack.linear(hidden[:, -1], self.head)
 
-    def step(self, logits: torch.Tensor, seen: torch.Tensor, recent: torch.Tensor, position: torch.Tensor,
-             sampling: SamplingSettings, penalties: RepetitionPenalties, noise: torch.Tensor | None
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def step(
+        self,
+        logits: torch.Tensor,
+        seen: torch.Tensor,
+        recent: torch.Tensor,
+        position: torch.Tensor,
+        sampling: SamplingSettings,
+        penalties: RepetitionPenalties,
+        noise: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Pick a token from `logits` [1, vocab] and run it at cache row `position` (a 0-d tensor): the token [1],
         the logits after it and the penalty state (see `penalty_state`) after it. Pure tensor code: one graph
         for compile_step."""
@@ -112,17 +127,33 @@ class TokenEngine:
         recent = torch.cat([recent[:, 1:], token.view(1, 1)], dim=1)
         return token, self.stack.linear(hidden[:, -1], self.head), seen, recent
 
-    def pick(self, logits: torch.Tensor, seen: torch.Tensor, recent: torch.Tensor, sampling: SamplingSettings,
-             penalties: RepetitionPenalties, noise: torch.Tensor | None) -> torch.Tensor:
+    def pick(
+        self,
+        logits: torch.Tensor,
+        seen: torch.Tensor,
+        recent: torch.Tensor,
+        sampling: SamplingSettings,
+        penalties: RepetitionPenalties,
+        noise: torch.Tensor | None,
+    ) -> torch.Tensor:
         """The next token [1]: both penalties in the reference's order, then greedy or Gumbel-max sampling."""
         scores = penalize(logits.float(), seen, penalties.penalty)
         scores = penalize(scores, torch.zeros_like(seen).scatter_(1, recent, True), penalties.windowed_penalty)
         return pick_tokens(scores, sampling, gumbel=noise)
 
     @torch.inference_mode()
-    def generate(self, prompt_embeds: torch.Tensor, prompt_ids: torch.Tensor, stop_id: int, max_new_tokens: int,
-                 sampling: SamplingSettings, penalties: RepetitionPenalties, generator: torch.Generator | None,
-                 on_token: Callable[[list[int]], None] | None = None, step: Callable | None = None) -> TokenRun:
+    def generate(
+        self,
+        prompt_embeds: torch.Tensor,
+        prompt_ids: torch.Tensor,
+        stop_id: int,
+        max_new_tokens: int,
+        sampling: SamplingSettings,
+        penalties: RepetitionPenalties,
+        generator: torch.Generator | None,
+        on_token: Callable[[list[int]], None] | None = None,
+        step: Callable | None = None,
+    ) -> TokenRun:
         """Continue the history with the prompt, then pick tokens until `stop_id` or `max_new_tokens`;
         `on_token(ids)` hears the ids picked so far after each chunk of tokens (it may raise to stop the run
         there); `step` replaces `self.step` (e.g. captured otherwise).
@@ -138,8 +169,13 @@ class TokenEngine:
         ids: list[int] = []
         while len(ids) < max_new_tokens:
             size = min(CHECK_EVERY, max_new_tokens - len(ids))
-            noise = None if sampling.greedy else gumbel_noise(
-                (size, 1, candidates(sampling, self.vocab)), sampling, generator, prompt_embeds.device)
+            noise = (
+                None
+                if sampling.greedy
+                else gumbel_noise(
+                    (size, 1, candidates(sampling, self.vocab)), sampling, generator, prompt_embeds.device
+                )
+            )
             tokens = []
             for offset in range(size):
                 index = len(ids) + offset
@@ -147,8 +183,9 @@ class TokenEngine:
                 if index == max_new_tokens - 1:  # the last token is not run through the model
                     tokens.append(self.pick(logits, seen, recent, sampling, penalties, chosen))
                 else:
-                    token, logits, seen, recent = step(logits, seen, recent, positions[index], sampling, penalties,
-                                                       chosen)
+                    token, logits, seen, recent = step(
+                        logits, seen, recent, positions[index], sampling, penalties, chosen
+                    )
                     tokens.append(token.clone())  # a CUDA graph's next replay overwrites its outputs
             chunk = torch.cat(tokens).tolist()  # the one host sync of a chunk
             if stop_id in chunk:

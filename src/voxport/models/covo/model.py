@@ -12,11 +12,10 @@ from accelerate import init_empty_weights
 from torch import nn
 from transformers import Qwen2Tokenizer
 
-from voxport.errors import CheckpointError, InputError, first_line
 from voxport.audio.features import whisper_log_mel
-from voxport.models.base import Stage, repeated_blocks
+from voxport.errors import CheckpointError, InputError, first_line
+from voxport.models.base import ChatSettings, Stage, repeated_blocks
 from voxport.models.cached_stack import fuse_projections
-from voxport.models.base import ChatSettings
 from voxport.models.covo.chat import CHAT_DEFAULTS, PENALTIES, STOP_TOKENS, CovoChat, round_sampling
 from voxport.models.covo.config import CovoConfig
 from voxport.models.covo.frontend import INPUT_RATE, SpeechClip, clip_log_mels, prepare_clip
@@ -64,13 +63,25 @@ class CovoAudioChat:
     input_rate = INPUT_RATE
     engine_type = TokenEngine  # the LLM state every reply and every teacher-forced check runs through
 
-    def __init__(self, network: CovoAudioNetwork, tokenizer, config: CovoConfig, device: torch.device,
-                 dtype: torch.dtype, timings: dict[str, float], directory: Path):
+    def __init__(
+        self,
+        network: CovoAudioNetwork,
+        tokenizer,
+        config: CovoConfig,
+        device: torch.device,
+        dtype: torch.dtype,
+        timings: dict[str, float],
+        directory: Path,
+    ):
         self.network, self.tokenizer, self.config = network, tokenizer, config
         self.device, self.dtype, self.directory = device, dtype, directory
         self.init_seconds, self.load_seconds = timings["init_seconds"], timings["load_seconds"]
-        self.load_timings = {"config_and_tokenizer": timings["tokenizer_seconds"], "init": self.init_seconds,
-                             "weights": self.load_seconds, "fuse_projections": timings["fuse_projections_seconds"]}
+        self.load_timings = {
+            "config_and_tokenizer": timings["tokenizer_seconds"],
+            "init": self.init_seconds,
+            "weights": self.load_seconds,
+            "fuse_projections": timings["fuse_projections_seconds"],
+        }
         self.slot_id = self.token_id(AUDIO_SLOT)
         self.backend = backend_for(device)
         self._compile = False
@@ -113,8 +124,11 @@ class CovoAudioChat:
 
     def token_engine(self) -> TokenEngine:
         """A fresh LLM state (static KV cache) for one conversation, its step compiled if `compile()` was asked."""
-        return self.engine_type(self.network.llm, self.backend.grouped_query_attention,
-                                compile_step=self.backend.compile_step if self._compile else None)
+        return self.engine_type(
+            self.network.llm,
+            self.backend.grouped_query_attention,
+            compile_step=self.backend.compile_step if self._compile else None,
+        )
 
     def chat(self, settings: ChatSettings = ChatSettings()) -> CovoChat:
         return CovoChat(self, settings)
@@ -195,8 +209,10 @@ class CovoAudioChat:
         if audios:
             replies = ACCURACY_EXAMPLES["english"][1]
             return {Path(audio).name: CovoExample(prepare_clip(audio), follow_up, replies) for audio in audios}
-        return {name: CovoExample(prepare_clip(_voice_like(seconds)), follow_up, replies)
-                for name, (seconds, replies) in ACCURACY_EXAMPLES.items()}
+        return {
+            name: CovoExample(prepare_clip(_voice_like(seconds)), follow_up, replies)
+            for name, (seconds, replies) in ACCURACY_EXAMPLES.items()
+        }
 
     @torch.no_grad()
     def accuracy_stages(self, example: CovoExample) -> list[Stage]:
@@ -207,12 +223,16 @@ class CovoAudioChat:
         encoded = self.network.encoder(mels.to(self.dtype)).last_hidden_state
         # Each round's features cut to its prompt's placeholders, so the whole-sequence stage gives round 2's
         # slots round 2's audio (not round 1's padding rows).
-        features = [self.network.audio_adapter(encoded).flatten(0, 1)[: example.clip.placeholders].cpu(),
-                    self.audio_features(example.follow_up)[: example.follow_up.placeholders].cpu()]
+        features = [
+            self.network.audio_adapter(encoded).flatten(0, 1)[: example.clip.placeholders].cpu(),
+            self.audio_features(example.follow_up)[: example.follow_up.placeholders].cpu(),
+        ]
         rounds = []
         for index, (clip, reply) in enumerate(zip((example.clip, example.follow_up), example.replies)):
             reply_ids = self.tokenizer(reply, add_special_tokens=False).input_ids + [self.token_id("<|im_end|>")]
-            rounds.append((self.prompt_ids(clip.placeholders, first_round=index == 0)[0].cpu(), torch.tensor(reply_ids)))
+            rounds.append(
+                (self.prompt_ids(clip.placeholders, first_round=index == 0)[0].cpu(), torch.tensor(reply_ids))
+            )
         sequence = torch.cat([torch.cat([prompt, reply[:-1]]) for prompt, reply in rounds])
         decoder = self.speech_decoder()
         generator = torch.Generator().manual_seed(example.clip.placeholders)
@@ -220,33 +240,56 @@ class CovoAudioChat:
         frames = decoder.config.token2latent.upsample_factor * (decoder.prompt.tokens.shape[1] + codes.shape[1])
         z_dim = decoder.config.token2latent.z_dim
         noise = torch.randn(1, frames, z_dim, generator=generator)
-        latents = torch.randn(1, 4 * codes.shape[1], z_dim, generator=generator) * decoder.std.cpu() + decoder.mean.cpu()
-        llm_blocks = ("llm.model.embed_tokens", "llm.model.rotary_emb", *repeated_blocks(self.network, "llm"),
-                      "llm.model.norm", "llm.lm_head")
-        encoder_blocks = ("encoder.conv1", "encoder.conv2", *repeated_blocks(self.network, "encoder"),
-                          "encoder.layer_norm")
-        dit_blocks = ("token2latent.time_embedder", "token2latent.conv_embed",
-                      *repeated_blocks(decoder.network, "token2latent"), "token2latent.output_layer")
+        latents = (
+            torch.randn(1, 4 * codes.shape[1], z_dim, generator=generator) * decoder.std.cpu() + decoder.mean.cpu()
+        )
+        llm_blocks = (
+            "llm.model.embed_tokens",
+            "llm.model.rotary_emb",
+            *repeated_blocks(self.network, "llm"),
+            "llm.model.norm",
+            "llm.lm_head",
+        )
+        encoder_blocks = (
+            "encoder.conv1",
+            "encoder.conv2",
+            *repeated_blocks(self.network, "encoder"),
+            "encoder.layer_norm",
+        )
+        dit_blocks = (
+            "token2latent.time_embedder",
+            "token2latent.conv_embed",
+            *repeated_blocks(decoder.network, "token2latent"),
+            "token2latent.output_layer",
+        )
         vocoder_blocks = ("wavegan.conv_pre", *repeated_blocks(decoder.network, "wavegan"), "wavegan.conv_post")
         return [
             Stage("mel", {"segments": segments}, _log_mels),
             Stage("encoder", {"mels": mels.cpu()}, _encode, encoder_blocks),
             Stage("audio_adapter", {"encoded": encoded.cpu()}, _adapt, repeated_blocks(self.network, "audio_adapter")),
-            Stage("llm", {"ids": sequence.view(1, -1), "features": torch.cat(features)}, _teacher_forced_llm, llm_blocks),
+            Stage(
+                "llm", {"ids": sequence.view(1, -1), "features": torch.cat(features)}, _teacher_forced_llm, llm_blocks
+            ),
             Stage("generation", {"rounds": rounds, "features": features}, _cached_rounds),
-            Stage("token2latent", {"codes": codes, "noise": noise, "times": torch.tensor([0.0, 0.5])},
-                  _velocities, dit_blocks),
+            Stage(
+                "token2latent",
+                {"codes": codes, "noise": noise, "times": torch.tensor([0.0, 0.5])},
+                _velocities,
+                dit_blocks,
+            ),
             Stage("wavegan", {"latents": latents.transpose(1, 2)}, _vocode, vocoder_blocks),
         ]
 
     def log_mels(self, segments: list[torch.Tensor]) -> torch.Tensor:
         """The encoder's input [segments, mels, 3000] for 16 kHz segments: the front end every clip goes through."""
-        return torch.stack([whisper_log_mel(segment, self.config.encoder.num_mel_bins, self.device)
-                            for segment in segments])
+        return torch.stack(
+            [whisper_log_mel(segment, self.config.encoder.num_mel_bins, self.device) for segment in segments]
+        )
 
     @torch.inference_mode()
-    def cached_round_logits(self, rounds: list[tuple[torch.Tensor, torch.Tensor]],
-                            features: list[torch.Tensor]) -> torch.Tensor:
+    def cached_round_logits(
+        self, rounds: list[tuple[torch.Tensor, torch.Tensor]], features: list[torch.Tensor]
+    ) -> torch.Tensor:
         """Logits [steps, vocab] of known replies through the token engine a chat runs (static KV cache, its
         prefill after history and its decoding step), round after round: each round's prompt in one prefill,
         then its reply a token at a time, the last reply token left out of the cache as generation leaves it."""
@@ -260,8 +303,15 @@ class CovoAudioChat:
         engine = self.engine_type(self.network.llm, self.backend.grouped_query_attention, pick=known_token)
         for (prompt_ids, reply_ids), round_features in zip(rounds, features):
             prompt_ids = prompt_ids.view(1, -1).to(self.device)
-            engine.generate(self._fill_slots(prompt_ids, round_features), prompt_ids, NEVER,  # every known id runs
-                            len(reply_ids), SamplingSettings(greedy=True), RepetitionPenalties(), None)
+            engine.generate(
+                self._fill_slots(prompt_ids, round_features),
+                prompt_ids,
+                NEVER,  # every known id runs
+                len(reply_ids),
+                SamplingSettings(greedy=True),
+                RepetitionPenalties(),
+                None,
+            )
         return torch.stack(logits)
 
     @torch.inference_mode()
@@ -278,8 +328,12 @@ class CovoAudioChat:
             return tensor.expand(2, *tensor.shape[1:]).to(self.dtype)
 
         tokens = torch.cat([torch.zeros_like(conditioned), conditioned]).to(self.dtype)
-        return torch.stack([dit.velocity(tokens, pair(prefix), pair(noise), time.expand(2), pair(decoder.prompt.speaker))
-                            for time in times])
+        return torch.stack(
+            [
+                dit.velocity(tokens, pair(prefix), pair(noise), time.expand(2), pair(decoder.prompt.speaker))
+                for time in times
+            ]
+        )
 
     def bench_inputs(self, size: str) -> CovoExample:
         """A fixed user turn of a given length class (short 3 s, medium 10 s, long 25 s) for benchmarks."""
@@ -326,8 +380,11 @@ class CovoAudioChat:
     def weight_bytes_per_step(self) -> int:
         """Weight bytes one token reads: every LLM layer, the final norm and the output head."""
         llm = self.network.llm
-        return sum(p.numel() * p.element_size() for module in (llm.model.layers, llm.model.norm, llm.lm_head)
-                   for p in module.parameters())
+        return sum(
+            p.numel() * p.element_size()
+            for module in (llm.model.layers, llm.model.norm, llm.lm_head)
+            for p in module.parameters()
+        )
 
     def weight_bytes_per_prompt(self) -> int:
         """Weight bytes a prompt's prefill reads, whatever its length: the LLM's layers once."""
@@ -335,11 +392,19 @@ class CovoAudioChat:
 
     def _fixed_run(self, inputs: CovoExample, steps: int, sampling, penalties, generator=None):
         prompt_ids = self.prompt_ids(inputs.clip.placeholders, first_round=True)
-        return self._reply(prompt_ids, self.prompt_embeds(prompt_ids, inputs.clip), steps, sampling, penalties,
-                           generator)
+        return self._reply(
+            prompt_ids, self.prompt_embeds(prompt_ids, inputs.clip), steps, sampling, penalties, generator
+        )
 
-    def _reply(self, prompt_ids: torch.Tensor, embeds: torch.Tensor, steps: int, sampling=SamplingSettings(greedy=True),
-               penalties=RepetitionPenalties(), generator=None):
+    def _reply(
+        self,
+        prompt_ids: torch.Tensor,
+        embeds: torch.Tensor,
+        steps: int,
+        sampling=SamplingSettings(greedy=True),
+        penalties=RepetitionPenalties(),
+        generator=None,
+    ):
         return self.token_engine().generate(embeds, prompt_ids, NEVER, steps, sampling, penalties, generator)
 
     def stage_timings(self, inputs: CovoExample, speech_codes: int = 75) -> dict[str, float]:

@@ -35,7 +35,8 @@ class MimiDecodeStream:
         for index, conv in enumerate(convolutions):
             conv.layer_idx = index  # where the padding cache keeps this layer's inputs (as Mimi's encoder does)
         self.padding = MimiConv1dPaddingCache(
-            num_layers=len(convolutions), per_layer_padding=[conv.padding_total for conv in convolutions],
+            num_layers=len(convolutions),
+            per_layer_padding=[conv.padding_total for conv in convolutions],
             per_layer_padding_mode=[conv.pad_mode for conv in convolutions],
             per_layer_in_channels=[conv.in_channels for conv in convolutions],
         )
@@ -49,8 +50,9 @@ class MimiDecodeStream:
         latents = self.codec.quantizer.decode(codes)
         hidden = latents if self.upsample is None else self._transposed(self.upsample, latents)
         positions = torch.arange(self.steps, self.steps + hidden.shape[-1], device=hidden.device).unsqueeze(0)
-        hidden = self.transformer(hidden.transpose(1, 2), position_ids=positions, cache=self.attention,
-                                  use_cache=True).last_hidden_state.transpose(1, 2)
+        hidden = self.transformer(
+            hidden.transpose(1, 2), position_ids=positions, cache=self.attention, use_cache=True
+        ).last_hidden_state.transpose(1, 2)
         self.steps += hidden.shape[-1]
         for layer in self.seanet.layers:
             if isinstance(layer, MimiConvTranspose1d):

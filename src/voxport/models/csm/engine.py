@@ -68,29 +68,38 @@ class CsmEngine:
         # Ids at or above the codec's codebook size are specials the codec cannot decode: logits are cut
         # there. End of audio (id 0) is blocked in codebook 0 while frames are still too few.
         self.eos_blocked = torch.zeros(self.codebook_size, device=device).index_fill(
-            0, torch.tensor([config.codebook_eos_token_id], device=device), float("-inf"))
+            0, torch.tensor([config.codebook_eos_token_id], device=device), float("-inf")
+        )
         self.nothing_blocked = torch.zeros_like(self.eos_blocked)
         depth_model = model.depth_decoder.model
         if any(module.bias is not None for module in (model.lm_head, depth_model.inputs_embeds_projector)):
             raise ValueError("the engine expects CSM's bias-free output head and depth projector")
-        self.depth_embedding, self.depth_projector = depth_model.embed_tokens.weight, depth_model.inputs_embeds_projector.weight
+        self.depth_embedding, self.depth_projector = (
+            depth_model.embed_tokens.weight,
+            depth_model.inputs_embeds_projector.weight,
+        )
         # Only the codec's ids are ever picked: the heads' rows past them (specials) are not read at all.
         self.lm_head = model.lm_head.weight[: self.codebook_size]
-        self.depth_heads = [head[: self.codebook_size]
-                            for head in model.depth_decoder.codebooks_head.weight.transpose(1, 2).unbind(0)]
+        self.depth_heads = [
+            head[: self.codebook_size] for head in model.depth_decoder.codebooks_head.weight.transpose(1, 2).unbind(0)
+        ]
         slots = torch.arange(config.num_codebooks, device=device)
         vocab = config.vocab_size
         # Depth step k (1..31) embeds codebook k's code (its own rows of the table), writes cache row k + 1
         # and sees rows 0..k + 1: all constant, so computed once.
         self.depth_first = (self.depth_embedding[:vocab], self.depth.rope(slots[:2].expand(batch, 2)), slots[:2])
         self.depth_steps = [
-            (self.depth_embedding[step * vocab : (step + 1) * vocab],
-             self.depth.rope(slots[step + 1 : step + 2].expand(batch, 1)), slots[step + 1 : step + 2])
+            (
+                self.depth_embedding[step * vocab : (step + 1) * vocab],
+                self.depth.rope(slots[step + 1 : step + 2].expand(batch, 1)),
+                slots[step + 1 : step + 2],
+            )
             for step in range(1, config.num_codebooks - 1)
         ]
 
     def prefill(self, embeds: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
-        """Run left-padded prompts [batch, T, hidden] (row b's prompt starts at starts[b]); last hidden [batch, hidden]."""
+        """Run left-padded prompts [batch, T, hidden] (row b's prompt starts at starts[b]); the last hidden state
+        [batch, hidden]."""
         length = embeds.shape[1]
         queries = keys = torch.arange(length, device=embeds.device)  # the prompt fills cache rows 0..length-1
         real = keys[None, None, :] >= starts[:, None, None]
@@ -99,9 +108,16 @@ class CsmEngine:
         positions = (queries[None, :] - starts[:, None]).clamp(min=0)
         return self.backbone(embeds, self.backbone.rope(positions), queries, mask.unsqueeze(1), visible=length)[:, -1]
 
-    def frame(self, hidden: torch.Tensor, slot: torch.Tensor, starts: torch.Tensor, early: torch.Tensor,
-              settings: SamplingSettings, noise: torch.Tensor | None, visible: int | None = None
-              ) -> tuple[torch.Tensor, torch.Tensor]:
+    def frame(
+        self,
+        hidden: torch.Tensor,
+        slot: torch.Tensor,
+        starts: torch.Tensor,
+        early: torch.Tensor,
+        settings: SamplingSettings,
+        noise: torch.Tensor | None,
+        visible: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One frame from the backbone state: codes [batch, codebooks] and the backbone state after them.
 
         `slot` is the cache row this frame's input goes to, `early` [batch] whether end of audio is still forbidden,
@@ -117,8 +133,9 @@ class CsmEngine:
         state = self.depth(self.linear(inputs, self.depth_projector), rope, slots, None, visible=2)[:, -1:]
         for step, (table, rope, slots) in enumerate(self.depth_steps, start=1):
             codes.append(self.pick(self.linear(state, self.depth_heads[step - 1]), settings, noise, step))
-            state = self.depth(self.linear(F.embedding(codes[-1], table), self.depth_projector), rope, slots, None,
-                               visible=step + 2)
+            state = self.depth(
+                self.linear(F.embedding(codes[-1], table), self.depth_projector), rope, slots, None, visible=step + 2
+            )
         codes.append(self.pick(self.linear(state, self.depth_heads[-1]), settings, noise, len(self.depth_heads)))
         frame = torch.cat(codes, dim=1)
         keys = self.backbone.cache_index[:visible]
@@ -133,9 +150,17 @@ class CsmEngine:
         return pick_tokens(logits if logits.dtype == torch.float32 else logits.float(), settings, gumbel=gumbel)
 
     @torch.inference_mode()
-    def run(self, embeds: torch.Tensor, starts: torch.Tensor, settings: SamplingSettings, max_frames: list[int],
-            min_frames: list[int], generators: list[torch.Generator] | None, chunk_frames: Callable[[int], int],
-            step: Callable | None = None) -> Iterator[FrameChunk]:
+    def run(
+        self,
+        embeds: torch.Tensor,
+        starts: torch.Tensor,
+        settings: SamplingSettings,
+        max_frames: list[int],
+        min_frames: list[int],
+        generators: list[torch.Generator] | None,
+        chunk_frames: Callable[[int], int],
+        step: Callable | None = None,
+    ) -> Iterator[FrameChunk]:
         """Generate frame chunks until every row has ended; `chunk_frames(done)` sizes each chunk.
 
         Row r ends at its end of audio or after `max_frames[r]` frames, and cannot end before `min_frames[r]`,
@@ -154,8 +179,13 @@ class CsmEngine:
         early = torch.arange(longest, device=device)[:, None] < torch.tensor(min_frames, device=device)[None, :]
         ended = torch.zeros(batch, dtype=torch.bool, device=device)
         lengths = limits.clone()
-        noise_source = None if settings.greedy else RowNoise(
-            generators, self.config.num_codebooks, candidates(settings, self.codebook_size), settings, device)
+        noise_source = (
+            None
+            if settings.greedy
+            else RowNoise(
+                generators, self.config.num_codebooks, candidates(settings, self.codebook_size), settings, device
+            )
+        )
         done = 0
         while done < longest:
             size = min(chunk_frames(done), longest - done)
@@ -163,9 +193,15 @@ class CsmEngine:
             frames = []
             for offset in range(size):
                 index = done + offset
-                frame, hidden = step(hidden, slots[index], starts, early[index], settings,
-                                     None if noise is None else noise[offset],
-                                     **({"visible": prompt + index + 1} if eager else {}))
+                frame, hidden = step(
+                    hidden,
+                    slots[index],
+                    starts,
+                    early[index],
+                    settings,
+                    None if noise is None else noise[offset],
+                    **({"visible": prompt + index + 1} if eager else {}),
+                )
                 at_end = ends_audio(frame, eos) & ~ended
                 lengths = torch.where(at_end, index, lengths)
                 ended = ended | at_end | (limits <= index + 1)

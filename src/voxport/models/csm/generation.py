@@ -28,8 +28,9 @@ class StreamChunk:
 
 
 @torch.inference_mode()
-def synthesize(tts, requests: list[SynthesisRequest], on_frame: Callable[[int], None] | None = None
-               ) -> list[SynthesisResult]:
+def synthesize(
+    tts, requests: list[SynthesisRequest], on_frame: Callable[[int], None] | None = None
+) -> list[SynthesisResult]:
     """Speech for every request, generated as one batch; each row stops at its own end of audio (or frame
     limit) and samples from its own seed, so a request gives the same codes alone or batched."""
     _check_shared_sampling(requests)
@@ -42,15 +43,26 @@ def synthesize(tts, requests: list[SynthesisRequest], on_frame: Callable[[int], 
     with timed(tts.device, timings, "decode_seconds"):
         audio = [tts.decode(codes[row, :length]) for row, length in enumerate(lengths)]
     return [
-        SynthesisResult(audio=audio[row], sample_rate=tts.sample_rate, codes=codes[row, :length].cpu().numpy(),
-                        seed=seeds[row], timings=dict(timings))
+        SynthesisResult(
+            audio=audio[row],
+            sample_rate=tts.sample_rate,
+            codes=codes[row, :length].cpu().numpy(),
+            seed=seeds[row],
+            timings=dict(timings),
+        )
         for row, length in enumerate(lengths)
     ]
 
 
 @torch.inference_mode()
-def generate_codes(tts, embeds: torch.Tensor, starts: torch.Tensor, requests: list[SynthesisRequest],
-                   seeds: list[int], on_frame: Callable[[int], None] | None = None) -> tuple[torch.Tensor, list[int]]:
+def generate_codes(
+    tts,
+    embeds: torch.Tensor,
+    starts: torch.Tensor,
+    requests: list[SynthesisRequest],
+    seeds: list[int],
+    on_frame: Callable[[int], None] | None = None,
+) -> tuple[torch.Tensor, list[int]]:
     """Codes [batch, frames, codebooks] for prompts already embedded (row r as requests[r] asks, sampled from
     seeds[r]), and each row's length before its end."""
     chunks, done = [], 0
@@ -92,38 +104,60 @@ def synthesize_with_transformers(tts, request: SynthesisRequest) -> SynthesisRes
     seed = request.seed if request.seed is not None else fresh_seed()
     torch.manual_seed(seed)  # transformers samples from the global generator
     conversation = [
-        {"role": str(turn.speaker), "content": [
-            {"type": "text", "text": turn.text},
-            {"type": "audio", "audio": tts.context_samples(turn.audio)}]}
+        {
+            "role": str(turn.speaker),
+            "content": [
+                {"type": "text", "text": turn.text},
+                {"type": "audio", "audio": tts.context_samples(turn.audio)},
+            ],
+        }
         for turn in request.context
     ] + [{"role": str(request.speaker), "content": [{"type": "text", "text": request.text}]}]
     config = tts.config
     specials = list(range(config.codec_config.codebook_size, config.vocab_size))
     sampling = {"do_sample": not request.greedy, "depth_decoder_do_sample": not request.greedy}
     if not request.greedy:
-        sampling |= {"temperature": request.temperature, "top_k": request.top_k,
-                     "depth_decoder_temperature": request.temperature, "depth_decoder_top_k": request.top_k}
+        sampling |= {
+            "temperature": request.temperature,
+            "top_k": request.top_k,
+            "depth_decoder_temperature": request.temperature,
+            "depth_decoder_top_k": request.top_k,
+        }
     timings: dict[str, float] = {}
     with timed(tts.device, timings, "prompt_seconds"):
         inputs = tts.processor.apply_chat_template(conversation, tokenize=True, return_dict=True).to(tts.device)
     with timed(tts.device, timings, "generation_seconds"):
-        frames = tts.model.generate(**inputs, max_new_tokens=request.max_frames, suppress_tokens=specials,
-                                    depth_decoder_suppress_tokens=specials, **sampling)[0]
+        frames = tts.model.generate(
+            **inputs,
+            max_new_tokens=request.max_frames,
+            suppress_tokens=specials,
+            depth_decoder_suppress_tokens=specials,
+            **sampling,
+        )[0]
     # The official rule, as in voxport's engine: a frame whose 32 codebooks are all end-of-audio ends the speech.
     # (transformers' generate stops earlier, on a frame whose first 31 are: that frame is kept as audio.)
     ends = ends_audio(frames, config.codebook_eos_token_id).nonzero()
     codes = frames[: int(ends[0]) if len(ends) else len(frames)]
     with timed(tts.device, timings, "decode_seconds"):
         audio = tts.decode(codes)
-    return SynthesisResult(audio=audio, sample_rate=tts.sample_rate, codes=codes.cpu().numpy(), seed=seed,
-                           timings=timings)
+    return SynthesisResult(
+        audio=audio, sample_rate=tts.sample_rate, codes=codes.cpu().numpy(), seed=seed, timings=timings
+    )
 
 
 def _run(tts, embeds, starts, requests: list[SynthesisRequest], seeds: list[int], sizes):
     engine, step = tts.engine(embeds.shape[0])
     generators = [make_generator(tts.device, seed) for seed in seeds]
-    return engine.run(embeds, starts, requests[0].sampling(), [request.max_frames for request in requests],
-                      [request.min_frames for request in requests], generators, sizes, step)
+    return engine.run(
+        embeds,
+        starts,
+        requests[0].sampling(),
+        [request.max_frames for request in requests],
+        [request.min_frames for request in requests],
+        generators,
+        sizes,
+        step,
+    )
 
 
 def _batched_prompts(tts, requests: list[SynthesisRequest]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,7 +168,7 @@ def _batched_prompts(tts, requests: list[SynthesisRequest]) -> tuple[torch.Tenso
         tts.check_context_length(prompt.shape[0], request.max_frames)
     embeds = prompts[0].new_zeros(len(prompts), length, prompts[0].shape[-1])
     for row, prompt in enumerate(prompts):
-        embeds[row, length - prompt.shape[0]:] = prompt
+        embeds[row, length - prompt.shape[0] :] = prompt
     starts = torch.tensor([length - prompt.shape[0] for prompt in prompts], device=embeds.device)
     return embeds, starts
 
@@ -144,5 +178,6 @@ def _check_shared_sampling(requests: list[SynthesisRequest]) -> None:
     if not requests:
         raise InputError("no texts to speak: expected at least one")
     if len({request.sampling() for request in requests}) > 1:
-        raise InputError("a batch shares its sampling (temperature, top-k, greedy): every request must use the "
-                         "same values")
+        raise InputError(
+            "a batch shares its sampling (temperature, top-k, greedy): every request must use the same values"
+        )

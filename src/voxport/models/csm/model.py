@@ -49,9 +49,11 @@ ACCURACY_TEXTS = {
 }
 USER_TEXT_FRAMES = 32
 # transformers nests Mimi's decoder parts under codec_model.decoder; the checkpoint keeps them flat.
-_CODEC_KEYS = (("codec_model.decoder.decoder_seanet.", "codec_model.decoder."),
-               ("codec_model.decoder.decoder_transformer.", "codec_model.decoder_transformer."),
-               ("codec_model.decoder.upsample", "codec_model.upsample"))
+_CODEC_KEYS = (
+    ("codec_model.decoder.decoder_seanet.", "codec_model.decoder."),
+    ("codec_model.decoder.decoder_transformer.", "codec_model.decoder_transformer."),
+    ("codec_model.decoder.upsample", "codec_model.upsample"),
+)
 _LOAD_ERRORS = (OSError, ValueError, KeyError, RuntimeError, SafetensorError)
 
 
@@ -72,8 +74,13 @@ class CsmSpeech:
     speech_defaults = SPEECH_DEFAULTS
     engine_type = CsmEngine  # the static-cache engine class generation and every teacher-forced check run
 
-    def __init__(self, model: CsmForConditionalGeneration, processor: CsmProcessor, load_seconds: float,
-                 load_timings: dict[str, float] | None = None):
+    def __init__(
+        self,
+        model: CsmForConditionalGeneration,
+        processor: CsmProcessor,
+        load_seconds: float,
+        load_timings: dict[str, float] | None = None,
+    ):
         self.model = model
         self.processor = processor
         self.config = model.config
@@ -134,8 +141,9 @@ class CsmSpeech:
         """Speech for `request`; `on_frame(n)` hears how many frames are done after each chunk."""
         return synthesize(self, [request], on_frame)[0]
 
-    def generate_batch(self, requests: list[SynthesisRequest],
-                       on_frame: Callable[[int], None] | None = None) -> list[SynthesisResult]:
+    def generate_batch(
+        self, requests: list[SynthesisRequest], on_frame: Callable[[int], None] | None = None
+    ) -> list[SynthesisResult]:
         """Speech for several requests at once (same sampling settings, own seeds); each row ends on its own."""
         return synthesize(self, requests, on_frame)
 
@@ -152,15 +160,17 @@ class CsmSpeech:
         """SpeaksText: pieces of one spec's speech as they are made."""
         started = 0.0
         for chunk in self.stream(SynthesisRequest.from_spec(spec)):
-            yield SpokenAudio(chunk.audio, self.sample_rate, len(chunk.codes), chunk.seconds_since_start - started,
-                              chunk.codes)
+            yield SpokenAudio(
+                chunk.audio, self.sample_rate, len(chunk.codes), chunk.seconds_since_start - started, chunk.codes
+            )
             started = chunk.seconds_since_start
 
     def speak_reference(self, spec: SpeechSpec) -> SpokenAudio:
         """The same chunk through transformers' own generate(), for comparison (no min steps there)."""
         result = self.generate_with_transformers(SynthesisRequest.from_spec(spec))
-        return SpokenAudio(result.audio, result.sample_rate, result.frames, result.compute_seconds, result.codes,
-                           result.timings)
+        return SpokenAudio(
+            result.audio, result.sample_rate, result.frames, result.compute_seconds, result.codes, result.timings
+        )
 
     def count_text_tokens(self, text: str) -> int:
         return len(self.processor.tokenizer(text, add_special_tokens=False).input_ids)
@@ -214,21 +224,24 @@ class CsmSpeech:
 
     def example_inputs(self) -> CsmExample:
         generator = torch.Generator().manual_seed(0)
-        codes = torch.randint(0, self.config.codec_config.codebook_size, (8, self.config.num_codebooks),
-                              generator=generator)
+        codes = torch.randint(
+            0, self.config.codec_config.codebook_size, (8, self.config.num_codebooks), generator=generator
+        )
         return CsmExample(SynthesisRequest(text="Every port is checked against a float32 reference."), codes)
 
     def accuracy_examples(self, texts: list[str] | None = None, audios=None) -> dict[str, CsmExample]:
         """The default set (English, Chinese, long) or one example per given text, each with fixed codes."""
         if audios:
             raise InputError("CSM turns text into speech: give accuracy examples with --text, not --audio")
-        chosen = ({f"text{index}": (text, USER_TEXT_FRAMES) for index, text in enumerate(texts)} if texts
-                  else ACCURACY_TEXTS)
+        chosen = (
+            {f"text{index}": (text, USER_TEXT_FRAMES) for index, text in enumerate(texts)} if texts else ACCURACY_TEXTS
+        )
         examples = {}
         for index, (name, (text, frames)) in enumerate(chosen.items()):
             generator = torch.Generator().manual_seed(index)
-            codes = torch.randint(1, self.config.codec_config.codebook_size, (frames, self.config.num_codebooks),
-                                  generator=generator)
+            codes = torch.randint(
+                1, self.config.codec_config.codebook_size, (frames, self.config.num_codebooks), generator=generator
+            )
             examples[name] = CsmExample(SynthesisRequest(text=text), codes)
         return examples
 
@@ -241,11 +254,22 @@ class CsmSpeech:
         states = _backbone_states(self, _to_device(backbone_inputs, self.device))
         latents = self.model.codec_model.quantizer.decode(codes.to(self.device).transpose(0, 1).unsqueeze(0))
         prompt = self.model.embed_text_tokens(ids.to(self.device))
-        backbone_blocks = ("embed_text_tokens", "backbone_model.embed_tokens", "backbone_model.rotary_emb",
-                           *repeated_blocks(self.model, "backbone_model"), "backbone_model.norm", "lm_head")
-        depth_blocks = ("depth_decoder.model.embed_tokens", "depth_decoder.model.inputs_embeds_projector",
-                        "depth_decoder.model.rotary_emb", *repeated_blocks(self.model, "depth_decoder"),
-                        "depth_decoder.model.norm", "depth_decoder.codebooks_head")
+        backbone_blocks = (
+            "embed_text_tokens",
+            "backbone_model.embed_tokens",
+            "backbone_model.rotary_emb",
+            *repeated_blocks(self.model, "backbone_model"),
+            "backbone_model.norm",
+            "lm_head",
+        )
+        depth_blocks = (
+            "depth_decoder.model.embed_tokens",
+            "depth_decoder.model.inputs_embeds_projector",
+            "depth_decoder.model.rotary_emb",
+            *repeated_blocks(self.model, "depth_decoder"),
+            "depth_decoder.model.norm",
+            "depth_decoder.codebooks_head",
+        )
         decoder_blocks = ("codec_model.decoder.upsample", *repeated_blocks(self.model, "codec_model.decoder"))
         return [
             Stage("backbone_model", backbone_inputs, _backbone_logits, backbone_blocks),
@@ -260,7 +284,7 @@ class CsmSpeech:
         """The checkpoint key prefix of a module: the name a port engineer finds in the weight files."""
         for nested, flat in _CODEC_KEYS:
             if module.startswith(nested):
-                return flat + module[len(nested):]
+                return flat + module[len(nested) :]
         return module
 
     @torch.inference_mode()
@@ -279,8 +303,9 @@ class CsmSpeech:
         hidden = engine.prefill(prompt, starts)
         greedy, late = SamplingSettings(greedy=True), torch.tensor(False, device=self.device)
         for frame_index in range(codes.shape[0]):
-            _, hidden = engine.frame(hidden, torch.tensor(prompt.shape[1] + frame_index, device=self.device),
-                                     starts, late, greedy, None)
+            _, hidden = engine.frame(
+                hidden, torch.tensor(prompt.shape[1] + frame_index, device=self.device), starts, late, greedy, None
+            )
         return torch.stack(logits).view(codes.shape[0], codes.shape[1], -1)
 
     def bench_inputs(self, size: str) -> CsmExample:
@@ -315,8 +340,9 @@ class CsmSpeech:
         """`steps` frames [steps, codebooks], sampled with the default settings from `seed` (None: greedy)."""
         request = replace(inputs.request, max_frames=steps, min_frames=steps, greedy=seed is None, seed=seed or 0)
         embeds = self.prompt_embeds(request)
-        codes, _ = generate_codes(self, embeds, torch.zeros(1, dtype=torch.long, device=self.device), [request],
-                                  [request.seed])
+        codes, _ = generate_codes(
+            self, embeds, torch.zeros(1, dtype=torch.long, device=self.device), [request], [request.seed]
+        )
         return codes[0]
 
     def tokens_to_audio(self, tokens: torch.Tensor) -> np.ndarray:
@@ -335,23 +361,33 @@ class CsmSpeech:
         chunks = self.stream(request)
         first = next(chunks)
         *_, last = [first, *chunks]
-        codes = torch.randint(0, self.config.codec_config.codebook_size, (frames, self.config.num_codebooks),
-                              generator=torch.Generator().manual_seed(0)).to(self.device)
+        codes = torch.randint(
+            0,
+            self.config.codec_config.codebook_size,
+            (frames, self.config.num_codebooks),
+            generator=torch.Generator().manual_seed(0),
+        ).to(self.device)
         timings: dict[str, float] = {}
         with timed(self.device, timings, "codec"):
             audio_seconds = len(self.decode(codes)) / self.sample_rate
-        return {"stream_frames": frames, "first_audio_seconds": first.seconds_since_start,
-                "stream_seconds": last.seconds_since_start,
-                "codec_decode_seconds_per_audio_second": timings["codec"] / audio_seconds}
+        return {
+            "stream_frames": frames,
+            "first_audio_seconds": first.seconds_since_start,
+            "stream_seconds": last.seconds_since_start,
+            "codec_decode_seconds_per_audio_second": timings["codec"] / audio_seconds,
+        }
 
     def weight_bytes_per_step(self) -> int:
         """Weight bytes one frame reads: the backbone and its head once, the depth decoder and one head 31 times
         (each head's rows for the codec's ids only: the engine never computes the specials' logits)."""
         depth = self.model.depth_decoder
         head_rows = self.config.codec_config.codebook_size
-        per_depth_step = (_bytes(depth.model.layers) + _bytes(depth.model.norm)
-                          + _bytes(depth.model.inputs_embeds_projector)
-                          + head_rows * depth.codebooks_head.weight.shape[1] * depth.codebooks_head.weight.element_size())
+        per_depth_step = (
+            _bytes(depth.model.layers)
+            + _bytes(depth.model.norm)
+            + _bytes(depth.model.inputs_embeds_projector)
+            + head_rows * depth.codebooks_head.weight.shape[1] * depth.codebooks_head.weight.element_size()
+        )
         head = self.model.lm_head.weight
         frame = self.weight_bytes_per_prompt() + head_rows * head.shape[1] * head.element_size()
         return frame + (self.config.num_codebooks - 1) * per_depth_step

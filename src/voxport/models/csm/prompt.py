@@ -8,9 +8,9 @@ from voxport.models.csm.synthesis import SynthesisRequest
 
 def render_prompt(processor, request: SynthesisRequest, frames_per_context: list[int]) -> str:
     """Prompt text with one audio token per codec frame of each context turn, in turn order."""
-    conversation = [
-        _message(turn.speaker, turn.text, with_audio=True) for turn in request.context
-    ] + [_message(request.speaker, request.text, with_audio=False)]
+    conversation = [_message(turn.speaker, turn.text, with_audio=True) for turn in request.context] + [
+        _message(request.speaker, request.text, with_audio=False)
+    ]
     rendered = processor.apply_chat_template(conversation, tokenize=False)
     rendered = rendered if isinstance(rendered, str) else rendered[0]
     audio_token = processor.audio_token

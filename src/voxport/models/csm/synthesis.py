@@ -62,11 +62,21 @@ class SynthesisRequest:
     def from_spec(cls, spec: SpeechSpec) -> SynthesisRequest:
         """The CSM request for a family-independent spec: a context sample without a speaker speaks as the
         spec's speaker."""
-        context = tuple(ContextTurn(spec.speaker if sample.speaker is None else sample.speaker, sample.text,
-                                    sample.audio) for sample in spec.context)
-        return cls(text=spec.text, speaker=spec.speaker, context=context, max_frames=spec.max_steps,
-                   min_frames=spec.min_steps, temperature=spec.sampling.temperature, top_k=spec.sampling.top_k,
-                   seed=spec.seed, greedy=spec.sampling.greedy)
+        context = tuple(
+            ContextTurn(spec.speaker if sample.speaker is None else sample.speaker, sample.text, sample.audio)
+            for sample in spec.context
+        )
+        return cls(
+            text=spec.text,
+            speaker=spec.speaker,
+            context=context,
+            max_frames=spec.max_steps,
+            min_frames=spec.min_steps,
+            temperature=spec.sampling.temperature,
+            top_k=spec.sampling.top_k,
+            seed=spec.seed,
+            greedy=spec.sampling.greedy,
+        )
 
 
 @dataclass

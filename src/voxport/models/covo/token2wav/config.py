@@ -54,9 +54,10 @@ class Token2WavConfig:
                 raise ValueError("only resblock '1' with snakebeta activations is supported")
             return cls(
                 sample_rate=int(raw["data"]["audio"]["sample_rate"]),
-                token2latent=Token2LatentConfig(**latent, **{
-                    key: transformer[key] for key in ("num_layers", "hidden_size", "ffn_hidden_size", "num_heads")
-                }),
+                token2latent=Token2LatentConfig(
+                    **latent,
+                    **{key: transformer[key] for key in ("num_layers", "hidden_size", "ffn_hidden_size", "num_heads")},
+                ),
                 vocoder=VocoderConfig(
                     latent_dim=int(wavegan["latent_dim"]),
                     upsample_rates=tuple(wavegan["upsample_rates"]),
@@ -82,8 +83,13 @@ class Token2WavConfig:
             "model": {
                 "type": "Token2WavDecoder",
                 "token2latent": {**latent, "transformer": {**transformer, "modulation": True, "rotary_bias": True}},
-                "wavegan": {**vocoder, "type": "BigVGANFlowVAE", "resblock": "1", "activation": "snakebeta",
-                            "causal": True},
+                "wavegan": {
+                    **vocoder,
+                    "type": "BigVGANFlowVAE",
+                    "resblock": "1",
+                    "activation": "snakebeta",
+                    "causal": True,
+                },
             },
             "inference": {"s_steps": self.ode_steps, "cfg_alpha": self.cfg_alpha},
         }

@@ -48,20 +48,37 @@ class SpeakerPrompt:
         tokens, latents, speaker = (arrays[name] for name in PROMPT_FILES)
         dims = config.token2latent
         expectations = [
-            ("prompt_token.npy", tokens.ndim == 2 and tokens.shape[0] == 1 and np.issubdtype(tokens.dtype, np.integer)
-             and tokens.size > 0 and 0 <= tokens.min() and tokens.max() < dims.token_vocab_size,
-             f"integer codes of shape (1, P) below {dims.token_vocab_size}", tokens),
-            ("prompt_latent.npy", latents.ndim == 3 and latents.shape[0] == 1 and latents.shape[2] == dims.z_dim
-             and latents.shape[1] <= dims.upsample_factor * (tokens.shape[-1] + 1),
-             f"(1, L, {dims.z_dim}) with L <= {dims.upsample_factor} x (P + 1)", latents),
+            (
+                "prompt_token.npy",
+                tokens.ndim == 2
+                and tokens.shape[0] == 1
+                and np.issubdtype(tokens.dtype, np.integer)
+                and tokens.size > 0
+                and 0 <= tokens.min()
+                and tokens.max() < dims.token_vocab_size,
+                f"integer codes of shape (1, P) below {dims.token_vocab_size}",
+                tokens,
+            ),
+            (
+                "prompt_latent.npy",
+                latents.ndim == 3
+                and latents.shape[0] == 1
+                and latents.shape[2] == dims.z_dim
+                and latents.shape[1] <= dims.upsample_factor * (tokens.shape[-1] + 1),
+                f"(1, L, {dims.z_dim}) with L <= {dims.upsample_factor} x (P + 1)",
+                latents,
+            ),
             ("speaker_embed.npy", speaker.shape == (1, dims.spkr_embed_dim), f"(1, {dims.spkr_embed_dim})", speaker),
         ]
         for name, fits, expected, array in expectations:
             if not fits:
-                raise CheckpointError(f"speaker prompt file {directory / name} has shape {array.shape} "
-                                      f"({array.dtype}): expected {expected}")
-        return cls(torch.from_numpy(tokens).long(), torch.from_numpy(latents).float(),
-                   torch.from_numpy(speaker).float())
+                raise CheckpointError(
+                    f"speaker prompt file {directory / name} has shape {array.shape} "
+                    f"({array.dtype}): expected {expected}"
+                )
+        return cls(
+            torch.from_numpy(tokens).long(), torch.from_numpy(latents).float(), torch.from_numpy(speaker).float()
+        )
 
 
 class Token2WavNetwork(nn.Module):
@@ -76,8 +93,16 @@ class Token2WavNetwork(nn.Module):
 class Token2Wav:
     """Speech from Covo's audio codes on any device; the same codes and seed give the same waveform."""
 
-    def __init__(self, network: Token2WavNetwork, config: Token2WavConfig, prompt: SpeakerPrompt,
-                 mean: torch.Tensor, std: torch.Tensor, device: torch.device, dtype: torch.dtype):
+    def __init__(
+        self,
+        network: Token2WavNetwork,
+        config: Token2WavConfig,
+        prompt: SpeakerPrompt,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        device: torch.device,
+        dtype: torch.dtype,
+    ):
         self.network, self.config, self.device, self.dtype = network, config, device, dtype
         self.prompt = SpeakerPrompt(*(t.to(device) for t in (prompt.tokens, prompt.latents, prompt.speaker)))
         self.mean, self.std = mean.to(device), std.to(device)
@@ -87,8 +112,9 @@ class Token2Wav:
         return self.config.sample_rate
 
     @classmethod
-    def load(cls, directory: Path, device: torch.device, dtype: torch.dtype,
-             prompt_dir: Path | None = None) -> Token2Wav:
+    def load(
+        cls, directory: Path, device: torch.device, dtype: torch.dtype, prompt_dir: Path | None = None
+    ) -> Token2Wav:
         """From a checkpoint's token2wav/ folder (model.pt, global_mean_var.npy, optional config.json)."""
         config_file = directory / CONFIG_FILE
         config = Token2WavConfig.from_file(config_file) if config_file.is_file() else Token2WavConfig()
@@ -121,7 +147,7 @@ class Token2Wav:
         if int(codes.min()) < 0 or int(codes.max()) >= vocab:
             raise InputError(f"audio codes must lie in 0..{vocab - 1}")
         latents = self._latents(torch.cat([self.prompt.tokens, codes], dim=1), seed)
-        return latents[:, self.prompt.latents.shape[1]:] * self.std + self.mean
+        return latents[:, self.prompt.latents.shape[1] :] * self.std + self.mean
 
     @torch.inference_mode()
     def vocode(self, latents: torch.Tensor) -> np.ndarray:
@@ -145,9 +171,11 @@ class Token2Wav:
 
         def velocity(time: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
             times = time.expand(2)
-            unconditioned, conditioned_ = dit.velocity(
-                tokens_pair, prefix_pair, z.expand(2, -1, -1).to(self.dtype), times, speaker_pair
-            ).float().chunk(2)
+            unconditioned, conditioned_ = (
+                dit.velocity(tokens_pair, prefix_pair, z.expand(2, -1, -1).to(self.dtype), times, speaker_pair)
+                .float()
+                .chunk(2)
+            )
             return conditioned_ + (conditioned_ - unconditioned) * self.config.cfg_alpha
 
         times = torch.linspace(0, 1, self.config.ode_steps, device=self.device)
