@@ -28,27 +28,13 @@ from voxport.serve.chat_body import AssistantMessage, AudioOutput, AudioPart, Ch
 from voxport.serve.errors import APIError
 from voxport.serve.replies import ReplyStore
 from voxport.serve.streams import StreamFailed, job_pieces
+from voxport.serve.voices import OPENAI_VOICES
 from voxport.serve.workers import Job, step_boundary
 from voxport.services.chat import ChatRequest, ChatService
 
 # The models that answer audio speak in one voice (their checkpoint's speaker prompt): OpenAI's names and
 # "default" all get it.
-VOICES = (
-    "default",
-    "alloy",
-    "ash",
-    "ballad",
-    "coral",
-    "echo",
-    "fable",
-    "onyx",
-    "nova",
-    "sage",
-    "shimmer",
-    "verse",
-    "marin",
-    "cedar",
-)
+VOICES = ("default", *OPENAI_VOICES)
 AUDIO_FORMAT_ALIASES = {"pcm16": "pcm"}  # OpenAI's name for raw 16-bit samples
 STREAM_AUDIO_BYTES = 48000  # base64 audio per streamed chunk: one second of 24 kHz pcm
 
