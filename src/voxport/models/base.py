@@ -156,6 +156,22 @@ class SpeechSpec:
     seed: int
 
 
+class TimedAudio:
+    """Audio made with the seconds of each phase that made it: how long it lasts, and what it cost."""
+
+    audio: np.ndarray  # float32 mono
+    sample_rate: int
+    timings: dict[str, float]
+
+    @property
+    def audio_seconds(self) -> float:
+        return len(self.audio) / self.sample_rate
+
+    @property
+    def compute_seconds(self) -> float:
+        return sum(self.timings.values())
+
+
 @dataclass
 class SpokenAudio:
     """Audio a speaking model made, whole or as one streamed piece."""

@@ -27,7 +27,7 @@ import torch
 from voxport.audio.io import check_samples, load_audio
 from voxport.audio.join import Joined, StreamJoin, join_audio
 from voxport.errors import InputError
-from voxport.models.base import SpeaksText, SpeechSpec, SpokenAudio, VoiceSample
+from voxport.models.base import SpeaksText, SpeechSpec, SpokenAudio, TimedAudio, VoiceSample
 from voxport.models.registry import load_model
 from voxport.models.sampling import SamplingSettings
 from voxport.runtime.seeding import check_seed, fresh_seed
@@ -88,7 +88,7 @@ class SpeechPiece:
 
 
 @dataclass
-class SpeechResult:
+class SpeechResult(TimedAudio):
     """The whole speech of one request."""
 
     audio: np.ndarray  # float32 mono
@@ -100,14 +100,6 @@ class SpeechResult:
     timings: dict[str, float] = field(default_factory=dict)  # seconds of each phase, all chunks together
     chunk_times: list[ChunkTime] = field(default_factory=list)  # when each chunk is heard (exact)
     words: list[WordTime] | None = None  # with `timestamps`: when each word of the input is heard
-
-    @property
-    def audio_seconds(self) -> float:
-        return len(self.audio) / self.sample_rate
-
-    @property
-    def compute_seconds(self) -> float:
-        return sum(self.timings.values())
 
     @property
     def rtf(self) -> float | None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from voxport.errors import InputError
-from voxport.models.base import SpeechDefaults, SpeechSpec
+from voxport.models.base import SpeechDefaults, SpeechSpec, TimedAudio
 from voxport.models.sampling import SamplingSettings
 from voxport.runtime.seeding import check_seed
 
@@ -80,7 +80,7 @@ class SynthesisRequest:
 
 
 @dataclass
-class SynthesisResult:
+class SynthesisResult(TimedAudio):
     audio: np.ndarray  # float32 mono
     sample_rate: int
     codes: np.ndarray  # int64 [frames, codebooks]
@@ -90,14 +90,6 @@ class SynthesisResult:
     @property
     def frames(self) -> int:
         return int(self.codes.shape[0])
-
-    @property
-    def audio_seconds(self) -> float:
-        return len(self.audio) / self.sample_rate
-
-    @property
-    def compute_seconds(self) -> float:
-        return sum(self.timings.values())
 
     @property
     def rtf(self) -> float:
