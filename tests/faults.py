@@ -294,23 +294,20 @@ FAULTS = [
 ]
 
 
-def run_fault(fault: Fault, clean: Path, workdir: Path, dtype: torch.dtype, monkeypatch=None, **options) -> dict:
+def run_fault(fault: Fault, clean: Path, workdir: Path, dtype: torch.dtype, **options) -> dict:
     """accuracy with the fault in the target only (a checkpoint copy, or code patched into the target's load)."""
-    with planted(fault, clean, workdir) as target:
-        return accuracy.run_accuracy(
-            str(target),
-            torch.device("cpu"),
-            dtype,
-            reference_source=str(clean),
-            progress=lambda message: None,
-            **options,
-        )
+    return _against_clean(accuracy.run_accuracy, fault, clean, workdir, dtype, **options)
 
 
 def run_repro_fault(fault: Fault, clean: Path, workdir: Path, dtype: torch.dtype = torch.float32, **options) -> dict:
     """repro on the CPU with the fault in the target only; the reference streams come from the clean checkpoint."""
+    return _against_clean(reproducibility.run_reproducibility, fault, clean, workdir, dtype, **options)
+
+
+def _against_clean(check, fault: Fault, clean: Path, workdir: Path, dtype: torch.dtype, **options) -> dict:
+    """`check` run on the CPU with the fault planted in the target and the clean checkpoint as its reference."""
     with planted(fault, clean, workdir) as target:
-        return reproducibility.run_reproducibility(
+        return check(
             str(target),
             torch.device("cpu"),
             dtype,

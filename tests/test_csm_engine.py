@@ -63,55 +63,38 @@ def scripted_step(ends: torch.Tensor, calls: list):
     return step
 
 
-def test_each_row_ends_on_its_own(tiny_csm):
-    embeds, greedy = torch.zeros(3, 4, tiny_csm.config.hidden_size), SamplingSettings(greedy=True)
-    calls = []
-    chunks = list(
-        CsmEngine(tiny_csm.model, batch=3).run(
-            embeds,
-            torch.zeros(3, dtype=torch.long),
-            greedy,
-            [12] * 3,
-            [0] * 3,
+def scripted_run(model, ends: list[int], max_frames: list[int], min_frames: list[int], calls: list) -> list:
+    """The engine's chunks of 4 frames over greedy rows whose frames come from `scripted_step(ends)`."""
+    rows = len(ends)
+    engine = CsmEngine(model.model, batch=rows)
+    return list(
+        engine.run(
+            torch.zeros(rows, 4, model.config.hidden_size),
+            torch.zeros(rows, dtype=torch.long),
+            SamplingSettings(greedy=True),
+            max_frames,
+            min_frames,
             None,
             lambda done: 4,
-            scripted_step(torch.tensor([3, 10, 99]), calls),
+            scripted_step(torch.tensor(ends), calls),
         )
-    )  # row 2 never ends: max 12 frames
+    )
+
+
+def test_each_row_ends_on_its_own(tiny_csm):
+    calls = []
+    chunks = scripted_run(tiny_csm, [3, 10, 99], [12] * 3, [0] * 3, calls)  # row 2 never ends: max 12 frames
     assert [chunk.lengths.tolist() for chunk in chunks] == [[3, 4, 4], [3, 8, 8], [3, 10, 12]]
     assert [chunk.finished for chunk in chunks] == [False, False, True] and len(calls) == 12
     calls.clear()
-    chunks = list(
-        CsmEngine(tiny_csm.model, batch=2).run(
-            embeds[:2],
-            torch.zeros(2, dtype=torch.long),
-            greedy,
-            [40, 40],
-            [0, 0],
-            None,
-            lambda done: 4,
-            scripted_step(torch.tensor([3, 5]), calls),
-        )
-    )
+    chunks = scripted_run(tiny_csm, [3, 5], [40, 40], [0, 0], calls)
     assert chunks[-1].finished and chunks[-1].lengths.tolist() == [3, 5] and len(calls) == 8  # stopped early
 
 
 def test_each_row_has_its_own_frame_limits(tiny_csm):
     """Rows of different lengths share a batch: each stops at its own limit, none ends before its own minimum."""
-    embeds, greedy = torch.zeros(3, 4, tiny_csm.config.hidden_size), SamplingSettings(greedy=True)
     calls = []
-    chunks = list(
-        CsmEngine(tiny_csm.model, batch=3).run(
-            embeds,
-            torch.zeros(3, dtype=torch.long),
-            greedy,
-            [2, 7, 12],
-            [0, 0, 0],
-            None,
-            lambda done: 4,
-            scripted_step(torch.tensor([99, 99, 5]), calls),
-        )
-    )
+    chunks = scripted_run(tiny_csm, [99, 99, 5], [2, 7, 12], [0, 0, 0], calls)
     assert chunks[-1].lengths.tolist() == [2, 7, 5] and chunks[-1].finished and len(calls) == 8
 
 

@@ -69,49 +69,16 @@ def test_the_paragraph_is_long_enough_to_be_spoken_in_chunks(tiny_csm):
 
 def test_a_batch_file_speaks_every_line_as_tts_does(through_the_cli, tiny_csm_dir, tmp_path):
     """The README's example as written: lines of different lengths, no --max-tokens, one batch."""
-    lines = tmp_path / "lines.txt"
-    lines.write_text(f"{SHORT}\nA second, longer line, which the model gets a longer budget for.\nOk.\n")
-    assert (
-        main(
-            [
-                "tts",
-                "--batch-file",
-                str(lines),
-                "--output-dir",
-                str(tmp_path / "spoken"),
-                "--seed",
-                str(SEED),
-                "--model",
-                str(tiny_csm_dir),
-                "--device",
-                "cpu",
-            ]
-        )
-        == 0
-    )
-    assert (tmp_path / "spoken" / "0000.wav").read_bytes() == through_the_cli["short"]
-    capped = tmp_path / "paragraph.txt"
-    capped.write_text(PARAGRAPH + "\n")
-    assert (
-        main(
-            [
-                "tts",
-                "--batch-file",
-                str(capped),
-                "--output-dir",
-                str(tmp_path / "long"),
-                "--seed",
-                str(SEED),
-                "--model",
-                str(tiny_csm_dir),
-                "--device",
-                "cpu",
-                *cli_cap("paragraph"),
-            ]
-        )
-        == 0
-    )
-    assert (tmp_path / "long" / "0000.wav").read_bytes() == through_the_cli["paragraph"]
+    batches = {
+        "short": f"{SHORT}\nA second, longer line, which the model gets a longer budget for.\nOk.\n",
+        "paragraph": PARAGRAPH + "\n",
+    }
+    for case, lines in batches.items():
+        batch_file = tmp_path / f"{case}.txt"
+        batch_file.write_text(lines)
+        command = ["tts", "--batch-file", str(batch_file), "--output-dir", str(tmp_path / case), "--seed", str(SEED)]
+        assert main([*command, "--model", str(tiny_csm_dir), "--device", "cpu", *cli_cap(case)]) == 0
+        assert (tmp_path / case / "0000.wav").read_bytes() == through_the_cli[case]
 
 
 def test_voxport_batch_on_ray_speaks_rows_whole_as_tts_does(through_the_cli, ray_runtime, tiny_csm_dir, tmp_path):

@@ -72,11 +72,7 @@ def test_random_shards_are_bfloat16_within_the_shard_size_and_load_strictly(tmp_
     config = CovoConfig(
         llm=tiny.Qwen2Config(
             vocab_size=300,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
+            **tiny._attention_stack(hidden=32, ffn=64, layers=2, heads=4, kv_heads=2),
             tie_word_embeddings=False,
         ),
         encoder=tiny.WhisperConfig(
@@ -146,3 +142,15 @@ def test_command_line_refuses_layers_without_the_full_size(tmp_path, capsys):
     assert main(["make-tiny", "csm", str(tmp_path / "x"), "--layers", "2"]) == 1
     assert capsys.readouterr().err.strip() == "voxport: error: --layers cuts a full-size model: add --size full"
     assert not (tmp_path / "x").exists()
+
+
+def test_make_tiny_writes_an_aligner_that_times_words(tmp_path, capsys):
+    """`voxport make-tiny aligner DIR` gives --timestamps an aligner offline; only the tiny size exists."""
+    from voxport.cli import main
+    from voxport.text.align import Aligner
+
+    assert main(["make-tiny", "aligner", str(tmp_path / "aligner")]) == 0
+    assert "forced aligner" in capsys.readouterr().out
+    assert Aligner.load(tmp_path / "aligner") is not None
+    assert main(["make-tiny", "aligner", str(tmp_path / "full"), "--size", "full"]) == 1
+    assert "tiny size only" in capsys.readouterr().err and not (tmp_path / "full").exists()

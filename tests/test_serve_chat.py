@@ -43,14 +43,20 @@ def local_conversation(tiny_covo, voice_clip_b64):
 
 @pytest.fixture(scope="module")
 def first_reply(client, user_turn):
+    return spoken_reply(client, user_turn, "wav")
+
+
+def spoken_reply(client, user_turn, audio_format: str, **options):
+    """The seeded, greedy spoken answer to the system turn and `user_turn`."""
     return client.chat.completions.create(
         model="chat",
         messages=[{"role": "system", "content": SYSTEM}, user_turn],
         modalities=["text", "audio"],
-        audio={"voice": "alloy", "format": "wav"},
+        audio={"voice": "alloy", "format": audio_format},
         max_tokens=12,
         temperature=0,
         seed=SEED,
+        **options,
     )
 
 
@@ -99,16 +105,7 @@ def test_an_audio_id_in_history_restores_the_models_own_speech(client, user_turn
 
 
 def test_a_streamed_reply_is_the_whole_reply_in_pieces(client, user_turn, first_reply):
-    stream = client.chat.completions.create(
-        model="chat",
-        messages=[{"role": "system", "content": SYSTEM}, user_turn],
-        modalities=["text", "audio"],
-        audio={"voice": "alloy", "format": "pcm16"},
-        max_tokens=12,
-        temperature=0,
-        seed=SEED,
-        stream=True,
-    )
+    stream = spoken_reply(client, user_turn, "pcm16", stream=True)
     chunks = list(stream)
     assert all(chunk.object == "chat.completion.chunk" for chunk in chunks)
     assert len({chunk.id for chunk in chunks}) == 1 and chunks[0].choices[0].delta.role == "assistant"

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from voxport.batch.journal import MAX_RETRIES
-from voxport.cli.common import add_sampling_options, non_negative_int, positive_int
+from voxport.cli.common import add_dtype_option, add_sampling_options, non_negative_int, positive_int
 from voxport.models.registry import default_source
 from voxport.runtime.kinds import DEVICE_KINDS
 
@@ -119,12 +119,7 @@ def _job_parser(kinds, name: str, default_model: str | None, column: str, help_t
         choices=["auto", *DEVICE_KINDS],
         help="device kind of the workers; auto: the best the Ray runtime has (default: auto)",
     )
-    parser.add_argument(
-        "--dtype",
-        default="auto",
-        choices=["auto", "float32", "bfloat16", "float16"],
-        help="weights and activations; auto = bfloat16 on accelerators, float32 on CPU",
-    )
+    add_dtype_option(parser)
     parser.add_argument(
         "--max-retries",
         type=non_negative_int,

@@ -13,6 +13,10 @@ def add_device_options(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="auto (best accelerator here), cpu, cuda[:N], npu[:N], mps or xpu[:N] (default: auto)",
     )
+    add_dtype_option(parser)
+
+
+def add_dtype_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dtype",
         default="auto",

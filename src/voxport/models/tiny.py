@@ -11,6 +11,7 @@ but every byte a step reads is there, so speed and memory are the real model's.
 
 from __future__ import annotations
 
+import inspect
 import json
 import shutil
 from collections.abc import Callable, Iterator
@@ -60,7 +61,7 @@ _CORPUS = [
 SIZES = ("tiny", "full")
 FULL_DTYPE = torch.bfloat16  # what the released checkpoints store
 SHARD_BYTES = 2 * 2**30  # full-size weights are written (and generated) one shard of this size at a time
-CSM_BACKBONE_LAYERS = CsmConfig().num_hidden_layers  # 16: transformers' defaults are CSM-1B's
+CSM_BACKBONE_LAYERS = inspect.signature(CsmConfig).parameters["num_hidden_layers"].default  # 16, as in CSM-1B
 COVO_LLM_LAYERS = 28  # Qwen2-7B
 INIT_STD = 0.02  # matrices of full-size Covo: transformers' initializer_range
 
@@ -202,28 +203,31 @@ def _full_csm_config(tokenizer: PreTrainedTokenizerFast, layers: int | None) -> 
     )
 
 
+def _attention_stack(hidden: int, ffn: int, layers: int, heads: int, kv_heads: int) -> dict[str, int]:
+    """A transformer stack's widths under the names transformers' Llama-like configs (Qwen2, CSM, Mimi) share."""
+    return dict(
+        hidden_size=hidden,
+        intermediate_size=ffn,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+    )
+
+
 def _tiny_csm_config(tokenizer: PreTrainedTokenizerFast) -> CsmConfig:
     ids = tokenizer.convert_tokens_to_ids
     codec = MimiConfig(
-        hidden_size=32,
         num_filters=4,
         codebook_dim=16,
         vector_quantization_hidden_dimension=16,
         upsample_groups=32,
-        num_hidden_layers=1,
-        intermediate_size=64,
-        num_attention_heads=2,
-        num_key_value_heads=2,
+        **_attention_stack(hidden=32, ffn=64, layers=1, heads=2, kv_heads=2),
         head_dim=16,
         sliding_window=16,
     )
     return CsmConfig(
         text_vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        **_attention_stack(hidden=64, ffn=128, layers=2, heads=4, kv_heads=2),
         max_position_embeddings=2048,
         bos_token_id=ids(BOS),
         pad_token_id=ids(AUDIO),
@@ -231,11 +235,7 @@ def _tiny_csm_config(tokenizer: PreTrainedTokenizerFast) -> CsmConfig:
         audio_eos_token_id=ids(AUDIO_EOS),
         depth_decoder_config={
             "backbone_hidden_size": 64,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
+            **_attention_stack(hidden=32, ffn=64, layers=2, heads=4, kv_heads=2),
             "max_position_embeddings": 33,
         },
         codec_config=codec.to_dict(),
@@ -328,24 +328,12 @@ def _covo_config(text_vocab: int, end_of_text: int, full: bool, layers: int | No
     """Tiny widths, or Covo-Audio-Chat's (Qwen2-7B: hidden 3584, ffn 18944, 28 heads over 4 KV heads;
     Whisper large-v3's encoder: d_model 1280, 32 layers, 20 heads, ffn 5120)."""
     if full:
-        llm = dict(
-            hidden_size=3584,
-            intermediate_size=18944,
-            num_hidden_layers=layers or COVO_LLM_LAYERS,
-            num_attention_heads=28,
-            num_key_value_heads=4,
-            max_position_embeddings=32768,
-        )
+        llm = _attention_stack(hidden=3584, ffn=18944, layers=layers or COVO_LLM_LAYERS, heads=28, kv_heads=4)
+        llm["max_position_embeddings"] = 32768
         encoder = dict(d_model=1280, encoder_layers=32, encoder_attention_heads=20, encoder_ffn_dim=5120)
     else:
-        llm = dict(
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=4096,
-        )
+        llm = _attention_stack(hidden=64, ffn=128, layers=2, heads=4, kv_heads=2)
+        llm["max_position_embeddings"] = 4096
         encoder = dict(d_model=32, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=64)
     return CovoConfig(
         llm=Qwen2Config(

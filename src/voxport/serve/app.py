@@ -193,12 +193,7 @@ async def _answer(job: Job, request: Request):
     """The job's result; if the client leaves first, the job is cancelled: skipped if it has not started,
     stopped at its next step boundary if it has."""
     result = asyncio.wrap_future(job.future)
-    gone = asyncio.ensure_future(_client_gone(request))
-    try:
-        await asyncio.wait({result, gone}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        gone.cancel()
-    if not result.done():
+    if not await finished_unless_client_leaves(result, request):
         job.cancelled.set()
         raise APIError(499, "client closed the request")
     error = result.exception()
@@ -211,7 +206,17 @@ async def _answer(job: Job, request: Request):
     raise APIError(500, f"the model failed: {type(error).__name__}: {error}", kind="server_error")
 
 
-async def _client_gone(request: Request) -> None:
+async def finished_unless_client_leaves(work: asyncio.Future, request: Request) -> bool:
+    """Waits for `work` or for the client to disconnect, whichever is first: whether `work` finished."""
+    gone = asyncio.ensure_future(client_gone(request))
+    try:
+        await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    return work.done()
+
+
+async def client_gone(request: Request) -> None:
     """Returns when the client disconnects (the body has been read: all that can come is the disconnect)."""
     while (await request.receive())["type"] != "http.disconnect":
         pass

@@ -37,7 +37,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from voxport.errors import VoxportError
-from voxport.serve.app import Limits, ServerState, _client_gone, create_app
+from voxport.serve.app import Limits, ServerState, client_gone, create_app, finished_unless_client_leaves
 from voxport.serve.bodies import json_object
 from voxport.serve.errors import APIError
 from voxport.serve.metrics import Metrics
@@ -294,12 +294,7 @@ def entry_app(
             request.method, request.url.path, request.url.query, headers, json.dumps(body).encode()
         )
         start = asyncio.ensure_future(pieces.__anext__())
-        gone = asyncio.ensure_future(_client_gone(request))
-        try:
-            await asyncio.wait({start, gone}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            gone.cancel()
-        if not start.done():
+        if not await finished_unless_client_leaves(start, request):
             pieces.cancel()
             start.cancel()
             raise APIError(499, "client closed the request")
@@ -321,7 +316,7 @@ def entry_app(
 async def _rest(pieces: Any, request: Request) -> AsyncIterator[bytes]:
     """The body's pieces as the replica sends them; a client that leaves cancels the replica's call, and a
     replica that fails half-way (died) aborts the transfer, so the client sees a cut stream."""
-    gone = asyncio.ensure_future(_client_gone(request))
+    gone = asyncio.ensure_future(client_gone(request))
     gone.add_done_callback(lambda task: task.cancelled() or pieces.cancel())
     try:
         async for piece in pieces:

@@ -78,12 +78,21 @@ class AccuracyLimits(Record):
     max_ratio: list[float] = Field(description="[PASS limit, WARN limit] of the max-relative-error ratio")
 
 
+class Judged(Record):
+    """A comparison's verdict, and the ratios to the benchmark's error that gave it."""
+
+    verdict: Verdict
+    reason: str | None = Field(default=None, description="why it is not PASS, where a number alone does not say")
+    relative_ratio: float | None = Field(default=None, description="relative error / the benchmark's")
+    max_ratio: float | None = Field(default=None, description="max relative error / the benchmark's")
+
+
 class ExampleVerdict(Record):
     verdict: Verdict
     first_drift_module: str | None = Field(description="the example's first block that is not PASS")
 
 
-class BlockResult(Record):
+class BlockResult(Judged):
     """One block or stage over every example: the worst example's numbers and verdict."""
 
     module: str = Field(description="checkpoint key prefix of a module block, or the stage's name")
@@ -95,15 +104,11 @@ class BlockResult(Record):
     max_relative_error: float | None = None
     benchmark_relative_error: float | None = None
     benchmark_max_relative_error: float | None = None
-    verdict: Verdict
-    reason: str | None = Field(default=None, description="why it is not PASS, where a number alone does not say")
-    relative_ratio: float | None = Field(default=None, description="relative error / the benchmark's")
-    max_ratio: float | None = Field(default=None, description="max relative error / the benchmark's")
     path: str | None = Field(default=None, description="module path inside the model (module blocks)")
     example: str = Field(description="the example whose numbers these are")
 
 
-class OutputResult(Record):
+class OutputResult(Judged):
     """A teacher-forced output of the whole model: drift accumulated through every block (validate.metrics)."""
 
     cosine: float | None = None
@@ -112,10 +117,6 @@ class OutputResult(Record):
     relative_error: float | None = None
     within_0_1_percent: float | None = None
     top1_agreement: float | None = None
-    verdict: Verdict
-    reason: str | None = None
-    relative_ratio: float | None = None
-    max_ratio: float | None = None
 
 
 class DivergingOp(Record):
@@ -256,17 +257,13 @@ class KnownGapEntry(Record):
     fix: str
 
 
-class OpVerdict(Record):
+class OpVerdict(Judged):
     op: str
     input_dtypes: list[str]
     calls: int
     replayed: int
     relative_error: float | None = None
     max_relative_error: float | None = None
-    verdict: Verdict
-    reason: str | None = None
-    relative_ratio: float | None = None
-    max_ratio: float | None = None
 
 
 class SkippedOp(Record):

@@ -62,27 +62,13 @@ class CovoChat:
             reply_ids = self.model.tokenizer(reply, add_special_tokens=False, return_tensors="pt").input_ids
         else:
             reply_ids = torch.tensor([list(reply)], dtype=torch.long).view(1, -1)
-        text_ids, codes = self.model.split_output(reply_ids[0].tolist())
         history = self.engine.positions
         self.model.check_context(index, history, prompt_ids.shape[1] + reply_ids.shape[1], 1)
         self.model.continue_cache(
             self.engine, self.model.prompt_embeds(prompt_ids, clip), reply_ids.to(self.model.device)
         )
-        self.rounds.append(
-            ChatRound(
-                index=index,
-                text=self.model.decode_text(text_ids),
-                text_token_ids=text_ids,
-                audio_codes=codes,
-                reply_ids=reply_ids[0].tolist(),
-                audio_features=clip.placeholders,
-                generation_seconds=0.0,
-                prefill_positions=prompt_ids.shape[1] + reply_ids.shape[1],
-                cache_positions_before=history,
-                stopped=True,
-            )
-        )
-        return self.rounds[-1]
+        ids = reply_ids[0].tolist()
+        return self._record(clip, ids, ids, history, prefill_positions=prompt_ids.shape[1] + reply_ids.shape[1])
 
     def say(
         self, audio: SpeechClip | str | Path | np.ndarray, on_token: Callable[[list[int]], None] | None = None
@@ -111,20 +97,47 @@ class CovoChat:
         if self.settings.speaks and codes:
             with timed(self.model.device, timings, "decode_seconds"):
                 speech = self.model.speech_decoder().render(codes, seed=self.seed)
+        return self._record(
+            clip,
+            run.ids,
+            run.ids[:-1],
+            history,
+            prefill_positions=run.prefill_positions,
+            stopped=run.stopped,
+            generation_seconds=timings["generation_seconds"],
+            speech=speech,
+            decode_seconds=timings.get("decode_seconds"),
+        )
+
+    def _record(
+        self,
+        clip: SpeechClip,
+        output_ids: list[int],
+        reply_ids: list[int],
+        history: int,
+        prefill_positions: int,
+        stopped: bool = True,
+        generation_seconds: float = 0.0,
+        speech: np.ndarray | None = None,
+        decode_seconds: float | None = None,
+    ) -> ChatRound:
+        """The round just put into the cache (after `history` cached positions), kept in the conversation.
+        `output_ids` are all the round's ids, `reply_ids` those the cache holds (the stop token is not)."""
+        text_ids, codes = self.model.split_output(output_ids)
         self.rounds.append(
             ChatRound(
-                index=index,
+                index=len(self.rounds),
                 text=self.model.decode_text(text_ids),
                 text_token_ids=text_ids,
                 audio_codes=codes,
-                reply_ids=run.ids[:-1],
+                reply_ids=reply_ids,
                 audio_features=clip.placeholders,
-                generation_seconds=timings["generation_seconds"],
-                prefill_positions=run.prefill_positions,
+                generation_seconds=generation_seconds,
+                prefill_positions=prefill_positions,
                 cache_positions_before=history,
-                stopped=run.stopped,
+                stopped=stopped,
                 speech=speech,
-                decode_seconds=timings.get("decode_seconds"),
+                decode_seconds=decode_seconds,
             )
         )
         return self.rounds[-1]
