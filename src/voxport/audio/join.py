@@ -51,7 +51,9 @@ class StreamJoin:
     """`join_audio` for parts that come a piece at a time (streamed speech): the same samples out, in order. The
     last fade's worth of a speech part is held back until `end()` says where the part ends."""
 
-    def __init__(self, sample_rate: int, parts: int, fade_seconds: float = FADE_SECONDS) -> None:
+    def __init__(self, sample_rate: int, parts: int | None, fade_seconds: float = FADE_SECONDS) -> None:
+        """`parts`: how many parts will be joined; None while that is not known (text still coming in): then
+        every part's last fade is held back until `end` says whether it is the last."""
         fade = max(int(fade_seconds * sample_rate), 0)
         self.sample_rate, self.parts = sample_rate, parts
         self._ramp = (0.5 - 0.5 * np.cos(np.pi * (np.arange(fade) + 0.5) / fade)).astype(np.float32)
@@ -66,14 +68,15 @@ class StreamJoin:
             piece[:head] *= self._ramp[self._position : self._position + head]
         self._position += len(piece)
         waiting = np.concatenate([self._held, piece])
-        keep = min(len(waiting), len(self._ramp)) if self._index < self.parts - 1 else 0
+        last = self.parts is not None and self._index == self.parts - 1
+        keep = 0 if last else min(len(waiting), len(self._ramp))
         self._held = waiting[len(waiting) - keep :]
         return waiting[: len(waiting) - keep]
 
-    def end(self) -> np.ndarray:
-        """The rest of the current speech part, faded out; the next part starts."""
+    def end(self, last: bool = False) -> np.ndarray:
+        """The rest of the current speech part, faded out unless it is the `last` part; the next part starts."""
         tail = self._held
-        if len(tail):
+        if len(tail) and not last:
             tail = tail * self._ramp[: len(tail)][::-1]
         self._next()
         return tail

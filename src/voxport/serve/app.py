@@ -25,6 +25,7 @@ from voxport.serve.limits import Limits
 from voxport.serve.metrics import Metrics
 from voxport.serve.replies import ReplyStore
 from voxport.serve.speech import audio_stream, parse_speech_body, speech_job, speech_response, sse_events
+from voxport.serve.speech_socket import speech_socket_routes
 from voxport.serve.streams import AsyncChunks
 from voxport.serve.voice_api import voice_routes
 from voxport.serve.voices import VoiceBook
@@ -129,6 +130,8 @@ def create_app(state: ServerState) -> FastAPI:
         return await speech_response(result, body, job.payload.plan)
 
     app.include_router(voice_routes(state.voices))
+    speaker = lambda name: _model(state, name, SpeechService, "speak text")
+    app.include_router(speech_socket_routes(state, speaker, _submit))
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):

@@ -26,7 +26,15 @@ from voxport.serve.fields import FiniteFloat, Seed
 from voxport.serve.streams import StreamFailed, job_pieces
 from voxport.serve.voices import VoiceBook
 from voxport.serve.workers import Job, step_boundary
-from voxport.services.speech import SpeechPlan, SpeechRequest, SpeechResult, SpeechService, timestamps_record
+from voxport.services.speech import (
+    InputChunk,
+    SpeechInput,
+    SpeechPlan,
+    SpeechRequest,
+    SpeechResult,
+    SpeechService,
+    timestamps_record,
+)
 
 
 class VoiceId(BaseModel):
@@ -142,16 +150,34 @@ def speech_job(
     return SpeechJob(service.plan(request), body.streamed is not None)
 
 
+@dataclass(frozen=True)
+class InputJob:
+    """Chunks of text streamed in (the speech socket) that are ready to speak, in the order handed out."""
+
+    stream: SpeechInput
+    chunks: list[InputChunk]
+    ended: bool  # the input has ended
+
+
 def batch_key(job: Job):
     """Jobs with this key in common can share one batch (each with its own length and seed); streams run alone."""
-    speech: SpeechJob = job.payload
-    return None if speech.streamed else speech.plan.batch_key
+    speech = job.payload
+    return speech.plan.batch_key if isinstance(speech, SpeechJob) and not speech.streamed else None
 
 
 def run_speech(service: SpeechService, jobs: list[Job]) -> None:
-    """The worker's side: one stream, or one batch of whole texts."""
-    first: SpeechJob = jobs[0].payload
-    if first.streamed:
+    """The worker's side: one stream, one stretch of streamed-in text, or one batch of whole texts."""
+    first = jobs[0].payload
+    if isinstance(first, InputJob):
+        job, made = jobs[0], 0
+        assert job.chunks is not None  # a streamed job has its sink
+        for piece in first.stream.pieces(first.chunks, first.ended):
+            made += piece.spoken.output_tokens
+            step_boundary(jobs, made)
+            job.chunks.put(piece)
+        job.future.set_result(made)
+        job.chunks.put(None)
+    elif first.streamed:
         job, made, pieces = jobs[0], 0, []
         assert job.chunks is not None  # a streamed job has its sink
         timed = first.plan.request.timestamps

@@ -28,6 +28,13 @@ def split_text(text: str, max_chars: int) -> list[str]:
     return chunks
 
 
+def sentence_ends(text: str) -> list[tuple[int, int]]:
+    """Where each sentence of `text` ends and the next may start: [start, end) of the space between them (after
+    the closing punctuation). A text cut at one of these starts is the first whole sentences of the text, and
+    `split_text` of it gives the text's first chunks (all but its last, which later sentences may join)."""
+    return [match.span() for match in _SENTENCE_END.finditer(text)]
+
+
 def _split(text: str, boundary: re.Pattern[str]) -> list[str]:
     return [part for part in boundary.split(text) if part.strip()]
 

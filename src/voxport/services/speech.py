@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
@@ -31,11 +31,14 @@ from voxport.models.base import SpeaksText, SpeechSpec, SpokenAudio, TimedAudio,
 from voxport.models.registry import load_model
 from voxport.models.sampling import SamplingSettings
 from voxport.runtime.seeding import check_seed, fresh_seed
-from voxport.services.longform import split_text
+from voxport.services.longform import sentence_ends, split_text
 from voxport.text.align import ALIGNER_MODEL, Aligner, ChunkTime, WordTime, chunk_times, word_times
 from voxport.text.plan import plan_text
+from voxport.text.script import hint
 from voxport.text.segments import Break, Segment, Speech, TextPlan
 from voxport.text.spoken import Spoken, SpokenBuilder, locate_chunks
+
+_WHOLE_WORD = re.compile(r"\S+(?=\s)")
 
 
 @dataclass(frozen=True)
@@ -187,7 +190,7 @@ class SpeechService:
         for members in groups.values():
             for chunk in range(max(len(plans[index].chunks) for index in members)):
                 rows = [index for index in members if chunk < len(plans[index].chunks)]
-                specs = [self._spec(plans[index], chunk, spoken[index]) for index in rows]
+                specs = [self._spec(plans[index], chunk, _heard(plans[index], spoken[index])) for index in rows]
 
                 def heard(steps: int, before: int = done) -> None:
                     if on_step is not None:
@@ -212,7 +215,7 @@ class SpeechService:
                 silence = SpokenAudio(joiner.silence(segment.seconds), self.sample_rate, 0)
                 yield SpeechPiece(min(chunk, count - 1), count, "", silence, index)
                 continue
-            spec = self._spec(plan, chunk, spoken)
+            spec = self._spec(plan, chunk, _heard(plan, spoken))
             parts = self.model.speak_stream(spec) if streamed else iter(self._speak_chunk([spec], False, None))
             made = []
             for part in parts:
@@ -267,9 +270,10 @@ class SpeechService:
             raise InputError(f"{type(self.model).__name__} has no reference engine to compare with")
         return [speak_reference(spec) for spec in specs]
 
-    def _spec(self, plan: SpeechPlan, chunk: int, spoken: list[SpokenAudio]) -> SpeechSpec:
-        """Chunk `chunk` of `plan`, hearing the voice sample and the last chunks spoken before it."""
-        heard = tuple(VoiceSample(audio.audio, plan.chunks[index]) for index, audio in enumerate(spoken))
+    def _spec(self, plan: SpeechPlan, chunk: int, heard: Sequence[VoiceSample]) -> SpeechSpec:
+        """Chunk `chunk` of `plan`, hearing the voice sample and the last chunks spoken before it (`heard`: every
+        chunk spoken before it, in order)."""
+        heard = tuple(heard)
         context = (
             plan.request.voice + heard[len(heard) - self.defaults.context_chunks :] if heard else plan.request.voice
         )
@@ -343,6 +347,111 @@ class SpeechService:
         return chunk_times(plan.script, joined), words
 
 
+@dataclass(frozen=True)
+class InputChunk:
+    """A chunk of streamed text ready to speak: chunk `chunk` of `plan`, the plan of the text since the last flush."""
+
+    plan: SpeechPlan
+    chunk: int
+    follows: bool | None  # True: more chunks follow it; False: the input ended with it; None: not known yet
+
+
+class SpeechInput:
+    """Speech of a text that comes in pieces (an LLM's words as they are made), planned and spoken by the service
+    as a whole text is. A chunk goes out as soon as no later text can change it: the sentences after it have
+    started the next chunk (by `split_text`'s own rule, applied to the whole sentences so far) and a whole word
+    with a letter follows them (normalization looks no further ahead than that). So the audio is the whole text's
+    in one request with the same seed, sample for sample, unless `flush` ends a stretch early: then the text so
+    far is spoken as if it ended there, and the voice goes on from it.
+
+    `add`, `flush` and `end` only read text (cheap); `pieces` speaks what they handed out, in that order, on the
+    model's worker."""
+
+    def __init__(self, service: SpeechService, request: SpeechRequest) -> None:
+        """`request`: every setting of the speech but its text (SSML, timings and the reference engine are
+        refused: streamed text is plain text, spoken by the default engine)."""
+        if request.ssml:
+            raise InputError("streamed text is read as plain text: SSML is not parsed here")
+        if request.reference_engine or request.timestamps:
+            raise InputError("streamed text is spoken by the default engine, without word timings")
+        seed = fresh_seed() if request.seed is None else request.seed
+        self.service = service
+        self.request = replace(request, text="", ssml=False, seed=seed)
+        service.plan(replace(self.request, text="Ready."))  # every setting checked before any text comes
+        self.text = ""  # the text since the last flush
+        self.chars = 0  # characters taken in, all together
+        self._released: list[str] = []  # the chunks of `text` handed out
+        self._joiner = StreamJoin(service.sample_rate, None)
+        self._heard: list[VoiceSample] = []  # every chunk spoken, as voice context for the next
+        self._held = False  # the last chunk spoken still holds its fade: what follows it was not known
+
+    @property
+    def seed(self) -> int:
+        return cast(int, self.request.seed)
+
+    def add(self, text: str) -> list[InputChunk]:
+        """More text: the chunks it makes sure (often none)."""
+        self.text += text
+        self.chars += len(text)
+        if not any(char.isspace() for char in text):
+            return []  # a chunk is sure only once a whole word follows it
+        return self._release(self._sure(), True)
+
+    def flush(self, end: bool = False) -> list[InputChunk]:
+        """Every chunk of the text so far, spoken as if the text ended here; `end`: no text comes after it."""
+        chunks = self._release(None, False if end else None) if self.text.strip() else []
+        self.text, self._released = "", []
+        return chunks
+
+    def pieces(self, chunks: list[InputChunk], ended: bool = False) -> Iterator[SpeechPiece]:
+        """The speech of `chunks` as it is made, joined to what was spoken before them as `pieces` joins a whole
+        text's chunks; `ended`: the input has ended (the last fade is let go). `chunk` counts every chunk of the
+        input, `chunks` those handed out so far."""
+        rate = self.service.sample_rate
+        for item in chunks:
+            count, text = len(self._heard), item.plan.chunks[item.chunk]
+            if self._held:
+                yield SpeechPiece(count - 1, count, self._heard[-1].text, SpokenAudio(self._joiner.end(), rate, 0))
+            made = []
+            for part in self.service.model.speak_stream(self.service._spec(item.plan, item.chunk, self._heard)):
+                made.append(part)
+                yield SpeechPiece(count, count + 1, text, replace(part, audio=self._joiner.speech(part.audio)))
+            self._heard.append(VoiceSample(_joined(made, rate).audio, text))
+            self._held = item.follows is None
+            if not self._held:
+                yield SpeechPiece(count, count + 1, text, SpokenAudio(self._joiner.end(item.follows is False), rate, 0))
+        if ended and self._held:
+            count = len(self._heard)
+            yield SpeechPiece(count - 1, count, self._heard[-1].text, SpokenAudio(self._joiner.end(True), rate, 0))
+            self._held = False
+
+    def _sure(self) -> int:
+        """How many chunks of `text` no later text can change: all but the last chunk of its whole sentences, cut
+        at the last sentence end that a whole word with a letter follows."""
+        speech = plan_text(self.text, ssml=False, normalize=self.request.normalize).speech
+        if not speech:
+            return 0
+        spoken = speech[0].spoken
+        for start, end in reversed(sentence_ends(spoken.text)):
+            if end < len(spoken.text) and _word_follows(self.text, spoken.source_span(start, end)[1]):
+                return len(split_text(spoken.text[:start], self.service.defaults.max_chunk_chars)) - 1
+        return 0
+
+    def _release(self, count: int | None, last_follows: bool | None) -> list[InputChunk]:
+        """Chunks of `text` up to `count` (None: all of them) not handed out yet; the last of them is followed by
+        more chunks if `count` leaves some, else as `last_follows` says."""
+        if count is not None and count <= len(self._released):
+            return []
+        plan = self.service.plan(replace(self.request, text=self.text))
+        count = len(plan.chunks) if count is None else count
+        if plan.chunks[: len(self._released)] != tuple(self._released):  # the rule above failed: never expected
+            raise RuntimeError(f"streamed text was chunked {self._released}, then {plan.chunks}")
+        first = len(self._released)
+        self._released = list(plan.chunks[:count])
+        follows = [True] * (count - first - 1) + [True if count < len(plan.chunks) else last_follows]
+        return [InputChunk(plan, index, follow) for index, follow in zip(range(first, count), follows)]
+
+
 def timestamps_record(plan: SpeechPlan, chunks: list[ChunkTime], words: list[WordTime] | None) -> dict[str, Any]:
     """Timings as every door hands them out (JSON): the input as given, each chunk (the text the model read, the
     stretch of the input it says, its start and end in seconds) and, where asked, each word of the input."""
@@ -365,6 +474,17 @@ def _spaced_as(spoken: Spoken, chunk: str) -> Spoken:
             builder.say(gaps[index - 1], *spoken.source_span(words[index - 1][1], start))
         builder.add(spoken.slice(start, end))
     return builder.build()
+
+
+def _word_follows(text: str, position: int) -> bool:
+    """Whether text[position:] holds a whole word (space after it) with a letter of a script that decides how
+    numbers are read (script.hint): nothing written after it changes how the text before `position` is read."""
+    return any(any(hint(char) for char in word.group()) for word in _WHOLE_WORD.finditer(text, position))
+
+
+def _heard(plan: SpeechPlan, spoken: list[SpokenAudio]) -> list[VoiceSample]:
+    """The chunks of `plan` spoken so far, as voice context: each chunk's audio with its words."""
+    return [VoiceSample(audio.audio, plan.chunks[index]) for index, audio in enumerate(spoken)]
 
 
 def _joined(pieces: list[SpokenAudio], sample_rate: int) -> SpokenAudio:
