@@ -54,7 +54,9 @@ class Server:
 
     def metric(self, name: str, **labels: str) -> float:
         """One sample's value from /metrics (0 when it has not been reported yet)."""
-        for family in text_string_to_metric_families(httpx.get(f"{self.base}/metrics", headers=self.headers, timeout=30).text):
+        for family in text_string_to_metric_families(
+            httpx.get(f"{self.base}/metrics", headers=self.headers, timeout=30).text
+        ):
             for sample in family.samples:
                 if sample.name == name and all(sample.labels.get(key) == value for key, value in labels.items()):
                     return sample.value

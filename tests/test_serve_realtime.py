@@ -11,9 +11,9 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import shared_data
 from openai import OpenAI
 
+from conftest import shared_data
 from voxport.audio.io import resample
 from voxport.models.base import ChatSettings
 from voxport.serve.realtime import _samples
@@ -62,13 +62,18 @@ def events_until(connection, kind: str, limit: float = 120) -> list:
 def append(connection, pcm: bytes, piece: int = 9600) -> None:
     """Audio as a microphone sends it: 200 ms appends."""
     for start in range(0, len(pcm), piece):
-        connection.input_audio_buffer.append(audio=base64.b64encode(pcm[start:start + piece]).decode())
+        connection.input_audio_buffer.append(audio=base64.b64encode(pcm[start : start + piece]).decode())
 
 
 def manual(connection, max_tokens: int = 6) -> None:
-    connection.session.update(session={"type": "realtime", "output_modalities": ["audio"],
-                                       "max_output_tokens": max_tokens,
-                                       "audio": {"input": {"turn_detection": None}}})
+    connection.session.update(
+        session={
+            "type": "realtime",
+            "output_modalities": ["audio"],
+            "max_output_tokens": max_tokens,
+            "audio": {"input": {"turn_detection": None}},
+        }
+    )
     events_until(connection, "session.updated")
 
 
@@ -84,12 +89,15 @@ def test_two_manual_turns_keep_the_conversation_in_the_cache(client, turns, tiny
             connection.response.create()
             events = events_until(connection, "response.done")
             done.append(events[-1].response)
-            audio = b"".join(base64.b64decode(event.delta) for event in events
-                             if event.type == "response.output_audio.delta")
+            audio = b"".join(
+                base64.b64decode(event.delta) for event in events if event.type == "response.output_audio.delta"
+            )
             kinds = [event.type for event in events]
             assert kinds[0] == "response.created" and "response.output_audio.done" in kinds
             assert done[-1].status in ("completed", "incomplete")
-            transcripts += [event.transcript for event in events if event.type == "response.output_audio_transcript.done"]
+            transcripts += [
+                event.transcript for event in events if event.type == "response.output_audio_transcript.done"
+            ]
             if done[-1].usage.output_token_details.audio_tokens:
                 assert len(audio) > 0 and len(audio) % 2 == 0
     # the same two turns in a local conversation: round 0 is greedy, so the first replies match; the second
@@ -117,8 +125,13 @@ def test_server_vad_commits_each_turn_and_answers_it(client, turns):
             append(connection, pcm)
             events = events_until(connection, "response.done")
             kinds = [event.type for event in events]
-            order = ["input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
-                     "input_audio_buffer.committed", "conversation.item.created", "response.created"]
+            order = [
+                "input_audio_buffer.speech_started",
+                "input_audio_buffer.speech_stopped",
+                "input_audio_buffer.committed",
+                "conversation.item.created",
+                "response.created",
+            ]
             assert [kind for kind in kinds if kind in order][:5] == order, kinds
             started = next(event for event in events if event.type == "input_audio_buffer.speech_started")
             stopped = next(event for event in events if event.type == "input_audio_buffer.speech_stopped")
@@ -157,8 +170,9 @@ def test_a_cancelled_reply_stops_and_the_session_goes_on(client, server, turns):
 
 
 def test_a_closed_socket_cancels_its_reply(client, server, turns):
-    before = sum(server.metric("voxport_cancelled_jobs_total", model="chat", stage=stage)
-                 for stage in ("queued", "running"))
+    before = sum(
+        server.metric("voxport_cancelled_jobs_total", model="chat", stage=stage) for stage in ("queued", "running")
+    )
     with client.realtime.connect(model="chat") as connection:
         connection.recv()
         manual(connection, max_tokens=1500)
@@ -168,8 +182,13 @@ def test_a_closed_socket_cancels_its_reply(client, server, turns):
         events_until(connection, "response.created")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if sum(server.metric("voxport_cancelled_jobs_total", model="chat", stage=stage)
-               for stage in ("queued", "running")) > before:
+        if (
+            sum(
+                server.metric("voxport_cancelled_jobs_total", model="chat", stage=stage)
+                for stage in ("queued", "running")
+            )
+            > before
+        ):
             return
         time.sleep(0.2)
     raise AssertionError("the reply of a closed socket was not cancelled")
@@ -179,20 +198,44 @@ MISTAKES = {
     "malformed JSON": ("{not json", "invalid_json"),
     "unknown event type": (json.dumps({"type": "input_audio_buffer.rewind"}), "invalid_event"),
     "no type": (json.dumps({"audio": "AAAA"}), "invalid_event"),
-    "g711 input": (json.dumps({"type": "session.update", "session": {
-        "type": "realtime", "audio": {"input": {"format": {"type": "audio/pcma"}}}}}), "unsupported_audio_format"),
-    "16 kHz output": (json.dumps({"type": "session.update", "session": {
-        "type": "realtime", "audio": {"output": {"format": {"type": "audio/pcm", "rate": 16000}}}}}),
-        "unsupported_audio_format"),
-    "odd byte count": (json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(b"abc").decode()}),
-                       "invalid_audio_format"),
+    "g711 input": (
+        json.dumps(
+            {
+                "type": "session.update",
+                "session": {"type": "realtime", "audio": {"input": {"format": {"type": "audio/pcma"}}}},
+            }
+        ),
+        "unsupported_audio_format",
+    ),
+    "16 kHz output": (
+        json.dumps(
+            {
+                "type": "session.update",
+                "session": {"type": "realtime", "audio": {"output": {"format": {"type": "audio/pcm", "rate": 16000}}}},
+            }
+        ),
+        "unsupported_audio_format",
+    ),
+    "odd byte count": (
+        json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(b"abc").decode()}),
+        "invalid_audio_format",
+    ),
     "not base64": (json.dumps({"type": "input_audio_buffer.append", "audio": "***"}), "invalid_audio"),
-    "oversized append": (json.dumps({"type": "input_audio_buffer.append",
-                                     "audio": base64.b64encode(bytes(600_000)).decode()}), "audio_too_large"),
+    "oversized append": (
+        json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(bytes(600_000)).decode()}),
+        "audio_too_large",
+    ),
     "empty commit": (json.dumps({"type": "input_audio_buffer.commit"}), "input_audio_buffer_commit_empty"),
     "nothing to answer": (json.dumps({"type": "response.create"}), "no_user_turn"),
-    "typed text": (json.dumps({"type": "conversation.item.create", "item": {
-        "type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}}), None),
+    "typed text": (
+        json.dumps(
+            {
+                "type": "conversation.item.create",
+                "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]},
+            }
+        ),
+        None,
+    ),
 }
 
 
@@ -207,8 +250,13 @@ def test_mistakes_are_error_events_and_the_session_goes_on(client, turns):
             assert event.error.type == "invalid_request_error" and event.error.message, name
             assert event.error.code == code, (name, event.error)
         # still the same session: a turn given as an item is answered
-        connection.conversation.item.create(item={"type": "message", "role": "user", "content": [
-            {"type": "input_audio", "audio": base64.b64encode(turns[0][: RATE * 4]).decode()}]})
+        connection.conversation.item.create(
+            item={
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_audio", "audio": base64.b64encode(turns[0][: RATE * 4]).decode()}],
+            }
+        )
         events_until(connection, "conversation.item.created")
         connection.response.create()
         assert events_until(connection, "response.done")[-1].response.status in ("completed", "incomplete")

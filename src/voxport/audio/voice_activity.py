@@ -32,10 +32,17 @@ class SpeechDetector:
         try:
             from silero_vad import VADIterator, load_silero_vad
         except ImportError:
-            raise InputError("server_vad needs the silero-vad package: pip install 'voxport[realtime]', or set "
-                             "turn_detection to null and commit turns yourself") from None
-        self._vad = VADIterator(load_silero_vad(), threshold=threshold, sampling_rate=VAD_RATE,
-                                min_silence_duration_ms=silence_ms, speech_pad_ms=padding_ms)
+            raise InputError(
+                "server_vad needs the silero-vad package: pip install 'voxport[realtime]', or set "
+                "turn_detection to null and commit turns yourself"
+            ) from None
+        self._vad = VADIterator(
+            load_silero_vad(),
+            threshold=threshold,
+            sampling_rate=VAD_RATE,
+            min_silence_duration_ms=silence_ms,
+            speech_pad_ms=padding_ms,
+        )
         self._pending = np.zeros(0, np.float32)
         self._fed = 0  # 16 kHz samples run through the model
 

@@ -152,8 +152,13 @@ def create_app(state: ServerState) -> FastAPI:
 
     @app.websocket("/v1/realtime")
     async def realtime(socket: WebSocket):
-        await serve_session(socket, lambda name: _model(state, name, ChatService, "answer audio"), state.api_key,
-                            state.limits.max_audio_bytes, state.metrics)
+        await serve_session(
+            socket,
+            lambda name: _model(state, name, ChatService, "answer audio"),
+            state.api_key,
+            state.limits.max_audio_bytes,
+            state.metrics,
+        )
 
     return app
 

@@ -39,15 +39,22 @@ SESSION_RATE = 24000  # audio/pcm at 24 kHz, both ways: the one format OpenAI's 
 MAX_APPEND_BYTES = 15 * 2**20  # the most audio one append event may carry (OpenAI's limit)
 AUDIO_DELTA_BYTES = 24000 * 2 // 5  # 200 ms of pcm16 per response.output_audio.delta
 SUBPROTOCOL_KEY = "openai-insecure-api-key."  # how browsers send the API key (they cannot set headers)
-SERVER_VAD = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 500,
-              "create_response": True, "interrupt_response": True}  # OpenAI's defaults
+SERVER_VAD = {
+    "type": "server_vad",
+    "threshold": 0.5,
+    "prefix_padding_ms": 300,
+    "silence_duration_ms": 500,
+    "create_response": True,
+    "interrupt_response": True,
+}  # OpenAI's defaults
 
 
 class EventError(Exception):
     """A client event the session refuses: an `error` event, and the session goes on."""
 
-    def __init__(self, message: str, param: str | None = None, code: str | None = None,
-                 kind: str = "invalid_request_error"):
+    def __init__(
+        self, message: str, param: str | None = None, code: str | None = None, kind: str = "invalid_request_error"
+    ):
         super().__init__(message)
         self.message, self.param, self.code, self.kind = message, param, code, kind
 
@@ -62,16 +69,28 @@ class SessionConfig:
     max_output_tokens: int | None = None  # None ("inf"): the model's default
 
     def settings(self, seed: int | None = None) -> ChatSettings:
-        return ChatSettings(mode="a2ta" if "audio" in self.output_modalities else "a2t", persona=self.instructions,
-                            max_new_tokens=self.max_output_tokens, seed=seed)
+        return ChatSettings(
+            mode="a2ta" if "audio" in self.output_modalities else "a2t",
+            persona=self.instructions,
+            max_new_tokens=self.max_output_tokens,
+            seed=seed,
+        )
 
     def describe(self, model: str, session_id: str) -> dict:
         audio_format = {"type": "audio/pcm", "rate": SESSION_RATE}
-        return {"type": "realtime", "object": "realtime.session", "id": session_id, "model": model,
-                "instructions": self.instructions or "", "output_modalities": list(self.output_modalities),
-                "max_output_tokens": self.max_output_tokens or "inf",
-                "audio": {"input": {"format": audio_format, "turn_detection": self.turn_detection},
-                          "output": {"format": audio_format}}}
+        return {
+            "type": "realtime",
+            "object": "realtime.session",
+            "id": session_id,
+            "model": model,
+            "instructions": self.instructions or "",
+            "output_modalities": list(self.output_modalities),
+            "max_output_tokens": self.max_output_tokens or "inf",
+            "audio": {
+                "input": {"format": audio_format, "turn_detection": self.turn_detection},
+                "output": {"format": audio_format},
+            },
+        }
 
 
 class RealtimeSession:
@@ -121,8 +140,11 @@ class RealtimeSession:
             raise EventError("an event must be a JSON object with a string 'type'", "type", "invalid_event")
         handler = self.HANDLERS.get(event["type"])
         if handler is None:
-            raise EventError(f"unknown event type '{event['type']}': expected one of {', '.join(self.HANDLERS)}",
-                             "type", "invalid_event")
+            raise EventError(
+                f"unknown event type '{event['type']}': expected one of {', '.join(self.HANDLERS)}",
+                "type",
+                "invalid_event",
+            )
         try:
             await handler(self, event)
         except APIError as error:
@@ -153,8 +175,12 @@ class RealtimeSession:
                 config.turn_detection = _turn_detection(part["turn_detection"])
         fixed = ("instructions", "output_modalities", "max_output_tokens")
         if self.settings is not None and any(getattr(config, name) != getattr(self.config, name) for name in fixed):
-            raise EventError("instructions, output_modalities and max_output_tokens are fixed once the first reply "
-                             "has begun (the model has read them)", "session", "session_fixed")
+            raise EventError(
+                "instructions, output_modalities and max_output_tokens are fixed once the first reply "
+                "has begun (the model has read them)",
+                "session",
+                "session_fixed",
+            )
         self.config = config
         self._use_vad()
         await self.send("session.updated", session=config.describe(self.served.name, self.session_id))
@@ -168,12 +194,19 @@ class RealtimeSession:
         except (binascii.Error, ValueError):
             raise EventError("audio is not valid base64", "audio", "invalid_audio") from None
         if len(raw) % 2:
-            raise EventError(f"audio holds {len(raw)} bytes: pcm16 audio comes in whole 2-byte samples (the session's "
-                             f"format is audio/pcm, 16-bit mono at {SESSION_RATE} Hz)", "audio", "invalid_audio_format")
+            raise EventError(
+                f"audio holds {len(raw)} bytes: pcm16 audio comes in whole 2-byte samples (the session's "
+                f"format is audio/pcm, 16-bit mono at {SESSION_RATE} Hz)",
+                "audio",
+                "invalid_audio_format",
+            )
         if len(raw) > MAX_APPEND_BYTES or len(self.buffer) + len(raw) > self.max_audio_bytes:
-            raise EventError(f"this append brings the audio buffer to {len(self.buffer) + len(raw)} bytes; the limit is "
-                             f"{min(self.max_audio_bytes, MAX_APPEND_BYTES)} a turn: commit turns more often",
-                             "audio", "audio_too_large")
+            raise EventError(
+                f"this append brings the audio buffer to {len(self.buffer) + len(raw)} bytes; the limit is "
+                f"{min(self.max_audio_bytes, MAX_APPEND_BYTES)} a turn: commit turns more often",
+                "audio",
+                "audio_too_large",
+            )
         self.buffer += raw
         if self.detector is not None and raw:
             edges = await asyncio.to_thread(self.detector.feed, _samples(raw), SESSION_RATE)
@@ -190,29 +223,46 @@ class RealtimeSession:
     async def item_create(self, event: dict) -> None:
         item = _object(event.get("item"), "item")
         content = item.get("content")
-        if item.get("type") != "message" or item.get("role") != "user" or not isinstance(content, list) or \
-                len(content) != 1 or not isinstance(content[0], dict) or content[0].get("type") != "input_audio":
-            raise EventError("item must be a user message with one input_audio part (the model listens; it takes no "
-                             "typed text)", "item.content")
+        if (
+            item.get("type") != "message"
+            or item.get("role") != "user"
+            or not isinstance(content, list)
+            or len(content) != 1
+            or not isinstance(content[0], dict)
+            or content[0].get("type") != "input_audio"
+        ):
+            raise EventError(
+                "item must be a user message with one input_audio part (the model listens; it takes no typed text)",
+                "item.content",
+            )
         try:
             raw = base64.b64decode(content[0].get("audio") or "", validate=True)
         except (binascii.Error, ValueError):
             raise EventError("item.content[0].audio is not valid base64", "item.content[0].audio") from None
         if not raw or len(raw) % 2 or len(raw) > self.max_audio_bytes:
-            raise EventError(f"item.content[0].audio must be pcm16 at {SESSION_RATE} Hz, at most {self.max_audio_bytes} "
-                             "bytes", "item.content[0].audio", "invalid_audio_format")
+            raise EventError(
+                f"item.content[0].audio must be pcm16 at {SESSION_RATE} Hz, at most {self.max_audio_bytes} bytes",
+                "item.content[0].audio",
+                "invalid_audio_format",
+            )
         await self._add_turn(_samples(raw), item.get("id") or _id("item"))
 
     async def response_create(self, event: dict) -> None:
         if self.reply is not None and not self.reply.done():
-            raise EventError("a response is in progress: cancel it first", code="conversation_already_has_active_response")
+            raise EventError(
+                "a response is in progress: cancel it first", code="conversation_already_has_active_response"
+            )
         if not self.pending:
-            raise EventError("there is no user audio to answer: append and commit audio, or create an input_audio item",
-                             code="no_user_turn")
+            raise EventError(
+                "there is no user audio to answer: append and commit audio, or create an input_audio item",
+                code="no_user_turn",
+            )
         response = _object(event.get("response", {}), "response")
         if "instructions" in response or "tools" in response:
-            raise EventError("per-response instructions and tools are not supported: set instructions with "
-                             "session.update", "response")
+            raise EventError(
+                "per-response instructions and tools are not supported: set instructions with session.update",
+                "response",
+            )
         clip = await asyncio.to_thread(self.service.clip, np.concatenate(self.pending), SESSION_RATE)
         self.pending = []
         self.job = self._submit(self._turn_work(clip))
@@ -224,9 +274,12 @@ class RealtimeSession:
         await self._stop_reply()
 
     HANDLERS: dict[str, Callable] = {
-        "session.update": session_update, "input_audio_buffer.append": append,
-        "input_audio_buffer.commit": commit, "input_audio_buffer.clear": clear,
-        "conversation.item.create": item_create, "response.create": response_create,
+        "session.update": session_update,
+        "input_audio_buffer.append": append,
+        "input_audio_buffer.commit": commit,
+        "input_audio_buffer.clear": clear,
+        "conversation.item.create": item_create,
+        "response.create": response_create,
         "response.cancel": response_cancel,
     }
 
@@ -234,8 +287,11 @@ class RealtimeSession:
 
     def _use_vad(self) -> None:
         vad = self.config.turn_detection
-        self.detector = None if vad is None else SpeechDetector(vad["threshold"], vad["silence_duration_ms"],
-                                                                vad["prefix_padding_ms"])
+        self.detector = (
+            None
+            if vad is None
+            else SpeechDetector(vad["threshold"], vad["silence_duration_ms"], vad["prefix_padding_ms"])
+        )
 
     async def _speech_started(self, ms: int) -> None:
         self.speech_item = _id("item")
@@ -253,8 +309,10 @@ class RealtimeSession:
 
     async def _commit(self, end: int, item_id: str | None = None) -> None:
         if end < 2:
-            raise EventError("the input audio buffer is empty: append audio before committing",
-                             code="input_audio_buffer_commit_empty")
+            raise EventError(
+                "the input audio buffer is empty: append audio before committing",
+                code="input_audio_buffer_commit_empty",
+            )
         samples = _samples(bytes(self.buffer[:end]))
         self._drop(end)
         await self._add_turn(samples, item_id or _id("item"), committed=True)
@@ -267,8 +325,14 @@ class RealtimeSession:
     async def _add_turn(self, samples: np.ndarray, item_id: str, committed: bool = False) -> None:
         if committed:
             await self.send("input_audio_buffer.committed", item_id=item_id, previous_item_id=self.last_item)
-        item = {"id": item_id, "object": "realtime.item", "type": "message", "role": "user", "status": "completed",
-                "content": [{"type": "input_audio", "transcript": None}]}
+        item = {
+            "id": item_id,
+            "object": "realtime.item",
+            "type": "message",
+            "role": "user",
+            "status": "completed",
+            "content": [{"type": "input_audio", "transcript": None}],
+        }
         await self.send("conversation.item.created", item=item, previous_item_id=self.last_item)
         self.pending.append(samples)
         self.last_item = item_id
@@ -278,11 +342,21 @@ class RealtimeSession:
     async def _respond(self, job: Job) -> None:
         response_id, item_id = _id("resp"), _id("item")
         speaking = "audio" in self.config.output_modalities
-        base = {"id": response_id, "object": "realtime.response", "output_modalities": list(self.config.output_modalities),
-                "conversation_id": self.session_id}
+        base = {
+            "id": response_id,
+            "object": "realtime.response",
+            "output_modalities": list(self.config.output_modalities),
+            "conversation_id": self.session_id,
+        }
         await self.send("response.created", response={**base, "status": "in_progress", "output": []})
-        item = {"id": item_id, "object": "realtime.item", "type": "message", "role": "assistant",
-                "status": "in_progress", "content": []}
+        item = {
+            "id": item_id,
+            "object": "realtime.item",
+            "type": "message",
+            "role": "assistant",
+            "status": "in_progress",
+            "content": [],
+        }
         await self.send("response.output_item.added", response_id=response_id, output_index=0, item=item)
         await self.send("conversation.item.created", item=item, previous_item_id=self.last_item)
         self.last_item = item_id
@@ -298,22 +372,31 @@ class RealtimeSession:
                 speech = await asyncio.to_thread(resample, turn.speech, self.service.speech_rate, SESSION_RATE)
                 audio = pcm16(speech)
                 for start in range(0, len(audio), AUDIO_DELTA_BYTES):
-                    await self.send("response.output_audio.delta", **where,
-                                    delta=base64.b64encode(audio[start:start + AUDIO_DELTA_BYTES]).decode())
+                    await self.send(
+                        "response.output_audio.delta",
+                        **where,
+                        delta=base64.b64encode(audio[start : start + AUDIO_DELTA_BYTES]).decode(),
+                    )
             text = turn.text
             if not turn.stopped:
                 status, details = "incomplete", {"type": "incomplete", "reason": "max_output_tokens"}
         except JobCancelled:
-            status, details = "cancelled", {"type": "cancelled", "reason": "turn_detected" if self.speech_item
-                                            else "client_cancelled"}
+            status, details = (
+                "cancelled",
+                {"type": "cancelled", "reason": "turn_detected" if self.speech_item else "client_cancelled"},
+            )
             self.conversation = None  # the cache heard a turn that has no reply: reopened from `answered` next time
         except (EventError, VoxportError, APIError) as error:
-            status, details = "failed", {"type": "failed", "error": {"type": "invalid_request_error",
-                                                                      "message": str(error)}}
-        except Exception as error:  # noqa: BLE001 (the client hears of any failure; the session goes on)
+            status, details = (
+                "failed",
+                {"type": "failed", "error": {"type": "invalid_request_error", "message": str(error)}},
+            )
+        except Exception as error:
             self.conversation = None
-            status, details = "failed", {"type": "failed", "error": {"type": "server_error",
-                                                                      "message": f"{type(error).__name__}: {error}"}}
+            status, details = (
+                "failed",
+                {"type": "failed", "error": {"type": "server_error", "message": f"{type(error).__name__}: {error}"}},
+            )
         finally:
             self.job = None
         if speaking:
@@ -322,8 +405,16 @@ class RealtimeSession:
         part = {"type": "output_audio" if speaking else "output_text", ("transcript" if speaking else "text"): text}
         done_item = {**item, "status": "completed" if status == "completed" else "incomplete", "content": [part]}
         await self.send("response.output_item.done", response_id=response_id, output_index=0, item=done_item)
-        await self.send("response.done", response={**base, "status": status, "status_details": details,
-                                                   "output": [done_item], "usage": _usage(turn)})
+        await self.send(
+            "response.done",
+            response={
+                **base,
+                "status": status,
+                "status_details": details,
+                "output": [done_item],
+                "usage": _usage(turn),
+            },
+        )
 
     def _turn_work(self, clip: Any) -> Callable[[list[Job]], None]:
         """The worker thread's side of one reply: the session's conversation answers `clip`, its text going out
@@ -348,14 +439,18 @@ class RealtimeSession:
             self.answered.append((clip, turn))
             job.future.set_result(turn)
             job.chunks.put(None)
+
         return work
 
     def _submit(self, work: Callable[[list[Job]], None]) -> Job:
         try:
             return self.served.worker.submit(Job(work, chunks=AsyncChunks()))
         except QueueFull:
-            raise EventError(f"model {self.served.name} is busy: its queue is full, try again shortly",
-                             code="queue_full", kind="rate_limit_error") from None
+            raise EventError(
+                f"model {self.served.name} is busy: its queue is full, try again shortly",
+                code="queue_full",
+                kind="rate_limit_error",
+            ) from None
 
     async def _stop_reply(self) -> None:
         if self.job is not None:
@@ -372,12 +467,21 @@ class RealtimeSession:
 
     async def error(self, error: EventError) -> None:
         self.count_error(error.kind)
-        await self.send("error", error={"type": error.kind, "code": error.code, "message": error.message,
-                                        "param": error.param, "event_id": None})
+        await self.send(
+            "error",
+            error={
+                "type": error.kind,
+                "code": error.code,
+                "message": error.message,
+                "param": error.param,
+                "event_id": None,
+            },
+        )
 
 
-async def serve_session(socket: WebSocket, served_model: Callable[[str], Any], api_key: str | None,
-                        max_audio_bytes: int, metrics) -> None:
+async def serve_session(
+    socket: WebSocket, served_model: Callable[[str], Any], api_key: str | None, max_audio_bytes: int, metrics
+) -> None:
     """One socket, from its handshake to its close: the key checked and the model found before it is accepted
     (else the handshake is refused with OpenAI's error body), then the session."""
     key, subprotocol = api_key_offered(socket)
@@ -396,8 +500,9 @@ async def serve_session(socket: WebSocket, served_model: Callable[[str], Any], a
         metrics.requests.labels(ENDPOINT, status).inc()
     await socket.accept(subprotocol)
     try:
-        await RealtimeSession(socket, served, max_audio_bytes,
-                              lambda kind: metrics.errors.labels(ENDPOINT, kind).inc()).run()
+        await RealtimeSession(
+            socket, served, max_audio_bytes, lambda kind: metrics.errors.labels(ENDPOINT, kind).inc()
+        ).run()
     finally:
         metrics.latency.labels(ENDPOINT).observe(time.perf_counter() - started)
 
@@ -406,10 +511,10 @@ def api_key_offered(socket: WebSocket) -> tuple[str | None, str | None]:
     """The API key the client sent (Authorization: Bearer, or the browsers' subprotocol) and the subprotocol to
     accept ("realtime" when the client offered it)."""
     offered = [part.strip() for part in socket.headers.get("sec-websocket-protocol", "").split(",") if part.strip()]
-    key = next((part[len(SUBPROTOCOL_KEY):] for part in offered if part.startswith(SUBPROTOCOL_KEY)), None)
+    key = next((part[len(SUBPROTOCOL_KEY) :] for part in offered if part.startswith(SUBPROTOCOL_KEY)), None)
     authorization = socket.headers.get("authorization", "")
     if authorization.startswith("Bearer "):
-        key = authorization[len("Bearer "):]
+        key = authorization[len("Bearer ") :]
     return key, "realtime" if "realtime" in offered else None
 
 
@@ -444,9 +549,12 @@ def _max_tokens(value: Any, param: str) -> int | None:
 def _check_format(value: Any, param: str) -> None:
     audio = _object(value, param)
     if audio.get("type") != "audio/pcm" or audio.get("rate", SESSION_RATE) != SESSION_RATE:
-        raise EventError(f"{param}: {json.dumps(audio)} is not available here: expected "
-                         f'{{"type": "audio/pcm", "rate": {SESSION_RATE}}} (pcm16 mono)', param,
-                         "unsupported_audio_format")
+        raise EventError(
+            f"{param}: {json.dumps(audio)} is not available here: expected "
+            f'{{"type": "audio/pcm", "rate": {SESSION_RATE}}} (pcm16 mono)',
+            param,
+            "unsupported_audio_format",
+        )
 
 
 def _turn_detection(value: Any) -> dict | None:
@@ -474,8 +582,14 @@ def _usage(turn: ChatRound | None) -> dict | None:
         return None
     cached, fresh = turn.cache_positions_before, turn.prefill_positions
     text, audio = len(turn.text_token_ids), len(turn.audio_codes)
-    return {"total_tokens": cached + fresh + text + audio, "input_tokens": cached + fresh,
-            "output_tokens": text + audio,
-            "input_token_details": {"cached_tokens": cached, "audio_tokens": turn.audio_features,
-                                    "text_tokens": cached + fresh - turn.audio_features},
-            "output_token_details": {"text_tokens": text, "audio_tokens": audio}}
+    return {
+        "total_tokens": cached + fresh + text + audio,
+        "input_tokens": cached + fresh,
+        "output_tokens": text + audio,
+        "input_token_details": {
+            "cached_tokens": cached,
+            "audio_tokens": turn.audio_features,
+            "text_tokens": cached + fresh - turn.audio_features,
+        },
+        "output_token_details": {"text_tokens": text, "audio_tokens": audio},
+    }
