@@ -4,6 +4,7 @@ CPU. Live sessions use it for server-side turn detection."""
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +17,11 @@ VAD_RATE = 16000  # the rate Silero VAD hears
 _WINDOW = 512  # samples per Silero VAD step at 16 kHz (32 ms)
 
 
+def vad_available() -> bool:
+    """Whether the silero-vad package is installed (it is an optional extra)."""
+    return importlib.util.find_spec("silero_vad") is not None
+
+
 @dataclass(frozen=True)
 class SpeechEdge:
     """Speech started (`started` True) or stopped, at `ms` milliseconds from the start of the audio fed."""
@@ -26,7 +32,8 @@ class SpeechEdge:
 
 class SpeechDetector:
     """Feed samples as they come; hear back where speech started and stopped (a stop needs `silence_ms` of
-    silence after it; each edge is padded by `padding_ms`, as the model's own iterator does)."""
+    silence after it; each edge is padded by `padding_ms`, as the model's own iterator does). Loading takes a
+    moment: build it off the event loop."""
 
     def __init__(self, threshold: float, silence_ms: int, padding_ms: int):
         try:
@@ -44,7 +51,6 @@ class SpeechDetector:
             speech_pad_ms=padding_ms,
         )
         self._pending = np.zeros(0, np.float32)
-        self._fed = 0  # 16 kHz samples run through the model
 
     def feed(self, samples: np.ndarray, rate: int) -> list[SpeechEdge]:
         """The edges found in `samples` (mono float32 at `rate`), with those of the audio fed before."""
@@ -54,13 +60,7 @@ class SpeechDetector:
             window, self._pending = self._pending[:_WINDOW], self._pending[_WINDOW:]
             with torch.inference_mode():
                 found = self._vad(torch.from_numpy(np.ascontiguousarray(window)))
-            self._fed += _WINDOW
             if found:
                 started = "start" in found
                 edges.append(SpeechEdge(started, int(found["start" if started else "end"]) * 1000 // VAD_RATE))
         return edges
-
-    def reset(self) -> None:
-        """Forget the speech state (the audio fed so far keeps counting toward the edges' times)."""
-        self._vad.reset_states()
-        self._vad.current_sample = self._fed

@@ -156,7 +156,7 @@ def create_app(state: ServerState) -> FastAPI:
             socket,
             lambda name: _model(state, name, ChatService, "answer audio"),
             state.api_key,
-            state.limits.max_audio_bytes,
+            state.limits,
             state.metrics,
         )
 

@@ -1,11 +1,12 @@
 """WebSocket /v1/realtime on any model that answers audio: the part of OpenAI's Realtime API (GA event names)
 that the openai SDK's `client.realtime.connect()` and the agent frameworks' Realtime plugins use.
 
-Audio goes up as pcm16 at 24 kHz; a turn ends when the client commits it or when server-side voice activity
-detection hears the speaker stop. Each socket keeps one conversation in the model's cache, so turn N processes
-only turn N's audio. The model's work runs on its worker thread, one job per reply; `response.cancel`, a new
-turn that interrupts, or a closed socket stops the job at its next step. Every malformed or unsupported client
-event is answered with an `error` event in OpenAI's shape, and the session goes on.
+Audio goes up in the session's input format; a turn ends when the client commits it or when server-side voice
+activity detection hears the speaker stop. Each socket keeps one conversation in the model's cache, so turn N
+processes only turn N's audio (a session.update that changes what the model reads reopens it with the history
+so far). Each reply is one job on the model's worker, the same queue HTTP requests wait in; `response.cancel`,
+a new turn that interrupts, or a closed socket stops it at its next step. Every malformed or unsupported
+client event is answered with an `error` event in OpenAI's shape, and the session goes on.
 """
 
 from __future__ import annotations
@@ -17,131 +18,93 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
+from typing import Any, cast
 
 import numpy as np
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from voxport.audio.io import resample
 from voxport.audio.voice_activity import SpeechDetector
 from voxport.errors import VoxportError
 from voxport.models.base import ChatRound, ChatSettings, Conversation
-from voxport.serve.audio_formats import pcm16
 from voxport.serve.errors import APIError
+from voxport.serve.limits import Limits
+from voxport.serve.metrics import Metrics
+from voxport.serve.realtime_config import PCM16, EventError, SessionConfig
 from voxport.serve.streams import AsyncChunks
-from voxport.serve.workers import Job, JobCancelled, QueueFull, step_boundary
+from voxport.serve.workers import ChunkSink, Job, QueueFull, step_boundary
 from voxport.services.chat import ChatService
 
 ENDPOINT = "/v1/realtime"
-SESSION_RATE = 24000  # audio/pcm at 24 kHz, both ways: the one format OpenAI's Realtime API and its clients share
+RATE = PCM16.rate  # the input buffer holds float32 samples at 24 kHz, whatever format they came in
 MAX_APPEND_BYTES = 15 * 2**20  # the most audio one append event may carry (OpenAI's limit)
-AUDIO_DELTA_BYTES = 24000 * 2 // 5  # 200 ms of pcm16 per response.output_audio.delta
+AUDIO_DELTA_SECONDS = 0.2  # audio per response.output_audio.delta
 SUBPROTOCOL_KEY = "openai-insecure-api-key."  # how browsers send the API key (they cannot set headers)
-SERVER_VAD = {
-    "type": "server_vad",
-    "threshold": 0.5,
-    "prefix_padding_ms": 300,
-    "silence_duration_ms": 500,
-    "create_response": True,
-    "interrupt_response": True,
-}  # OpenAI's defaults
-
-
-class EventError(Exception):
-    """A client event the session refuses: an `error` event, and the session goes on."""
-
-    def __init__(
-        self, message: str, param: str | None = None, code: str | None = None, kind: str = "invalid_request_error"
-    ):
-        super().__init__(message)
-        self.message, self.param, self.code, self.kind = message, param, code, kind
-
-
-@dataclass
-class SessionConfig:
-    """What session.update can set; the conversation's settings are fixed by its first reply."""
-
-    instructions: str | None = None  # the system prompt; None: the model's own persona
-    output_modalities: tuple[str, ...] = ("audio",)
-    turn_detection: dict | None = field(default_factory=lambda: dict(SERVER_VAD))
-    max_output_tokens: int | None = None  # None ("inf"): the model's default
-
-    def settings(self, seed: int | None = None) -> ChatSettings:
-        return ChatSettings(
-            mode="a2ta" if "audio" in self.output_modalities else "a2t",
-            persona=self.instructions,
-            max_new_tokens=self.max_output_tokens,
-            seed=seed,
-        )
-
-    def describe(self, model: str, session_id: str) -> dict:
-        audio_format = {"type": "audio/pcm", "rate": SESSION_RATE}
-        return {
-            "type": "realtime",
-            "object": "realtime.session",
-            "id": session_id,
-            "model": model,
-            "instructions": self.instructions or "",
-            "output_modalities": list(self.output_modalities),
-            "max_output_tokens": self.max_output_tokens or "inf",
-            "audio": {
-                "input": {"format": audio_format, "turn_detection": self.turn_detection},
-                "output": {"format": audio_format},
-            },
-        }
 
 
 class RealtimeSession:
     """One socket's session: its audio buffer, its turns, its conversation, the reply in progress."""
 
-    def __init__(self, socket: WebSocket, served, max_audio_bytes: int, count_error: Callable[[str], None]):
-        self.socket, self.served, self.max_audio_bytes, self.count_error = socket, served, max_audio_bytes, count_error
+    def __init__(self, socket: WebSocket, served: Any, limits: Limits, count_error: Callable[[str], None]):
+        self.socket, self.served, self.limits, self.count_error = socket, served, limits, count_error
         self.service: ChatService = served.service
         self.config = SessionConfig()
-        self.session_id = f"sess_{uuid.uuid4().hex[:20]}"
-        self.buffer = bytearray()  # pcm16 at SESSION_RATE, not yet committed
-        self.buffer_start_ms = 0  # where the buffer starts in the session's audio (VAD times count from 0)
-        self.pending: list[np.ndarray] = []  # committed user audio (float32 at SESSION_RATE) not yet answered
-        self.conversation: Conversation | None = None
-        self.settings: ChatSettings | None = None
-        self.answered: list[tuple[Any, ChatRound]] = []  # each finished round's clip and reply, for a reopen
-        self.detector: SpeechDetector | None = None
-        self.speech_item: str | None = None  # the user item VAD heard start
-        self.reply: asyncio.Task | None = None
-        self.job: Job | None = None
+        if served.speech_error:  # a model that cannot speak answers in text
+            self.config = replace(self.config, output_modalities=("text",))
+        self.session_id = _id("sess")
+        self.buffer: list[np.ndarray] = []  # uncommitted audio (float32 at RATE), in pieces as appended
+        self.heard = 0  # samples appended in the session so far (VAD times count from the first)
+        self.pending: list[np.ndarray] = []  # committed user audio not answered yet
         self.last_item: str | None = None
-        self._use_vad()
+        self.detector: SpeechDetector | None = None
+        self.detector_for: dict[str, Any] | None = None  # the turn_detection settings it was built with
+        self.detector_origin = 0  # the session sample its times count from
+        self.speech_item: str | None = None  # the user item VAD heard start
+        self.reply: asyncio.Task[None] | None = None
+        self.job: Job | None = None
+        self.stop_reason = "client_cancelled"
+        self.event_id: str | None = None  # the client event being handled, named by its error
+        # the worker's side: touched only by this session's jobs, which the model's worker runs one at a time
+        self.conversation: Conversation | None = None
+        self.conversation_settings: ChatSettings | None = None
+        self.seed: int | None = None
+        self.answered: list[tuple[Any, tuple[int, ...]]] = []  # each answered turn's clip and reply ids
 
     async def run(self) -> None:
+        await self._follow_turn_detection()
         await self.send("session.created", session=self.config.describe(self.served.name, self.session_id))
         try:
             while True:
-                message = await self.socket.receive_text()
+                message = await self.socket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
                 try:
                     await self.handle(message)
                 except EventError as error:
                     await self.error(error)
-        except WebSocketDisconnect:
+        except WebSocketDisconnect:  # closed while an event was being answered
             pass
         finally:
-            if self.job is not None:
-                self.job.cancelled.set()
-            if self.reply is not None:
-                self.reply.cancel()
+            await self._abandon_reply()
 
-    async def handle(self, message: str) -> None:
+    async def handle(self, message: Mapping[str, Any]) -> None:
+        self.event_id = None
+        text = message.get("text")
+        if text is None:
+            raise EventError("events are JSON text messages, not binary ones", code="invalid_event")
         try:
-            event = json.loads(message)
-        except json.JSONDecodeError as error:
+            event = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as error:
             raise EventError(f"the event is not valid JSON: {error}", code="invalid_json") from None
         if not isinstance(event, dict) or not isinstance(event.get("type"), str):
             raise EventError("an event must be a JSON object with a string 'type'", "type", "invalid_event")
+        self.event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
         handler = self.HANDLERS.get(event["type"])
         if handler is None:
             raise EventError(
-                f"unknown event type '{event['type']}': expected one of {', '.join(self.HANDLERS)}",
+                f"unknown or unsupported event type '{event['type']}': expected one of {', '.join(self.HANDLERS)}",
                 "type",
                 "invalid_event",
             )
@@ -154,77 +117,48 @@ class RealtimeSession:
 
     # client events
 
-    async def session_update(self, event: dict) -> None:
-        session = _object(event.get("session"), "session")
-        config = replace(self.config)
-        if "instructions" in session:
-            config.instructions = _optional_text(session["instructions"], "session.instructions")
-        if "output_modalities" in session:
-            modalities = session["output_modalities"]
-            if modalities not in (["audio"], ["text"]):
-                raise EventError('session.output_modalities must be ["audio"] or ["text"]', "session.output_modalities")
-            config.output_modalities = tuple(modalities)
-        if "max_output_tokens" in session:
-            config.max_output_tokens = _max_tokens(session["max_output_tokens"], "session.max_output_tokens")
-        audio = _object(session.get("audio", {}), "session.audio")
-        for side in ("input", "output"):
-            part = _object(audio.get(side, {}), f"session.audio.{side}")
-            if "format" in part:
-                _check_format(part["format"], f"session.audio.{side}.format")
-            if side == "input" and "turn_detection" in part:
-                config.turn_detection = _turn_detection(part["turn_detection"])
-        fixed = ("instructions", "output_modalities", "max_output_tokens")
-        if self.settings is not None and any(getattr(config, name) != getattr(self.config, name) for name in fixed):
+    async def session_update(self, event: dict[str, Any]) -> None:
+        config = self.config.updated(event.get("session"))
+        if config.speaks and self.served.speech_error:
             raise EventError(
-                "instructions, output_modalities and max_output_tokens are fixed once the first reply "
-                "has begun (the model has read them)",
-                "session",
-                "session_fixed",
+                f"model {self.served.name} cannot speak: {self.served.speech_error}: ask for output_modalities "
+                '["text"]',
+                "session.output_modalities",
             )
         self.config = config
-        self._use_vad()
+        await self._follow_turn_detection()
         await self.send("session.updated", session=config.describe(self.served.name, self.session_id))
 
-    async def append(self, event: dict) -> None:
-        data = event.get("audio")
-        if not isinstance(data, str):
-            raise EventError("input_audio_buffer.append needs 'audio': base64 pcm16 at 24 kHz", "audio")
-        try:
-            raw = base64.b64decode(data, validate=True)
-        except (binascii.Error, ValueError):
-            raise EventError("audio is not valid base64", "audio", "invalid_audio") from None
-        if len(raw) % 2:
+    async def append(self, event: dict[str, Any]) -> None:
+        raw = _base64(event.get("audio"), "audio", MAX_APPEND_BYTES)
+        fresh = await asyncio.to_thread(self._heard, raw, "audio")
+        if (self._buffered() + len(fresh)) * 2 > self.limits.max_audio_bytes:
             raise EventError(
-                f"audio holds {len(raw)} bytes: pcm16 audio comes in whole 2-byte samples (the session's "
-                f"format is audio/pcm, 16-bit mono at {SESSION_RATE} Hz)",
-                "audio",
-                "invalid_audio_format",
-            )
-        if len(raw) > MAX_APPEND_BYTES or len(self.buffer) + len(raw) > self.max_audio_bytes:
-            raise EventError(
-                f"this append brings the audio buffer to {len(self.buffer) + len(raw)} bytes; the limit is "
-                f"{min(self.max_audio_bytes, MAX_APPEND_BYTES)} a turn: commit turns more often",
+                f"this append brings the audio buffer to {(self._buffered() + len(fresh)) * 2} bytes as pcm16 at "
+                f"{RATE} Hz; a turn holds at most {self.limits.max_audio_bytes}: commit turns more often",
                 "audio",
                 "audio_too_large",
             )
-        self.buffer += raw
-        if self.detector is not None and raw:
-            edges = await asyncio.to_thread(self.detector.feed, _samples(raw), SESSION_RATE)
-            for edge in edges:
-                await (self._speech_started(edge.ms) if edge.started else self._speech_stopped(edge.ms))
+        self.buffer.append(fresh)
+        self.heard += len(fresh)
+        if self.detector is not None and len(fresh):
+            for edge in await asyncio.to_thread(self.detector.feed, fresh, RATE):
+                at = self.detector_origin + edge.ms * RATE // 1000
+                await (self._speech_started(at) if edge.started else self._speech_stopped(at))
 
-    async def commit(self, event: dict) -> None:
-        await self._commit(len(self.buffer))
+    async def commit(self, event: dict[str, Any]) -> None:
+        await self._commit(self.heard, self.speech_item or _id("item"))
 
-    async def clear(self, event: dict) -> None:
-        self._drop(len(self.buffer))
+    async def clear(self, event: dict[str, Any]) -> None:
+        self._drop_until(self.heard)
         await self.send("input_audio_buffer.cleared")
 
-    async def item_create(self, event: dict) -> None:
-        item = _object(event.get("item"), "item")
-        content = item.get("content")
+    async def item_create(self, event: dict[str, Any]) -> None:
+        item = event.get("item")
+        content = item.get("content") if isinstance(item, dict) else None
         if (
-            item.get("type") != "message"
+            not isinstance(item, dict)
+            or item.get("type") != "message"
             or item.get("role") != "user"
             or not isinstance(content, list)
             or len(content) != 1
@@ -234,46 +168,51 @@ class RealtimeSession:
             raise EventError(
                 "item must be a user message with one input_audio part (the model listens; it takes no typed text)",
                 "item.content",
+                "unsupported_item",
             )
-        try:
-            raw = base64.b64decode(content[0].get("audio") or "", validate=True)
-        except (binascii.Error, ValueError):
-            raise EventError("item.content[0].audio is not valid base64", "item.content[0].audio") from None
-        if not raw or len(raw) % 2 or len(raw) > self.max_audio_bytes:
-            raise EventError(
-                f"item.content[0].audio must be pcm16 at {SESSION_RATE} Hz, at most {self.max_audio_bytes} bytes",
-                "item.content[0].audio",
-                "invalid_audio_format",
-            )
-        await self._add_turn(_samples(raw), item.get("id") or _id("item"))
+        if event.get("previous_item_id") not in (None, self.last_item):
+            raise EventError("items are added at the end of the conversation only", "previous_item_id")
+        param = "item.content[0].audio"
+        raw = _base64(content[0].get("audio"), param, self.limits.max_audio_bytes)
+        samples = await asyncio.to_thread(self._heard, raw, param)
+        if not len(samples):
+            raise EventError(f"{param} is empty", param, "invalid_audio")
+        named = item.get("id")
+        await self._add_turn(samples, named if isinstance(named, str) else _id("item"))
 
-    async def response_create(self, event: dict) -> None:
-        if self.reply is not None and not self.reply.done():
+    async def response_create(self, event: dict[str, Any]) -> None:
+        if self._replying():
             raise EventError(
                 "a response is in progress: cancel it first", code="conversation_already_has_active_response"
             )
+        response = event.get("response", {})
+        if not isinstance(response, dict) or set(response) - {"conversation", "metadata"}:
+            raise EventError("per-response settings are not supported here: set them with session.update", "response")
         if not self.pending:
             raise EventError(
                 "there is no user audio to answer: append and commit audio, or create an input_audio item",
                 code="no_user_turn",
             )
-        response = _object(event.get("response", {}), "response")
-        if "instructions" in response or "tools" in response:
+        audio, self.pending = np.concatenate(self.pending), []
+        clip = await asyncio.to_thread(self.service.clip, audio, RATE)
+        config, chunks = self.config, AsyncChunks()
+        try:
+            job = self.served.worker.submit(Job(self._turn_work(clip, config), chunks=chunks))
+        except QueueFull:
             raise EventError(
-                "per-response instructions and tools are not supported: set instructions with session.update",
-                "response",
-            )
-        clip = await asyncio.to_thread(self.service.clip, np.concatenate(self.pending), SESSION_RATE)
-        self.pending = []
-        self.job = self._submit(self._turn_work(clip))
-        self.reply = asyncio.create_task(self._respond(self.job))
+                f"model {self.served.name} is busy: its queue is full, try again shortly",
+                code="queue_full",
+                kind="rate_limit_error",
+            ) from None
+        self.job, self.stop_reason = job, "client_cancelled"
+        self.reply = asyncio.create_task(self._respond(job, chunks, config, response.get("metadata")))
 
-    async def response_cancel(self, event: dict) -> None:
-        if self.reply is None or self.reply.done():
+    async def response_cancel(self, event: dict[str, Any]) -> None:
+        if not self._replying():
             raise EventError("there is no response in progress to cancel", code="response_cancel_not_active")
-        await self._stop_reply()
+        await self._stop_reply("client_cancelled")
 
-    HANDLERS: dict[str, Callable] = {
+    HANDLERS: dict[str, Callable[[RealtimeSession, dict[str, Any]], Awaitable[None]]] = {
         "session.update": session_update,
         "input_audio_buffer.append": append,
         "input_audio_buffer.commit": commit,
@@ -285,46 +224,63 @@ class RealtimeSession:
 
     # turns
 
-    def _use_vad(self) -> None:
+    def _heard(self, raw: bytes, param: str) -> np.ndarray:
+        """Float32 samples at RATE of audio in the session's input format."""
+        samples = self.config.input_format.decode(raw, param)
+        return resample(samples, self.config.input_format.rate, RATE)
+
+    async def _follow_turn_detection(self) -> None:
+        """A detector for the session's turn detection settings (Silero loads off the event loop)."""
         vad = self.config.turn_detection
-        self.detector = (
-            None
-            if vad is None
-            else SpeechDetector(vad["threshold"], vad["silence_duration_ms"], vad["prefix_padding_ms"])
-        )
+        if vad == self.detector_for:
+            return
+        self.detector, self.detector_for, self.detector_origin = None, vad, self.heard
+        if vad is not None:
+            self.detector = await asyncio.to_thread(
+                SpeechDetector, vad["threshold"], vad["silence_duration_ms"], vad["prefix_padding_ms"]
+            )
 
-    async def _speech_started(self, ms: int) -> None:
+    async def _speech_started(self, at: int) -> None:
+        self._drop_until(at)  # what came before the speech (and its padding) is not part of the turn
         self.speech_item = _id("item")
-        await self.send("input_audio_buffer.speech_started", audio_start_ms=ms, item_id=self.speech_item)
-        if self.config.turn_detection.get("interrupt_response") and self.reply is not None and not self.reply.done():
-            await self._stop_reply()
+        await self.send("input_audio_buffer.speech_started", audio_start_ms=_ms(at), item_id=self.speech_item)
+        assert self.config.turn_detection is not None
+        if self.config.turn_detection["interrupt_response"] and self._replying():
+            await self._stop_reply("turn_detected")
 
-    async def _speech_stopped(self, ms: int) -> None:
+    async def _speech_stopped(self, at: int) -> None:
         item_id = self.speech_item or _id("item")
-        await self.send("input_audio_buffer.speech_stopped", audio_end_ms=ms, item_id=item_id)
-        end = min(len(self.buffer), (ms - self.buffer_start_ms) * SESSION_RATE // 1000 * 2)
-        await self._commit(end, item_id)
-        if self.config.turn_detection.get("create_response", True):
+        await self.send("input_audio_buffer.speech_stopped", audio_end_ms=_ms(at), item_id=item_id)
+        await self._commit(at, item_id)
+        assert self.config.turn_detection is not None
+        if self.config.turn_detection["create_response"] and not self._replying():
             await self.response_create({})
 
-    async def _commit(self, end: int, item_id: str | None = None) -> None:
-        if end < 2:
+    async def _commit(self, until: int, item_id: str) -> None:
+        """The buffered audio up to session sample `until` becomes a user turn."""
+        start = self.heard - self._buffered()
+        if until - start < 1:
             raise EventError(
                 "the input audio buffer is empty: append audio before committing",
                 code="input_audio_buffer_commit_empty",
             )
-        samples = _samples(bytes(self.buffer[:end]))
-        self._drop(end)
-        await self._add_turn(samples, item_id or _id("item"), committed=True)
-
-    def _drop(self, end: int) -> None:
-        del self.buffer[:end]
-        self.buffer_start_ms += end // 2 * 1000 // SESSION_RATE
+        whole = np.concatenate(self.buffer)
+        self.buffer = [whole[until - start :]]
         self.speech_item = None
+        await self.send("input_audio_buffer.committed", item_id=item_id, previous_item_id=self.last_item)
+        await self._add_turn(whole[: until - start], item_id)
 
-    async def _add_turn(self, samples: np.ndarray, item_id: str, committed: bool = False) -> None:
-        if committed:
-            await self.send("input_audio_buffer.committed", item_id=item_id, previous_item_id=self.last_item)
+    def _drop_until(self, until: int) -> None:
+        start = self.heard - self._buffered()
+        if until > start:
+            self.buffer = [np.concatenate(self.buffer)[until - start :]] if self.buffer else []
+        if until >= self.heard:
+            self.speech_item = None
+
+    def _buffered(self) -> int:
+        return sum(len(piece) for piece in self.buffer)
+
+    async def _add_turn(self, samples: np.ndarray, item_id: str) -> None:
         item = {
             "id": item_id,
             "object": "realtime.item",
@@ -333,20 +289,33 @@ class RealtimeSession:
             "status": "completed",
             "content": [{"type": "input_audio", "transcript": None}],
         }
-        await self.send("conversation.item.created", item=item, previous_item_id=self.last_item)
+        await self._announce_item(item)
         self.pending.append(samples)
-        self.last_item = item_id
+
+    async def _announce_item(self, item: dict[str, Any]) -> None:
+        for kind in ("conversation.item.created", "conversation.item.added"):
+            await self.send(kind, item=item, previous_item_id=self.last_item)
+        if item["status"] == "completed":
+            await self.send("conversation.item.done", item=item, previous_item_id=self.last_item)
+        self.last_item = item["id"]
 
     # replies
 
-    async def _respond(self, job: Job) -> None:
+    def _replying(self) -> bool:
+        return self.reply is not None and not self.reply.done()
+
+    async def _respond(self, job: Job, chunks: AsyncChunks, config: SessionConfig, metadata: Any) -> None:
+        """The reply's events: its text as the model makes it, its audio as soon as it is rendered, then
+        response.done with the status and usage."""
         response_id, item_id = _id("resp"), _id("item")
-        speaking = "audio" in self.config.output_modalities
+        speaking, modalities = config.speaks, list(config.output_modalities)
         base = {
             "id": response_id,
             "object": "realtime.response",
-            "output_modalities": list(self.config.output_modalities),
             "conversation_id": self.session_id,
+            "output_modalities": modalities,
+            "metadata": metadata,
+            "audio": {"output": {"format": config.output_format.describe(), "voice": config.voice}},
         }
         await self.send("response.created", response={**base, "status": "in_progress", "output": []})
         item = {
@@ -358,129 +327,138 @@ class RealtimeSession:
             "content": [],
         }
         await self.send("response.output_item.added", response_id=response_id, output_index=0, item=item)
-        await self.send("conversation.item.created", item=item, previous_item_id=self.last_item)
-        self.last_item = item_id
+        await self._announce_item(item)
         where = {"response_id": response_id, "item_id": item_id, "output_index": 0, "content_index": 0}
-        kind = "output_audio_transcript" if speaking else "output_text"
+        kind, key = ("output_audio_transcript", "transcript") if speaking else ("output_text", "text")
+        part = {"type": "output_audio" if speaking else "output_text", key: ""}
+        await self.send("response.content_part.added", **where, part=part)
         status, details, turn, text = "completed", None, None, ""
-        try:
-            while (delta := await job.chunks.get()) is not None:
-                text += delta
-                await self.send(f"response.{kind}.delta", **where, delta=delta)
-            turn = await asyncio.wrap_future(job.future)
-            if turn.speech is not None:
-                speech = await asyncio.to_thread(resample, turn.speech, self.service.speech_rate, SESSION_RATE)
-                audio = pcm16(speech)
-                for start in range(0, len(audio), AUDIO_DELTA_BYTES):
-                    await self.send(
-                        "response.output_audio.delta",
-                        **where,
-                        delta=base64.b64encode(audio[start : start + AUDIO_DELTA_BYTES]).decode(),
-                    )
-            text = turn.text
-            if not turn.stopped:
-                status, details = "incomplete", {"type": "incomplete", "reason": "max_output_tokens"}
-        except JobCancelled:
-            status, details = (
-                "cancelled",
-                {"type": "cancelled", "reason": "turn_detected" if self.speech_item else "client_cancelled"},
-            )
-            self.conversation = None  # the cache heard a turn that has no reply: reopened from `answered` next time
-        except (EventError, VoxportError, APIError) as error:
-            status, details = (
-                "failed",
-                {"type": "failed", "error": {"type": "invalid_request_error", "message": str(error)}},
-            )
-        except Exception as error:
-            self.conversation = None
-            status, details = (
-                "failed",
-                {"type": "failed", "error": {"type": "server_error", "message": f"{type(error).__name__}: {error}"}},
-            )
-        finally:
-            self.job = None
-        if speaking:
+        while True:
+            piece = await chunks.get()
+            if isinstance(piece, str):
+                text += piece
+                await self.send(f"response.{kind}.delta", **where, delta=piece)
+            elif isinstance(piece, ChatRound):
+                turn, text = piece, piece.text
+                break
+            else:  # None: stopped here, or the job failed
+                status, details = self._ended(job)
+                break
+        if turn is not None and speaking and turn.speech is not None:
+            audio = await asyncio.to_thread(self._spoken, turn.speech, config)
+            step = int(AUDIO_DELTA_SECONDS * config.output_format.rate) * config.output_format.sample_bytes
+            for start in range(0, len(audio), step):
+                if job.cancelled.is_set():
+                    break
+                delta = base64.b64encode(audio[start : start + step]).decode()
+                await self.send("response.output_audio.delta", **where, delta=delta)
             await self.send("response.output_audio.done", **where)
-        await self.send(f"response.{kind}.done", **where, **{"transcript" if speaking else "text": text})
-        part = {"type": "output_audio" if speaking else "output_text", ("transcript" if speaking else "text"): text}
-        done_item = {**item, "status": "completed" if status == "completed" else "incomplete", "content": [part]}
+        if job.cancelled.is_set():
+            status, details = "cancelled", {"type": "cancelled", "reason": self.stop_reason}
+        elif turn is not None and not turn.stopped:
+            status, details = "incomplete", {"type": "incomplete", "reason": "max_output_tokens"}
+        await self.send(f"response.{kind}.done", **where, **{key: text})
+        await self.send("response.content_part.done", **where, part={**part, key: text})
+        done_item = {
+            **item,
+            "status": "completed" if status == "completed" else "incomplete",
+            "content": [{**part, key: text}],
+        }
         await self.send("response.output_item.done", response_id=response_id, output_index=0, item=done_item)
-        await self.send(
-            "response.done",
-            response={
-                **base,
-                "status": status,
-                "status_details": details,
-                "output": [done_item],
-                "usage": _usage(turn),
-            },
-        )
+        await self.send("conversation.item.done", item=done_item, previous_item_id=None)
+        response = {**base, "status": status, "status_details": details, "output": [done_item], "usage": _usage(turn)}
+        await self.send("response.done", response=response)
 
-    def _turn_work(self, clip: Any) -> Callable[[list[Job]], None]:
+    def _ended(self, job: Job) -> tuple[str, dict[str, Any]]:
+        """Why a reply ended without its round: stopped, or what the job failed with."""
+        if job.cancelled.is_set():
+            return "cancelled", {"type": "cancelled", "reason": self.stop_reason}
+        error = job.future.exception() if job.future.done() else None
+        if isinstance(error, (VoxportError, APIError)):
+            failure = {"type": "invalid_request_error", "message": str(error)}
+        else:
+            failure = {"type": "server_error", "message": f"the reply failed: {type(error).__name__}: {error}"}
+        return "failed", {"type": "failed", "error": failure}
+
+    def _spoken(self, speech: np.ndarray, config: SessionConfig) -> bytes:
+        return config.output_format.encode(resample(speech, self.service.speech_rate, config.output_format.rate))
+
+    def _turn_work(self, clip: Any, config: SessionConfig) -> Callable[[list[Job]], None]:
         """The worker thread's side of one reply: the session's conversation answers `clip`, its text going out
-        as tokens come (reopened first, with the rounds answered so far, when a reply was stopped)."""
-        if self.conversation is None:
-            self.settings = self.config.settings(self.settings.seed if self.settings else None)
-        settings, service = self.settings, self.service
+        as tokens come, then its round. The conversation is (re)opened with the turns answered so far when it
+        has none, or when the settings the model reads have changed."""
 
         def work(jobs: list[Job]) -> None:
             job = jobs[0]
-            if self.conversation is None:
-                self.conversation = service.open(settings, [(old, done.reply_ids) for old, done in self.answered])
-                self.settings = replace(settings, seed=self.conversation.seed)
-            text = service.reply_text()
+            chunks = cast(ChunkSink, job.chunks)
+            settings = config.settings(self.seed)
+            if self.conversation is None or settings != self.conversation_settings:
+                self.conversation = None
+                conversation = self.service.open(settings, self.answered)
+                self.seed = conversation.seed
+                self.conversation, self.conversation_settings = conversation, replace(settings, seed=self.seed)
+            text = self.service.reply_text()
 
             def on_token(ids: list[int]) -> None:
                 step_boundary(jobs, len(ids))
                 if delta := text.add(ids):
-                    job.chunks.put(delta)
+                    chunks.put(delta)
 
-            turn = self.conversation.say(clip, on_token=on_token)
-            self.answered.append((clip, turn))
+            try:
+                turn = self.conversation.say(clip, on_token=on_token)
+            except BaseException:
+                self.conversation = None  # its cache holds this turn with no reply: reopened with the history
+                raise
+            self.answered.append((clip, tuple(turn.reply_ids)))
             job.future.set_result(turn)
-            job.chunks.put(None)
+            chunks.put(turn)
 
         return work
 
-    def _submit(self, work: Callable[[list[Job]], None]) -> Job:
-        try:
-            return self.served.worker.submit(Job(work, chunks=AsyncChunks()))
-        except QueueFull:
-            raise EventError(
-                f"model {self.served.name} is busy: its queue is full, try again shortly",
-                code="queue_full",
-                kind="rate_limit_error",
-            ) from None
+    async def _stop_reply(self, reason: str) -> None:
+        """Stop the reply in progress: its job stops at its next step (or is skipped, still queued), and the
+        client hears response.done now, without waiting for the worker."""
+        assert self.job is not None and self.job.chunks is not None
+        self.stop_reason = reason
+        self.job.cancelled.set()
+        self.job.chunks.put(None)
+        if self.reply is not None:
+            await self.reply
 
-    async def _stop_reply(self) -> None:
+    async def _abandon_reply(self) -> None:
+        """The socket closed: the reply's job stops at its next step, and nothing more is sent."""
         if self.job is not None:
             self.job.cancelled.set()
-            self.job.chunks.put(None)  # a job skipped before it started sends no end of its own
+        if self.reply is not None and not self.reply.done():
+            self.reply.cancel()
         if self.reply is not None:
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect):
                 await self.reply
 
     # sending
 
     async def send(self, kind: str, **fields: Any) -> None:
-        await self.socket.send_text(json.dumps({"type": kind, "event_id": _id("event"), **fields}))
+        if WebSocketState.DISCONNECTED not in (self.socket.application_state, self.socket.client_state):
+            await self.socket.send_text(json.dumps({"type": kind, "event_id": _id("event"), **fields}))
 
     async def error(self, error: EventError) -> None:
-        self.count_error(error.kind)
-        await self.send(
-            "error",
-            error={
-                "type": error.kind,
-                "code": error.code,
-                "message": error.message,
-                "param": error.param,
-                "event_id": None,
-            },
-        )
+        self.count_error(error.code or error.kind)
+        body = {
+            "type": error.kind,
+            "code": error.code,
+            "message": error.message,
+            "param": error.param,
+            "event_id": self.event_id,
+        }
+        await self.send("error", error=body)
 
 
 async def serve_session(
-    socket: WebSocket, served_model: Callable[[str], Any], api_key: str | None, max_audio_bytes: int, metrics
+    socket: WebSocket,
+    served_model: Callable[[str], Any],
+    api_key: str | None,
+    limits: Limits,
+    metrics: Metrics,
 ) -> None:
     """One socket, from its handshake to its close: the key checked and the model found before it is accepted
     (else the handshake is refused with OpenAI's error body), then the session."""
@@ -489,7 +467,12 @@ async def serve_session(
     status = "101"
     try:
         if api_key and key != api_key:
-            raise APIError(401, "missing or wrong API key: send Authorization: Bearer <key>", code="invalid_api_key")
+            raise APIError(
+                401,
+                "missing or wrong API key: send Authorization: Bearer <key>, or the subprotocol "
+                f"{SUBPROTOCOL_KEY}<key>",
+                code="invalid_api_key",
+            )
         served = served_model(socket.query_params.get("model", ""))
     except APIError as error:
         status = str(error.status)
@@ -500,9 +483,7 @@ async def serve_session(
         metrics.requests.labels(ENDPOINT, status).inc()
     await socket.accept(subprotocol)
     try:
-        await RealtimeSession(
-            socket, served, max_audio_bytes, lambda kind: metrics.errors.labels(ENDPOINT, kind).inc()
-        ).run()
+        await RealtimeSession(socket, served, limits, lambda kind: metrics.errors.labels(ENDPOINT, kind).inc()).run()
     finally:
         metrics.latency.labels(ENDPOINT).observe(time.perf_counter() - started)
 
@@ -522,62 +503,25 @@ def _id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:20]}"
 
 
-def _samples(raw: bytes) -> np.ndarray:
-    return np.frombuffer(raw, "<i2").astype(np.float32) / 32768
+def _ms(samples: int) -> int:
+    return samples * 1000 // RATE
 
 
-def _object(value: Any, param: str) -> dict:
-    if not isinstance(value, dict):
-        raise EventError(f"{param} must be a JSON object", param)
-    return value
-
-
-def _optional_text(value: Any, param: str) -> str | None:
-    if value is not None and not isinstance(value, str):
-        raise EventError(f"{param} must be a string", param)
-    return value or None
-
-
-def _max_tokens(value: Any, param: str) -> int | None:
-    if value == "inf":
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise EventError(f'{param} must be a positive integer or "inf"', param)
-    return value
-
-
-def _check_format(value: Any, param: str) -> None:
-    audio = _object(value, param)
-    if audio.get("type") != "audio/pcm" or audio.get("rate", SESSION_RATE) != SESSION_RATE:
+def _base64(data: Any, param: str, limit: int) -> bytes:
+    if not isinstance(data, str):
+        raise EventError(f"{param} must be base64 audio in the session's input format", param, "invalid_audio")
+    if len(data) // 4 * 3 > limit + 3:
         raise EventError(
-            f"{param}: {json.dumps(audio)} is not available here: expected "
-            f'{{"type": "audio/pcm", "rate": {SESSION_RATE}}} (pcm16 mono)',
-            param,
-            "unsupported_audio_format",
+            f"{param} holds about {len(data) // 4 * 3} bytes of audio; the limit is {limit}", param, "audio_too_large"
         )
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise EventError(f"{param} is not valid base64", param, "invalid_audio") from None
 
 
-def _turn_detection(value: Any) -> dict | None:
-    param = "session.audio.input.turn_detection"
-    if value is None:
-        return None
-    chosen = _object(value, param)
-    if chosen.get("type") != "server_vad":
-        raise EventError(f"{param}.type must be server_vad (or turn_detection null for manual commits)", param)
-    unknown = set(chosen) - set(SERVER_VAD) - {"idle_timeout_ms"}
-    if unknown:
-        raise EventError(f"{param}: unknown field {', '.join(sorted(unknown))}", param)
-    merged = {**SERVER_VAD, **{key: value for key, value in chosen.items() if value is not None}}
-    if not 0 < merged["threshold"] < 1:
-        raise EventError(f"{param}.threshold must be in (0, 1)", f"{param}.threshold")
-    for name in ("prefix_padding_ms", "silence_duration_ms"):
-        if isinstance(merged[name], bool) or not isinstance(merged[name], int) or merged[name] < 0:
-            raise EventError(f"{param}.{name} must be a non-negative integer", f"{param}.{name}")
-    return merged
-
-
-def _usage(turn: ChatRound | None) -> dict | None:
-    """OpenAI's usage: prompt positions (cached history apart from this turn's own) and reply tokens."""
+def _usage(turn: ChatRound | None) -> dict[str, Any] | None:
+    """OpenAI's usage: prompt positions (the cached history apart from this turn's own) and reply tokens."""
     if turn is None:
         return None
     cached, fresh = turn.cache_positions_before, turn.prefill_positions
