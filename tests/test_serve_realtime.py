@@ -232,7 +232,8 @@ def test_g711_both_ways_and_text_replies(client, voiced_turns):
         connection.input_audio_buffer.commit()
         connection.response.create()
         events = events_until(connection, "response.done")
-        assert events[-1].response.usage.input_token_details.audio_tokens > 0
+        first = events[-1].response.usage
+        assert first.input_token_details.audio_tokens > 0
         alaw = audio_of(events)
         if events[-1].response.usage.output_token_details.audio_tokens:
             assert alaw, "a reply with speech codes sent no audio"
@@ -249,8 +250,10 @@ def test_g711_both_ways_and_text_replies(client, voiced_turns):
         text = next(event.text for event in events if event.type == "response.output_text.done")
         deltas = "".join(event.delta for event in events if event.type == "response.output_text.delta")
         assert text == deltas == events[-1].response.output[0].content[0].text
-        # a session.update that changes what the model reads reopens the conversation with its history
-        assert events[-1].response.usage.input_token_details.cached_tokens > 0
+        # a session.update that changes what the model reads reopens the conversation: its history read again
+        usage = events[-1].response.usage
+        assert usage.input_token_details.cached_tokens == 0
+        assert usage.input_tokens > first.input_tokens  # turn 1 (prompt and reply) read again before turn 2
 
 
 def wait_for(condition, limit: float = 60) -> None:

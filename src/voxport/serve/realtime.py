@@ -19,7 +19,7 @@ import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import numpy as np
@@ -42,6 +42,14 @@ RATE = PCM16.rate  # the input buffer holds float32 samples at 24 kHz, whatever 
 MAX_APPEND_BYTES = 15 * 2**20  # the most audio one append event may carry (OpenAI's limit)
 AUDIO_DELTA_SECONDS = 0.2  # audio per response.output_audio.delta
 SUBPROTOCOL_KEY = "openai-insecure-api-key."  # how browsers send the API key (they cannot set headers)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A turn's round, from the worker; `replayed`: the conversation was reopened first, its history read again."""
+
+    turn: ChatRound
+    replayed: bool
 
 
 class RealtimeSession:
@@ -332,14 +340,14 @@ class RealtimeSession:
         kind, key = ("output_audio_transcript", "transcript") if speaking else ("output_text", "text")
         part = {"type": "output_audio" if speaking else "output_text", key: ""}
         await self.send("response.content_part.added", **where, part=part)
-        status, details, turn, text = "completed", None, None, ""
+        status, details, turn, text, replayed = "completed", None, None, "", False
         while True:
             piece = await chunks.get()
             if isinstance(piece, str):
                 text += piece
                 await self.send(f"response.{kind}.delta", **where, delta=piece)
-            elif isinstance(piece, ChatRound):
-                turn, text = piece, piece.text
+            elif isinstance(piece, Answer):
+                turn, text, replayed = piece.turn, piece.turn.text, piece.replayed
                 break
             else:  # None: stopped here, or the job failed
                 status, details = self._ended(job)
@@ -366,7 +374,8 @@ class RealtimeSession:
         }
         await self.send("response.output_item.done", response_id=response_id, output_index=0, item=done_item)
         await self.send("conversation.item.done", item=done_item, previous_item_id=None)
-        response = {**base, "status": status, "status_details": details, "output": [done_item], "usage": _usage(turn)}
+        usage = _usage(turn, replayed)
+        response = {**base, "status": status, "status_details": details, "output": [done_item], "usage": usage}
         await self.send("response.done", response=response)
 
     def _ended(self, job: Job) -> tuple[str, dict[str, Any]]:
@@ -391,8 +400,9 @@ class RealtimeSession:
         def work(jobs: list[Job]) -> None:
             job = jobs[0]
             chunks = cast(ChunkSink, job.chunks)
-            settings = config.settings(self.seed)
+            settings, replayed = config.settings(self.seed), False
             if self.conversation is None or settings != self.conversation_settings:
+                replayed = bool(self.answered)
                 self.conversation = None
                 conversation = self.service.open(settings, self.answered)
                 self.seed = conversation.seed
@@ -411,7 +421,7 @@ class RealtimeSession:
                 raise
             self.answered.append((clip, tuple(turn.reply_ids)))
             job.future.set_result(turn)
-            chunks.put(turn)
+            chunks.put(Answer(turn, replayed))
 
         return work
 
@@ -520,11 +530,13 @@ def _base64(data: Any, param: str, limit: int) -> bytes:
         raise EventError(f"{param} is not valid base64", param, "invalid_audio") from None
 
 
-def _usage(turn: ChatRound | None) -> dict[str, Any] | None:
-    """OpenAI's usage: prompt positions (the cached history apart from this turn's own) and reply tokens."""
+def _usage(turn: ChatRound | None, replayed: bool) -> dict[str, Any] | None:
+    """OpenAI's usage: prompt positions (the history the cache held, apart from what this turn read; history
+    replayed into a reopened conversation was read again) and reply tokens."""
     if turn is None:
         return None
-    cached, fresh = turn.cache_positions_before, turn.prefill_positions
+    before, fresh = turn.cache_positions_before, turn.prefill_positions
+    cached, fresh = (0, before + fresh) if replayed else (before, fresh)
     text, audio = len(turn.text_token_ids), len(turn.audio_codes)
     return {
         "total_tokens": cached + fresh + text + audio,
