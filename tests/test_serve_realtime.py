@@ -313,6 +313,27 @@ def test_a_closed_socket_cancels_its_reply(client, server, voiced_turns):
     wait_for(lambda: server.metric("voxport_queue_depth", model="chat") == 0)
 
 
+def test_a_queued_reply_is_cancelled_without_waiting_for_the_worker(client, server, voiced_turns):
+    """Another session's long reply holds the worker: this session's reply waits in the queue, and its cancel is
+    answered at once (the worker skips the job when it comes to it)."""
+    before = server.metric("voxport_cancelled_jobs_total", model="chat", stage="queued")
+    with client.realtime.connect(model="chat") as busy, client.realtime.connect(model="chat") as waiting:
+        for connection in (busy, waiting):
+            recv(connection)
+            manual(connection, max_tokens=1500)
+            append(connection, voiced_turns[0])
+            connection.input_audio_buffer.commit()
+        busy.response.create()
+        events_until(busy, "response.output_audio_transcript.delta")  # the worker is on the busy reply
+        waiting.response.create()
+        events_until(waiting, "response.created")
+        waiting.response.cancel()
+        assert events_until(waiting, "response.done", limit=5)[-1].response.status == "cancelled"
+        busy.response.cancel()
+        events_until(busy, "response.done", limit=10)
+    wait_for(lambda: server.metric("voxport_cancelled_jobs_total", model="chat", stage="queued") == before + 1)
+
+
 def wav_bytes(samples: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     sf.write(buffer, samples, RATE, format="WAV", subtype="PCM_16")
