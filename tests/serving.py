@@ -31,6 +31,7 @@ class Server:
         self.output: list[str] = []
         threading.Thread(target=self._drain, daemon=True).start()  # a full pipe would stall the server
         self.base = self._wait_for_address()
+        self.headers: dict[str, str] = {}  # sent with metric reads (a server with an API key needs it)
 
     def _drain(self) -> None:
         for line in self.process.stdout:
@@ -53,7 +54,9 @@ class Server:
 
     def metric(self, name: str, **labels: str) -> float:
         """One sample's value from /metrics (0 when it has not been reported yet)."""
-        for family in text_string_to_metric_families(httpx.get(f"{self.base}/metrics", timeout=30).text):
+        for family in text_string_to_metric_families(
+            httpx.get(f"{self.base}/metrics", headers=self.headers, timeout=30).text
+        ):
             for sample in family.samples:
                 if sample.name == name and all(sample.labels.get(key) == value for key, value in labels.items()):
                     return sample.value

@@ -6,7 +6,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -23,6 +23,7 @@ from voxport.serve.errors import APIError, validation_error
 from voxport.serve.guard import GuardAndCount
 from voxport.serve.limits import Limits
 from voxport.serve.metrics import Metrics
+from voxport.serve.realtime import serve_session
 from voxport.serve.replies import ReplyStore
 from voxport.serve.speech import audio_stream, parse_speech_body, speech_job, speech_response, sse_events
 from voxport.serve.speech_socket import speech_socket_routes
@@ -151,6 +152,16 @@ def create_app(state: ServerState) -> FastAPI:
             )
         turn = await _answer(_submit(served, Job(job_spec)), request)
         return JSONResponse(completion(served.name, turn, job_spec, rate, state.replies))
+
+    @app.websocket("/v1/realtime")
+    async def realtime(socket: WebSocket):
+        await serve_session(
+            socket,
+            lambda name: _model(state, name, ChatService, "answer audio"),
+            state.api_key,
+            state.limits,
+            state.metrics,
+        )
 
     return app
 

@@ -103,6 +103,9 @@ def chat_job(
 def run_chat(service: ChatService, jobs: list[Job]) -> None:
     """The worker's side: the conversation answered by the service; the reply's text streamed as it comes."""
     job = jobs[0]
+    if callable(job.payload):  # a live session's reply: its conversation lives in the session (serve/realtime.py)
+        job.payload(jobs)
+        return
     chat: ChatJob = job.payload
     text = service.reply_text()
 
