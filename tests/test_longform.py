@@ -48,6 +48,16 @@ def test_split_prefers_sentence_then_clause_boundaries():
     assert split_text("Short. Sentences. Merge.", max_chars=60) == ["Short. Sentences. Merge."]
 
 
+@pytest.mark.parametrize("quote", ["'", '"', "”", "’", ")", "\")"])
+def test_closing_quotes_stay_with_their_sentence(quote):
+    """A quote or bracket closing a sentence is part of it: no character is lost, and the plan finds each chunk."""
+    text = f"He said yes.{quote} Then he left. She said no, clearly.{quote} Bye."
+    chunks = split_text(text, max_chars=30)
+    assert " ".join(chunks) == text and all(chunk.split()[0][0] not in "'\"”’)" for chunk in chunks)
+    plan = SpeechService(RecordingModel()).plan(SpeechRequest(text, normalize=False))
+    assert list(plan.chunks) == chunks
+
+
 class RecordingModel:
     """Speaks one sample per character of its text, in two pieces; records what it was asked."""
 

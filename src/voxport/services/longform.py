@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import re
 
-_SENTENCE_END = re.compile(r"(?<=[.!?…。！？])[\"'”’)\]]*\s+")
-_CLAUSE_END = re.compile(r"(?<=[,;:—–、，；：])\s+")
+# The space (group 1) after a sentence's or a clause's end: its punctuation and any closing quotes or brackets
+# stay with the words before it.
+_SENTENCE_END = re.compile(r"[.!?…。！？][\"'”’)\]]*(\s+)")
+_CLAUSE_END = re.compile(r"[,;:—–、，；：][\"'”’)\]]*(\s+)")
 
 
 def split_text(text: str, max_chars: int) -> list[str]:
@@ -32,11 +34,17 @@ def sentence_ends(text: str) -> list[tuple[int, int]]:
     """Where each sentence of `text` ends and the next may start: [start, end) of the space between them (after
     the closing punctuation). A text cut at one of these starts is the first whole sentences of the text, and
     `split_text` of it gives the text's first chunks (all but its last, which later sentences may join)."""
-    return [match.span() for match in _SENTENCE_END.finditer(text)]
+    return [match.span(1) for match in _SENTENCE_END.finditer(text)]
 
 
 def _split(text: str, boundary: re.Pattern[str]) -> list[str]:
-    return [part for part in boundary.split(text) if part.strip()]
+    """`text` cut at the spaces `boundary` finds (its group 1), the spaces dropped."""
+    parts, start = [], 0
+    for match in boundary.finditer(text):
+        parts.append(text[start : match.start(1)])
+        start = match.end(1)
+    parts.append(text[start:])
+    return [part for part in parts if part.strip()]
 
 
 def _pieces(sentence: str, max_chars: int) -> list[str]:
