@@ -48,7 +48,7 @@ def test_split_prefers_sentence_then_clause_boundaries():
     assert split_text("Short. Sentences. Merge.", max_chars=60) == ["Short. Sentences. Merge."]
 
 
-@pytest.mark.parametrize("quote", ["'", '"', "”", "’", ")", "\")"])
+@pytest.mark.parametrize("quote", ["'", '"', "”", "’", ")", '")'])
 def test_closing_quotes_stay_with_their_sentence(quote):
     """A quote or bracket closing a sentence is part of it: no character is lost, and the plan finds each chunk."""
     text = f"He said yes.{quote} Then he left. She said no, clearly.{quote} Bye."
