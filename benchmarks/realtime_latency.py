@@ -16,11 +16,7 @@ from __future__ import annotations
 
 import argparse
 import base64
-import os
-import re
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -29,27 +25,13 @@ from pathlib import Path
 import soundfile as sf
 from openai import OpenAI
 
+from local_server import local_server
 from voxport.audio.io import resample
 from voxport.models.tiny import make_tiny_covo, write_tiny_checkpoint
 
 RATE = 24000
 PIECE = RATE // 5  # 200 ms a append
 CLIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "covo-audio" / "003000297.wav"
-
-
-def start_server(model: Path, device: str) -> tuple[subprocess.Popen, str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "voxport", "serve", "--model", f"chat={model}", "--device", device, "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
-    assert process.stdout is not None
-    for line in process.stdout:
-        if found := re.search(r"serving .* on (http://\S+)", line):
-            return process, found.group(1)
-    raise SystemExit(f"the server did not start (exit {process.wait()})")
 
 
 def first_audio(connection) -> float:
@@ -117,17 +99,13 @@ def main() -> None:
     silence = bytes(int(1.2 * RATE) * 2)
     with tempfile.TemporaryDirectory() as folder:
         model = args.model or write_tiny_checkpoint(make_tiny_covo, Path(folder) / "tiny-covo", seed=0)
-        process, base = start_server(model, args.device)
-        try:
+        with local_server("--model", f"chat={model}", "--device", args.device) as base:
             client = OpenAI(base_url=f"{base}/v1", api_key="none")
             manual_turns(client, speech, 1, args.max_tokens)  # warm-up
             results = {
                 "manual commit (from the commit)": manual_turns(client, speech, args.turns, args.max_tokens),
                 "server VAD (from the end of speech)": vad_turns(client, speech, silence, args.turns, args.max_tokens),
             }
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
     print(f"time to the first audio delta, {args.turns} turns of one conversation, {args.max_tokens}-token replies:")
     for name, waits in results.items():
         print(

@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +24,7 @@ from pathlib import Path
 import httpx
 from websockets.sync.client import connect
 
+from local_server import local_server
 from voxport.models.tiny import make_tiny_csm, write_tiny_checkpoint
 from voxport.services.speech import SpeechInput, SpeechRequest, SpeechService
 
@@ -35,27 +33,6 @@ TEXT = (
     "Dr. Smith said the cost of the new road rose by twelve percent, to five million dollars in all. "
     "Everyone agreed, after a long talk, that the plan should go ahead. Thank you all for coming today."
 )
-STARTUP_SECONDS = 600
-
-
-def serve(model: Path, device: str) -> tuple[subprocess.Popen, str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "voxport", "serve", "--model", f"tts={model}", "--device", device, "--port", "0"]
-        + ["--voices-dir", tempfile.mkdtemp(prefix="voxport-voices-")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
-    began = time.monotonic()
-    assert process.stdout is not None
-    for line in process.stdout:
-        if found := re.search(r"serving .* on (http://\S+)", line):
-            return process, found.group(1)
-        if time.monotonic() - began > STARTUP_SECONDS:
-            break
-    process.terminate()
-    raise SystemExit("the server did not start")
 
 
 def first_chunk(model: Path) -> tuple[str, int]:
@@ -110,8 +87,8 @@ def main() -> None:
     first_sentence = re.match(r".*?[.!?]\s", TEXT)
     assert first_sentence is not None
     query = f"model_id=tts&seed=1&max_seconds={args.max_seconds}&output_format=pcm_24000"
-    process, base = serve(model, args.device)
-    try:
+    voices = tempfile.mkdtemp(prefix="voxport-voices-")
+    with local_server("--model", f"tts={model}", "--device", args.device, "--voices-dir", voices) as base:
         clocks = {
             "sentence": lambda: socket_latency(base, query, words[:sure_at], flush=False),
             "flush": lambda: socket_latency(base, query, re.findall(r"\S+\s*", first_sentence.group(0)), flush=True),
@@ -123,9 +100,6 @@ def main() -> None:
         for _ in range(args.runs):
             for name, clock in clocks.items():
                 times[name].append(clock())
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
     print(f"first chunk: {len(chunk)} characters, sure after word {sure_at} of {len(words)}; device {args.device}")
     for name, values in times.items():
         print(
