@@ -49,9 +49,9 @@ class Streaming:
         if held < largest[1]:
             need = used + resident_bytes + 2 * largest[1]
             raise InputError(
-                f"--max-memory {self.max_memory_bytes / GB:g}: expected at least {need / GB:.1f} GB "
-                f"(this process holds {used / GB:.1f} GB, the weights kept whole {resident_bytes / GB:.1f} GB, "
-                f"and its largest block {largest[0]} {largest[1] / GB:.2f} GB in {str(dtype).split('.')[-1]}, "
+                f"--max-memory {self.max_memory_bytes / GB:g}: expected at least {need / GB:.3g} GB "
+                f"(this process holds {used / GB:.3g} GB, the weights kept whole {resident_bytes / GB:.3g} GB, "
+                f"and its largest block {largest[0]} {largest[1] / GB:.3g} GB in {str(dtype).split('.')[-1]}, "
                 "twice over for its activations)"
             )
         return held

@@ -19,6 +19,7 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -56,21 +57,13 @@ def run_accuracy(
     phases: dict[str, dict] = {}
     progress(f"accuracy: recording the reference {reference_source} on cpu/float32")
     with phase("reference", phases):
-        reference = load_model(reference_source, CPU, torch.float32, streaming=streaming)
-        examples = reference.accuracy_examples(texts, audios)
-        if example_names:
-            unknown = [name for name in example_names if name not in examples]
-            if unknown:
-                raise InputError(f"unknown example {', '.join(unknown)}: expected {', '.join(examples)}")
-            examples = {name: examples[name] for name in example_names}
-        naming = getattr(reference, "checkpoint_name", str)
-        records = {
-            name: [record_stage(reference, stage) for stage in reference.accuracy_stages(example)]
-            for name, example in examples.items()
-        }
-        reference_outputs = {name: _outputs(reference, example) for name, example in examples.items()}
-        del reference
-        gc.collect()
+        reference = record_reference(reference_source, texts, audios, example_names, streaming)
+    examples, records, reference_outputs, naming = (
+        reference.examples,
+        reference.records,
+        reference.outputs,
+        reference.naming,
+    )
     progress(f"accuracy: benchmark {reference_source} on cpu/{dtype_name(dtype)}")
     with phase("benchmark", phases):
         benchmark_results, benchmark_outputs = replay_pass(
@@ -137,6 +130,43 @@ def run_accuracy(
     result["seconds"] = time.perf_counter() - started
     result["phases"] = phases  # seconds and peak process RSS of each
     return result
+
+
+@dataclass
+class Reference:
+    """What the CPU float32 reference recorded: the examples, every stage's record, the teacher-forced outputs."""
+
+    examples: dict
+    records: dict[str, list[StageRecord]]
+    outputs: dict
+    naming: Callable[[str], str]  # a module's checkpoint key prefix
+
+
+def record_reference(
+    source: str,
+    texts: list[str] | None = None,
+    audios: list[str] | None = None,
+    example_names: list[str] | None = None,
+    streaming: Streaming | None = Streaming(),
+) -> Reference:
+    """Load `source` on the CPU in float32 (streamed, unless `streaming` is None), record every stage of every
+    example and the teacher-forced outputs; free the model."""
+    model = load_model(source, CPU, torch.float32, streaming=streaming)
+    examples = model.accuracy_examples(texts, audios)
+    if example_names:
+        unknown = [name for name in example_names if name not in examples]
+        if unknown:
+            raise InputError(f"unknown example {', '.join(unknown)}: expected {', '.join(examples)}")
+        examples = {name: examples[name] for name in example_names}
+    records = {
+        name: [record_stage(model, stage) for stage in model.accuracy_stages(example)]
+        for name, example in examples.items()
+    }
+    outputs = {name: _outputs(model, example) for name, example in examples.items()}
+    naming = getattr(model, "checkpoint_name", str)
+    del model
+    gc.collect()
+    return Reference(examples, records, outputs, naming)
 
 
 def replay_pass(
