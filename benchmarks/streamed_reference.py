@@ -63,9 +63,8 @@ def main() -> None:
 
         start = time.perf_counter()
         make_tiny_covo(directory, size="full", layers=args.llm_layers)
-        print(
-            f"wrote a full-size Covo with {args.llm_layers} LLM layers to {directory} in {time.perf_counter() - start:.0f} s"
-        )
+        seconds = time.perf_counter() - start
+        print(f"wrote a full-size Covo with {args.llm_layers} LLM layers to {directory} in {seconds:.0f} s")
     results = {}
     for kind in ("whole", "streamed"):
         command = [sys.executable, __file__, "--dir", str(directory), "--examples", args.examples, "--child", kind]
