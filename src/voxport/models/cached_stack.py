@@ -85,7 +85,7 @@ def _layer_weights(layer: nn.Module) -> tuple:
 
 class StreamedLayers:
     """A stack's layers whose weights stream from the checkpoint (runtime.streaming): each is read as the loop
-    reaches it and its q/k/v and gate/up concatenated once while it stays held."""
+    reaches it and its q/k/v and gate/up fused once while it stays held."""
 
     def __init__(self, layers: nn.ModuleList):
         self.modules = list(layers)
@@ -96,20 +96,20 @@ class StreamedLayers:
     def __iter__(self):
         for layer in self.modules:
             with held(layer) as memo:
-                if "stack" not in memo:
+                if "stack" not in memo:  # fused as at load: the projections become views, no extra memory
                     attention, mlp = layer.self_attn, layer.mlp
-                    projections = (attention.q_proj, attention.k_proj, attention.v_proj)
-                    biases = [linear.bias for linear in projections]
-                    memo["stack"] = (
-                        layer.input_layernorm.weight,
-                        torch.cat([linear.weight for linear in projections]),
-                        torch.cat(biases) if all(bias is not None for bias in biases) else None,
-                        attention.o_proj.weight,
-                        layer.post_attention_layernorm.weight,
-                        torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]),
-                        mlp.down_proj.weight,
-                        mlp.act_fn.forward,
-                    )
+                    projections = [attention.q_proj, attention.k_proj, attention.v_proj]
+                    with torch.no_grad():
+                        memo["stack"] = (
+                            layer.input_layernorm.weight,
+                            _fused_views(projections, "weight"),
+                            _fused_views(projections, "bias") if all(p.bias is not None for p in projections) else None,
+                            attention.o_proj.weight,
+                            layer.post_attention_layernorm.weight,
+                            _fused_views([mlp.gate_proj, mlp.up_proj], "weight"),
+                            mlp.down_proj.weight,
+                            mlp.act_fn.forward,
+                        )
                 yield memo["stack"]
 
 

@@ -197,6 +197,7 @@ class StreamedWeights:
             names = self.units[unit]
             entry = self._admit(unit, self._bytes(names), lambda: self._read_unit(names), lambda: self._as_meta(names))
             self._assign(entry.tensors, names)
+            entry.tensors = {}  # the module holds them now (and may swap them for views of fused copies)
         self.entries.move_to_end(unit)
         entry.pins += 1
         return entry
