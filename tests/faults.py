@@ -327,8 +327,8 @@ def planted(fault: Fault, clean: Path, workdir: Path) -> Iterator[Path]:
     shutil.copytree(clean, target)
     load = registry.load_model
 
-    def load_patched(source, device, in_dtype):
-        model = load(source, device, in_dtype)
+    def load_patched(source, device, in_dtype, **options):
+        model = load(source, device, in_dtype, **options)
         if Path(source) == target:
             fault.plant(model)
         return model

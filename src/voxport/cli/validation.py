@@ -60,6 +60,13 @@ def add_parsers(commands) -> None:
         "--examples", help="comma-separated default examples to run (e.g. english,long; default: all)"
     )
     accuracy.add_argument(
+        "--max-memory",
+        type=positive_float,
+        metavar="GB",
+        help="bound this process's memory: passes on the CPU read their weights from the checkpoint as blocks "
+        "run and hold as many blocks as fit (default: about 2 GB of blocks)",
+    )
+    accuracy.add_argument(
         "--no-op-search",
         action="store_true",
         help="do not look for the first diverging op inside the first failing block",
@@ -199,6 +206,7 @@ def _report(stage: str, result: dict, tables, json_out: Path | None) -> int:
 
 
 def _run_accuracy(args: argparse.Namespace) -> int:
+    from voxport.runtime.streaming import GB, Streaming
     from voxport.validate.accuracy import run_accuracy
     from voxport.validate.report import accuracy_tables
 
@@ -218,6 +226,7 @@ def _run_accuracy(args: argparse.Namespace) -> int:
         progress=progress,
         bar=progress_bar,
         example_names=[name.strip() for name in args.examples.split(",") if name.strip()] if args.examples else None,
+        streaming=Streaming(None if args.max_memory is None else int(args.max_memory * GB)),
     )
     return _report("accuracy", result, accuracy_tables, args.json_out)
 

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from voxport.runtime.devices import backend_for
+from voxport.runtime.streaming import held, streamed_unit
 
 
 def _rms_norm_as_transformers(x: torch.Tensor, shape: tuple[int], weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -30,8 +31,11 @@ def fuse_projections(decoder: nn.Module) -> None:
     tensor, so each group is one matmul.
 
     The modules keep working as before (their weights are views of the fused tensor): no extra memory.
-    Built outside inference mode, so the model stays usable wherever it was before.
+    Built outside inference mode, so the model stays usable wherever it was before. Layers whose weights
+    stream from the checkpoint (runtime.streaming) are fused as each is read instead (see `CachedStack`).
     """
+    if streamed_unit(decoder.layers[0]) is not None:
+        return
     with torch.inference_mode(False), torch.no_grad():
         _fuse(decoder)
 
@@ -65,6 +69,50 @@ def _fused_views(linears: list[nn.Linear], name: str) -> torch.Tensor:
     return fused
 
 
+def _layer_weights(layer: nn.Module) -> tuple:
+    """What the stack reads of one fused layer, in the order `CachedStack.__call__` unpacks it."""
+    return (
+        layer.input_layernorm.weight,
+        layer.self_attn.qkv_fused,
+        layer.self_attn.qkv_fused_bias,
+        layer.self_attn.o_proj.weight,
+        layer.post_attention_layernorm.weight,
+        layer.mlp.gate_up_fused,
+        layer.mlp.down_proj.weight,
+        layer.mlp.act_fn.forward,  # the activation's maths without a module call around it
+    )
+
+
+class StreamedLayers:
+    """A stack's layers whose weights stream from the checkpoint (runtime.streaming): each is read as the loop
+    reaches it and its q/k/v and gate/up fused once while it stays held."""
+
+    def __init__(self, layers: nn.ModuleList):
+        self.modules = list(layers)
+
+    def __len__(self) -> int:
+        return len(self.modules)
+
+    def __iter__(self):
+        for layer in self.modules:
+            with held(layer) as memo:
+                if "stack" not in memo:  # fused as at load: the projections become views, no extra memory
+                    attention, mlp = layer.self_attn, layer.mlp
+                    projections = [attention.q_proj, attention.k_proj, attention.v_proj]
+                    with torch.no_grad():
+                        memo["stack"] = (
+                            layer.input_layernorm.weight,
+                            _fused_views(projections, "weight"),
+                            _fused_views(projections, "bias") if all(p.bias is not None for p in projections) else None,
+                            attention.o_proj.weight,
+                            layer.post_attention_layernorm.weight,
+                            _fused_views([mlp.gate_proj, mlp.up_proj], "weight"),
+                            mlp.down_proj.weight,
+                            mlp.act_fn.forward,
+                        )
+                yield memo["stack"]
+
+
 class CachedStack:
     """A decoder stack (CSM's backbone or depth decoder, Covo's Qwen2) over a static KV cache.
 
@@ -90,24 +138,14 @@ class CachedStack:
         self.grouped_attention = grouped_attention
         self.eps = decoder.norm.variance_epsilon
         self.rotary = decoder.rotary_emb
-        self.layers = [
-            (
-                layer.input_layernorm.weight,
-                layer.self_attn.qkv_fused,
-                layer.self_attn.qkv_fused_bias,
-                layer.self_attn.o_proj.weight,
-                layer.post_attention_layernorm.weight,
-                layer.mlp.gate_up_fused,
-                layer.mlp.down_proj.weight,
-                layer.mlp.act_fn.forward,
-            )  # the activation's maths without a module call around it
-            for layer in decoder.layers
-        ]
+        streamed = streamed_unit(decoder.layers[0]) is not None
+        self.layers: list[tuple] | StreamedLayers = (
+            StreamedLayers(decoder.layers) if streamed else [_layer_weights(layer) for layer in decoder.layers]
+        )
         if any(
-            layer.self_attn.o_proj.bias is not None
-            or layer.mlp.gate_up_fused_bias is not None
-            or layer.mlp.down_proj.bias is not None
+            linear.bias is not None
             for layer in decoder.layers
+            for linear in (layer.self_attn.o_proj, layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj)
         ):
             raise ValueError("the stack expects bias-free output and MLP projections, as in Llama and Qwen2")
         self.norm = decoder.norm.weight

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import torch
 
     from voxport.models.base import SpeechModel
+    from voxport.runtime.streaming import Streaming
 
 ENTRY_POINTS = "voxport.models"
 CAPABILITIES = ("speaks_text", "answers_audio")  # the class flags a family's model may declare
@@ -99,9 +100,14 @@ def family_of(source: str | Path) -> ModelFamily:
 
 
 def load_model(
-    source: str | Path, device: torch.device, dtype: torch.dtype, capability: str | None = None
+    source: str | Path,
+    device: torch.device,
+    dtype: torch.dtype,
+    capability: str | None = None,
+    streaming: Streaming | None = None,
 ) -> SpeechModel:
-    """The model at `source`; with `capability`, refused before loading unless its family has it."""
+    """The model at `source`; with `capability`, refused before loading unless its family has it. With
+    `streaming`, a family that declares `streams_weights` reads its weights as its blocks run (others load whole)."""
     family = family_of(source)
     if capability is not None and family.capability != capability:
         able = [other.description for other in families().values() if other.capability == capability]
@@ -109,6 +115,8 @@ def load_model(
             f"{source} is a {family.description} checkpoint, which cannot do this: expected a model "
             f"that {capability.replace('_', ' ')} ({', '.join(able) or 'none installed'})"
         )
+    if streaming is not None and getattr(family.model, "streams_weights", False):
+        return family.model.load(source, device, dtype, streaming=streaming)  # type: ignore[call-arg]
     return family.model.load(source, device, dtype)
 
 

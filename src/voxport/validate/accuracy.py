@@ -5,6 +5,9 @@
 2. The benchmark: the reference's checkpoint on the CPU in the target's dtype replays every stage and block
    alone on the recorded inputs: what a correct port at that precision gets.
 3. The target (`--model` on `--device`/`--dtype`) replays the same.
+Every pass on the CPU streams its weights (runtime.streaming): blocks are read from the checkpoint as they run
+and a few are held at once (`--max-memory` bounds the process), so the float32 reference of a model larger
+than memory still runs; a target on an accelerator loads whole.
 Each block is judged by its error relative to the benchmark's (validate.verdicts); the first block in execution
 order that is not PASS is `first_drift_module`, and for a module block the first op inside it that parts from
 the reference is named (validate.ops.first_diverging_op). The teacher-forced outputs of the whole model are
@@ -16,12 +19,14 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
 from voxport.errors import InputError
 from voxport.models.registry import load_model
 from voxport.runtime.devices import dtype_name
+from voxport.runtime.streaming import Streaming
 from voxport.validate.capture import StageRecord, record_stage, replay_call, run_stage
 from voxport.validate.metrics import compare
 from voxport.validate.phases import BarFactory, no_bar, phase
@@ -42,33 +47,27 @@ def run_accuracy(
     example_names: list[str] | None = None,
     progress=print,
     bar: BarFactory = no_bar,
+    streaming: Streaming | None = Streaming(),
 ) -> dict:
     """Judge `source` on `device`/`dtype` against `reference_source` (default: the same) on the CPU in float32.
-    `bar(total, unit, description)` shows the replay passes' progress over blocks (a terminal's progress bar)."""
+    `bar(total, unit, description)` shows the replay passes' progress over blocks (a terminal's progress bar).
+    `streaming`: how passes on the CPU hold their weights (None: whole models)."""
     reference_source = reference_source or source
     started = time.perf_counter()
     phases: dict[str, dict] = {}
     progress(f"accuracy: recording the reference {reference_source} on cpu/float32")
     with phase("reference", phases):
-        reference = load_model(reference_source, CPU, torch.float32)
-        examples = reference.accuracy_examples(texts, audios)
-        if example_names:
-            unknown = [name for name in example_names if name not in examples]
-            if unknown:
-                raise InputError(f"unknown example {', '.join(unknown)}: expected {', '.join(examples)}")
-            examples = {name: examples[name] for name in example_names}
-        naming = getattr(reference, "checkpoint_name", str)
-        records = {
-            name: [record_stage(reference, stage) for stage in reference.accuracy_stages(example)]
-            for name, example in examples.items()
-        }
-        reference_outputs = {name: _outputs(reference, example) for name, example in examples.items()}
-        del reference
-        gc.collect()
+        reference = record_reference(reference_source, texts, audios, example_names, streaming)
+    examples, records, reference_outputs, naming = (
+        reference.examples,
+        reference.records,
+        reference.outputs,
+        reference.naming,
+    )
     progress(f"accuracy: benchmark {reference_source} on cpu/{dtype_name(dtype)}")
     with phase("benchmark", phases):
         benchmark_results, benchmark_outputs = replay_pass(
-            reference_source, CPU, dtype, records, examples, bar, "benchmark"
+            reference_source, CPU, dtype, records, examples, bar, "benchmark", streaming
         )
     if str(source) == str(reference_source) and device.type == "cpu":
         progress("accuracy: the target is the benchmark (same checkpoint, device and dtype)")
@@ -76,7 +75,9 @@ def run_accuracy(
     else:
         progress(f"accuracy: target {source} on {device}/{dtype_name(dtype)}")
         with phase("target", phases):
-            target_results, target_outputs = replay_pass(source, device, dtype, records, examples, bar, "target")
+            target_results, target_outputs = replay_pass(
+                source, device, dtype, records, examples, bar, "target", streaming
+            )
 
     per_example = {
         name: judge_blocks(records[name], benchmark_results[name], target_results[name], naming) for name in examples
@@ -131,6 +132,43 @@ def run_accuracy(
     return result
 
 
+@dataclass
+class Reference:
+    """What the CPU float32 reference recorded: the examples, every stage's record, the teacher-forced outputs."""
+
+    examples: dict
+    records: dict[str, list[StageRecord]]
+    outputs: dict
+    naming: Callable[[str], str]  # a module's checkpoint key prefix
+
+
+def record_reference(
+    source: str,
+    texts: list[str] | None = None,
+    audios: list[str] | None = None,
+    example_names: list[str] | None = None,
+    streaming: Streaming | None = Streaming(),
+) -> Reference:
+    """Load `source` on the CPU in float32 (streamed, unless `streaming` is None), record every stage of every
+    example and the teacher-forced outputs; free the model."""
+    model = load_model(source, CPU, torch.float32, streaming=streaming)
+    examples = model.accuracy_examples(texts, audios)
+    if example_names:
+        unknown = [name for name in example_names if name not in examples]
+        if unknown:
+            raise InputError(f"unknown example {', '.join(unknown)}: expected {', '.join(examples)}")
+        examples = {name: examples[name] for name in example_names}
+    records = {
+        name: [record_stage(model, stage) for stage in model.accuracy_stages(example)]
+        for name, example in examples.items()
+    }
+    outputs = {name: _outputs(model, example) for name, example in examples.items()}
+    naming = getattr(model, "checkpoint_name", str)
+    del model
+    gc.collect()
+    return Reference(examples, records, outputs, naming)
+
+
 def replay_pass(
     source: str,
     device: torch.device,
@@ -139,9 +177,11 @@ def replay_pass(
     examples: dict,
     bar: BarFactory = no_bar,
     label: str = "replay",
+    streaming: Streaming | None = None,
 ) -> tuple:
-    """Load `source` on `device`/`dtype`, replay every stage and block, run its outputs; free it."""
-    model = load_model(source, device, dtype)
+    """Load `source` on `device`/`dtype` (its weights streamed on the CPU), replay every stage and block, run its
+    outputs; free it."""
+    model = load_model(source, device, dtype, streaming=streaming if device.type == "cpu" else None)
     results = replay(model, records, bar, label)
     outputs = {name: _outputs(model, example) for name, example in examples.items()}
     del model

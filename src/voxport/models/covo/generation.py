@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -76,8 +77,16 @@ class TokenEngine:
             self.pick = pick
         self.limit = llm.config.max_position_embeddings
         self.stack = CachedStack(llm.model, 1, min(_quanta(capacity), self.limit), grouped_attention)
-        self.embedding, self.head = llm.model.embed_tokens.weight, llm.lm_head.weight
-        self.vocab = self.head.shape[0]
+        embedding, head = llm.model.embed_tokens, llm.lm_head
+        self.vocab = head.out_features
+        # Weights used directly (one kernel each); through the modules where they stream from the checkpoint
+        # in row chunks (runtime.streaming), their weights then absent until read.
+        self.embed: Callable[[torch.Tensor], torch.Tensor] = (
+            embedding if embedding.weight.is_meta else partial(F.embedding, weight=embedding.weight)
+        )
+        self.project: Callable[[torch.Tensor], torch.Tensor] = (
+            head if head.weight.is_meta else partial(self.stack.linear, weight=head.weight)
+        )
         self.positions = 0  # cache rows that hold history
         self.run_step = (compile_step(self.step) if compile_step else None) or self.step
 
@@ -104,7 +113,7 @@ class TokenEngine:
         mask = None if start == 0 else (self.stack.cache_index[None, :end] <= queries[:, None])[None, None]
         hidden = self.stack(embeds, self.stack.rope(queries.unsqueeze(0)), queries, mask, visible=end)
         self.positions = end
-        return self.stack.linear(hidden[:, -1], self.head)
+        return self.project(hidden[:, -1])
 
     def step(
         self,
@@ -120,12 +129,12 @@ class TokenEngine:
         the logits after it and the penalty state (see `penalty_state`) after it. Pure tensor code: one graph
         for compile_step."""
         token = self.pick(logits, seen, recent, sampling, penalties, noise)
-        embedded = F.embedding(token.view(1, 1), self.embedding)
+        embedded = self.embed(token.view(1, 1))
         mask = (self.stack.cache_index <= position)[None, None, None, :]
         hidden = self.stack(embedded, self.stack.rope(position.view(1, 1)), position.view(1), mask)
         seen = seen.scatter(1, token.view(1, 1), True)
         recent = torch.cat([recent[:, 1:], token.view(1, 1)], dim=1)
-        return token, self.stack.linear(hidden[:, -1], self.head), seen, recent
+        return token, self.project(hidden[:, -1]), seen, recent
 
     def pick(
         self,

@@ -27,6 +27,7 @@ from voxport.models.sampling import SamplingSettings
 from voxport.runtime.checkpoints import require_tokenizer_files, resolve_checkpoint
 from voxport.runtime.devices import backend_for
 from voxport.runtime.seeding import make_generator
+from voxport.runtime.streaming import CheckpointReader, StreamedWeights, Streaming
 from voxport.runtime.timing import timed
 from voxport.runtime.weights import load_weights_strict, safetensors_files
 
@@ -62,6 +63,7 @@ class CovoAudioChat:
     chat_defaults = CHAT_DEFAULTS
     input_rate = INPUT_RATE
     engine_type = TokenEngine  # the LLM state every reply and every teacher-forced check runs through
+    streams_weights = True  # load(..., streaming=) reads weights as blocks run (runtime.streaming)
 
     def __init__(
         self,
@@ -102,7 +104,11 @@ class CovoAudioChat:
         return self._speech if self._speech is not None else self.load_speech_decoder()
 
     @classmethod
-    def load(cls, source: str | Path, device: torch.device, dtype: torch.dtype) -> CovoAudioChat:
+    def load(
+        cls, source: str | Path, device: torch.device, dtype: torch.dtype, streaming: Streaming | None = None
+    ) -> CovoAudioChat:
+        """With `streaming` (host only), the network's weights are read from the checkpoint as its blocks run
+        (runtime.streaming); token2wav loads whole."""
         path = resolve_checkpoint(source, allow_patterns=CHECKPOINT_FILES)
         timings: dict[str, float] = {}
         with timed(device, timings, "tokenizer_seconds"):
@@ -112,8 +118,15 @@ class CovoAudioChat:
         with timed(device, timings, "init_seconds"), init_empty_weights(include_buffers=False):
             network = CovoAudioNetwork(config)
         with timed(device, timings, "load_seconds"):
-            load_weights_strict(network, files, device, dtype)
-            network.to(device).eval()  # moves the buffers built on the host (rotary frequencies)
+            if streaming is None:
+                load_weights_strict(network, files, device, dtype)
+                network.to(device)  # moves the buffers built on the host (rotary frequencies)
+            else:
+                blocks = [repeated_blocks(network, part) for part in ("encoder", "audio_adapter", "llm")]
+                StreamedWeights(
+                    network, CheckpointReader(files), device, lambda name: dtype, sum(blocks, []), streaming
+                )
+            network.eval()
         with timed(device, timings, "fuse_projections_seconds"):
             fuse_projections(network.llm.model)  # the decode engine's layout, set once here, not in a first reply
         return cls(network, tokenizer, config, device, dtype, timings, path)

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate import init_empty_weights
 from safetensors import SafetensorError
 from torch import nn
-from transformers import CsmForConditionalGeneration, CsmProcessor
+from transformers import CsmConfig, CsmForConditionalGeneration, CsmProcessor
 
 from voxport.audio.io import check_samples, load_audio
 from voxport.errors import CheckpointError, InputError, first_line
@@ -29,7 +30,9 @@ from voxport.models.csm.synthesis import SPEECH_DEFAULTS, SynthesisRequest, Synt
 from voxport.models.sampling import SamplingSettings
 from voxport.runtime.checkpoints import require_tokenizer_files, resolve_checkpoint
 from voxport.runtime.devices import backend_for
+from voxport.runtime.streaming import CheckpointReader, StreamedWeights, Streaming
 from voxport.runtime.timing import timed
+from voxport.runtime.weights import safetensors_files
 
 CHECKPOINT_FILES = ["*.json", "*.safetensors", "*.jinja", "tokenizer*"]
 BENCH_TEXTS = {
@@ -48,8 +51,11 @@ ACCURACY_TEXTS = {
     "long": (BENCH_TEXTS["long"], 64),
 }
 USER_TEXT_FRAMES = 32
-# transformers nests Mimi's decoder parts under codec_model.decoder; the checkpoint keeps them flat.
+# transformers nests Mimi's halves under codec_model.encoder and .decoder; the checkpoint keeps them flat.
 _CODEC_KEYS = (
+    ("codec_model.encoder.encoder_seanet.", "codec_model.encoder."),
+    ("codec_model.encoder.encoder_transformer.", "codec_model.encoder_transformer."),
+    ("codec_model.encoder.downsample", "codec_model.downsample"),
     ("codec_model.decoder.decoder_seanet.", "codec_model.decoder."),
     ("codec_model.decoder.decoder_transformer.", "codec_model.decoder_transformer."),
     ("codec_model.decoder.upsample", "codec_model.upsample"),
@@ -73,6 +79,7 @@ class CsmSpeech:
     speaks_text = True
     speech_defaults = SPEECH_DEFAULTS
     engine_type = CsmEngine  # the static-cache engine class generation and every teacher-forced check run
+    streams_weights = True  # load(..., streaming=) reads weights as blocks run (runtime.streaming)
 
     def __init__(
         self,
@@ -97,14 +104,21 @@ class CsmSpeech:
         return self.config.codec_config.sampling_rate
 
     @classmethod
-    def load(cls, source: str | Path, device: torch.device, dtype: torch.dtype) -> CsmSpeech:
+    def load(
+        cls, source: str | Path, device: torch.device, dtype: torch.dtype, streaming: Streaming | None = None
+    ) -> CsmSpeech:
+        """With `streaming` (host only), weights are read from the checkpoint as blocks run (runtime.streaming)."""
         path = resolve_checkpoint(source, allow_patterns=CHECKPOINT_FILES)
         _expect_model_type(path, "csm")
         timings: dict[str, float] = {}
         with timed(device, timings, "tokenizer_and_processor"):
             processor = _load_processor(path)
         with timed(device, timings, "weights"):
-            model = _load_weights(path, device, dtype)
+            model = (
+                _load_weights(path, device, dtype)
+                if streaming is None
+                else _stream_weights(path, device, dtype, streaming)
+            )
         with timed(device, timings, "weight_layout"):  # the engine's layout, set once here, not in a first call
             arrange_weights(model)
         with timed(device, timings, "engine"):  # static caches for one row, allocated here, not in a first call
@@ -472,6 +486,31 @@ def _load_weights(path: Path, device: torch.device, dtype: torch.dtype) -> CsmFo
     except _LOAD_ERRORS as error:
         raise CheckpointError(f"cannot load CSM checkpoint {path}: {first_line(error)}") from None
     _expect_all_weights(path, info)
+    model.codec_model.float()  # buffers the codec computes rather than stores
+    return model.eval()
+
+
+def _stream_weights(path: Path, device: torch.device, dtype: torch.dtype, streaming: Streaming):
+    """The model built on the meta device, its weights read from the checkpoint as its blocks run; the codec in
+    float32, the depth decoder's embedding (read directly by the engine) whole."""
+    try:
+        config = CsmConfig.from_pretrained(path)
+    except _LOAD_ERRORS as error:
+        raise CheckpointError(f"cannot load CSM checkpoint {path}: {first_line(error)}") from None
+    with init_empty_weights(include_buffers=False):
+        model = _CsmWithFloat32Codec(config)
+    model.tie_weights()  # the shared codebook embedding, as from_pretrained ties it
+    blocks = [repeated_blocks(model, part) for part in ("backbone_model", "depth_decoder", "codec_model")]
+    StreamedWeights(
+        model,
+        CheckpointReader(safetensors_files(path)),
+        device,
+        lambda name: torch.float32 if name.startswith("codec_model.") else dtype,
+        sum(blocks, []),
+        streaming,
+        key_of=CsmSpeech.checkpoint_name,
+        resident=("depth_decoder.model.embed_tokens",),
+    )
     model.codec_model.float()  # buffers the codec computes rather than stores
     return model.eval()
 
