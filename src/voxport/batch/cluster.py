@@ -60,7 +60,18 @@ def start(cluster: str | None = None, cpus: int | None = None) -> None:
             ray.init(num_cpus=max(cpus or 0, os.cpu_count() or 1), object_store_memory=OBJECT_STORE_BYTES, **settings)
     except (ConnectionError, RuntimeError, ValueError) as error:
         where = f"cluster {cluster}" if cluster else "a local Ray runtime"
-        raise VoxportError(f"cannot start or reach {where}: {first_line(error)}") from None
+        raise VoxportError(f"cannot start or reach {where}: {first_line(error)}{_auth_hint(cluster)}") from None
+
+
+def _auth_hint(cluster: str | None) -> str:
+    """Ray refuses a client that does not send the token of a cluster started with token authentication (which
+    `ray start` turns on where ~/.ray/auth_token exists), and its error says only that it could not connect."""
+    if not cluster or os.environ.get("RAY_AUTH_MODE"):
+        return ""
+    return (
+        "; if the cluster uses token authentication, set RAY_AUTH_MODE=token here too "
+        "(the token from ~/.ray/auth_token or RAY_AUTH_TOKEN)"
+    )
 
 
 def _quiet_ray_data(ray) -> None:
