@@ -271,15 +271,20 @@ def cancelled_jobs(server) -> float:
     )
 
 
+def start_a_long_reply(connection, turn) -> None:
+    """A fresh session answers `turn` with up to 1500 tokens; returns once the reply is being made."""
+    recv(connection)
+    manual(connection, max_tokens=1500)
+    append(connection, turn)
+    connection.input_audio_buffer.commit()
+    connection.response.create()
+    events_until(connection, "response.output_audio_transcript.delta")
+
+
 def test_a_cancelled_reply_stops_and_the_session_goes_on(client, server, voiced_turns):
     before = cancelled_jobs(server)
     with client.realtime.connect(model="chat") as connection:
-        recv(connection)
-        manual(connection, max_tokens=1500)
-        append(connection, voiced_turns[0])
-        connection.input_audio_buffer.commit()
-        connection.response.create()
-        events_until(connection, "response.output_audio_transcript.delta")  # the reply is being made
+        start_a_long_reply(connection, voiced_turns[0])
         connection.response.cancel()
         events = events_until(connection, "response.done", limit=10)
         assert events[-1].response.status == "cancelled"
@@ -303,12 +308,7 @@ def test_a_cancelled_reply_stops_and_the_session_goes_on(client, server, voiced_
 def test_a_closed_socket_cancels_its_reply(client, server, voiced_turns):
     before = cancelled_jobs(server)
     with client.realtime.connect(model="chat") as connection:
-        recv(connection)
-        manual(connection, max_tokens=1500)
-        append(connection, voiced_turns[0])
-        connection.input_audio_buffer.commit()
-        connection.response.create()
-        events_until(connection, "response.output_audio_transcript.delta")
+        start_a_long_reply(connection, voiced_turns[0])
     wait_for(lambda: cancelled_jobs(server) == before + 1)
     wait_for(lambda: server.metric("voxport_queue_depth", model="chat") == 0)
 

@@ -333,14 +333,23 @@ def _usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _process_peak_rss() -> int:
-    """High-water mark of this process's resident set, in bytes."""
+def process_memory_bytes(field: str) -> int | None:
+    """A memory figure of this process from Linux's /proc/self/status (VmRSS: resident now, VmHWM: its
+    high-water mark), in bytes; None where there is no such file."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
+    return None
+
+
+def _process_peak_rss() -> int:
+    """High-water mark of this process's resident set, in bytes."""
+    peak_here = process_memory_bytes("VmHWM")
+    if peak_here is not None:
+        return peak_here
     import resource
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -24,6 +24,7 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from voxport.errors import CheckpointError, InputError
+from voxport.runtime.devices import process_memory_bytes
 
 DEFAULT_HELD_BYTES = 2 * 2**30  # blocks kept at once when no memory bound is given
 CHUNK_BYTES = 512 * 2**20  # an embedding or output head larger than this is read in row chunks of this size
@@ -44,7 +45,7 @@ class Streaming:
         """Bytes of blocks to hold at once; an InputError when not even the largest block fits."""
         if self.max_memory_bytes is None:
             return max(self.held_bytes, largest[1])
-        used = _resident_set_bytes()
+        used = process_memory_bytes("VmRSS") or 0
         held = (self.max_memory_bytes - used - resident_bytes) // 2
         if held < largest[1]:
             need = used + resident_bytes + 2 * largest[1]
@@ -329,16 +330,6 @@ def _width(dtype: torch.dtype) -> int:
 
 def _nothing() -> None:
     return None
-
-
-def _resident_set_bytes() -> int:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 def _open(file: Path):
