@@ -122,7 +122,8 @@ def test_a_streamed_chat_reply_stops_when_its_client_leaves(live_server, voice_c
             timeout=60,
             json=chat_body(voice_clip_b64, max_tokens=LONG_CHAT_TOKENS, stream=True),
         ) as reply:
-            first = next(reply.iter_lines())
+            lines = reply.iter_lines()  # held: a dropped iterator closes the connection, and the client leaves
+            first = next(lines)
             assert json.loads(first.removeprefix("data: "))["object"] == "chat.completion.chunk"
             wait_for_start(live_server, "chat", batches)
     assert seen["cancelled"] == 1 and 0 < seen["steps"] < LONG_CHAT_TOKENS
@@ -148,7 +149,8 @@ def test_streamed_speech_stops_when_its_client_leaves(live_server):
             timeout=60,
             json={"model": "tts", "input": LONG_SENTENCE, "stream": True},
         ) as reply:
-            assert next(reply.iter_raw())[:4] == b"RIFF"
+            pieces = reply.iter_raw()  # held: a dropped iterator closes the connection, and the client leaves
+            assert next(pieces)[:4] == b"RIFF"
             wait_for_start(live_server, "tts", batches)
     assert seen["cancelled"] == 1 and 0 < seen["steps"] < LONG_SENTENCE_FRAMES
 
