@@ -13,6 +13,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 STARTUP_SECONDS = 180
+API_KEY = "test-key"  # the key of the servers that ask for one, so one server can run every socket test
 
 
 class Server:
@@ -53,14 +54,15 @@ class Server:
                 return found.group(1)
 
     def metric(self, name: str, **labels: str) -> float:
-        """One sample's value from /metrics (0 when it has not been reported yet)."""
-        for family in text_string_to_metric_families(
-            httpx.get(f"{self.base}/metrics", headers=self.headers, timeout=30).text
-        ):
-            for sample in family.samples:
-                if sample.name == name and all(sample.labels.get(key) == value for key, value in labels.items()):
-                    return sample.value
-        return 0.0
+        """A sample's value from /metrics, added up over the replicas that report it (0 before any does)."""
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(
+                httpx.get(f"{self.base}/metrics", headers=self.headers, timeout=30).text
+            )
+            for sample in family.samples
+            if sample.name == name and all(sample.labels.get(key) == value for key, value in labels.items())
+        )
 
     def stop(self) -> None:
         self.process.terminate()

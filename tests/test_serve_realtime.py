@@ -16,6 +16,7 @@ import pytest
 import soundfile as sf
 
 from conftest import shared_data
+from serving import API_KEY
 from voxport.audio.io import resample
 from voxport.audio.voice_activity import vad_available
 from voxport.models.base import ChatSettings
@@ -25,7 +26,7 @@ pytest.importorskip("websockets", reason="the realtime socket needs the websocke
 from openai import OpenAI
 
 RATE = 24000
-KEY = "test-key"
+KEY = API_KEY
 needs_vad = pytest.mark.skipif(
     not vad_available(), reason="server_vad needs silero-vad (pip install voxport[realtime])"
 )
@@ -421,7 +422,8 @@ def test_mistakes_are_error_events_and_the_session_goes_on(client, server, voice
         connection.response.create()
         done = events_until(connection, "response.done")[-1].response
         assert done.status in ("completed", "incomplete") and done.usage.output_tokens <= 6
-    assert server.metric("voxport_errors_total", endpoint="/v1/realtime", type="invalid_json") >= 1
+    # replicas post their metrics every second: wait for them
+    wait_for(lambda: server.metric("voxport_errors_total", endpoint="/v1/realtime", type="invalid_json") >= 1, 10)
 
 
 def test_the_key_is_checked_before_the_session_opens(server):

@@ -167,6 +167,7 @@ def run_replicas(args: argparse.Namespace) -> int:
     from voxport.serve.app import Limits
     from voxport.serve.replicas import ReplicaBoard, ReplicaSettings, deploy, entry_app, require_serve
     from voxport.serve.server import bind, load_voices, model_specs
+    from voxport.serve.socket_tunnel import SocketInbox
     from voxport.serve.voices import default_voices_dir
 
     serve = require_serve()  # one line when Ray Serve is missing, before anything starts
@@ -201,14 +202,16 @@ def run_replicas(args: argparse.Namespace) -> int:
             limits,
             voices_dir,
             {name: (str(Path(audio).resolve()), words) for name, (audio, words) in voices.named.items()},
+            args.api_key,
         )
         board = ray.remote(ReplicaBoard).options(num_cpus=0).remote()
+        inbox = ray.remote(SocketInbox).options(num_cpus=0).remote()
         progress(
             f"starting {each if fixed or args.replicas is None else f'1 to {each}'} replica(s) of "
             f"{', '.join(models)} on {kind} with Ray Serve"
         )
-        deployed = deploy(serve, models, settings, f"auto:{each}" if args.replicas == "auto" else each, board)
-        app = entry_app(deployed, voices, args.api_key, limits, board, serve)
+        deployed = deploy(serve, models, settings, f"auto:{each}" if args.replicas == "auto" else each, board, inbox)
+        app = entry_app(deployed, voices, args.api_key, limits, (board, inbox), serve)
         host, port = listening.getsockname()[:2]
         progress(
             f"serving {', '.join(models)} on http://{host if ':' not in host else f'[{host}]'}:{port}"

@@ -347,6 +347,8 @@ class RealtimeSession:
                 text += piece
                 await self.send(f"response.{kind}.delta", **where, delta=piece)
             elif isinstance(piece, Answer):
+                if piece.turn.text != text and piece.turn.text.startswith(text):  # what the deltas held back
+                    await self.send(f"response.{kind}.delta", **where, delta=piece.turn.text[len(text) :])
                 turn, text, replayed = piece.turn, piece.turn.text, piece.replayed
                 break
             else:  # None: stopped here, or the job failed

@@ -7,7 +7,8 @@ answers the custom-voice routes itself (the one writer of `--voices-dir`), and h
 replica of the named model through a Ray Serve handle, which picks the least busy one. A request travels as
 its method, path, headers and body; the response comes back as its start (status, headers), then its body
 pieces as the replica's app sends them. A client that leaves cancels the handle's call: the replica's app then
-hears the disconnect, as the single-process server does, and stops the job.
+hears the disconnect, as the single-process server does, and stops the job. A WebSocket goes to one replica for its life
+(socket_tunnel.py).
 
 What a conversation or a voice needs lives on disk, seen by every replica and kept across restarts: custom
 voices in `--voices-dir` (replicas follow it, voices.py), spoken replies behind `audio.id` in its `replies/`
@@ -26,6 +27,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import suppress
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -35,13 +37,17 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.routing import WebSocketRoute
 
 from voxport.errors import VoxportError
 from voxport.serve.app import Limits, ServerState, client_gone, create_app, finished_unless_client_leaves
 from voxport.serve.bodies import json_object
 from voxport.serve.errors import APIError
 from voxport.serve.metrics import Metrics
+from voxport.serve.realtime import ENDPOINT as REALTIME
 from voxport.serve.replies import ReplyStore
+from voxport.serve.socket_tunnel import Tunnel, converse
+from voxport.serve.speech_socket import ROUTE as SPEECH_SOCKET
 from voxport.serve.voices import VoiceBook
 
 APP_PREFIX = "voxport-"  # each model's Ray Serve application: voxport-NAME
@@ -51,6 +57,8 @@ STALE_SECONDS = 10.0  # a replica silent this long is gone: its metrics leave /m
 AUTO_TARGET_REQUESTS = 2  # --replicas auto: Ray Serve adds a replica when each has more requests than this
 REPLIES_FOLDER = "replies"  # spoken replies, under the voices directory every replica sees
 _CAPABILITY_ROUTES = {"speaks_text": ("speech", "speak text"), "answers_audio": ("audio_chat", "answer audio")}
+_SOCKETS = [(REALTIME, "model", "answers_audio"), (SPEECH_SOCKET, "model_id", "speaks_text")]  # route, model param
+_SOCKET_ROUTES = {route for route, _, _ in _SOCKETS}
 
 
 def require_serve() -> ModuleType:
@@ -76,6 +84,7 @@ class ReplicaSettings:
     limits: Limits
     voices_dir: Path | None
     named_voices: dict[str, tuple[str, str]]
+    api_key: str | None  # checked again by each replica's app: sockets reach it with their handshake's headers
 
 
 class ReplicaBoard:
@@ -97,7 +106,7 @@ class ReplicaBoard:
 class ModelReplica:
     """One model on one device, serving the single-process app over it (a Ray Serve deployment's class)."""
 
-    def __init__(self, name: str, source: str, settings: ReplicaSettings, board: Any):
+    def __init__(self, name: str, source: str, settings: ReplicaSettings, board: Any, inbox: Any):
         import ray
 
         from voxport.runtime.devices import resolve_device, resolve_dtype
@@ -116,12 +125,13 @@ class ModelReplica:
         self.state = ServerState(
             models=models,
             voices=VoiceBook(settings.voices_dir, settings.named_voices),
+            api_key=settings.api_key,
             limits=settings.limits,
             replies=replies,
         )
         self.app = create_app(self.state)
         self.name, self.label = name, f"{ray.util.get_node_ip_address()}:{os.getpid()}"
-        self.board = board
+        self.board, self.inbox = board, inbox
         threading.Thread(target=self._post_metrics, name="voxport-metrics", daemon=True).start()
 
     def _post_metrics(self) -> None:
@@ -176,6 +186,14 @@ class ModelReplica:
         finally:
             gone.set()  # cancelled (the client left): the app hears the disconnect and stops the job
 
+    async def converse(self, scope: dict, session: str) -> AsyncIterator[dict]:
+        """One WebSocket through this replica's app (socket_tunnel.py): the ASGI messages the app sends."""
+        async for message in converse(self.app, scope, self.inbox, session):
+            if message["type"] == "websocket.accept":
+                replica = (REPLICA_HEADER.encode(), self.label.encode())
+                message = {**message, "headers": [*message.get("headers", []), replica]}
+            yield message
+
 
 @dataclass(frozen=True)
 class Deployed:
@@ -191,6 +209,7 @@ def deploy(
     settings: ReplicaSettings,
     replicas: int | str,
     board: Any,
+    inbox: Any,
 ) -> dict[str, Deployed]:
     """Every model (name -> source, family, capability) as a Ray Serve application of `replicas` replicas, or
     autoscaled from one to `replicas` ("auto:N"), each asking for one device of the settings' kind."""
@@ -219,7 +238,9 @@ def deploy(
             max_ongoing_requests=settings.max_queue + settings.max_batch,
             **scaling,
         )
-        handle = serve.run(deployment.bind(name, source, settings, board), name=APP_PREFIX + name, route_prefix=None)
+        handle = serve.run(
+            deployment.bind(name, source, settings, board, inbox), name=APP_PREFIX + name, route_prefix=None
+        )
         deployed[name] = Deployed(name, family, capability, handle.options(stream=True))
     return deployed
 
@@ -236,10 +257,17 @@ def replicas_up(serve: ModuleType, names: list[str]) -> dict[str, int]:
 
 
 def entry_app(
-    deployed: dict[str, Deployed], voices: VoiceBook, api_key: str | None, limits: Limits, board: Any, serve: ModuleType
+    deployed: dict[str, Deployed],
+    voices: VoiceBook,
+    api_key: str | None,
+    limits: Limits,
+    channels: tuple[Any, Any],
+    serve: ModuleType,
 ) -> FastAPI:
-    """The single-process app over no local model (auth, errors, voices), with the model routes, /health,
-    /v1/models and /metrics answered through the replicas."""
+    """The single-process app over no local model (auth, errors, voices), with the model routes, the sockets,
+    /health, /v1/models and /metrics answered through the replicas. `channels`: the metrics board and the
+    sockets' inbox (Ray actors)."""
+    board, inbox = channels
     state = ServerState(models={}, voices=voices, api_key=api_key, limits=limits)
     app = create_app(state)
     router = APIRouter()
@@ -285,11 +313,7 @@ def entry_app(
     async def _forward(request: Request, capability: str, limit: int):
         body = await json_object(request, limit)
         model = _model(deployed, body.get("model"), capability)
-        headers = [
-            (key, value)
-            for key, value in request.headers.items()
-            if key not in ("content-length", "authorization", "host")
-        ]
+        headers = [(key, value) for key, value in request.headers.items() if key not in ("content-length", "host")]
         pieces = model.handle.exchange.remote(
             request.method, request.url.path, request.url.query, headers, json.dumps(body).encode()
         )
@@ -309,6 +333,8 @@ def entry_app(
             ) from None
         return StreamingResponse(_rest(pieces, request), status_code=head["status"], headers=dict(head["headers"]))
 
+    for route, param, capability in _SOCKETS:
+        router.routes.append(WebSocketRoute(route, Tunnel(param, partial(_socket_model, deployed, capability), inbox)))
     app.router.routes[:0] = router.routes  # ahead of the single-process server's routes of the same paths
     return app
 
@@ -350,26 +376,36 @@ def _model(deployed: dict[str, Deployed], name: object, capability: str) -> Depl
     return model
 
 
+def _socket_model(deployed: dict[str, Deployed], capability: str, name: str | None) -> Deployed:
+    """The replicas a socket goes to. A name that does not fit still goes to a replica (of the route's kind if
+    any): its app refuses it after checking the key, as the single-process server does (its error lists the
+    models that replica holds)."""
+    try:
+        return _model(deployed, name, capability)
+    except APIError:
+        able = [model for _, model in sorted(deployed.items()) if model.capability == capability]
+        return (able or [deployed[min(deployed)]])[0]
+
+
 class _Gathered:
-    """The entry's metrics of HTTP traffic (it sees every request), then every live replica's metrics of the work,
-    labelled by replica (their own count of the same requests is left out)."""
+    """The entry's metrics of HTTP traffic (it sees every request), then every live replica's metrics of the work
+    and of the sockets it serves, labelled by replica (their own count of the HTTP requests is left out)."""
 
     def __init__(self, entry: Metrics, posts: list[tuple[str, str, bytes]]):
         self.entry, self.posts = entry, posts
 
     def collect(self):
-        traffic = [
-            family
+        merged = {
+            family.name: family
             for metric in (self.entry.requests, self.entry.errors, self.entry.latency)
             for family in metric.collect()
-        ]
-        yield from traffic
-        taken, merged = {family.name for family in traffic}, {}
+        }
+        traffic = set(merged)
         for _, replica, text in sorted(self.posts):
             for family in text_string_to_metric_families(text.decode()):
-                if family.name in taken:
-                    continue
                 into = merged.setdefault(family.name, Metric(family.name, family.documentation, family.type))
                 for sample in family.samples:
-                    into.add_sample(sample.name, {**sample.labels, "replica": replica}, sample.value, sample.timestamp)
+                    if family.name not in traffic or sample.labels.get("endpoint") in _SOCKET_ROUTES:
+                        labels = {**sample.labels, "replica": replica}
+                        into.add_sample(sample.name, labels, sample.value, sample.timestamp)
         yield from merged.values()
