@@ -18,6 +18,7 @@ from test_serve_realtime import (  # noqa: F401  (the realtime tests, run here a
     test_a_closed_socket_cancels_its_reply,
     test_g711_both_ways_and_text_replies,
     test_mistakes_are_error_events_and_the_session_goes_on,
+    test_server_vad_commits_each_turn_and_answers_it,
     test_the_key_is_checked_before_the_session_opens,
     test_two_manual_turns_keep_the_conversation_in_the_cache,
     turns,
@@ -39,8 +40,7 @@ from test_serve_speech_socket import (  # noqa: F401  (the speech socket tests, 
 from voxport.serve.replicas import REPLICA_HEADER
 
 # Left out: the realtime test of a reply queued behind another session's (with two replicas the second
-# session is served by the idle one, so nothing queues) and the server-VAD test (the same code on a replica;
-# it needs silero-vad, which the other tests do not).
+# session is served by the idle one, so nothing queues).
 
 
 @pytest.fixture(scope="module")
