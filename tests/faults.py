@@ -189,10 +189,11 @@ def mel_in_float16(model):
     model.log_mels = log_mels
 
 
-def _engine_fault(change_call: Callable):
+def _engine_fault(change_layer: Callable):
     """A code fault in the model's generating engine (CSM's backbone stack, Covo's LLM stack): the target's
-    `engine_type` replaced by one whose stack calls `change_call(original_call, stack, x, rope, slots, mask,
-    visible)`. Generation, repro's teacher forcing and accuracy's engine stages all run it."""
+    `engine_type` replaced by one whose stack runs each layer as `change_layer(run, x, rope, slots)`, `run`
+    being the original layer with its other arguments bound. Generation, repro's teacher forcing and accuracy's engine
+    stages all run it, in either order of the stack's calls (one after another, or layer-major)."""
 
     def plant(model):
         base = type(model).engine_type
@@ -201,11 +202,14 @@ def _engine_fault(change_call: Callable):
             def __init__(self, *args, **kwargs):
                 super().__init__(*args, **kwargs)
                 stack = self.backbone if hasattr(self, "backbone") else self.stack
-                original = type(stack).__call__
+                original = type(stack).layer
 
                 class Changed(type(stack)):
-                    def __call__(self, x, rope, slots, mask, visible=None):
-                        return change_call(original, self, x, rope, slots, mask, visible)
+                    def layer(self, index, weights, x, rope, slots, mask, visible):
+                        def run(x, rope, slots):
+                            return original(self, index, weights, x, rope, slots, mask, visible)
+
+                        return change_layer(run, x, rope, slots)
 
                 stack.__class__ = Changed
 
@@ -214,16 +218,16 @@ def _engine_fault(change_call: Callable):
     return plant
 
 
-def _late_rows(original, stack, x, rope, slots, mask, visible):
+def _late_rows(run, x, rope, slots):
     """The KV cache written one row after the slot it belongs to."""
-    return original(stack, x, rope, slots + 1, mask, visible)
+    return run(x, rope, slots + 1)
 
 
-def _rope_sign_dropped(original, stack, x, rope, slots, mask, visible):
+def _rope_sign_dropped(run, x, rope, slots):
     """RoPE's rotate-half without its minus sign: the first half of the sine table taken positive."""
     cos, sin = rope
     half = sin.shape[-1] // 2
-    return original(stack, x, (cos, torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)), slots, mask, visible)
+    return run(x, (cos, torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)), slots)
 
 
 kv_cache_late = _engine_fault(_late_rows)

@@ -4,6 +4,8 @@ block, and a memory bound too small for one block refused in one line."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 import torch
 
@@ -48,6 +50,30 @@ def test_one_block_is_held_at_a_time(family, request):
     assert sum(weights.entries[unit].nbytes for unit in held) <= largest, held
     cold = [module for module in units if streamed_unit(module)[1] not in held]
     assert len(cold) >= 2 and all(p.is_meta for module in cold for p in module.parameters())
+
+
+def test_the_cached_rounds_read_each_llm_layer_once(tiny_covo_dir):
+    """Where the LLM streams, the generation stage's known replies run layer-major: each layer is read once for
+    every token of both rounds (step by step it was read again for each token, the head evicting it)."""
+    model = load_model(tiny_covo_dir, torch.device("cpu"), torch.float32, streaming=ONE_BLOCK)
+    stage = next(
+        stage for stage in model.accuracy_stages(model.accuracy_examples()["english"]) if stage.name == "generation"
+    )
+    weights = streamed_unit(model.network.llm.model.layers[0])[0]
+    weights.held_bytes = weights._bytes(weights.units["llm.model.layers.0"])  # one LLM layer at a time
+    weights.entries.clear()
+    reads: Counter[str] = Counter()
+    admit = weights._admit
+
+    def counted(key, *args):
+        reads[key] += 1
+        return admit(key, *args)
+
+    weights._admit = counted
+    logits = stage.run(model, stage.inputs)
+    layers = {unit: count for unit, count in reads.items() if unit.startswith("llm.model.layers.")}
+    assert logits.shape[0] > 10  # tokens that each ran a step
+    assert layers == dict.fromkeys([f"llm.model.layers.{i}" for i in range(len(model.network.llm.model.layers))], 1)
 
 
 def fault(name: str, family: str):

@@ -8,6 +8,8 @@ Covo-Audio's Qwen2 LLM.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -81,6 +83,16 @@ def _layer_weights(layer: nn.Module) -> tuple:
         layer.mlp.down_proj.weight,
         layer.mlp.act_fn.forward,  # the activation's maths without a module call around it
     )
+
+
+class StackCall(NamedTuple):
+    """One call of a `CachedStack`: its arguments, kept to run later (see `CachedStack.layer_major`)."""
+
+    x: torch.Tensor
+    rope: tuple[torch.Tensor, torch.Tensor]
+    slots: torch.Tensor
+    mask: torch.Tensor | None
+    visible: int | None = None
 
 
 class StreamedLayers:
@@ -189,40 +201,65 @@ class CachedStack:
         mask: torch.Tensor | None,
         visible: int | None = None,
     ):
+        for index, weights in enumerate(self.layers):
+            x = self.layer(index, weights, x, rope, slots, mask, visible)
+        return self.rms_norm(x, self.norm_shape, self.norm, self.eps)
+
+    def layer_major(self, calls: list[StackCall]) -> list[torch.Tensor]:
+        """The outputs of `calls` made one after another, computed a layer at a time: each layer runs every call
+        (in order, so each sees the cache rows the earlier ones wrote, as when called in turn) before the next
+        layer is reached. Where layers stream from the checkpoint, each is read once for all the calls."""
+        hidden = [call.x for call in calls]
+        for index, weights in enumerate(self.layers):
+            hidden = [
+                self.layer(index, weights, x, call.rope, call.slots, call.mask, call.visible)
+                for x, call in zip(hidden, calls)
+            ]
+        return [self.rms_norm(x, self.norm_shape, self.norm, self.eps) for x in hidden]
+
+    def layer(
+        self,
+        index: int,
+        weights: tuple,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        slots: torch.Tensor,
+        mask: torch.Tensor | None,
+        visible: int | None,
+    ) -> torch.Tensor:
+        """Layer `index` (its `weights` as `_layer_weights` orders them) on `x`, its keys and values written to
+        cache rows `slots`."""
+        norm1, qkv, qkv_bias, out, norm2, gate_up, down, act = weights
         cos, sin = rope
         batch, length, _ = x.shape
         half = self.head_dim // 2
-        for index, (norm1, qkv, qkv_bias, out, norm2, gate_up, down, act) in enumerate(self.layers):
-            heads = self.linear(self.rms_norm(x, self.norm_shape, norm1, self.eps), qkv, qkv_bias)
-            # One query: [batch, 1, heads x dim] already is [batch, heads, 1, dim] in memory, no transpose.
-            heads = (
-                heads.view(batch, -1, 1, self.head_dim)
-                if length == 1
-                else heads.view(batch, length, -1, self.head_dim).transpose(1, 2)
-            )
-            query_key, value = heads.split((self.heads + self.kv_heads, self.kv_heads), dim=1)
-            query_key = query_key * cos + query_key.roll(half, dims=-1) * sin
-            query, key = query_key.split((self.heads, self.kv_heads), dim=1)
-            keys, values = self.keys[index], self.values[index]
-            keys.index_copy_(2, slots, key)
-            values.index_copy_(2, slots, value)
-            if visible is not None:
-                keys, values = keys[:, :, :visible], values[:, :, :visible]
-            if not self.grouped_attention:
-                keys, values = keys.repeat_interleave(self.groups, 1), values.repeat_interleave(self.groups, 1)
-            attended = F.scaled_dot_product_attention(
-                query,
-                keys,
-                values,
-                attn_mask=mask,
-                scale=self.scaling,
-                is_causal=mask is None and length > 1,
-                enable_gqa=self.grouped_attention,
-            )
-            attended = (
-                attended.view(batch, 1, -1) if length == 1 else attended.transpose(1, 2).reshape(batch, length, -1)
-            )
-            x = x + self.linear(attended, out)
-            gate, up = self.linear(self.rms_norm(x, self.norm_shape, norm2, self.eps), gate_up).chunk(2, dim=-1)
-            x = x + self.linear(act(gate) * up, down)
-        return self.rms_norm(x, self.norm_shape, self.norm, self.eps)
+        heads = self.linear(self.rms_norm(x, self.norm_shape, norm1, self.eps), qkv, qkv_bias)
+        # One query: [batch, 1, heads x dim] already is [batch, heads, 1, dim] in memory, no transpose.
+        heads = (
+            heads.view(batch, -1, 1, self.head_dim)
+            if length == 1
+            else heads.view(batch, length, -1, self.head_dim).transpose(1, 2)
+        )
+        query_key, value = heads.split((self.heads + self.kv_heads, self.kv_heads), dim=1)
+        query_key = query_key * cos + query_key.roll(half, dims=-1) * sin
+        query, key = query_key.split((self.heads, self.kv_heads), dim=1)
+        keys, values = self.keys[index], self.values[index]
+        keys.index_copy_(2, slots, key)
+        values.index_copy_(2, slots, value)
+        if visible is not None:
+            keys, values = keys[:, :, :visible], values[:, :, :visible]
+        if not self.grouped_attention:
+            keys, values = keys.repeat_interleave(self.groups, 1), values.repeat_interleave(self.groups, 1)
+        attended = F.scaled_dot_product_attention(
+            query,
+            keys,
+            values,
+            attn_mask=mask,
+            scale=self.scaling,
+            is_causal=mask is None and length > 1,
+            enable_gqa=self.grouped_attention,
+        )
+        attended = attended.view(batch, 1, -1) if length == 1 else attended.transpose(1, 2).reshape(batch, length, -1)
+        x = x + self.linear(attended, out)
+        gate, up = self.linear(self.rms_norm(x, self.norm_shape, norm2, self.eps), gate_up).chunk(2, dim=-1)
+        return x + self.linear(act(gate) * up, down)

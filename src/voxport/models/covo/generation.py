@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from transformers import Qwen2ForCausalLM
 
 from voxport.errors import InputError
-from voxport.models.cached_stack import CachedStack
+from voxport.models.cached_stack import CachedStack, StackCall
 from voxport.models.sampling import SamplingSettings, candidates, gumbel_noise, pick_tokens
 
 CHECK_EVERY = 8  # tokens between stop-token checks (the loop's only host syncs)
@@ -105,15 +105,41 @@ class TokenEngine:
     def prefill(self, embeds: torch.Tensor) -> torch.Tensor:
         """Append input embeddings [1, T, hidden] to the history; the logits after them [1, vocab]."""
         self.reserve(embeds.shape[1])
+        hidden = self.stack(*self._prefill_call(embeds))
+        return self.project(hidden[:, -1])
+
+    def _prefill_call(self, embeds: torch.Tensor) -> StackCall:
+        """The stack call that appends `embeds` [1, T, hidden] to the history (room reserved); the history then
+        includes them."""
         start, length = self.positions, embeds.shape[1]
         end = start + length
         queries = torch.arange(start, end, device=embeds.device)
         # From an empty cache, plain causal attention (as transformers computes a first prompt); after
         # history, each query sees every earlier position.
         mask = None if start == 0 else (self.stack.cache_index[None, :end] <= queries[:, None])[None, None]
-        hidden = self.stack(embeds, self.stack.rope(queries.unsqueeze(0)), queries, mask, visible=end)
         self.positions = end
-        return self.project(hidden[:, -1])
+        return StackCall(embeds, self.stack.rope(queries.unsqueeze(0)), queries, mask, end)
+
+    def _step_call(self, token: torch.Tensor, position: torch.Tensor) -> StackCall:
+        """The stack call that runs `token` [1] at cache row `position` (a 0-d tensor)."""
+        mask = (self.stack.cache_index <= position)[None, None, None, :]
+        return StackCall(self.embed(token.view(1, 1)), self.stack.rope(position.view(1, 1)), position.view(1), mask)
+
+    @torch.inference_mode()
+    def teacher_forced(self, rounds: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """Logits [steps, vocab] of known replies, round after round (each round's prompt embeddings [1, T,
+        hidden] and reply ids [n]), as `generate` computes them when it picks the known ids: the same stack
+        calls, but run layer-major (`CachedStack.layer_major`) and projected together, so a model whose layers
+        and head stream from the checkpoint reads each once, not once per token."""
+        self.reserve(sum(embeds.shape[1] + len(reply) for embeds, reply in rounds))
+        calls = []
+        for embeds, reply in rounds:
+            calls.append(self._prefill_call(embeds))
+            positions = torch.arange(self.positions, self.positions + len(reply) - 1, device=embeds.device)
+            calls += [self._step_call(token, position) for token, position in zip(reply[:-1], positions)]
+            self.positions += len(reply) - 1  # the last reply id is not run, as in `generate`
+        hidden = self.stack.layer_major(calls)
+        return self.project(torch.cat([output[:, -1] for output in hidden])).float()
 
     def step(
         self,
@@ -129,9 +155,7 @@ class TokenEngine:
         the logits after it and the penalty state (see `penalty_state`) after it. Pure tensor code: one graph
         for compile_step."""
         token = self.pick(logits, seen, recent, sampling, penalties, noise)
-        embedded = self.embed(token.view(1, 1))
-        mask = (self.stack.cache_index <= position)[None, None, None, :]
-        hidden = self.stack(embedded, self.stack.rope(position.view(1, 1)), position.view(1), mask)
+        hidden = self.stack(*self._step_call(token, position))
         seen = seen.scatter(1, token.view(1, 1), True)
         recent = torch.cat([recent[:, 1:], token.view(1, 1)], dim=1)
         return token, self.project(hidden[:, -1]), seen, recent

@@ -27,7 +27,7 @@ from voxport.models.sampling import SamplingSettings
 from voxport.runtime.checkpoints import require_tokenizer_files, resolve_checkpoint
 from voxport.runtime.devices import backend_for
 from voxport.runtime.seeding import make_generator
-from voxport.runtime.streaming import CheckpointReader, StreamedWeights, Streaming
+from voxport.runtime.streaming import CheckpointReader, StreamedWeights, Streaming, streamed_unit
 from voxport.runtime.timing import timed
 from voxport.runtime.weights import load_weights_strict, safetensors_files
 
@@ -305,19 +305,25 @@ class CovoAudioChat:
     ) -> torch.Tensor:
         """Logits [steps, vocab] of known replies through the token engine a chat runs (static KV cache, its
         prefill after history and its decoding step), round after round: each round's prompt in one prefill,
-        then its reply a token at a time, the last reply token left out of the cache as generation leaves it."""
+        then its reply a token at a time, the last reply token left out of the cache as generation leaves it.
+        Where the LLM's layers stream from the checkpoint, the engine makes the same stack calls layer-major
+        (`TokenEngine.teacher_forced`): each layer read once, not once per token."""
+        prompts = [prompt_ids.view(1, -1).to(self.device) for prompt_ids, _ in rounds]
+        embeds = [self._fill_slots(ids, round_features) for ids, round_features in zip(prompts, features)]
+        replies = [reply_ids.to(self.device) for _, reply_ids in rounds]
         logits: list[torch.Tensor] = []
-        known = iter(torch.cat([reply_ids for _, reply_ids in rounds]).to(self.device))  # each round takes its own
+        known = iter(torch.cat(replies))  # each round takes its own
 
         def known_token(step_logits, *_):
             logits.append(step_logits[0].float())
             return next(known).view(1)
 
         engine = self.engine_type(self.network.llm, self.backend.grouped_query_attention, pick=known_token)
-        for (prompt_ids, reply_ids), round_features in zip(rounds, features):
-            prompt_ids = prompt_ids.view(1, -1).to(self.device)
+        if streamed_unit(self.network.llm.model.layers[0]) is not None:
+            return engine.teacher_forced(list(zip(embeds, replies)))
+        for prompt_ids, prompt_embeds, reply_ids in zip(prompts, embeds, replies):
             engine.generate(
-                self._fill_slots(prompt_ids, round_features),
+                prompt_embeds,
                 prompt_ids,
                 NEVER,  # every known id runs
                 len(reply_ids),
