@@ -4,8 +4,9 @@ the correct ports (a clean copy, other attention kernels) over several seeds -> 
     PYTHONPATH=src python tests/fault_table.py [--dtypes bfloat16,float16] [--family csm|covo] [--only SUBSTRING]
     PYTHONPATH=src python tests/fault_table.py --clean --seeds 0,1,2
     PYTHONPATH=src python tests/fault_table.py --size full --layers 4 --family csm --examples english  # real widths
-Writes the checkpoints (tiny, or --size full) into a temporary directory; prints one Markdown row per run as it
-finishes, with the run's peak RSS.
+Writes the checkpoints (tiny, or --size full) into a temporary directory; records the clean reference and its
+benchmark once per family, dtype (and seed) and judges every target against them; prints one Markdown row per
+run as it finishes, with the peak RSS of the target's pass (and of the shared reference and benchmark).
 """
 
 import argparse
@@ -21,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from faults import CLEAN_VARIANTS, FAULTS, run_fault
 from voxport.models.tiny import make_tiny_covo, make_tiny_csm, write_tiny_checkpoint
+from voxport.validate.accuracy import Baseline, record_baseline
 
 
 def main() -> None:
@@ -35,6 +37,9 @@ def main() -> None:
     parser.add_argument("--examples", help="default examples to run, e.g. english (default: all)")
     parser.add_argument("--size", choices=["tiny", "full"], default="tiny", help="checkpoint size (make-tiny's)")
     parser.add_argument("--layers", type=int, help="with --size full: language-model layers (make-tiny's)")
+    parser.add_argument(
+        "--no-op-search", action="store_true", help="skip the first-diverging-op search (it loads whole models)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="voxport-faults-") as folder:  # full-size copies are GBs each
         run_table(Path(folder), args)
@@ -49,11 +54,12 @@ def run_table(root: Path, args) -> None:
         "peak RSS GiB per phase |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
-    for index, fault in enumerate(FAULTS):
-        wanted = (not args.family or fault.family == args.family) and args.only in fault.name
-        if not wanted or (args.in_code and not fault.in_code):
-            continue
-        for dtype_name in args.dtypes.split(","):
+    baselines = Baselines(clean, args)
+    for dtype_name in args.dtypes.split(","):
+        for index, fault in enumerate(FAULTS):
+            wanted = (not args.family or fault.family == args.family) and args.only in fault.name
+            if not wanted or (args.in_code and not fault.in_code):
+                continue
             started = time.perf_counter()
             workdir = root / f"run{index}-{dtype_name}"
             workdir.mkdir()
@@ -62,7 +68,8 @@ def run_table(root: Path, args) -> None:
                 clean[fault.family],
                 workdir,
                 getattr(torch, dtype_name),
-                example_names=args.examples.split(",") if args.examples else None,
+                baseline=baselines.get(fault.family, dtype_name),
+                locate_ops=not args.no_op_search,
             )
             shutil.rmtree(workdir)
             named = result["first_drift_module"]
@@ -84,10 +91,11 @@ def clean_table(root: Path, args) -> None:
     print("|---|---|---|---|---|---|---|---|", flush=True)
     for seed in (int(value) for value in args.seeds.split(",")):
         clean = checkpoints(root / f"seed{seed}", args, seed)
-        for variant in CLEAN_VARIANTS:
-            if args.family and variant.family != args.family:
-                continue
-            for dtype_name in args.dtypes.split(","):
+        baselines = Baselines(clean, args)
+        for dtype_name in args.dtypes.split(","):
+            for variant in CLEAN_VARIANTS:
+                if args.family and variant.family != args.family:
+                    continue
                 workdir = root / f"clean{seed}-{variant.name}-{variant.family}-{dtype_name}".replace(" ", "_")
                 workdir.mkdir()
                 result = run_fault(
@@ -95,7 +103,7 @@ def clean_table(root: Path, args) -> None:
                     clean[variant.family],
                     workdir,
                     getattr(torch, dtype_name),
-                    example_names=args.examples.split(",") if args.examples else None,
+                    baseline=baselines.get(variant.family, dtype_name),
                 )
                 shutil.rmtree(workdir)
                 judged = [*result["blocks"], *result["outputs"].values()]
@@ -106,6 +114,25 @@ def clean_table(root: Path, args) -> None:
                     f"{result['first_drift_module']} | {relative:.3f} | {largest:.3f} |",
                     flush=True,
                 )
+
+
+class Baselines:
+    """The clean checkpoints' reference and benchmark per family and dtype, recorded on first use and kept (one
+    dtype's at a time): every target is judged against the same recording."""
+
+    def __init__(self, clean: dict[str, Path], args):
+        self.clean, self.args, self.kept = clean, args, {}
+
+    def get(self, family: str, dtype_name: str) -> Baseline:
+        if (family, dtype_name) not in self.kept:
+            self.kept = {key: value for key, value in self.kept.items() if key[1] == dtype_name}
+            self.kept[family, dtype_name] = record_baseline(
+                str(self.clean[family]),
+                getattr(torch, dtype_name),
+                example_names=self.args.examples.split(",") if self.args.examples else None,
+                progress=lambda message: None,
+            )
+        return self.kept[family, dtype_name]
 
 
 def checkpoints(root: Path, args, seed: int) -> dict[str, Path]:

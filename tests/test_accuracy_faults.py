@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from faults import CLEAN_VARIANTS, FAULTS, run_fault, run_repro_fault
+from voxport.validate.accuracy import record_baseline, run_accuracy
 
 QUICK = {"example_names": ["english"], "locate_ops": False}
 
@@ -123,3 +124,21 @@ def test_a_clean_copy_passes_repro_in_float32(family, request, tmp_path):
     variant = next(v for v in CLEAN_VARIANTS if v.family == family and v.name == "clean copy")
     result = run_repro_fault(variant, clean, tmp_path, steps=8)
     assert result["verdict"] == "PASS" and result["against_reference"]["token_match_rate"] == 1.0
+
+
+def test_one_baseline_judges_each_target_as_a_run_of_its_own(tiny_covo_dir, tmp_path):
+    """A reference and benchmark recorded once (as tests/fault_table.py does) give each target the verdict and
+    numbers a whole run gives it; a baseline of another dtype is refused."""
+    baseline = record_baseline(str(tiny_covo_dir), torch.bfloat16, example_names=["english"], progress=lambda _: None)
+    for index, planted in enumerate([CLEAN_VARIANTS[3], fault("KV cache written one row late", "covo")]):
+        alone = run_fault(planted, tiny_covo_dir, tmp_path / f"alone{index}", torch.bfloat16, **QUICK)
+        shared = run_fault(
+            planted, tiny_covo_dir, tmp_path / f"shared{index}", torch.bfloat16, baseline=baseline, locate_ops=False
+        )
+        assert (shared["verdict"], shared["first_drift_module"]) == (alone["verdict"], alone["first_drift_module"])
+        assert [block["relative_error"] for block in shared["blocks"]] == pytest.approx(
+            [block["relative_error"] for block in alone["blocks"]], rel=1e-6
+        )
+    assert shared["verdict"] == "FAIL"
+    with pytest.raises(ValueError, match="the baseline is .* in bfloat16, not .* in float16"):
+        run_accuracy(str(tiny_covo_dir), torch.device("cpu"), torch.float16, baseline=baseline, **QUICK)

@@ -48,27 +48,25 @@ def run_accuracy(
     progress=print,
     bar: BarFactory = no_bar,
     streaming: Streaming | None = Streaming(),
+    baseline: Baseline | None = None,
 ) -> dict:
     """Judge `source` on `device`/`dtype` against `reference_source` (default: the same) on the CPU in float32.
     `bar(total, unit, description)` shows the replay passes' progress over blocks (a terminal's progress bar).
-    `streaming`: how passes on the CPU hold their weights (None: whole models)."""
+    `streaming`: how passes on the CPU hold their weights (None: whole models). `baseline`: the reference and
+    benchmark recorded earlier (`record_baseline`) for the same reference and dtype, to judge one more target
+    against (then `texts`, `audios` and `example_names` are the baseline's)."""
     reference_source = reference_source or source
     started = time.perf_counter()
-    phases: dict[str, dict] = {}
-    progress(f"accuracy: recording the reference {reference_source} on cpu/float32")
-    with phase("reference", phases):
-        reference = record_reference(reference_source, texts, audios, example_names, streaming)
-    examples, records, reference_outputs, naming = (
-        reference.examples,
-        reference.records,
-        reference.outputs,
-        reference.naming,
-    )
-    progress(f"accuracy: benchmark {reference_source} on cpu/{dtype_name(dtype)}")
-    with phase("benchmark", phases):
-        benchmark_results, benchmark_outputs = replay_pass(
-            reference_source, CPU, dtype, records, examples, bar, "benchmark", streaming
+    if baseline is None:
+        baseline = record_baseline(reference_source, dtype, texts, audios, example_names, progress, bar, streaming)
+    elif (baseline.source, baseline.dtype) != (str(reference_source), dtype):
+        raise ValueError(
+            f"the baseline is {baseline.source} in {dtype_name(baseline.dtype)}, "
+            f"not {reference_source} in {dtype_name(dtype)}"
         )
+    reference, (benchmark_results, benchmark_outputs) = baseline.reference, baseline.benchmark
+    examples, records, naming = reference.examples, reference.records, reference.naming
+    phases = dict(baseline.phases)
     if str(source) == str(reference_source) and device.type == "cpu":
         progress("accuracy: the target is the benchmark (same checkpoint, device and dtype)")
         target_results, target_outputs = benchmark_results, benchmark_outputs
@@ -83,7 +81,7 @@ def run_accuracy(
         name: judge_blocks(records[name], benchmark_results[name], target_results[name], naming) for name in examples
     }
     blocks = merge_blocks(per_example)
-    outputs = judge_outputs(reference_outputs, benchmark_outputs, target_outputs)
+    outputs = judge_outputs(reference.outputs, benchmark_outputs, target_outputs)
     first = next((block for block in blocks if block["verdict"] != "PASS"), None)
     result = {
         "model": str(source),
@@ -140,6 +138,40 @@ class Reference:
     records: dict[str, list[StageRecord]]
     outputs: dict
     naming: Callable[[str], str]  # a module's checkpoint key prefix
+
+
+@dataclass
+class Baseline:
+    """What every target at one dtype is judged against: the CPU float32 reference's recording and the
+    benchmark's replay of it (the reference checkpoint on the CPU in that dtype), with each phase's seconds and
+    peak memory. Recorded once, it serves any number of targets (`run_accuracy(..., baseline=)`)."""
+
+    source: str
+    dtype: torch.dtype
+    reference: Reference
+    benchmark: tuple[dict, dict]  # the replay's results and teacher-forced outputs (see `replay_pass`)
+    phases: dict[str, dict]
+
+
+def record_baseline(
+    source: str,
+    dtype: torch.dtype,
+    texts: list[str] | None = None,
+    audios: list[str] | None = None,
+    example_names: list[str] | None = None,
+    progress=print,
+    bar: BarFactory = no_bar,
+    streaming: Streaming | None = Streaming(),
+) -> Baseline:
+    """Record `source`'s reference on the CPU in float32, then replay it on the CPU in `dtype`."""
+    phases: dict[str, dict] = {}
+    progress(f"accuracy: recording the reference {source} on cpu/float32")
+    with phase("reference", phases):
+        reference = record_reference(source, texts, audios, example_names, streaming)
+    progress(f"accuracy: benchmark {source} on cpu/{dtype_name(dtype)}")
+    with phase("benchmark", phases):
+        benchmark = replay_pass(source, CPU, dtype, reference.records, reference.examples, bar, "benchmark", streaming)
+    return Baseline(str(source), dtype, reference, benchmark, phases)
 
 
 def record_reference(
