@@ -3,8 +3,9 @@
 Checkpoint faults change only the target's files (weights with ~2 % noise on one block, a RoPE base changed in
 config.json). Code faults patch the target model's instances only (the reference and the benchmark load clean):
 RMSNorm eps or its float32 upcast, softmax in half precision, attention scale, an activation swapped, the mel
-front end in float16, the engine's KV cache written one row late or its RoPE sign dropped, the adapter's stride.
-Each fault names the block
+front end in float16, the engine's KV cache written one row late (always, or in decoding steps only) or its RoPE
+sign dropped, the adapter's stride. The last few are precision-sized (a scale x1.01, 1 % noise), for the table at
+real widths. Each fault names the block
 accuracy must point to. Used by tests/test_accuracy_faults.py and tests/fault_table.py.
 """
 
@@ -39,8 +40,8 @@ class Fault:
     in_code: bool = False
 
 
-def copy_with_noise(clean: Path, faulty: Path, prefix: str) -> Path:
-    """`clean` copied to `faulty`, every weight tensor under `prefix` given NOISE x its RMS of seeded noise."""
+def copy_with_noise(clean: Path, faulty: Path, prefix: str, noise: float = NOISE) -> Path:
+    """`clean` copied to `faulty`, every weight tensor under `prefix` given `noise` x its RMS of seeded noise."""
     shutil.copytree(clean, faulty)
     generator = torch.Generator().manual_seed(0)
 
@@ -50,7 +51,7 @@ def copy_with_noise(clean: Path, faulty: Path, prefix: str) -> Path:
             tensor = weights[key]
             if key.startswith(prefix + ".") and tensor.is_floating_point() and tensor.ndim >= 1 and tensor.numel() > 1:
                 rms = tensor.float().pow(2).mean().sqrt()
-                weights[key] = (tensor.float() + NOISE * rms * torch.randn(tensor.shape, generator=generator)).to(
+                weights[key] = (tensor.float() + noise * rms * torch.randn(tensor.shape, generator=generator)).to(
                     tensor.dtype
                 )
                 changed += 1
@@ -82,8 +83,8 @@ def copy_with_rope_base(clean: Path, faulty: Path, section: str | None, factor: 
     return faulty
 
 
-def weights(prefix: str):
-    return lambda clean, faulty: copy_with_noise(clean, faulty, prefix)
+def weights(prefix: str, noise: float = NOISE):
+    return lambda clean, faulty: copy_with_noise(clean, faulty, prefix, noise)
 
 
 def rope(section: str | None):
@@ -230,7 +231,13 @@ def _rope_sign_dropped(run, x, rope, slots):
     return run(x, (cos, torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)), slots)
 
 
+def _late_rows_when_decoding(run, x, rope, slots):
+    """The KV cache written one row late by the decoding steps only (one position a call); prompts are right."""
+    return run(x, rope, slots + 1 if x.shape[1] == 1 else slots)
+
+
 kv_cache_late = _engine_fault(_late_rows)
+kv_cache_late_when_decoding = _engine_fault(_late_rows_when_decoding)
 rope_sign_dropped = _engine_fault(_rope_sign_dropped)
 
 
@@ -295,6 +302,18 @@ FAULTS = [
     ),
     Fault("KV cache written one row late", "covo", "generation", kv_cache_late, True),
     Fault("engine RoPE sign dropped", "covo", "generation", rope_sign_dropped, True),
+    # Precision-sized faults (the kinds a tiny model hides in bfloat16's rounding): for the table at real widths.
+    Fault(
+        "attention scale x1.01",
+        "csm",
+        "backbone_model.layers.1",
+        attention_scale("backbone_model.layers.1", 1.01),
+        True,
+    ),
+    Fault("KV cache late in decoding steps only", "csm", "engine", kv_cache_late_when_decoding, True),
+    Fault("attention scale x1.01", "covo", "llm.model.layers.1", attention_scale("llm.model.layers.1", 1.01), True),
+    Fault("KV cache late in decoding steps only", "covo", "generation", kv_cache_late_when_decoding, True),
+    Fault("weights DiT block 1 % noise", "covo", "token2latent.blocks.1", weights("token2latent.blocks.1", 0.01)),
 ]
 
 
