@@ -4,6 +4,7 @@ the correct ports (a clean copy, other attention kernels) over several seeds -> 
     PYTHONPATH=src python tests/fault_table.py [--dtypes bfloat16,float16] [--family csm|covo] [--only SUBSTRING]
     PYTHONPATH=src python tests/fault_table.py --clean --seeds 0,1,2
     PYTHONPATH=src python tests/fault_table.py --size full --layers 4 --family csm --examples english  # real widths
+    PYTHONPATH=src python tests/fault_table.py --family covo --checkpoint FULL_COVO --only x1.01,softmax --in-code
 Writes the checkpoints (tiny, or --size full) into a temporary directory; records the clean reference and its
 benchmark once per family, dtype (and seed) and judges every target against them; prints one Markdown row per
 run as it finishes, with the peak RSS of the target's pass (and of the shared reference and benchmark).
@@ -29,7 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dtypes", default="bfloat16,float16")
     parser.add_argument("--family", choices=["csm", "covo"])
-    parser.add_argument("--only", default="")
+    parser.add_argument("--only", default="", help="comma-separated substrings of the fault names to run")
     parser.add_argument("--in-code", action="store_true", help="only the faults planted in code")
     parser.add_argument("--seed", type=int, default=0, help="seed of the tiny checkpoints")
     parser.add_argument("--clean", action="store_true", help="run the correct ports instead of the faults")
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("--examples", help="default examples to run, e.g. english (default: all)")
     parser.add_argument("--size", choices=["tiny", "full"], default="tiny", help="checkpoint size (make-tiny's)")
     parser.add_argument("--layers", type=int, help="with --size full: language-model layers (make-tiny's)")
+    parser.add_argument("--checkpoint", type=Path, help="with --family: its clean checkpoint, used as it is")
     parser.add_argument(
         "--no-op-search", action="store_true", help="skip the first-diverging-op search (it loads whole models)"
     )
@@ -57,7 +59,9 @@ def run_table(root: Path, args) -> None:
     baselines = Baselines(clean, args)
     for dtype_name in args.dtypes.split(","):
         for index, fault in enumerate(FAULTS):
-            wanted = (not args.family or fault.family == args.family) and args.only in fault.name
+            wanted = (not args.family or fault.family == args.family) and any(
+                part in fault.name for part in args.only.split(",")
+            )
             if not wanted or (args.in_code and not fault.in_code):
                 continue
             started = time.perf_counter()
@@ -136,7 +140,11 @@ class Baselines:
 
 
 def checkpoints(root: Path, args, seed: int) -> dict[str, Path]:
-    """A clean checkpoint of each family asked for (only --family's where given), at --size."""
+    """A clean checkpoint of each family asked for (only --family's where given), at --size; --checkpoint's."""
+    if args.checkpoint:
+        if not args.family:
+            sys.exit("--checkpoint needs --family")
+        return {args.family: args.checkpoint}
     size = {"size": args.size, **({"layers": args.layers} if args.layers else {})}
     builds = {"csm": make_tiny_csm, "covo": make_tiny_covo}
     return {

@@ -12,6 +12,7 @@ accuracy must point to. Used by tests/test_accuracy_faults.py and tests/fault_ta
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -347,7 +348,7 @@ def planted(fault: Fault, clean: Path, workdir: Path) -> Iterator[Path]:
         yield fault.plant(clean, workdir / "faulty")
         return
     target = workdir / "target"
-    shutil.copytree(clean, target)
+    shutil.copytree(clean, target, copy_function=_link_or_copy)  # never written: links spare GBs at full size
     load = registry.load_model
 
     def load_patched(source, device, in_dtype, **options):
@@ -365,6 +366,13 @@ def planted(fault: Fault, clean: Path, workdir: Path) -> Iterator[Path]:
     finally:
         for (owner, name), value in zip(patches, saved):
             setattr(owner, name, value)
+
+
+def _link_or_copy(source: str, destination: str) -> None:
+    try:
+        os.link(source, destination)
+    except OSError:  # another file system
+        shutil.copy2(source, destination)
 
 
 def math_attention(model):
