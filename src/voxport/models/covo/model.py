@@ -311,6 +311,9 @@ class CovoAudioChat:
         prompts = [prompt_ids.view(1, -1).to(self.device) for prompt_ids, _ in rounds]
         embeds = [self._fill_slots(ids, round_features) for ids, round_features in zip(prompts, features)]
         replies = [reply_ids.to(self.device) for _, reply_ids in rounds]
+        if streamed_unit(self.network.llm.model.layers[0]) is not None:
+            engine = self.engine_type(self.network.llm, self.backend.grouped_query_attention)
+            return engine.teacher_forced(list(zip(embeds, replies)))
         logits: list[torch.Tensor] = []
         known = iter(torch.cat(replies))  # each round takes its own
 
@@ -319,8 +322,6 @@ class CovoAudioChat:
             return next(known).view(1)
 
         engine = self.engine_type(self.network.llm, self.backend.grouped_query_attention, pick=known_token)
-        if streamed_unit(self.network.llm.model.layers[0]) is not None:
-            return engine.teacher_forced(list(zip(embeds, replies)))
         for prompt_ids, prompt_embeds, reply_ids in zip(prompts, embeds, replies):
             engine.generate(
                 prompt_embeds,
